@@ -1,0 +1,48 @@
+"""The ``wxio`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wxio",
+        description="Engine.IO/Socket.IO server with a signed routing core for socket.io "
+        "clients, WeChat mini programs and raw JSON WebSocket clients.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    serve.add_argument("--app", metavar="MODULE:CALLABLE", help="load handlers from your code")
+    serve.add_argument("--profile", choices=["default", "conformance"], default="default")
+    sign = sub.add_parser("sign", help="print a signature for testing")
+    sign.add_argument("app")
+    sign.add_argument("key")
+    sign.add_argument("--timestamp", type=int, help="milliseconds (default: now)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sign":
+        from ..protocol.signing import md5_sign
+
+        ts = args.timestamp if args.timestamp is not None else int(time.time() * 1000)
+        print(f"timestamp={ts} sign={md5_sign(args.app, args.key, ts)}")
+        return 0
+    if args.command == "serve":
+        from .server import serve
+
+        return serve(args)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""The routing core's message envelope, carried over from the egg.js mobile-sdk.
+
+Every message between a client and the core, on every way in (socket.io event, raw JSON
+WebSocket frame, HTTP API), is one envelope::
+
+    {"meta": {"timestamp": 1700000000000, "app": "demo", "sign": "<hex>",
+              "client": "<client id>", "userId": "u1", "target": "<client id>",
+              "msgId": "<id>", "nonce": "<nonce>"},
+     "data": {"action": "sendToOthers", "payload": {...}}}
+
+All meta fields are optional on the wire; which ones an action needs is the core's business.
+:func:`parse` checks types and sizes and names the bad field in the error; :func:`message`,
+:func:`broadcast`, :func:`deny` and :func:`exchange` build the four reply shapes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from . import jsonutil
+from .errors import DecodeError
+
+__all__ = [
+    "Action",
+    "DenyReason",
+    "Meta",
+    "Envelope",
+    "EnvelopeError",
+    "parse",
+    "parse_text",
+    "to_dict",
+    "encode",
+    "message",
+    "broadcast",
+    "deny",
+    "exchange",
+    "MAX_ID_LEN",
+]
+
+
+class Action(StrEnum):
+    """``data.action`` values; the first ten are the mobile-sdk's wire values."""
+
+    SAVE_ID = "saveId"
+    REQUEST_ID = "requestId"
+    SEND_TO_OTHERS = "sendToOthers"
+    RECONNECT_AND_UPDATES = "reConnectAndUpdates"
+    RECONNECT_UPDATED = "reConnectUpdated"
+    DENY = "deny"
+    EXCHANGE = "exchange"
+    BROADCAST = "broadcast"
+    CONNECT = "connect"
+    DISCONNECT = "disconnect"
+    #: Delivery acknowledgement of an inbox message (``meta.msgId``).
+    ACK = "ack"
+    #: Application-level keepalive for raw WebSocket clients.
+    PING = "ping"
+    PONG = "pong"
+
+
+class DenyReason(StrEnum):
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    UNKNOWN_APP = "unknown_app"
+    MALFORMED = "malformed"
+    UNKNOWN_ACTION = "unknown_action"
+    TARGET_OFFLINE = "target_offline"
+    NOT_ALLOWED = "not_allowed"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+
+
+#: Longest app name, client id, user id, target, message id, nonce or signature we accept.
+MAX_ID_LEN = 128
+_MAX_ACTION_LEN = 64
+_MAX_TIMESTAMP = 2**53
+
+
+class EnvelopeError(DecodeError):
+    """A malformed envelope; ``field`` names the offending field (``meta.timestamp``...)."""
+
+    reason = "malformed"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class Meta(NamedTuple):
+    timestamp: int | None = None
+    app: str | None = None
+    sign: str | None = None
+    client: str | None = None
+    userId: str | None = None  # noqa: N815 - the wire name
+    target: str | None = None
+    msgId: str | None = None  # noqa: N815
+    nonce: str | None = None
+
+
+class Envelope(NamedTuple):
+    meta: Meta
+    action: str
+    payload: Any = None
+
+
+_ID_FIELDS = ("app", "sign", "client", "userId", "target", "msgId", "nonce")
+
+
+def _id_field(meta: dict[str, Any], name: str) -> str | None:
+    value = meta.get(name)
+    if value is None:
+        return None
+    # Old clients send numeric user ids; they mean the same as their decimal string.
+    if type(value) is int:
+        value = str(value)
+    elif type(value) is not str:
+        raise EnvelopeError(f"meta.{name}", "must be a string")
+    if not value or len(value) > MAX_ID_LEN:
+        raise EnvelopeError(f"meta.{name}", f"must be 1 to {MAX_ID_LEN} characters")
+    return value
+
+
+def _timestamp(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 16:
+        value = int(value)
+    elif type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is not int or not 0 <= value <= _MAX_TIMESTAMP:
+        raise EnvelopeError("meta.timestamp", "must be a non-negative integer (milliseconds)")
+    return value
+
+
+def parse(obj: Any) -> Envelope:
+    """Validate a decoded JSON value as an envelope."""
+    if type(obj) is not dict:
+        raise EnvelopeError("envelope", "must be an object")
+    raw_meta = obj.get("meta", {})
+    if type(raw_meta) is not dict:
+        raise EnvelopeError("meta", "must be an object")
+    data = obj.get("data")
+    if type(data) is not dict:
+        raise EnvelopeError("data", "must be an object")
+    action = data.get("action")
+    if type(action) is not str or not action or len(action) > _MAX_ACTION_LEN:
+        raise EnvelopeError("data.action", f"must be a string of 1 to {_MAX_ACTION_LEN} characters")
+    fields = {name: _id_field(raw_meta, name) for name in _ID_FIELDS}
+    meta = Meta(timestamp=_timestamp(raw_meta.get("timestamp")), **fields)
+    return Envelope(meta, action, data.get("payload"))
+
+
+def parse_text(text: str | bytes) -> Envelope:
+    """Parse JSON text (a raw WebSocket frame) as an envelope, with the JSON limits."""
+    return parse(jsonutil.loads(text))
+
+
+def to_dict(envelope: Envelope) -> dict[str, Any]:
+    """The wire form; meta fields that are None are left out."""
+    meta = {k: v for k, v in envelope.meta._asdict().items() if v is not None}
+    return {"meta": meta, "data": {"action": envelope.action, "payload": envelope.payload}}
+
+
+def encode(envelope: Envelope) -> str:
+    return jsonutil.dumps(to_dict(envelope))
+
+
+# -- the four reply shapes of the mobile-sdk helper --------------------------------------------
+
+
+def message(action: str, payload: Any = None, *, timestamp: int, **meta: str | None) -> Envelope:
+    """A reply or notice to one client (``saveId``, ``reConnectUpdated``, ...)."""
+    return Envelope(Meta(timestamp=timestamp, **meta), action, payload)
+
+
+def broadcast(payload: Any, *, timestamp: int, app: str, **meta: str | None) -> Envelope:
+    """A message to every client of an app."""
+    return Envelope(Meta(timestamp=timestamp, app=app, **meta), Action.BROADCAST, payload)
+
+
+def deny(
+    reason: DenyReason, detail: str = "", *, timestamp: int, **meta: str | None
+) -> Envelope:
+    """A refusal; ``payload`` is ``{"reason": <machine code>, "message": <human text>}``."""
+    payload = {"reason": str(reason), "message": detail or str(reason).replace("_", " ")}
+    return Envelope(Meta(timestamp=timestamp, **meta), Action.DENY, payload)
+
+
+def exchange(
+    payload: Any,
+    *,
+    timestamp: int,
+    app: str,
+    client: str | None,
+    userId: str | None,  # noqa: N803
+    target: str,
+    msgId: str | None = None,  # noqa: N803
+) -> Envelope:
+    """A message from one client (or the HTTP API) to another. ``client`` and ``userId`` are the
+    sender's, as the server authenticated them."""
+    return Envelope(
+        Meta(
+            timestamp=timestamp, app=app, client=client, userId=userId, target=target, msgId=msgId
+        ),
+        Action.EXCHANGE,
+        payload,
+    )

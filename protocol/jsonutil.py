@@ -1,0 +1,79 @@
+"""JSON with limits checked before parsing, and one encoder for everything on the wire.
+
+Peers control every byte we parse. Before a document reaches the parser we check, in one linear
+pass, that arrays and objects nest at most ``max_depth`` deep and that no number literal is longer
+than ``MAX_INT_DIGITS`` digits. Because every decoded value is bounded this way, re-encoding it
+later (an echo, an ack, a broadcast, a backplane hop) can never hit a recursion limit.
+
+orjson parses integers beyond 64 bits as floats, as JavaScript does, so what we decode always
+re-encodes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from .errors import DecodeError, LimitExceeded, LocalProtocolError
+
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "loads", "dumps", "dumps_bytes", "check_limits"]
+
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 100
+
+# A string literal (escapes included), a bracket, or a run of digits longer than the cap. The
+# regex engine walks the text; Python only sees brackets, strings and over-long numbers.
+_TOKENS = re.compile(
+    r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]|[0-9]{%d,}' % (MAX_INT_DIGITS + 1), re.DOTALL
+)
+_LONG_DIGITS = re.compile(r"[0-9]{%d}" % (MAX_INT_DIGITS + 1))
+
+
+def check_limits(text: str, max_depth: int = MAX_DEPTH) -> None:
+    """Raise :class:`LimitExceeded` if ``text`` nests deeper than ``max_depth`` or holds a number
+    literal longer than :data:`MAX_INT_DIGITS` digits. Linear in ``len(text)``."""
+    # Fast path: a document with few brackets cannot be deep, and one with no long digit run
+    # cannot hold a long number. Both checks run at C speed.
+    shallow = text.count("[") + text.count("{") <= max_depth
+    if shallow and _LONG_DIGITS.search(text) is None:
+        return
+    depth = 0
+    for m in _TOKENS.finditer(text):
+        c = m.group()[0]
+        if c == "[" or c == "{":
+            depth += 1
+            if depth > max_depth:
+                raise LimitExceeded(f"JSON nested deeper than {max_depth}", reason="too_deep")
+        elif c == "]" or c == "}":
+            depth -= 1
+        elif c != '"':
+            raise LimitExceeded(f"JSON number longer than {MAX_INT_DIGITS} digits")
+
+
+def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON after :func:`check_limits`; any parse failure is a :class:`DecodeError`."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("JSON is not valid UTF-8") from None
+    check_limits(text, max_depth)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"invalid JSON: {exc.msg}") from None
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """Encode to compact UTF-8 JSON bytes (``JSON.stringify`` form)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:
+        raise LocalProtocolError(f"value cannot be encoded as JSON: {exc}") from None
+
+
+def dumps(value: Any) -> str:
+    """Encode to a compact JSON string."""
+    return dumps_bytes(value).decode("utf-8")

@@ -1,0 +1,259 @@
+"""Socket.IO packets, protocol v5 (over EIO=4) and v4 (over EIO=3).
+
+Wire form (socket.io-protocol §"Packet encoding"), one Engine.IO message each::
+
+    <type>[<attachments>-][<namespace>,][<ack id>][<JSON payload>]
+
+    0            CONNECT to "/"             40/admin,{"token":"x"}   CONNECT with auth (v5)
+    2["chat",1]  EVENT                      2/admin,12["chat"]       EVENT asking for ack 12
+    3/admin,12[] ACK                        451-["up",{"_placeholder":true,"num":0}] + 1 binary
+
+The namespace is written only when it is not ``/`` and always with a trailing comma; on input the
+comma may be missing when nothing follows (``40/custom``). Binary payloads are split into
+placeholders plus attachments by :mod:`.binary`; :class:`Decoder` puts them back together.
+
+The wire form is the same in v4 and v5; what differs is what the payloads mean (a v5 CONNECT
+carries an auth object, a v4 CONNECT puts a query string after the namespace; a v5 CONNECT_ERROR
+carries ``{"message", "data"}``, a v4 one a string). Validation follows the reference decoder
+(socket.io-parser 4.2.6) and is stricter where the reference's checks have had holes.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .. import jsonutil
+from ..errors import DecodeError, LimitExceeded, LocalProtocolError, StateError
+from .binary import Slot, deconstruct, find_placeholders, fill_placeholders
+
+__all__ = [
+    "PacketType",
+    "Packet",
+    "RESERVED_EVENTS",
+    "MAX_ATTACHMENTS",
+    "MAX_ACK_ID",
+    "encode",
+    "decode",
+    "Decoder",
+    "split_namespace",
+]
+
+
+class PacketType(IntEnum):
+    CONNECT = 0
+    DISCONNECT = 1
+    EVENT = 2
+    ACK = 3
+    CONNECT_ERROR = 4
+    BINARY_EVENT = 5
+    BINARY_ACK = 6
+
+
+class Packet(NamedTuple):
+    """One Socket.IO packet. For EVENT ``data`` is ``[name, *args]``; for ACK the args list."""
+
+    type: PacketType
+    nsp: str = "/"
+    data: Any = None
+    id: int | None = None
+
+
+#: Event names a client may not use: the server emits these itself.
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+MAX_ATTACHMENTS = 10
+#: Ack ids are JavaScript numbers: integers beyond 2**53 lose precision there.
+MAX_ACK_ID = 2**53
+_MAX_ACK_DIGITS = 16
+
+_BY_CHAR = {str(int(t)): t for t in PacketType}
+_CHAR = {t: str(int(t)) for t in PacketType}
+_BINARY = (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
+_TO_BINARY = {PacketType.EVENT: PacketType.BINARY_EVENT, PacketType.ACK: PacketType.BINARY_ACK}
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _head(ptype: PacketType, nsp: str, ack_id: int | None, attachments: int) -> str:
+    head = _CHAR[ptype]
+    if attachments:
+        head += f"{attachments}-"
+    if nsp != "/":
+        head += nsp + ","
+    if ack_id is not None:
+        head += str(ack_id)
+    return head
+
+
+def encode(packet: Packet) -> tuple[str, list[bytes]]:
+    """Encode a packet into its text form and its binary attachments (often none).
+
+    An EVENT or ACK whose data holds ``bytes`` goes out as BINARY_EVENT / BINARY_ACK, with each
+    buffer replaced by ``{"_placeholder":true,"num":N}``.
+    """
+    ptype, nsp, data, ack_id = packet
+    if data is None:
+        return _head(ptype, nsp, ack_id, 0), []
+    try:
+        # orjson refuses bytes, so the common case (no binary) costs one dumps and no walk.
+        body = orjson.dumps(data)
+    except TypeError:
+        pass
+    else:
+        return _head(ptype, nsp, ack_id, 0) + body.decode("utf-8"), []
+    stripped, attachments = deconstruct(data)
+    if not attachments:
+        raise LocalProtocolError("packet data cannot be encoded as JSON")
+    if ptype in _TO_BINARY:
+        ptype = _TO_BINARY[ptype]
+    elif ptype not in _BINARY:
+        raise LocalProtocolError(f"{ptype.name} packets cannot carry binary data")
+    return _head(ptype, nsp, ack_id, len(attachments)) + jsonutil.dumps(stripped), attachments
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _decode_head(text: str) -> tuple[PacketType, int, str, int | None, int]:
+    """Parse ``<type>[<n>-][<nsp>,][<id>]``; returns type, attachments, nsp, id, payload offset."""
+    if not text:
+        raise DecodeError("empty packet")
+    ptype = _BY_CHAR.get(text[0])
+    if ptype is None:
+        raise DecodeError(f"unknown packet type {text[0]!r}")
+    i, end = 1, len(text)
+    attachments = 0
+    if ptype in _BINARY:
+        dash = text.find("-", 1, 4)  # at most two digits: the count is 1..10
+        digits = text[1:dash] if dash != -1 else ""
+        if dash == -1 and text[1:4].isdigit():
+            raise LimitExceeded(f"attachment count must be 1 to {MAX_ATTACHMENTS}")
+        if not (digits.isascii() and digits.isdigit()):
+            raise DecodeError("attachment count is missing or not an integer")
+        attachments = int(digits)
+        if not 1 <= attachments <= MAX_ATTACHMENTS:
+            raise LimitExceeded(f"attachment count must be 1 to {MAX_ATTACHMENTS}")
+        i = dash + 1
+    nsp = "/"
+    if i < end and text[i] == "/":
+        comma = text.find(",", i)
+        if comma == -1:
+            nsp, i = text[i:], end
+        else:
+            nsp, i = text[i:comma], comma + 1
+    ack_id: int | None = None
+    if i < end and "0" <= text[i] <= "9":
+        j = i + 1
+        while j < end and "0" <= text[j] <= "9":
+            j += 1
+            if j - i > _MAX_ACK_DIGITS:
+                raise LimitExceeded("ack id longer than 16 digits")
+        ack_id = int(text[i:j])
+        if ack_id > MAX_ACK_ID:
+            raise LimitExceeded("ack id above 2**53")
+        i = j
+    return ptype, attachments, nsp, ack_id, i
+
+
+def _check_payload(ptype: PacketType, data: Any) -> None:
+    if ptype is PacketType.EVENT or ptype is PacketType.BINARY_EVENT:
+        if type(data) is not list or not data:
+            raise DecodeError("event payload must be a non-empty array")
+        name = data[0]
+        if type(name) is not str:
+            raise DecodeError("event name must be a string")
+        if name in RESERVED_EVENTS:
+            raise DecodeError(f"event name {name!r} is reserved")
+    elif ptype is PacketType.ACK or ptype is PacketType.BINARY_ACK:
+        if type(data) is not list:
+            raise DecodeError("ack payload must be an array")
+    elif ptype is PacketType.CONNECT:
+        if data is not None and type(data) is not dict:
+            raise DecodeError("connect payload must be an object")
+    elif ptype is PacketType.DISCONNECT:
+        if data is not None:
+            raise DecodeError("disconnect packets carry no payload")
+    elif ptype is PacketType.CONNECT_ERROR:
+        if type(data) is not dict and type(data) is not str:
+            raise DecodeError("connect_error payload must be an object or a string")
+
+
+def _decode(text: str, max_depth: int) -> tuple[Packet, int]:
+    ptype, attachments, nsp, ack_id, i = _decode_head(text)
+    data = jsonutil.loads(text[i:], max_depth) if i < len(text) else None
+    _check_payload(ptype, data)
+    return Packet(ptype, nsp, data, ack_id), attachments
+
+
+def decode(text: str, *, max_depth: int = jsonutil.MAX_DEPTH) -> Packet:
+    """Decode a packet with no attachments (binary packets go through :class:`Decoder`)."""
+    packet, attachments = _decode(text, max_depth)
+    if attachments:
+        raise StateError("binary packet needs a Decoder to collect its attachments")
+    return packet
+
+
+class Decoder:
+    """Decodes one connection's packets, holding a binary packet until its attachments arrive.
+
+    Placeholders are checked when the packet's text arrives, before any attachment is buffered:
+    each must carry an integer ``num`` below the announced count. A text packet while attachments
+    are pending, or an attachment when none is, is a :class:`StateError`.
+    """
+
+    __slots__ = ("max_depth", "pending", "_slots", "_attachments", "_expected")
+
+    def __init__(self, *, max_depth: int = jsonutil.MAX_DEPTH) -> None:
+        self.max_depth = max_depth
+        #: The binary packet waiting for attachments (its placeholders not yet filled), or None.
+        self.pending: Packet | None = None
+        self._slots: list[Slot] = []
+        self._attachments: list[bytes] = []
+        self._expected = 0
+
+    def feed_text(self, text: str) -> Packet | None:
+        """Returns the packet, or None if it waits for attachments (see :attr:`pending`)."""
+        if self.pending is not None:
+            raise StateError("text packet while binary attachments are pending")
+        packet, attachments = _decode(text, self.max_depth)
+        if not attachments:
+            return packet
+        self._slots = find_placeholders(packet.data, attachments)
+        self._expected = attachments
+        self.pending = packet
+        return None
+
+    def feed_binary(self, data: bytes) -> Packet | None:
+        """Returns the completed packet after its last attachment, else None."""
+        if self.pending is None:
+            raise StateError("binary attachment with no binary packet pending")
+        self._attachments.append(data)
+        if len(self._attachments) < self._expected:
+            return None
+        packet = self.pending
+        fill_placeholders(self._slots, self._attachments)
+        self.reset()
+        return packet
+
+    def reset(self) -> None:
+        """Drop any partial packet (at disconnect, or when the server refuses it)."""
+        self.pending = None
+        self._slots = []
+        self._attachments = []
+        self._expected = 0
+
+
+def split_namespace(nsp: str) -> tuple[str, dict[str, str]]:
+    """``/admin?token=1&x=2`` -> (``/admin``, {"token": "1", "x": "2"}): the v4 CONNECT query."""
+    name, sep, query = nsp.partition("?")
+    if not sep:
+        return nsp, {}
+    return name, dict(parse_qsl(query, keep_blank_values=True, max_num_fields=100))
