@@ -1,0 +1,80 @@
+"""Building the aiohttp application: Engine.IO mounts and graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .config import ServerConfig
+from .engine import EngineHandler, EngineServer
+from .sio import SocketIOServer
+
+log = logging.getLogger("wxio")
+
+__all__ = ["Mounts", "build_app", "ENGINES"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ENGINES: web.AppKey[list[EngineServer]] = web.AppKey("wxio_engines", list)
+
+
+class Mounts:
+    """Path prefix -> handler. Engine.IO clients add their query to a fixed path, and some
+    mini-program ports double the leading slash (``//socket.io/``), so matching is by
+    normalised prefix rather than by aiohttp's exact routes."""
+
+    def __init__(self) -> None:
+        self._prefixes: list[tuple[str, Handler]] = []
+
+    def add(self, path: str, handler: Handler) -> None:
+        prefix = "/" + path.strip("/")
+        self._prefixes.append((prefix, handler))
+        self._prefixes.sort(key=lambda item: -len(item[0]))
+
+    def find(self, path: str) -> Handler | None:
+        normalised = "/" + path.lstrip("/")
+        for prefix, handler in self._prefixes:
+            if normalised == prefix or normalised.startswith(prefix + "/"):
+                return handler
+        return None
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        handler = self.find(request.path)
+        if handler is None:
+            raise web.HTTPNotFound()
+        return await handler(request)
+
+
+def build_app(
+    config: ServerConfig,
+    io: SocketIOServer,
+    *,
+    extra_engines: list[tuple[str, EngineHandler]] | None = None,
+    generate_id: Callable[[web.Request], str] | None = None,
+) -> web.Application:
+    """An aiohttp app serving ``io`` at ``config.engine.path`` (plus any extra Engine.IO mounts,
+    e.g. the conformance echo server)."""
+    app = web.Application(client_max_size=config.engine.max_payload)
+    mounts = Mounts()
+    engines: list[EngineServer] = []
+    app[ENGINES] = engines
+    main = EngineServer(config.engine, io, generate_id=generate_id)
+    engines.append(main)
+    mounts.add(config.engine.path, main.handle)
+    from dataclasses import replace
+
+    for path, handler in extra_engines or []:
+        engine = EngineServer(replace(config.engine, path=path), handler)
+        engines.append(engine)
+        mounts.add(path, engine.handle)
+    app.router.add_route("*", "/{tail:.*}", mounts.dispatch)
+
+    async def on_shutdown(app: web.Application) -> None:
+        log.info("shutting down: closing %d session(s)", sum(len(e.sessions) for e in engines))
+        for engine in engines:
+            await engine.shutdown(config.shutdown_grace)
+        await io.shutdown()
+
+    app.on_shutdown.append(on_shutdown)
+    return app

@@ -1,0 +1,93 @@
+"""Server configuration: one frozen dataclass per layer, built once from TOML and arguments."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The configuration file or arguments are invalid; the message says which key."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Engine.IO options, named and defaulted as in the reference server."""
+
+    path: str = "/socket.io/"
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    upgrade_timeout: float = 10.0
+    max_payload: int = 1_000_000
+    #: EIO versions served on this path.
+    versions: tuple[int, ...] = (3, 4)
+    #: "*" for any origin, a list of origins, or an empty list for no CORS headers at all.
+    cors_origins: tuple[str, ...] | str = ()
+    #: gzip/deflate polling responses at least this large when the client accepts it (0: off).
+    compress_threshold: int = 1024
+    #: permessage-deflate on WebSocket (off by default, as in the reference server).
+    ws_compression: bool = False
+    #: Outbound bytes a session may have queued before it counts as a slow reader.
+    max_buffered_bytes: int = 4 * 1024 * 1024
+    #: Outbound packets likewise.
+    max_buffered_packets: int = 10_000
+    #: Seconds a slow reader may stay over the bounds before it is disconnected.
+    slow_grace: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SocketIOOptions:
+    #: Seconds an EIO=4 client has to connect to a namespace before the session is closed.
+    connect_timeout: float = 45.0
+    #: Seconds a server-side emit waits for its ack by default.
+    ack_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    socketio: SocketIOOptions = field(default_factory=SocketIOOptions)
+    #: Seconds to drain on SIGTERM/SIGINT before connections are cut.
+    shutdown_grace: float = 5.0
+    #: Seconds a client has to send complete HTTP request headers.
+    header_timeout: float = 10.0
+    log_level: str = "INFO"
+    #: The raw TOML, for layers configured by later sections ([apps], [cluster]...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _section(cls: type, data: dict[str, Any], name: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")
+    values = dict(data)
+    for key in ("versions", "cors_origins"):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"[{name}]: {exc}") from None
+
+
+def load(path: str | Path | None) -> ServerConfig:
+    """Read a TOML file (or nothing) into a :class:`ServerConfig`."""
+    if path is None:
+        return ServerConfig()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    server = dict(data.get("server", {}))
+    engine = _section(EngineOptions, data.get("engine", {}), "engine")
+    sio = _section(SocketIOOptions, data.get("socketio", {}), "socketio")
+    extra = {k: v for k, v in data.items() if k not in ("server", "engine", "socketio")}
+    base = _section(
+        ServerConfig, {k: v for k, v in server.items()}, "server"
+    )
+    return replace(base, engine=engine, socketio=sio, extra=extra)

@@ -1,0 +1,423 @@
+"""The Engine.IO server: sessions, their timers, and request dispatch for one mount path.
+
+:class:`EngineServer` owns the sessions of one path (``/socket.io/`` by default) and answers every
+HTTP request under it: CORS preflights, polling GET/POST (:mod:`.transports.polling`) and
+WebSocket upgrades (:mod:`.transports.websocket`). Each session is an :class:`EngineSocket`: the
+sans-IO :class:`~wxio.protocol.engineio.EngineSession` plus what asyncio needs around it (one timer
+handle, the held polling GET, the WebSocket writer).
+
+Data flow: a transport decodes a frame or body and feeds the session; :meth:`EngineSocket.pump`
+then turns the session's events into calls on the :class:`EngineHandler` (Socket.IO, or the
+conformance echo) and wakes whichever transport holds the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from ..protocol.engineio import handshake
+from ..protocol.engineio.handshake import ErrorCode, RequestError
+from ..protocol.engineio.session import (
+    Closed,
+    CloseReason,
+    EngineConfig,
+    EngineSession,
+    MessageReceived,
+    State,
+    UpgradeAborted,
+    Upgraded,
+)
+from .config import EngineOptions
+
+log = logging.getLogger("wxio.engine")
+
+__all__ = ["EngineHandler", "EngineSocket", "EngineServer", "HandshakeInfo"]
+
+
+class HandshakeInfo:
+    """What the first request of a session looked like (``socket.handshake`` in Socket.IO)."""
+
+    __slots__ = ("headers", "query", "address", "url", "secure", "issued_ms")
+
+    def __init__(self, request: web.Request, issued_ms: int) -> None:
+        self.headers: Mapping[str, str] = request.headers
+        self.query: Mapping[str, str] = request.query
+        self.address: str = request.remote or ""
+        self.url: str = str(request.rel_url)
+        self.secure: bool = request.secure
+        self.issued_ms = issued_ms
+
+
+class EngineHandler(Protocol):
+    """The layer above Engine.IO. Callbacks are plain functions: they must not block."""
+
+    def on_connect(self, sock: EngineSocket) -> None: ...
+
+    def on_message(self, sock: EngineSocket, data: str | bytes) -> None: ...
+
+    def on_close(self, sock: EngineSocket, reason: str) -> None: ...
+
+
+class EngineSocket:
+    """One Engine.IO session with its asyncio plumbing."""
+
+    __slots__ = (
+        "server",
+        "session",
+        "handshake",
+        "b64",
+        "jsonp",
+        "context",
+        "get_waiter",
+        "ws",
+        "probe_ws",
+        "_wakeup",
+        "_writer",
+        "_timer",
+        "_timer_at",
+        "_slow_timer",
+        "_drained",
+        "_closed_reported",
+        "__weakref__",
+    )
+
+    def __init__(
+        self, server: EngineServer, session: EngineSession, handshake: HandshakeInfo, b64: bool
+    ) -> None:
+        self.server = server
+        self.session = session
+        self.handshake = handshake
+        self.b64 = b64
+        self.jsonp: int | None = None
+        #: Free for the layer above (the Socket.IO client object).
+        self.context: Any = None
+        self.get_waiter: asyncio.Future[None] | None = None
+        self.ws: web.WebSocketResponse | None = None
+        self.probe_ws: web.WebSocketResponse | None = None
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._slow_timer: asyncio.TimerHandle | None = None
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closed_reported = False
+
+    @property
+    def sid(self) -> str:
+        return self.session.sid
+
+    @property
+    def eio(self) -> int:
+        return self.session.eio
+
+    @property
+    def transport(self) -> str:
+        return self.session.transport
+
+    @property
+    def closed(self) -> bool:
+        return self.session.state is State.CLOSED
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(self, data: str | bytes) -> None:
+        """Queue one Engine.IO message."""
+        self.session.send_message(data)
+        self._after_send()
+
+    def send_many(self, items: list[str | bytes]) -> None:
+        """Queue several messages (a Socket.IO packet and its attachments) and wake once."""
+        for data in items:
+            self.session.send_message(data)
+        self._after_send()
+
+    def _after_send(self) -> None:
+        session, opts = self.session, self.server.options
+        if (
+            session.queued_bytes > opts.max_buffered_bytes
+            or session.outbox_len > opts.max_buffered_packets
+        ):
+            self._drained.clear()
+            if self._slow_timer is None and not self.closed:
+                loop = asyncio.get_running_loop()
+                self._slow_timer = loop.call_later(opts.slow_grace, self._slow_check)
+        self._kick()
+
+    def _slow_check(self) -> None:
+        self._slow_timer = None
+        session, opts = self.session, self.server.options
+        if (
+            session.queued_bytes > opts.max_buffered_bytes
+            or session.outbox_len > opts.max_buffered_packets
+        ):
+            log.info("%s closed: slow reader (%d bytes queued)", self.sid, session.queued_bytes)
+            self.close(CloseReason.TRANSPORT_ERROR)
+
+    def outbox_drained(self) -> None:
+        """Called by a transport after it took the outbox."""
+        if not self._drained.is_set():
+            self._drained.set()
+
+    async def wait_drained(self) -> None:
+        """Readers await this before taking more input from a client that does not read."""
+        await self._drained.wait()
+
+    def _kick(self) -> None:
+        if not self.session.has_outbox() and self.session.state is State.OPEN:
+            return
+        waiter = self.get_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.ws is not None:
+            self._wakeup.set()
+
+    def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
+        """Close the session from the server side: a close packet goes out, then the transport."""
+        self.session.close(reason)
+        self.pump()
+
+    # -- driving the session -------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.server.loop.time()
+
+    def pump(self) -> None:
+        """Turn session events into handler calls, wake the transport, re-arm the timer. Every
+        transport calls this after feeding the session."""
+        session = self.session
+        while True:
+            events = session.events_received()
+            if not events:
+                break
+            for event in events:
+                if type(event) is MessageReceived:
+                    try:
+                        self.server.handler.on_message(self, event.data)
+                    except Exception:
+                        # One catch-all per connection: a bug above us closes this session only.
+                        log.exception("%s: message handler failed", self.sid)
+                        session.close(CloseReason.TRANSPORT_ERROR)
+                elif type(event) is Upgraded:
+                    self._on_upgraded()
+                elif type(event) is UpgradeAborted:
+                    self._close_probe()
+                elif type(event) is Closed:
+                    self._on_closed(event.reason)
+        self._kick()
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.session.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self.server.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        at = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        # The loop may run a handle a clock tick early; never ask the session about the past.
+        now = max(self.now(), at or 0.0)
+        self.session.handle_timers(now)
+        self.pump()
+
+    def _on_upgraded(self) -> None:
+        self.ws, self.probe_ws = self.probe_ws, None
+        log.debug("%s upgraded to websocket", self.sid)
+        waiter = self.get_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # the held GET ends with a noop (see polling.handle_get)
+        self.start_writer()
+
+    def _close_probe(self) -> None:
+        ws, self.probe_ws = self.probe_ws, None
+        if ws is not None and not ws.closed:
+            self.server.spawn(ws.close())
+
+    def _on_closed(self, reason: CloseReason) -> None:
+        if self._closed_reported:
+            return
+        self._closed_reported = True
+        self.server.sessions.pop(self.sid, None)
+        for timer in (self._timer, self._slow_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._slow_timer = None
+        self._timer_at = None
+        self._drained.set()
+        try:
+            self.server.handler.on_close(self, reason.value)
+        except Exception:
+            log.exception("%s: close handler failed", self.sid)
+
+    # -- WebSocket writer ----------------------------------------------------------------------
+
+    def start_writer(self) -> None:
+        if self._writer is None and self.ws is not None:
+            self._writer = self.server.spawn(self._write_loop(self.ws))
+            self._wakeup.set()
+
+    async def _write_loop(self, ws: web.WebSocketResponse) -> None:
+        from .transports.websocket import write_packets
+
+        session = self.session
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                packets = session.take_outbox()
+                self.outbox_drained()
+                if packets:
+                    await write_packets(ws, packets, session.eio)
+                if session.state is State.CLOSED and not session.has_outbox():
+                    break
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            pass
+        finally:
+            if not ws.closed:
+                await ws.close()
+            if not self.closed:
+                self.session.close(CloseReason.TRANSPORT_CLOSE)
+                self.pump()
+
+
+class EngineServer:
+    """All sessions of one Engine.IO mount path, and the request handler for it."""
+
+    def __init__(
+        self,
+        options: EngineOptions,
+        handler: EngineHandler,
+        *,
+        generate_id: Callable[[web.Request], str] | None = None,
+    ) -> None:
+        self.options = options
+        self.handler = handler
+        self.generate_id = generate_id
+        self.sessions: dict[str, EngineSocket] = {}
+        self.config = EngineConfig(
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            max_payload=options.max_payload,
+            upgrade_timeout=options.upgrade_timeout,
+        )
+        self.accepting = True
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """A background task that is kept referenced until done and cancelled at shutdown."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def new_sid(self, request: web.Request) -> str:
+        if self.generate_id is not None:
+            sid = self.generate_id(request)
+            if sid and sid not in self.sessions:
+                return sid
+        # 120 random bits, 20 URL-safe characters, like the reference's base64id.
+        return secrets.token_urlsafe(15)
+
+    def open_session(
+        self, request: web.Request, req: handshake.Request, issued_ms: int
+    ) -> EngineSocket:
+        session = EngineSession(
+            self.new_sid(request),
+            eio=req.eio,
+            transport=req.transport,
+            config=self.config,
+            now=self.loop.time(),
+        )
+        sock = EngineSocket(self, session, HandshakeInfo(request, issued_ms), req.b64)
+        sock.jsonp = req.jsonp
+        self.sessions[sock.sid] = sock
+        return sock
+
+    def connected(self, sock: EngineSocket) -> None:
+        """Tell the handler about a new session, once its transport can carry the open packet."""
+        log.debug("%s open (EIO=%d, %s)", sock.sid, sock.eio, sock.transport)
+        try:
+            self.handler.on_connect(sock)
+        except Exception:
+            log.exception("%s: connect handler failed", sock.sid)
+            sock.session.close(CloseReason.TRANSPORT_ERROR)
+        sock.pump()
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def cors_headers(self, request: web.Request) -> dict[str, str]:
+        origins = self.options.cors_origins
+        if not origins:
+            return {}
+        origin = request.headers.get("Origin")
+        if origins == "*":
+            return {"Access-Control-Allow-Origin": "*"}
+        if origin is not None and origin in origins:
+            return {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Vary": "Origin",
+            }
+        return {}
+
+    def error_response(self, request: web.Request, error: RequestError) -> web.Response:
+        return web.Response(
+            status=error.status,
+            body=error.body(),
+            content_type="application/json",
+            headers=self.cors_headers(request),
+        )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        from .transports import polling, websocket
+
+        if request.method == "OPTIONS":
+            headers = self.cors_headers(request)
+            if headers:
+                headers["Access-Control-Allow-Methods"] = "GET,HEAD,PUT,PATCH,POST,DELETE"
+                wanted = request.headers.get("Access-Control-Request-Headers")
+                if wanted:
+                    headers["Access-Control-Allow-Headers"] = wanted
+            return web.Response(status=204, headers=headers)
+        is_upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        req = handshake.parse_request(request.query, method=request.method, is_upgrade=is_upgrade)
+        if isinstance(req, RequestError):
+            if is_upgrade:
+                return websocket.refuse(req)
+            return self.error_response(request, req)
+        if req.sid is None and not self.accepting:
+            return self.error_response(
+                request, RequestError.of(ErrorCode.BAD_REQUEST, "Server is shutting down")
+            )
+        if req.transport == "websocket":
+            return await websocket.handle(self, request, req)
+        return await polling.handle(self, request, req)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting sessions, close every session with a close packet, give transports up
+        to ``grace`` seconds to flush, then cancel what is left."""
+        self.accepting = False
+        for sock in list(self.sessions.values()):
+            sock.close(CloseReason.SERVER_SHUTTING_DOWN)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()

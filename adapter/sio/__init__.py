@@ -1,0 +1,16 @@
+"""The Socket.IO layer: namespaces, sockets, rooms, acks, middleware, handlers."""
+
+from .context import ConnectContext, ConnectionRefused, EventContext
+from .namespace import Namespace
+from .server import SocketIOServer
+from .socket import AckTimeout, Socket
+
+__all__ = [
+    "SocketIOServer",
+    "Namespace",
+    "Socket",
+    "ConnectionRefused",
+    "ConnectContext",
+    "EventContext",
+    "AckTimeout",
+]

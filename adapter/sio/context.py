@@ -1,0 +1,75 @@
+"""What middleware and handlers receive, and how they refuse a connection."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ...protocol.socketio import Packet
+
+if TYPE_CHECKING:
+    from .server import SocketIOServer
+    from .socket import Socket
+
+__all__ = ["ConnectionRefused", "ConnectContext", "EventContext", "Next", "Middleware"]
+
+
+class ConnectionRefused(Exception):
+    """Raise from a connection middleware to refuse the namespace connection. The client gets a
+    CONNECT_ERROR: ``{"message": message, "data": data}`` (v5) or ``"message"`` (v4)."""
+
+    def __init__(self, message: str = "Not authorized", data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class ConnectContext:
+    """Given to connection middleware. ``socket`` is not connected yet; code after
+    ``await next()`` runs when it disconnects (egg-socket.io semantics)."""
+
+    __slots__ = ("socket", "app", "state")
+
+    def __init__(self, socket: Socket, app: SocketIOServer) -> None:
+        self.socket = socket
+        self.app = app
+        #: Free for middleware to pass things along.
+        self.state: dict[str, Any] = {}
+
+    @property
+    def auth(self) -> dict[str, Any]:
+        return self.socket.handshake.auth
+
+    @property
+    def handshake(self) -> Any:
+        return self.socket.handshake
+
+
+class EventContext:
+    """Given to packet middleware and to router handlers (``io.route``)."""
+
+    __slots__ = ("socket", "app", "packet", "event", "args", "acked", "state")
+
+    def __init__(self, socket: Socket, app: SocketIOServer, packet: Packet) -> None:
+        self.socket = socket
+        self.app = app
+        self.packet = packet
+        self.event: str = packet.data[0]
+        self.args: list[Any] = packet.data[1:]
+        self.acked = False
+        self.state: dict[str, Any] = {}
+
+    @property
+    def wants_ack(self) -> bool:
+        return self.packet.id is not None
+
+    def ack(self, *args: Any) -> None:
+        """Answer the client's ack callback (once; later calls are ignored)."""
+        if self.acked or self.packet.id is None:
+            return
+        self.acked = True
+        self.socket._send_ack(self.packet.id, list(args))
+
+
+Next = Callable[[], Awaitable[None]]
+Middleware = Callable[[Any, Next], Awaitable[None]]

@@ -1,0 +1,248 @@
+"""A namespace: its sockets, rooms, handlers and middleware, and broadcasting within it."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ...protocol.socketio import Packet, PacketType, encode
+from .context import EventContext, Middleware
+
+if TYPE_CHECKING:
+    from .server import SocketIOServer
+    from .socket import Socket
+
+log = logging.getLogger("wxio.socketio")
+
+__all__ = ["Namespace", "BroadcastOperator"]
+
+Handler = Callable[..., Any]
+
+
+class _Handlers:
+    """What a namespace runs; shared by the children of a dynamic namespace."""
+
+    __slots__ = ("events", "routes", "any", "lifecycle", "middleware", "packet_middleware")
+
+    def __init__(self) -> None:
+        #: python-socketio style: ``handler(socket, *args)``; the return value is the ack.
+        self.events: dict[str, Handler] = {}
+        #: egg-socket.io style router: ``handler(ctx)``.
+        self.routes: dict[str, Handler] = {}
+        self.any: list[Handler] = []
+        #: ``connect``, ``disconnecting``, ``disconnect``, ``error``: ``handler(socket, ...)``.
+        self.lifecycle: dict[str, list[Handler]] = {}
+        self.middleware: list[Middleware] = []
+        self.packet_middleware: list[Middleware] = []
+
+
+_LIFECYCLE = ("connect", "connection", "disconnecting", "disconnect", "error")
+
+
+class Namespace:
+    def __init__(self, server: SocketIOServer, name: str, handlers: _Handlers | None = None):
+        self.server = server
+        self.name = name
+        self.sockets: dict[str, Socket] = {}
+        self.rooms: dict[str, set[Socket]] = {}
+        self.handlers = handlers if handlers is not None else _Handlers()
+
+    def __repr__(self) -> str:
+        return f"<Namespace {self.name}>"
+
+    # -- registration --------------------------------------------------------------------------
+
+    def on(self, event: str, handler: Handler | None = None) -> Any:
+        """Register ``handler(socket, *args)`` for ``event``; usable as a decorator. ``"*"``
+        catches every event without a handler: ``handler(socket, event, *args)``. Lifecycle
+        events: ``connect`` (after the CONNECT reply), ``disconnecting`` and ``disconnect``
+        (``handler(socket, reason)``), ``error`` (``handler(socket, exc)``)."""
+
+        def register(fn: Handler) -> Handler:
+            if event == "*":
+                self.handlers.any.append(fn)
+            elif event in _LIFECYCLE:
+                key = "connect" if event == "connection" else event
+                self.handlers.lifecycle.setdefault(key, []).append(fn)
+            else:
+                self.handlers.events[event] = fn
+            return fn
+
+        return register(handler) if handler is not None else register
+
+    def route(self, event: str, handler: Handler) -> None:
+        """egg-socket.io style: ``handler(ctx)`` with ``ctx.socket``, ``ctx.args``,
+        ``ctx.packet``, ``ctx.app``; ``ctx.ack(...)`` or the return value answers an ack."""
+        self.handlers.routes[event] = handler
+
+    def use(self, middleware: Middleware) -> None:
+        """Connection middleware ``async def mw(ctx, next)``; raise ConnectionRefused to refuse.
+        Code after ``await next()`` runs at disconnect."""
+        self.handlers.middleware.append(middleware)
+
+    def use_packet(self, middleware: Middleware) -> None:
+        """Packet middleware ``async def mw(ctx, next)`` around every event; not calling
+        ``next`` drops the packet."""
+        self.handlers.packet_middleware.append(middleware)
+
+    # -- rooms ---------------------------------------------------------------------------------
+
+    def _add_to_room(self, room: str, socket: Socket) -> None:
+        self.rooms.setdefault(room, set()).add(socket)
+
+    def _remove_from_room(self, room: str, socket: Socket) -> None:
+        members = self.rooms.get(room)
+        if members is not None:
+            members.discard(socket)
+            if not members:
+                del self.rooms[room]
+
+    # -- emitting ------------------------------------------------------------------------------
+
+    def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        return BroadcastOperator(self).to(*rooms)
+
+    in_ = to
+
+    def except_(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        return BroadcastOperator(self).except_(*rooms)
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Send to every socket of the namespace (encoded once)."""
+        BroadcastOperator(self).emit(event, *args)
+
+    def _targets(self, rooms: set[str], excluded: set[str], skip: set[str]) -> Iterable[Socket]:
+        if rooms:
+            seen: set[Socket] = set()
+            for room in rooms:
+                seen.update(self.rooms.get(room, ()))
+            candidates: Iterable[Socket] = seen
+        else:
+            candidates = list(self.sockets.values())
+        if not excluded and not skip:
+            return candidates
+        banned: set[Socket] = set()
+        for room in excluded:
+            banned.update(self.rooms.get(room, ()))
+        return [s for s in candidates if s not in banned and s.id not in skip]
+
+    def _emit_local(self, event: str, socket: Socket, *args: Any) -> None:
+        """Run lifecycle handlers (``connect``, ``disconnect``...)."""
+        for handler in self.handlers.lifecycle.get(event, ()):
+            try:
+                result = handler(socket, *args)
+                if inspect.isawaitable(result):
+                    self.server.spawn(result)
+            except Exception:
+                log.exception("%s: %s handler failed", self.name, event)
+
+    # -- events from clients -------------------------------------------------------------------
+
+    async def _dispatch(self, socket: Socket, packet: Packet) -> None:
+        """Run packet middleware, then the handler; answer the ack if one was asked for."""
+        ctx = EventContext(socket, self.server, packet)
+        chain = self.handlers.packet_middleware
+
+        async def run(i: int) -> None:
+            if i < len(chain):
+                await chain[i](ctx, lambda: run(i + 1))
+            else:
+                await self._call_handler(ctx)
+
+        try:
+            await run(0)
+        except Exception as exc:
+            log.exception("%s: handler for %r failed", self.name, ctx.event)
+            self._emit_local("error", socket, exc)
+
+    async def _call_handler(self, ctx: EventContext) -> None:
+        h = self.handlers
+        route = h.routes.get(ctx.event)
+        if route is not None:
+            result = route(ctx)
+        else:
+            handler = h.events.get(ctx.event)
+            if handler is not None:
+                result = handler(ctx.socket, *ctx.args)
+            elif h.any:
+                result = None
+                for catch_all in h.any:
+                    r = catch_all(ctx.socket, ctx.event, *ctx.args)
+                    if inspect.isawaitable(r):
+                        r = await r
+                    result = r if result is None else result
+            else:
+                log.debug("%s: no handler for %r", self.name, ctx.event)
+                return
+        if inspect.isawaitable(result):
+            result = await result
+        if ctx.wants_ack and not ctx.acked:
+            if result is None:
+                ctx.ack()
+            elif isinstance(result, tuple):
+                ctx.ack(*result)
+            else:
+                ctx.ack(result)
+
+
+class BroadcastOperator:
+    """``nsp.to("room").except_("other").emit(...)``: immutable-ish builder, encodes once."""
+
+    __slots__ = ("nsp", "rooms", "excluded", "skip")
+
+    def __init__(self, nsp: Namespace) -> None:
+        self.nsp = nsp
+        self.rooms: set[str] = set()
+        self.excluded: set[str] = set()
+        self.skip: set[str] = set()
+
+    def _copy(self) -> BroadcastOperator:
+        other = BroadcastOperator(self.nsp)
+        other.rooms, other.excluded, other.skip = set(self.rooms), set(self.excluded), set(self.skip)
+        return other
+
+    @staticmethod
+    def _names(rooms: tuple[str | Iterable[str], ...]) -> set[str]:
+        names: set[str] = set()
+        for room in rooms:
+            if isinstance(room, str):
+                names.add(room)
+            else:
+                names.update(room)
+        return names
+
+    def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        other = self._copy()
+        other.rooms |= self._names(rooms)
+        return other
+
+    in_ = to
+
+    def except_(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        other = self._copy()
+        other.excluded |= self._names(rooms)
+        return other
+
+    def except_sid(self, sid: str) -> BroadcastOperator:
+        other = self._copy()
+        other.skip.add(sid)
+        return other
+
+    def emit(self, event: str, *args: Any) -> int:
+        """Send to the selected sockets; returns how many were sent to."""
+        text, attachments = encode(Packet(PacketType.EVENT, self.nsp.name, [event, *args]))
+        items: list[str | bytes] = [text, *attachments]
+        count = 0
+        for socket in self.nsp._targets(self.rooms, self.excluded, self.skip):
+            if socket.connected:
+                if attachments:
+                    socket.client.esock.send_many(items)
+                else:
+                    socket.client.esock.send(text)
+                count += 1
+        return count
+
+    def sockets(self) -> list[Socket]:
+        return list(self.nsp._targets(self.rooms, self.excluded, self.skip))

@@ -1,0 +1,316 @@
+"""The Socket.IO server: an Engine.IO handler that multiplexes namespaces over each session.
+
+Rules kept here (socket.io-protocol v5 §"Connection to a namespace", v4 for EIO=3): an EIO=4
+client must CONNECT within ``connect_timeout``, and nothing is sent before it does; an EIO=3
+client is connected to ``/`` at once, with its query string as auth. A packet for a namespace the
+client has not joined, a second CONNECT, a client CONNECT_ERROR, a binary packet for a namespace
+not joined, or anything that does not decode closes the whole connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ...protocol.engineio.session import CloseReason
+from ...protocol.errors import RemoteProtocolError
+from ...protocol.socketio import Decoder, Packet, PacketType, encode, split_namespace
+from ..config import SocketIOOptions
+from ..engine import EngineSocket
+from .context import ConnectContext, ConnectionRefused
+from .namespace import Handler, Namespace, _Handlers
+from .socket import Socket
+
+log = logging.getLogger("wxio.socketio")
+
+__all__ = ["SocketIOServer", "Client"]
+
+NamespaceMatcher = re.Pattern[str] | Callable[[str, dict[str, Any]], bool]
+# Engine.IO's own query keys are not auth for EIO=3 clients.
+_ENGINE_KEYS = frozenset({"EIO", "transport", "t", "sid", "b64", "j"})
+
+
+class Client:
+    """One Engine.IO session as Socket.IO sees it: its decoder and its namespace sockets."""
+
+    __slots__ = ("server", "esock", "decoder", "sockets", "protocol", "_connect_timer")
+
+    def __init__(self, server: SocketIOServer, esock: EngineSocket) -> None:
+        self.server = server
+        self.esock = esock
+        self.decoder = Decoder()
+        self.sockets: dict[str, Socket] = {}
+        #: Socket.IO protocol revision: 5 over EIO=4, 4 over EIO=3.
+        self.protocol = 5 if esock.eio == 4 else 4
+        self._connect_timer: asyncio.TimerHandle | None = None
+
+    def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
+        self.esock.close(reason)
+
+    def _fail(self, why: str) -> None:
+        log.info("%s closed: %s", self.esock.sid, why)
+        self.decoder.reset()
+        self.esock.close(CloseReason.PARSE_ERROR)
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    def on_message(self, data: str | bytes) -> None:
+        try:
+            if isinstance(data, bytes):
+                packet = self.decoder.feed_binary(data)
+            else:
+                packet = self.decoder.feed_text(data)
+                pending = self.decoder.pending
+                if pending is not None and pending.nsp not in self.sockets:
+                    # Refuse before buffering attachments for a namespace the client never joined.
+                    self._fail("binary packet for a namespace not joined")
+                    return
+        except RemoteProtocolError as exc:
+            self._fail(f"invalid packet: {exc}")
+            return
+        if packet is not None:
+            self._on_packet(packet)
+
+    def _on_packet(self, packet: Packet) -> None:
+        ptype = packet.type
+        if ptype is PacketType.CONNECT:
+            self._on_connect(packet)
+            return
+        socket = self.sockets.get(packet.nsp)
+        if socket is None or ptype is PacketType.CONNECT_ERROR:
+            self._fail(f"{ptype.name} for namespace {packet.nsp!r} not joined")
+            return
+        if ptype is PacketType.EVENT or ptype is PacketType.BINARY_EVENT:
+            self.server._enqueue(socket, packet)
+        elif ptype is PacketType.ACK or ptype is PacketType.BINARY_ACK:
+            socket._on_ack(packet)
+        elif ptype is PacketType.DISCONNECT:
+            self._socket_left(socket, "client namespace disconnect")
+
+    def _on_connect(self, packet: Packet) -> None:
+        if self.protocol == 4:
+            name, auth = split_namespace(packet.nsp)
+        else:
+            name = packet.nsp
+            auth = packet.data if packet.data is not None else {}
+        if name in self.sockets:
+            self._fail(f"second CONNECT for {name!r}")
+            return
+        self.server._connect(self, name, auth)
+
+    def _socket_left(self, socket: Socket, reason: str) -> None:
+        if self.sockets.get(socket.nsp.name) is socket:
+            del self.sockets[socket.nsp.name]
+        log.info("%s left %s (%s)", socket.id, socket.nsp.name, reason)
+        socket._closed(reason)
+
+    def on_close(self, reason: str) -> None:
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+        self.decoder.reset()
+        for socket in list(self.sockets.values()):
+            self._socket_left(socket, reason)
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    def send_packet(self, packet: Packet) -> None:
+        text, attachments = encode(packet)
+        if attachments:
+            self.esock.send_many([text, *attachments])
+        else:
+            self.esock.send(text)
+
+
+class SocketIOServer:
+    """Namespaces and their handlers; the Engine.IO handler of a Socket.IO mount."""
+
+    def __init__(self, options: SocketIOOptions | None = None) -> None:
+        self.options = options or SocketIOOptions()
+        self.namespaces: dict[str, Namespace] = {}
+        self._dynamic: list[tuple[NamespaceMatcher, _Handlers]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.of("/")
+
+    # -- namespaces ----------------------------------------------------------------------------
+
+    def of(self, name: str | NamespaceMatcher) -> Namespace:
+        """The namespace ``name``, created if needed. A compiled regex or a callable
+        ``(name, auth) -> bool`` declares a dynamic namespace: each matching name is created on
+        its first CONNECT and shares the handlers registered on the returned namespace."""
+        if isinstance(name, str):
+            if not name.startswith("/"):
+                name = "/" + name
+            nsp = self.namespaces.get(name)
+            if nsp is None:
+                nsp = self.namespaces[name] = Namespace(self, name)
+            return nsp
+        parent = Namespace(self, "<dynamic>")
+        self._dynamic.append((name, parent.handlers))
+        return parent
+
+    def _find_namespace(self, name: str, auth: dict[str, Any]) -> Namespace | None:
+        nsp = self.namespaces.get(name)
+        if nsp is not None:
+            return nsp
+        for matcher, handlers in self._dynamic:
+            try:
+                matched = (
+                    matcher.fullmatch(name) is not None
+                    if isinstance(matcher, re.Pattern)
+                    else bool(matcher(name, auth))
+                )
+            except Exception:
+                log.exception("namespace matcher failed for %r", name)
+                matched = False
+            if matched:
+                nsp = self.namespaces[name] = Namespace(self, name, handlers)
+                return nsp
+        return None
+
+    # python-socketio / egg-style shortcuts on a namespace (default "/")
+    def on(self, event: str, handler: Handler | None = None, *, namespace: str = "/") -> Any:
+        return self.of(namespace).on(event, handler)
+
+    def route(self, event: str, handler: Handler, *, namespace: str = "/") -> None:
+        self.of(namespace).route(event, handler)
+
+    def use(self, middleware: Any, *, namespace: str = "/") -> None:
+        self.of(namespace).use(middleware)
+
+    def use_packet(self, middleware: Any, *, namespace: str = "/") -> None:
+        self.of(namespace).use_packet(middleware)
+
+    def emit(self, event: str, *args: Any, to: str | None = None, namespace: str = "/") -> int:
+        op = self.of(namespace).to(to) if to is not None else self.of(namespace).to()
+        return op.emit(event, *args)
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- EngineHandler -------------------------------------------------------------------------
+
+    def on_connect(self, esock: EngineSocket) -> None:
+        client = Client(self, esock)
+        esock.context = client
+        if client.protocol == 4:
+            # Socket.IO v4 has an implicit main namespace, joined at once with the query as auth.
+            auth = {k: v for k, v in esock.handshake.query.items() if k not in _ENGINE_KEYS}
+            self._connect(client, "/", auth)
+        else:
+            loop = asyncio.get_running_loop()
+            client._connect_timer = loop.call_later(
+                self.options.connect_timeout, self._connect_timeout, client
+            )
+
+    def _connect_timeout(self, client: Client) -> None:
+        client._connect_timer = None
+        if not client.sockets and not client.esock.closed:
+            log.info("%s closed: no namespace joined in time", client.esock.sid)
+            client.close(CloseReason.FORCED_CLOSE)
+
+    def on_message(self, esock: EngineSocket, data: str | bytes) -> None:
+        client: Client = esock.context
+        client.on_message(data)
+
+    def on_close(self, esock: EngineSocket, reason: str) -> None:
+        client: Client | None = esock.context
+        if client is not None:
+            client.on_close(reason)
+
+    # -- connecting a namespace ----------------------------------------------------------------
+
+    def _connect(self, client: Client, name: str, auth: dict[str, Any]) -> None:
+        nsp = self._find_namespace(name, auth)
+        if nsp is None:
+            self._refuse(client, name, ConnectionRefused("Invalid namespace"))
+            return
+        if client.protocol == 4:
+            sid = client.esock.sid if name == "/" else f"{name}#{client.esock.sid}"
+        else:
+            sid = secrets.token_urlsafe(15)
+        socket = Socket(nsp, client, sid, auth)
+        chain = nsp.handlers.middleware
+        if not chain:
+            self._accept(client, socket)
+            return
+        # Reserve the name so that a second CONNECT during async middleware is refused.
+        client.sockets[name] = socket
+        self.spawn(self._run_connect_middleware(client, socket, chain))
+
+    async def _run_connect_middleware(
+        self, client: Client, socket: Socket, chain: list[Any]
+    ) -> None:
+        ctx = ConnectContext(socket, self)
+        loop = asyncio.get_running_loop()
+
+        async def run(i: int) -> None:
+            if i < len(chain):
+                await chain[i](ctx, lambda: run(i + 1))
+                return
+            if client.esock.closed or client.sockets.get(socket.nsp.name) is not socket:
+                return
+            socket._after_connect = loop.create_future()
+            self._accept(client, socket)
+            await socket._after_connect  # released at disconnect; outer middleware resumes
+
+        try:
+            await run(0)
+        except ConnectionRefused as exc:
+            if client.sockets.get(socket.nsp.name) is socket and not socket.connected:
+                del client.sockets[socket.nsp.name]
+                self._refuse(client, socket.nsp.name, exc)
+        except Exception as exc:
+            log.exception("%s: connection middleware failed", socket.nsp.name)
+            if client.sockets.get(socket.nsp.name) is socket and not socket.connected:
+                del client.sockets[socket.nsp.name]
+                self._refuse(client, socket.nsp.name, ConnectionRefused(str(exc) or "Error"))
+
+    def _accept(self, client: Client, socket: Socket) -> None:
+        nsp = socket.nsp
+        client.sockets[nsp.name] = socket
+        nsp.sockets[socket.id] = socket
+        socket.connected = True
+        socket.join(socket.id)
+        if client._connect_timer is not None:
+            client._connect_timer.cancel()
+            client._connect_timer = None
+        data = {"sid": socket.id} if client.protocol == 5 else None
+        client.send_packet(Packet(PacketType.CONNECT, nsp.name, data))
+        log.info("%s joined %s (EIO=%d, %s)", socket.id, nsp.name, client.esock.eio, client.esock.transport)
+        nsp._emit_local("connect", socket)
+
+    def _refuse(self, client: Client, name: str, exc: ConnectionRefused) -> None:
+        if client.protocol == 5:
+            data: Any = {"message": exc.message}
+            if exc.data is not None:
+                data["data"] = exc.data
+        else:
+            data = exc.message
+        client.send_packet(Packet(PacketType.CONNECT_ERROR, name, data))
+
+    # -- events: one worker per socket, in order, only while there is work ----------------------
+
+    def _enqueue(self, socket: Socket, packet: Packet) -> None:
+        socket._queue.append(packet)
+        if socket._worker is None:
+            socket._worker = self.spawn(self._work(socket))
+
+    async def _work(self, socket: Socket) -> None:
+        queue: deque[Packet] = socket._queue
+        try:
+            while queue:
+                await socket.nsp._dispatch(socket, queue.popleft())
+        finally:
+            socket._worker = None
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

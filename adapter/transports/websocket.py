@@ -1,0 +1,153 @@
+"""The WebSocket transport: sessions opened directly on WebSocket (what WeChat mini programs do)
+and polling sessions upgraded through the probe sequence.
+
+One reader (the request handler's task) per socket and one writer task per socket: aiohttp allows
+a single reader, and writes must not wait behind a slow read. ``maxPayload`` is aiohttp's
+``max_msg_size``, checked when a frame header announces its length (aiohttp >= 3.14.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+
+from ...protocol.engineio import handshake
+from ...protocol.engineio.handshake import ErrorCode, RequestError
+from ...protocol.engineio.packets import Packet, decode_binary, decode_text, encode_binary, encode_text
+from ...protocol.engineio.session import CloseReason, State
+from ...protocol.errors import RemoteProtocolError, StateError
+from ..engine import EngineServer, EngineSocket
+
+log = logging.getLogger("wxio.engine")
+
+
+def refuse(error: RequestError) -> web.Response:
+    """An upgrade refused before the 101, as the reference does it: a plain 400 with the text."""
+    return web.Response(
+        status=error.status,
+        text=error.message,
+        content_type="text/html",
+        headers={"Connection": "close"},
+    )
+
+
+async def write_packets(ws: web.WebSocketResponse, packets: list[Packet], eio: int) -> None:
+    for packet in packets:
+        if isinstance(packet.data, bytes):
+            await ws.send_bytes(encode_binary(packet, eio))
+        else:
+            await ws.send_str(encode_text(packet))
+
+
+def _response(server: EngineServer) -> web.WebSocketResponse:
+    opts = server.options
+    return web.WebSocketResponse(
+        max_msg_size=opts.max_payload,
+        compress=opts.ws_compression,
+        autoping=True,
+    )
+
+
+def _decode(msg_type: WSMsgType, data: str | bytes, eio: int) -> Packet | None:
+    if msg_type is WSMsgType.TEXT:
+        return decode_text(data)  # type: ignore[arg-type]
+    if msg_type is WSMsgType.BINARY:
+        return decode_binary(data, eio)  # type: ignore[arg-type]
+    return None
+
+
+async def handle(
+    server: EngineServer, request: web.Request, req: handshake.Request
+) -> web.StreamResponse:
+    if req.sid is not None:
+        sock = server.sessions.get(req.sid)
+        if sock is None:
+            return refuse(RequestError.of(ErrorCode.UNKNOWN_SID))
+        if req.eio != sock.eio:
+            return refuse(RequestError.of(ErrorCode.BAD_REQUEST))
+        return await _probe(server, request, sock)
+    ws = _response(server)
+    await ws.prepare(request)
+    sock = server.open_session(request, req, int(time.time() * 1000))
+    sock.ws = ws
+    sock.start_writer()
+    server.connected(sock)
+    await _read(sock, ws)
+    return ws
+
+
+async def _probe(server: EngineServer, request: web.Request, sock: EngineSocket) -> web.StreamResponse:
+    """Upgrade an existing polling session: ``2probe`` -> ``3probe``, then ``5``."""
+    ws = _response(server)
+    await ws.prepare(request)
+    session = sock.session
+    try:
+        session.probe_started(sock.now())
+    except StateError:
+        await ws.close()  # a second WebSocket, or a session not on polling: 101 then closed
+        return ws
+    sock.probe_ws = ws
+    sock.pump()
+    try:
+        async for msg in ws:
+            try:
+                packet = _decode(msg.type, msg.data, sock.eio)
+                if packet is None:
+                    break
+                replies = session.receive_probe(packet, sock.now())
+            except RemoteProtocolError:
+                session.abort_upgrade("bad probe packet")
+                sock.pump()
+                break
+            await write_packets(ws, replies, sock.eio)
+            sock.pump()
+            if sock.ws is ws:  # upgraded: this socket is the transport now
+                await _read(sock, ws)
+                return ws
+    finally:
+        if sock.probe_ws is ws:
+            session.abort_upgrade("probe transport closed")
+            sock.pump()
+    if not ws.closed:
+        await ws.close()
+    return ws
+
+
+async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
+    """The reader loop of the active WebSocket."""
+    session = sock.session
+    try:
+        async for msg in ws:
+            try:
+                packet = _decode(msg.type, msg.data, sock.eio)
+            except RemoteProtocolError:
+                session.decode_failed()
+                sock.pump()
+                break
+            if packet is None:  # ERROR (e.g. a frame over max_msg_size): aiohttp closed it
+                break
+            session.receive(packet, sock.now())
+            sock.pump()
+            if session.state is State.CLOSED:
+                break
+            await sock.wait_drained()  # a client that does not read stops being read
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    except Exception:
+        log.exception("%s: websocket reader failed", sock.sid)
+    finally:
+        if session.state is not State.CLOSED:
+            session.close(CloseReason.TRANSPORT_CLOSE)
+            sock.pump()
+        # Let the writer flush the close packet, then it closes the socket.
+        writer = sock._writer
+        if writer is not None and not writer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), timeout=1.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+        if not ws.closed:
+            await ws.close()
