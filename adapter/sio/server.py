@@ -284,8 +284,16 @@ class SocketIOServer:
             client._connect_timer = None
         data = {"sid": socket.id} if client.protocol == 5 else None
         client.send_packet(Packet(PacketType.CONNECT, nsp.name, data))
-        log.info("%s joined %s (EIO=%d, %s)", socket.id, nsp.name, client.esock.eio, client.esock.transport)
-        nsp._emit_local("connect", socket)
+        log.info(
+            "%s joined %s (EIO=%d, %s)", socket.id, nsp.name, client.esock.eio, client.esock.transport
+        )
+        # Like the reference's "connection" event, handlers run once the CONNECT reply is on its
+        # way, so what they emit goes out in a later write than the reply.
+        asyncio.get_running_loop().call_soon(self._connected, socket)
+
+    def _connected(self, socket: Socket) -> None:
+        if socket.connected:
+            socket.nsp._emit_local("connect", socket)
 
     def _refuse(self, client: Client, name: str, exc: ConnectionRefused) -> None:
         if client.protocol == 5:

@@ -1,0 +1,85 @@
+"""Fixtures that run a real wxio server in the test's event loop, on an ephemeral port."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from wxio.adapter.app import build_app
+from wxio.adapter.config import ServerConfig
+from wxio.adapter.profiles import (
+    EchoHandler,
+    conformance_config,
+    conformance_handlers,
+)
+from wxio.adapter.sio import SocketIOServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningServer:
+    def __init__(self, runner: web.AppRunner, port: int, io: SocketIOServer, app: web.Application):
+        self.runner = runner
+        self.port = port
+        self.io = io
+        self.app = app
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
+
+
+StartServer = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """``await start_server(profile="conformance", engine={...}, setup=fn)`` -> RunningServer."""
+    runners: list[web.AppRunner] = []
+
+    async def start(
+        profile: str = "default",
+        engine: dict[str, Any] | None = None,
+        socketio: dict[str, Any] | None = None,
+        setup: Callable[[SocketIOServer], None] | None = None,
+        config: ServerConfig | None = None,
+    ) -> RunningServer:
+        config = config or ServerConfig()
+        extra = []
+        if profile == "conformance":
+            config = conformance_config(config)
+        if engine:
+            config = replace(config, engine=replace(config.engine, **engine))
+        if socketio:
+            config = replace(config, socketio=replace(config.socketio, **socketio))
+        io = SocketIOServer(config.socketio)
+        if profile == "conformance":
+            conformance_handlers(io)
+            extra.append(("/engine.io/", EchoHandler()))
+        if setup is not None:
+            setup(io)
+        app = build_app(config, io, extra_engines=extra)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        port = free_port()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        runners.append(runner)
+        return RunningServer(runner, port, io, app)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def conformance(start_server: StartServer) -> RunningServer:
+    """The server as the official suites see it (pingInterval 300 ms, pingTimeout 200 ms)."""
+    return await start_server(profile="conformance")
