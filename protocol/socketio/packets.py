@@ -163,8 +163,16 @@ def _decode_head(text: str) -> tuple[PacketType, int, str, int | None, int]:
     return ptype, attachments, nsp, ack_id, i
 
 
+_EVENTS = (PacketType.EVENT, PacketType.BINARY_EVENT)
+_ACKS = (PacketType.ACK, PacketType.BINARY_ACK)
+_CONNECT = PacketType.CONNECT
+_DISCONNECT = PacketType.DISCONNECT
+_CONNECT_ERROR = PacketType.CONNECT_ERROR
+_new_packet = tuple.__new__
+
+
 def _check_payload(ptype: PacketType, data: Any) -> None:
-    if ptype is PacketType.EVENT or ptype is PacketType.BINARY_EVENT:
+    if ptype in _EVENTS:
         if type(data) is not list or not data:
             raise DecodeError("event payload must be a non-empty array")
         name = data[0]
@@ -172,16 +180,16 @@ def _check_payload(ptype: PacketType, data: Any) -> None:
             raise DecodeError("event name must be a string")
         if name in RESERVED_EVENTS:
             raise DecodeError(f"event name {name!r} is reserved")
-    elif ptype is PacketType.ACK or ptype is PacketType.BINARY_ACK:
+    elif ptype in _ACKS:
         if type(data) is not list:
             raise DecodeError("ack payload must be an array")
-    elif ptype is PacketType.CONNECT:
+    elif ptype is _CONNECT:
         if data is not None and type(data) is not dict:
             raise DecodeError("connect payload must be an object")
-    elif ptype is PacketType.DISCONNECT:
+    elif ptype is _DISCONNECT:
         if data is not None:
             raise DecodeError("disconnect packets carry no payload")
-    elif ptype is PacketType.CONNECT_ERROR:
+    elif ptype is _CONNECT_ERROR:
         if type(data) is not dict and type(data) is not str:
             raise DecodeError("connect_error payload must be an object or a string")
 
@@ -190,7 +198,7 @@ def _decode(text: str, max_depth: int) -> tuple[Packet, int]:
     ptype, attachments, nsp, ack_id, i = _decode_head(text)
     data = jsonutil.loads(text[i:], max_depth) if i < len(text) else None
     _check_payload(ptype, data)
-    return Packet(ptype, nsp, data, ack_id), attachments
+    return _new_packet(Packet, (ptype, nsp, data, ack_id)), attachments
 
 
 def decode(text: str, *, max_depth: int = jsonutil.MAX_DEPTH) -> Packet:
