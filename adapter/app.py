@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .config import ServerConfig
+from .core.api import HttpApi
+from .core.binding import CoreOptions, RawEndpoint, bind_socketio
+from .core.hub import Hub
 from .engine import EngineHandler, EngineServer
 from .sio import SocketIOServer
 
@@ -52,11 +55,19 @@ def build_app(
     *,
     extra_engines: list[tuple[str, EngineHandler]] | None = None,
     generate_id: Callable[[web.Request], str] | None = None,
+    hub: Hub | None = None,
+    core_options: CoreOptions | None = None,
 ) -> web.Application:
     """An aiohttp app serving ``io`` at ``config.engine.path`` (plus any extra Engine.IO mounts,
-    e.g. the conformance echo server)."""
+    e.g. the conformance echo server) and, given a ``hub``, the routing core: on ``io``'s core
+    namespace, on the raw WebSocket path and on the HTTP API."""
     app = web.Application(client_max_size=config.engine.max_payload)
     mounts = Mounts()
+    if hub is not None:
+        options = core_options or CoreOptions()
+        bind_socketio(hub, io, options)
+        mounts.add(options.raw_path, RawEndpoint(hub, options).handle)
+        HttpApi(hub, options).add_routes(app)
     engines: list[EngineServer] = []
     app[ENGINES] = engines
     main = EngineServer(config.engine, io, generate_id=generate_id)

@@ -77,6 +77,7 @@ class EngineSocket:
         "get_waiter",
         "ws",
         "probe_ws",
+        "ws_transport",
         "_wakeup",
         "_writer",
         "_timer",
@@ -100,6 +101,8 @@ class EngineSocket:
         self.get_waiter: asyncio.Future[None] | None = None
         self.ws: web.WebSocketResponse | None = None
         self.probe_ws: web.WebSocketResponse | None = None
+        #: The TCP transport under ``ws``, so a slow reader can be cut off (see _slow_check).
+        self.ws_transport: asyncio.BaseTransport | None = None
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -159,6 +162,11 @@ class EngineSocket:
         ):
             log.info("%s closed: slow reader (%d bytes queued)", self.sid, session.queued_bytes)
             self.close(CloseReason.TRANSPORT_ERROR)
+            # A client that does not read takes neither the close packet nor a WebSocket close
+            # frame: a graceful close would leave the writer blocked on the full socket, and the
+            # connection (with its buffers) open, for as long as the client likes. Cut it.
+            if self.ws_transport is not None:
+                self.ws_transport.abort()
 
     def outbox_drained(self) -> None:
         """Called by a transport after it took the outbox."""

@@ -6,13 +6,16 @@ import argparse
 import importlib
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from aiohttp import web
 
 from .app import build_app
 from .config import ConfigError, ServerConfig, load
+from .core.apps import DEMO_APP, AppRegistry
+from .core.binding import CoreOptions
+from .core.hub import Hub
 from .engine import EngineHandler
 from .profiles import EchoHandler, conformance_config, conformance_handlers
 from .sio import SocketIOServer
@@ -40,17 +43,37 @@ def load_user_app(spec: str, io: SocketIOServer) -> SocketIOServer:
     raise ConfigError(f"{spec} is neither a SocketIOServer nor a callable")
 
 
-def make_app(config: ServerConfig, profile: str, app_spec: str | None) -> web.Application:
+def core_setup(config: ServerConfig) -> tuple[AppRegistry, CoreOptions]:
+    """The apps and core options of the config, or the demo app when none is configured."""
+    tables = config.extra.get("apps")
+    apps = AppRegistry.from_config(tables) if tables else AppRegistry.demo()
+    core = config.extra.get("core", {})
+    unknown = set(core) - {f.name for f in fields(CoreOptions)}
+    if unknown:
+        raise ConfigError(f"[core]: unknown key(s) {', '.join(sorted(unknown))}")
+    return apps, CoreOptions(**core)
+
+
+def make_app(
+    config: ServerConfig, profile: str, app_spec: str | None
+) -> tuple[web.Application, AppRegistry | None]:
     extra: list[tuple[str, EngineHandler]] = []
     if profile == "conformance":
         config = conformance_config(config)
     io = SocketIOServer(config.socketio)
+    hub: Hub | None = None
+    apps: AppRegistry | None = None
+    options: CoreOptions | None = None
     if profile == "conformance":
         conformance_handlers(io)
         extra.append(("/engine.io/", EchoHandler()))
+    else:
+        apps, options = core_setup(config)
+        hub = Hub(apps)
     if app_spec:
         io = load_user_app(app_spec, io)
-    return build_app(config, io, extra_engines=extra)
+    app = build_app(config, io, extra_engines=extra, hub=hub, core_options=options)
+    return app, apps
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -60,7 +83,7 @@ def serve(args: argparse.Namespace) -> int:
         logging.basicConfig(
             level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-        app = make_app(config, args.profile, args.app)
+        app, apps = make_app(config, args.profile, args.app)
     except ConfigError as exc:
         print(f"wxio: {exc}", file=sys.stderr)
         return 2
@@ -75,6 +98,16 @@ def serve(args: argparse.Namespace) -> int:
         f"{config.engine.path} (profile {args.profile})",
         flush=True,
     )
+    if apps is not None:
+        if DEMO_APP in apps.apps and len(apps.apps) == 1 and not config.extra.get("apps"):
+            demo = apps.apps[DEMO_APP]
+            print(
+                f"DEMO MODE: no [apps] configured; app {DEMO_APP!r} with key {demo.key!r} "
+                "(for trying wxio out only; set WXIO_DEMO_KEY or configure [apps])",
+                flush=True,
+            )
+        else:
+            print(f"apps: {', '.join(sorted(apps.apps))}", flush=True)
     web.run_app(
         app,
         host=config.host,

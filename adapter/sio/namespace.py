@@ -24,7 +24,15 @@ Handler = Callable[..., Any]
 class _Handlers:
     """What a namespace runs; shared by the children of a dynamic namespace."""
 
-    __slots__ = ("events", "routes", "any", "lifecycle", "middleware", "packet_middleware")
+    __slots__ = (
+        "events",
+        "routes",
+        "any",
+        "lifecycle",
+        "authorizers",
+        "middleware",
+        "packet_middleware",
+    )
 
     def __init__(self) -> None:
         #: python-socketio style: ``handler(socket, *args)``; the return value is the ack.
@@ -34,6 +42,8 @@ class _Handlers:
         self.any: list[Handler] = []
         #: ``connect``, ``disconnecting``, ``disconnect``, ``error``: ``handler(socket, ...)``.
         self.lifecycle: dict[str, list[Handler]] = {}
+        #: ``async def check(socket)`` run before the CONNECT reply; raise ConnectionRefused.
+        self.authorizers: list[Callable[[Socket], Any]] = []
         self.middleware: list[Middleware] = []
         self.packet_middleware: list[Middleware] = []
 
@@ -81,6 +91,11 @@ class Namespace:
         """Connection middleware ``async def mw(ctx, next)``; raise ConnectionRefused to refuse.
         Code after ``await next()`` runs at disconnect."""
         self.handlers.middleware.append(middleware)
+
+    def authorize(self, check: Callable[[Socket], Any]) -> None:
+        """``async def check(socket)`` runs before the CONNECT reply and may raise
+        ConnectionRefused; unlike middleware it holds nothing for the socket's lifetime."""
+        self.handlers.authorizers.append(check)
 
     def use_packet(self, middleware: Middleware) -> None:
         """Packet middleware ``async def mw(ctx, next)`` around every event; not calling

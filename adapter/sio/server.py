@@ -10,6 +10,7 @@ not joined, or anything that does not decode closes the whole connection.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import secrets
@@ -237,41 +238,52 @@ class SocketIOServer:
         else:
             sid = secrets.token_urlsafe(15)
         socket = Socket(nsp, client, sid, auth)
-        chain = nsp.handlers.middleware
-        if not chain:
+        if not nsp.handlers.middleware and not nsp.handlers.authorizers:
             self._accept(client, socket)
             return
-        # Reserve the name so that a second CONNECT during async middleware is refused.
+        # Reserve the name so that a second CONNECT during async checks is refused.
         client.sockets[name] = socket
-        self.spawn(self._run_connect_middleware(client, socket, chain))
+        self.spawn(self._run_connect_checks(client, socket))
 
-    async def _run_connect_middleware(
-        self, client: Client, socket: Socket, chain: list[Any]
-    ) -> None:
+    async def _run_connect_checks(self, client: Client, socket: Socket) -> None:
+        handlers = socket.nsp.handlers
+        chain = handlers.middleware
         ctx = ConnectContext(socket, self)
         loop = asyncio.get_running_loop()
+
+        def still_wanted() -> bool:
+            return not client.esock.closed and client.sockets.get(socket.nsp.name) is socket
 
         async def run(i: int) -> None:
             if i < len(chain):
                 await chain[i](ctx, lambda: run(i + 1))
                 return
-            if client.esock.closed or client.sockets.get(socket.nsp.name) is not socket:
+            if not still_wanted():
                 return
-            socket._after_connect = loop.create_future()
             self._accept(client, socket)
+            socket._after_connect = loop.create_future()
             await socket._after_connect  # released at disconnect; outer middleware resumes
 
         try:
+            for check in handlers.authorizers:
+                result = check(socket)
+                if inspect.isawaitable(result):
+                    await result
+            if not chain:
+                if still_wanted():
+                    self._accept(client, socket)
+                return
             await run(0)
         except ConnectionRefused as exc:
-            if client.sockets.get(socket.nsp.name) is socket and not socket.connected:
-                del client.sockets[socket.nsp.name]
-                self._refuse(client, socket.nsp.name, exc)
+            self._refused(client, socket, exc)
         except Exception as exc:
-            log.exception("%s: connection middleware failed", socket.nsp.name)
-            if client.sockets.get(socket.nsp.name) is socket and not socket.connected:
-                del client.sockets[socket.nsp.name]
-                self._refuse(client, socket.nsp.name, ConnectionRefused(str(exc) or "Error"))
+            log.exception("%s: connection check failed", socket.nsp.name)
+            self._refused(client, socket, ConnectionRefused(str(exc) or "Error"))
+
+    def _refused(self, client: Client, socket: Socket, exc: ConnectionRefused) -> None:
+        if client.sockets.get(socket.nsp.name) is socket and not socket.connected:
+            del client.sockets[socket.nsp.name]
+            self._refuse(client, socket.nsp.name, exc)
 
     def _accept(self, client: Client, socket: Socket) -> None:
         nsp = socket.nsp

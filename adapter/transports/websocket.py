@@ -73,6 +73,7 @@ async def handle(
     await ws.prepare(request)
     sock = server.open_session(request, req, int(time.time() * 1000))
     sock.ws = ws
+    sock.ws_transport = request.transport
     sock.start_writer()
     server.connected(sock)
     await _read(sock, ws)
@@ -105,6 +106,7 @@ async def _probe(server: EngineServer, request: web.Request, sock: EngineSocket)
             await write_packets(ws, replies, sock.eio)
             sock.pump()
             if sock.ws is ws:  # upgraded: this socket is the transport now
+                sock.ws_transport = request.transport
                 await _read(sock, ws)
                 return ws
     finally:

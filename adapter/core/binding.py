@@ -1,0 +1,202 @@
+"""The three ways into the routing core: socket.io clients on a namespace, the raw JSON
+WebSocket endpoint, and the HTTP API.
+
+Each authenticates a client with the same credentials (``app``, ``timestamp``, ``sign``,
+``userId``, and ``nonce`` for HMAC apps), wraps it as a :class:`~.connection.Connection` and
+hands every envelope to :meth:`Hub.handle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ...protocol import envelope as env
+from ...protocol import jsonutil
+from ...protocol.envelope import Action, DenyReason
+from ...protocol.errors import RemoteProtocolError
+from ..sio import ConnectionRefused, EventContext, Socket, SocketIOServer
+from .connection import CLOSE_CODES, Outgoing, RawConnection, SocketIOConnection
+from .hub import Denied, Hub
+
+log = logging.getLogger("wxio.core")
+
+__all__ = ["CoreOptions", "bind_socketio", "RawEndpoint", "HttpApi"]
+
+#: Headers a raw WebSocket client may use instead of the query string (wx.connectSocket can
+#: set headers; browsers cannot).
+AUTH_HEADERS = {
+    "app": "X-Wxio-App",
+    "timestamp": "X-Wxio-Timestamp",
+    "sign": "X-Wxio-Sign",
+    "userId": "X-Wxio-User",
+    "nonce": "X-Wxio-Nonce",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CoreOptions:
+    namespace: str = "/"
+    request_event: str = "requestMessage"
+    response_event: str = "responseMessage"
+    raw_path: str = "/ws"
+    api_prefix: str = "/api"
+    #: Seconds between WebSocket pings on the raw endpoint (0: off).
+    raw_heartbeat: float = 25.0
+    #: Outbound bytes a raw client may have queued before it is closed as a slow reader.
+    raw_max_buffered_bytes: int = 4 * 1024 * 1024
+    #: Largest raw WebSocket frame or API body accepted, in bytes.
+    max_frame_bytes: int = 1_000_000
+
+
+def _auth_from(mapping: Any) -> dict[str, Any]:
+    return {k: mapping.get(k) for k in AUTH_HEADERS if mapping.get(k) is not None}
+
+
+# -- socket.io -----------------------------------------------------------------------------------
+
+
+def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
+    """Serve the core on ``options.namespace`` of ``io``: auth at CONNECT (the v5 auth payload,
+    or the query string for EIO=3 and libraries that cannot send auth), envelopes in as
+    ``requestMessage``, replies and deliveries out as ``responseMessage``."""
+    nsp = io.of(options.namespace)
+
+    async def authorize(socket: Socket) -> None:
+        auth = socket.handshake.auth if "sign" in socket.handshake.auth else None
+        if auth is None:
+            auth = _auth_from(socket.handshake.query)
+        try:
+            app = await hub.authenticate(auth, socket.handshake.headers.get("Origin"))
+        except Denied as denied:
+            reason = str(denied.reason)
+            raise ConnectionRefused(reason, {"reason": reason, "message": denied.detail}) from None
+        user = auth.get("userId")
+        user_id = str(user) if user not in (None, "") else None
+        socket.data["core"] = SocketIOConnection(
+            socket, app, user_id, hub.clock(), options.response_event
+        )
+
+    async def on_connect(socket: Socket) -> None:
+        conn = socket.data.get("core")
+        if conn is not None:
+            hub.register(conn)
+            await hub.welcome(conn)
+
+    def on_disconnect(socket: Socket, reason: str) -> None:
+        conn = socket.data.get("core")
+        if conn is not None:
+            hub.detach(conn)
+
+    async def on_request(ctx: EventContext) -> None:
+        conn: SocketIOConnection | None = ctx.socket.data.get("core")
+        if conn is None:
+            return
+        raw = ctx.args[0] if ctx.args else None
+        if isinstance(raw, str):  # some clients emit JSON.stringify(envelope)
+            try:
+                raw = jsonutil.loads(raw)
+            except RemoteProtocolError:
+                pass
+        if ctx.wants_ack:
+            def respond(out: Outgoing) -> None:
+                ctx.ack(out.envelope)
+        else:
+            respond = conn.deliver
+        await hub.handle(conn, raw, respond)
+
+    nsp.authorize(authorize)
+    nsp.on("connect", on_connect)
+    nsp.on("disconnect", on_disconnect)
+    nsp.route(options.request_event, on_request)
+
+
+# -- raw JSON WebSocket ----------------------------------------------------------------------------
+
+
+class RawEndpoint:
+    """``/ws``: one JSON envelope per text frame, both ways. Auth in the query string or the
+    ``X-Wxio-*`` headers. A refusal is a ``deny`` envelope, then a close with a 4000-range code
+    (see :data:`~.connection.CLOSE_CODES`)."""
+
+    def __init__(self, hub: Hub, options: CoreOptions) -> None:
+        self.hub = hub
+        self.options = options
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        opts = self.options
+        ws = web.WebSocketResponse(
+            max_msg_size=opts.max_frame_bytes,
+            heartbeat=opts.raw_heartbeat or None,
+            compress=False,
+        )
+        if not ws.can_prepare(request).ok:
+            return web.json_response({"error": "websocket upgrade required"}, status=400)
+        await ws.prepare(request)
+        auth = _auth_from(request.query) or _auth_from(
+            {k: request.headers.get(h) for k, h in AUTH_HEADERS.items()}
+        )
+        hub = self.hub
+        try:
+            app = await hub.authenticate(auth, request.headers.get("Origin"))
+        except Denied as denied:
+            await ws.send_str(hub.deny(denied, None).json())
+            code = CLOSE_CODES.get(denied.reason, 4000)
+            await ws.close(code=code, message=str(denied.reason).encode())
+            return ws
+        user = auth.get("userId")
+        conn = RawConnection(
+            secrets.token_urlsafe(15),
+            app,
+            str(user) if user not in (None, "") else None,
+            hub.clock(),
+            ws,
+            opts.raw_max_buffered_bytes,
+        )
+        writer = request.loop.create_task(conn.run_writer())
+        greeting = env.message(
+            Action.CONNECT,
+            None,
+            timestamp=hub.now_ms(),
+            app=app.name,
+            client=conn.client_id,
+            userId=conn.user_id,
+        )
+        conn.send_text(env.encode(greeting))
+        hub.register(conn)
+        log.info("%s connected (raw, app %s)", conn.client_id, app.name)
+        try:
+            await hub.welcome(conn)
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    await self._on_text(conn, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    conn.deliver(hub.deny(Denied(DenyReason.MALFORMED, "text frames only"), conn))
+                else:
+                    break
+        finally:
+            hub.detach(conn)
+            log.info("%s disconnected (raw)", conn.client_id)
+            conn.stop()
+            try:
+                await writer
+            except Exception:
+                pass
+        return ws
+
+    async def _on_text(self, conn: RawConnection, text: str) -> None:
+        hub = self.hub
+        if len(text) > conn.app.max_message_bytes:
+            limit = conn.app.max_message_bytes
+            conn.deliver(hub.deny(Denied(DenyReason.TOO_LARGE, f"frame over {limit} bytes"), conn))
+            return
+        try:
+            raw = jsonutil.loads(text)
+        except RemoteProtocolError as exc:
+            conn.deliver(hub.deny(Denied(DenyReason.MALFORMED, exc.message), conn))
+            return
+        await hub.handle(conn, raw, conn.deliver)

@@ -1,0 +1,403 @@
+"""The routing core: who is connected, for which app and user, and what each action does.
+
+Every way in (socket.io, raw WebSocket, HTTP API) ends here with an authenticated
+:class:`~.connection.Connection` (or, for the API, a signed request) and a decoded JSON value. The
+hub parses it as an envelope, checks the per-message signature, applies the action and answers
+through ``respond``. Identities written by the server (``meta.client`` and ``meta.userId`` of a
+delivery) come from the sender's authenticated connection, never from what it wrote.
+
+Tenancy: every map is keyed by app name first; nothing looks up a client id across apps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from ...protocol import envelope as env
+from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
+from ...protocol.signing import SignatureError, verify_hmac, verify_md5
+from .apps import AppConfig, AppRegistry
+from .connection import Connection, Outgoing
+from .inbox import Inbox, InboxEntry, MemoryInbox
+from .limits import MemoryReplayCache
+
+log = logging.getLogger("wxio.core")
+
+__all__ = ["Hub", "Denied", "Outcome", "RESULT"]
+
+#: The action of the outcome reply to ``sendToOthers``, ``broadcast`` and ``ack``.
+RESULT = "result"
+#: A connection that is denied this many times in a row is closed.
+MAX_DENIALS = 50
+_MAX_ALIAS_HOPS = 8
+
+
+class Denied(Exception):
+    """An action refused with a machine-readable reason."""
+
+    def __init__(self, reason: DenyReason, detail: str = "") -> None:
+        super().__init__(detail or str(reason))
+        self.reason = reason
+        self.detail = detail
+
+
+class Outcome(NamedTuple):
+    status: str  # "delivered" | "queued"
+    msg_id: str
+    delivered: int = 0
+    dropped: tuple[str, ...] = ()
+
+
+Respond = Callable[[Outgoing], None]
+
+
+class Hub:
+    def __init__(
+        self,
+        apps: AppRegistry,
+        *,
+        inbox: Inbox | None = None,
+        replay_cache: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.apps = apps
+        self.inbox: Inbox = inbox or MemoryInbox()
+        self.replay = replay_cache or MemoryReplayCache()
+        self.clock = clock
+        self.connections: dict[tuple[str, str], Connection] = {}
+        self.by_app: dict[str, dict[str, Connection]] = {}
+        self.users: dict[tuple[str, str], set[str]] = {}
+        #: (app, client id) -> (user id, forget at): where an offline client's messages go.
+        self.client_user: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        #: (app, old client id) -> new client id, set by reConnectAndUpdates.
+        self.aliases: dict[tuple[str, str], str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._actions = {
+            Action.REQUEST_ID: self._request_id,
+            Action.SEND_TO_OTHERS: self._send_to_others,
+            Action.RECONNECT_AND_UPDATES: self._reconnect,
+            Action.BROADCAST: self._broadcast,
+            Action.ACK: self._ack,
+        }
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # -- authentication ------------------------------------------------------------------------
+
+    async def authenticate(self, auth: Mapping[str, Any], origin: str | None) -> AppConfig:
+        """Check connect credentials ``{app, timestamp, sign, userId[, nonce]}``; raises
+        :class:`Denied`. An unknown app is answered exactly as a bad signature."""
+        app_name = auth.get("app")
+        sign = auth.get("sign")
+        try:
+            timestamp = int(auth.get("timestamp"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise Denied(DenyReason.MALFORMED, "timestamp must be an integer (ms)") from None
+        if not isinstance(app_name, str) or not isinstance(sign, str):
+            raise Denied(DenyReason.MALFORMED, "app and sign are required")
+        app = self.apps.get(app_name)
+        user = auth.get("userId")
+        body = {"userId": str(user)} if user not in (None, "") else None
+        await self._verify(app, app_name, timestamp, sign, auth.get("nonce"), body)
+        assert app is not None  # _verify refuses unknown apps
+        if not app.origin_allowed(origin):
+            raise Denied(DenyReason.NOT_ALLOWED, "origin not allowed for this app")
+        return app
+
+    async def _verify(
+        self,
+        app: AppConfig | None,
+        app_name: str,
+        timestamp: int,
+        sign: str | None,
+        nonce: Any,
+        body: Any,
+    ) -> None:
+        now_ms = self.now_ms()
+        window = app.window_ms if app is not None else 300_000
+        try:
+            if app is not None and app.scheme == "hmac":
+                claim = verify_hmac(
+                    app_name,
+                    timestamp,
+                    nonce if isinstance(nonce, str) else None,
+                    body,
+                    sign,
+                    self.apps.key,
+                    now_ms=now_ms,
+                    window_ms=window,
+                )
+                if not await self.replay.claim(claim, now_ms):
+                    raise Denied(DenyReason.BAD_SIGNATURE, "nonce already used")
+            else:
+                verify_md5(app_name, timestamp, sign, self.apps.key, now_ms=now_ms, window_ms=window)
+        except SignatureError as exc:
+            reason = DenyReason.EXPIRED if exc.reason == "expired" else DenyReason.BAD_SIGNATURE
+            raise Denied(reason, exc.message) from None
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def register(self, conn: Connection) -> None:
+        """Make a connection reachable by its client id (and its user id). Follow with
+        :meth:`welcome` so that a user coming back gets their inbox."""
+        app = conn.app.name
+        self.connections[(app, conn.client_id)] = conn
+        self.by_app.setdefault(app, {})[conn.client_id] = conn
+        if conn.user_id is not None:
+            self.users.setdefault((app, conn.user_id), set()).add(conn.client_id)
+            self._bind(conn)
+
+    async def welcome(self, conn: Connection) -> None:
+        await self._drain_inbox(conn)
+
+    def detach(self, conn: Connection) -> None:
+        app = conn.app.name
+        if self.connections.get((app, conn.client_id)) is conn:
+            del self.connections[(app, conn.client_id)]
+            members = self.by_app.get(app)
+            if members is not None:
+                members.pop(conn.client_id, None)
+                if not members:
+                    del self.by_app[app]
+        if conn.user_id is not None:
+            live = self.users.get((app, conn.user_id))
+            if live is not None:
+                live.discard(conn.client_id)
+                if not live:
+                    del self.users[(app, conn.user_id)]
+            self._bind(conn)  # refresh: its messages go to the inbox from now on
+        self._forget_expired()
+
+    def _bind(self, conn: Connection) -> None:
+        key = (conn.app.name, conn.client_id)
+        self.client_user.pop(key, None)
+        assert conn.user_id is not None
+        self.client_user[key] = (conn.user_id, self.clock() + conn.app.inbox_ttl)
+
+    def _forget_expired(self, budget: int = 16) -> None:
+        now = self.clock()
+        while budget and self.client_user:
+            key, (_, forget_at) = next(iter(self.client_user.items()))
+            if forget_at > now:
+                return
+            del self.client_user[key]
+            self.aliases.pop(key, None)
+            budget -= 1
+
+    # -- messages from clients -----------------------------------------------------------------
+
+    async def handle(self, conn: Connection, raw: Any, respond: Respond) -> None:
+        """Apply one envelope from a connected client; every outcome goes through ``respond``."""
+        try:
+            if not conn.bucket.take(self.clock()):
+                raise Denied(DenyReason.RATE_LIMITED, "too many messages")
+            try:
+                message = env.parse(raw)
+            except EnvelopeError as exc:
+                raise Denied(DenyReason.MALFORMED, str(exc)) from None
+            meta = message.meta
+            if meta.app is not None and meta.app != conn.app.name:
+                raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
+            if message.action == Action.PING:
+                respond(self._reply(Action.PONG, conn))
+                conn.denials = 0
+                return
+            action = self._actions.get(message.action)  # type: ignore[call-overload]
+            if action is None:
+                raise Denied(DenyReason.UNKNOWN_ACTION, f"unknown action {message.action!r}")
+            if conn.app.verify_message_sign and message.action != Action.ACK:
+                await self._verify_message(conn, message, raw)
+            await action(conn, message, respond)
+            conn.denials = 0
+        except Denied as denied:
+            conn.denials += 1
+            respond(self.deny(denied, conn))
+            if conn.denials >= MAX_DENIALS:
+                log.info("%s closed after %d denials in a row", conn.client_id, conn.denials)
+                conn.close(denied.reason)
+
+    async def _verify_message(self, conn: Connection, message: Envelope, raw: Any) -> None:
+        meta = message.meta
+        if meta.timestamp is None or meta.sign is None:
+            raise Denied(DenyReason.BAD_SIGNATURE, "meta.timestamp and meta.sign are required")
+        body = None
+        if conn.app.scheme == "hmac":
+            # The whole envelope but its signature is signed.
+            body = {"meta": {k: v for k, v in raw["meta"].items() if k != "sign"}, "data": raw["data"]}
+        await self._verify(conn.app, conn.app.name, meta.timestamp, meta.sign, meta.nonce, body)
+
+    def _reply(self, action: str, conn: Connection, payload: Any = None, **meta: Any) -> Outgoing:
+        reply = env.message(
+            action,
+            payload,
+            timestamp=self.now_ms(),
+            app=conn.app.name,
+            client=conn.client_id,
+            userId=conn.user_id,
+            **meta,
+        )
+        return Outgoing(env.to_dict(reply))
+
+    def deny(self, denied: Denied, conn: Connection | None) -> Outgoing:
+        meta: dict[str, Any] = {}
+        if conn is not None:
+            meta = {"app": conn.app.name, "client": conn.client_id}
+        reply = env.deny(denied.reason, denied.detail, timestamp=self.now_ms(), **meta)
+        return Outgoing(env.to_dict(reply))
+
+    # -- actions -------------------------------------------------------------------------------
+
+    async def _request_id(self, conn: Connection, message: Envelope, respond: Respond) -> None:
+        respond(self._reply(Action.SAVE_ID, conn))
+
+    async def _send_to_others(self, conn: Connection, message: Envelope, respond: Respond) -> None:
+        target = message.meta.target
+        if target is None:
+            raise Denied(DenyReason.MALFORMED, "meta.target: required")
+        outcome = await self.send(
+            conn.app, target, message.payload, sender=conn.client_id, user_id=conn.user_id
+        )
+        respond(self._result(conn, outcome, target=target))
+
+    def _result(self, conn: Connection, outcome: Outcome, **meta: Any) -> Outgoing:
+        payload: dict[str, Any] = {"status": outcome.status, "msgId": outcome.msg_id}
+        if outcome.status == "delivered":
+            payload["delivered"] = outcome.delivered
+        if outcome.dropped:
+            payload["dropped"] = list(outcome.dropped)
+        return self._reply(RESULT, conn, payload, msgId=outcome.msg_id, **meta)
+
+    async def _reconnect(self, conn: Connection, message: Envelope, respond: Respond) -> None:
+        if conn.user_id is None:
+            raise Denied(DenyReason.NOT_ALLOWED, "connect with a userId to re-bind it")
+        app = conn.app.name
+        claimed: list[str] = []
+        if message.meta.client is not None:
+            claimed.append(message.meta.client)
+        extra = message.payload.get("clients") if isinstance(message.payload, dict) else None
+        if isinstance(extra, list):
+            claimed.extend(c for c in extra[:32] if isinstance(c, str))
+        replaced = []
+        for old in claimed:
+            bound = self.client_user.get((app, old))
+            # Only ids that were this user's may be taken over.
+            if old != conn.client_id and bound is not None and bound[0] == conn.user_id:
+                self.aliases[(app, old)] = conn.client_id
+                replaced.append(old)
+        respond(self._reply(Action.RECONNECT_UPDATED, conn, {"replaced": replaced}))
+        await self._drain_inbox(conn)
+
+    async def _broadcast(self, conn: Connection, message: Envelope, respond: Respond) -> None:
+        if not conn.app.client_broadcast:
+            raise Denied(DenyReason.NOT_ALLOWED, "this app does not let clients broadcast")
+        count, msg_id = self.broadcast(
+            conn.app, message.payload, sender=conn.client_id, user_id=conn.user_id
+        )
+        respond(self._result(conn, Outcome("delivered", msg_id, count)))
+
+    async def _ack(self, conn: Connection, message: Envelope, respond: Respond) -> None:
+        msg_id = message.meta.msgId
+        if msg_id is None:
+            raise Denied(DenyReason.MALFORMED, "meta.msgId: required")
+        on_ack = getattr(conn, "pending_acks", {}).pop(msg_id, None)
+        if on_ack is not None:
+            on_ack()
+        elif conn.user_id is not None:
+            await self.inbox.ack(conn.app.name, conn.user_id, msg_id)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _resolve(self, app: str, target: str) -> str:
+        for _ in range(_MAX_ALIAS_HOPS):
+            nxt = self.aliases.get((app, target))
+            if nxt is None:
+                break
+            target = nxt
+        return target
+
+    async def send(
+        self,
+        app: AppConfig,
+        target: str,
+        payload: Any,
+        *,
+        sender: str | None,
+        user_id: str | None,
+    ) -> Outcome:
+        """Deliver an ``exchange`` to ``target`` (a client id of ``app``), or keep it in the
+        inbox of the user that client belonged to. Raises :class:`Denied`."""
+        msg_id = secrets.token_urlsafe(12)
+        exchange = env.exchange(
+            payload,
+            timestamp=self.now_ms(),
+            app=app.name,
+            client=sender,
+            userId=user_id,
+            target=target,
+            msgId=msg_id,
+        )
+        out = Outgoing(env.to_dict(exchange), msg_id)
+        if out.size() > app.max_message_bytes:
+            raise Denied(DenyReason.TOO_LARGE, f"message over {app.max_message_bytes} bytes")
+        resolved = self._resolve(app.name, target)
+        conn = self.connections.get((app.name, resolved))
+        if conn is not None:
+            conn.deliver(out)
+            return Outcome("delivered", msg_id, 1)
+        bound = self.client_user.get((app.name, resolved))
+        if bound is None or bound[1] <= self.clock():
+            raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
+        user = bound[0]
+        live = [self.connections[(app.name, c)] for c in self.users.get((app.name, user), ())]
+        if live:
+            # The same user is back under another id and has not re-bound yet.
+            for other in live:
+                other.deliver(out)
+            return Outcome("delivered", msg_id, len(live))
+        now = self.clock()
+        entry = InboxEntry(msg_id, out.envelope, now + app.inbox_ttl)
+        dropped = await self.inbox.put(app.name, user, entry, cap=app.inbox_size, now=now)
+        return Outcome("queued", msg_id, 0, tuple(d.msg_id for d in dropped))
+
+    def broadcast(
+        self, app: AppConfig, payload: Any, *, sender: str | None, user_id: str | None
+    ) -> tuple[int, str]:
+        """Send a ``broadcast`` envelope to every client of ``app`` but the sender; encoded
+        once per kind of client."""
+        msg_id = secrets.token_urlsafe(12)
+        message = env.broadcast(
+            payload, timestamp=self.now_ms(), app=app.name, client=sender, userId=user_id,
+            msgId=msg_id,
+        )
+        out = Outgoing(env.to_dict(message), msg_id)
+        if out.size() > app.max_message_bytes:
+            raise Denied(DenyReason.TOO_LARGE, f"message over {app.max_message_bytes} bytes")
+        count = 0
+        for client_id, conn in self.by_app.get(app.name, {}).items():
+            if client_id != sender:
+                conn.deliver(out)
+                count += 1
+        return count, msg_id
+
+    async def _drain_inbox(self, conn: Connection) -> None:
+        if conn.user_id is None:
+            return
+        app, user = conn.app.name, conn.user_id
+        for entry in await self.inbox.pending(app, user, now=self.clock()):
+            out = Outgoing(entry.envelope, entry.msg_id)
+            conn.deliver(out, on_ack=self._acker(app, user, entry.msg_id))
+
+    def _acker(self, app: str, user: str, msg_id: str) -> Callable[[], None]:
+        def acked() -> None:
+            task = asyncio.ensure_future(self.inbox.ack(app, user, msg_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return acked

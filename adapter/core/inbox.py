@@ -1,0 +1,77 @@
+"""The offline inbox: messages for a user who is away, kept in order until acknowledged.
+
+An entry stays until the user's client acknowledges its ``msgId`` (so a message delivered just
+before a connection dies is delivered again on the next reconnect: at-least-once), or until it is
+older than the app's TTL, or until newer messages push it out of the app's size cap (oldest
+first; the sender is told).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, NamedTuple, Protocol
+
+__all__ = ["InboxEntry", "Inbox", "MemoryInbox"]
+
+
+class InboxEntry(NamedTuple):
+    msg_id: str
+    envelope: dict[str, Any]
+    expires_at: float
+
+
+class Inbox(Protocol):
+    async def put(
+        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float
+    ) -> list[InboxEntry]:
+        """Append; returns the entries dropped to stay within ``cap``."""
+        ...
+
+    async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
+        """Unacknowledged, unexpired entries, oldest first."""
+        ...
+
+    async def ack(self, app: str, user: str, msg_id: str) -> bool: ...
+
+
+class MemoryInbox:
+    """The single-node inbox."""
+
+    def __init__(self) -> None:
+        self._boxes: dict[tuple[str, str], OrderedDict[str, InboxEntry]] = {}
+
+    def _expire(self, box: OrderedDict[str, InboxEntry], now: float) -> None:
+        while box:
+            first = next(iter(box.values()))
+            if first.expires_at > now:
+                break
+            box.popitem(last=False)
+
+    async def put(
+        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float
+    ) -> list[InboxEntry]:
+        box = self._boxes.setdefault((app, user), OrderedDict())
+        self._expire(box, now)
+        box[entry.msg_id] = entry
+        dropped: list[InboxEntry] = []
+        while len(box) > cap:
+            dropped.append(box.popitem(last=False)[1])
+        return dropped
+
+    async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
+        box = self._boxes.get((app, user))
+        if not box:
+            return []
+        self._expire(box, now)
+        if not box:
+            del self._boxes[(app, user)]
+            return []
+        return list(box.values())
+
+    async def ack(self, app: str, user: str, msg_id: str) -> bool:
+        box = self._boxes.get((app, user))
+        if box is None or box.pop(msg_id, None) is None:
+            return False
+        if not box:
+            del self._boxes[(app, user)]
+        return True
