@@ -8,6 +8,7 @@ hands every envelope to :meth:`Hub.handle`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -157,7 +158,7 @@ class RawEndpoint:
             ws,
             opts.raw_max_buffered_bytes,
         )
-        writer = request.loop.create_task(conn.run_writer())
+        writer = asyncio.get_running_loop().create_task(conn.run_writer())
         greeting = env.message(
             Action.CONNECT,
             None,

@@ -116,7 +116,8 @@ class SocketIOConnection(Connection):
 
 class RawConnection(Connection):
     """A plain WebSocket client (``wx.connectSocket`` with no library): one JSON envelope per
-    text frame. Acks come back as ``ack`` envelopes, so ``on_ack`` is kept here until then.
+    text frame. Acks come back as ``ack`` envelopes (the hub handles them), so ``on_ack`` is
+    not used here.
 
     Frames wait in a bounded outbox drained by one writer task (:meth:`run_writer`); a client
     that stops reading while the outbox is full is closed as a slow reader."""
@@ -124,7 +125,6 @@ class RawConnection(Connection):
     kind = "raw"
     __slots__ = (
         "ws",
-        "pending_acks",
         "outbox",
         "queued_bytes",
         "max_bytes",
@@ -144,7 +144,6 @@ class RawConnection(Connection):
     ) -> None:
         super().__init__(client_id, app, user_id, now)
         self.ws = ws
-        self.pending_acks: dict[str, Callable[[], None]] = {}
         self.outbox: deque[str] = deque()
         self.queued_bytes = 0
         self.max_bytes = max_bytes
@@ -164,8 +163,6 @@ class RawConnection(Connection):
         self._wakeup.set()
 
     def deliver(self, out: Outgoing, on_ack: Callable[[], None] | None = None) -> None:
-        if on_ack is not None and out.msg_id is not None:
-            self.pending_acks[out.msg_id] = on_ack
         self.send_text(out.json())
 
     def close(self, reason: DenyReason) -> None:

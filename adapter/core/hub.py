@@ -306,10 +306,7 @@ class Hub:
         msg_id = message.meta.msgId
         if msg_id is None:
             raise Denied(DenyReason.MALFORMED, "meta.msgId: required")
-        on_ack = getattr(conn, "pending_acks", {}).pop(msg_id, None)
-        if on_ack is not None:
-            on_ack()
-        elif conn.user_id is not None:
+        if conn.user_id is not None:
             await self.inbox.ack(conn.app.name, conn.user_id, msg_id)
 
     # -- routing -------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ from wxio.adapter.profiles import (
     conformance_config,
     conformance_handlers,
 )
+from wxio.adapter.core.apps import AppRegistry
+from wxio.adapter.core.binding import CoreOptions
+from wxio.adapter.core.hub import Hub
 from wxio.adapter.sio import SocketIOServer
 
 
@@ -34,6 +37,7 @@ class RunningServer:
         self.app = app
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
+        self.hub: Hub | None = None
 
 
 StartServer = Callable[..., Awaitable[RunningServer]]
@@ -50,6 +54,9 @@ async def start_server() -> AsyncIterator[StartServer]:
         socketio: dict[str, Any] | None = None,
         setup: Callable[[SocketIOServer], None] | None = None,
         config: ServerConfig | None = None,
+        apps: dict[str, dict[str, Any]] | None = None,
+        core: dict[str, Any] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> RunningServer:
         config = config or ServerConfig()
         extra = []
@@ -65,14 +72,22 @@ async def start_server() -> AsyncIterator[StartServer]:
             extra.append(("/engine.io/", EchoHandler()))
         if setup is not None:
             setup(io)
-        app = build_app(config, io, extra_engines=extra)
+        hub = None
+        if apps is not None:
+            kwargs = {"clock": clock} if clock is not None else {}
+            hub = Hub(AppRegistry.from_config(apps, environ={}), **kwargs)
+        app = build_app(
+            config, io, extra_engines=extra, hub=hub, core_options=CoreOptions(**(core or {}))
+        )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         port = free_port()
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         runners.append(runner)
-        return RunningServer(runner, port, io, app)
+        server = RunningServer(runner, port, io, app)
+        server.hub = hub
+        return server
 
     yield start
     for runner in runners:
