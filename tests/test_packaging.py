@@ -1,0 +1,65 @@
+"""A wheel built from the repository installs into a fresh venv as ``wxio``, with
+``wxio.protocol`` and ``wxio.adapter`` and no top-level ``protocol``/``adapter``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for top in ("protocol", "adapter"):
+        for init in (ROOT / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT).parts
+            found.add(".".join(("wxio", *rel)))
+    assert found == listed
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("wxio-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("wxio/protocol/") for n in names)
+    assert any(n.startswith("wxio/adapter/") for n in names)
+    assert not any(n.startswith(("protocol/", "adapter/")) for n in names)
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    bin_dir = env_dir / "bin"
+    subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    help_text = subprocess.run(
+        [str(bin_dir / "wxio"), "--help"], check=True, capture_output=True, text=True
+    ).stdout
+    assert "serve" in help_text and "sign" in help_text
+    signed = subprocess.run(
+        [str(bin_dir / "wxio"), "sign", "demo", "secret", "--timestamp", "1700000000000"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "sign=0a40d27b61d4c698859e0b7156feb067" in signed
+    probe = "import wxio.protocol, wxio.adapter.app, importlib.util as u; print(u.find_spec('protocol'), u.find_spec('adapter'))"
+    out = subprocess.run(
+        [str(bin_dir / "python"), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path
+    ).stdout
+    assert out.strip() == "None None"
