@@ -117,11 +117,10 @@ class JsPeer:
     ) -> dict[str, Any]:
         """Create the socket, subscribe to ``subscribe`` (libraries without onAny need it) before
         the connection completes, and wait for ``connect``."""
-        cid = await self.command("connect", sock=sock, url=url, nsp=nsp, opts=opts)
+        cid = await self.command(
+            "connect", sock=sock, url=url, nsp=nsp, opts=opts, subscribe=list(subscribe)
+        )
         await self.expect("done", id=cid)
-        if not self.caps.get("onAny"):
-            for event in subscribe:
-                await self.on(event, sock=sock)
         return await self.expect("connect", sock=sock, timeout=15)
 
     async def emit(self, event: str, *args: Any, sock: str = "main", ack: bool = False) -> int:

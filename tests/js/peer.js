@@ -21,6 +21,7 @@
  *   {"cmd":"connect","sock":"main","url":"http://127.0.0.1:PORT","nsp":"/","opts":{...}}
  *        opts go to the library: transports, auth, query, path, reconnection, extraHeaders,
  *        forceNew... "done" means the socket was created, not that it connected.
+ *        "subscribe": ["x", ...] subscribes at once, as "on" would (for libraries without onAny)
  *   {"cmd":"emit","sock":"main","event":"x","args":[...],"ack":true}
  *        with "ack" (needs an "id") the ack's arguments come back as {"ev":"ack","id":..,...}
  *   {"cmd":"on","sock":"main","event":"x","ackWith":[...]}
@@ -180,6 +181,9 @@ const commands = {
     const entry = { name, socket, ackWith: new Map(), subscribed: new Set() };
     socks.set(name, entry);
     watch(entry);
+    // Listen before any packet can arrive: a namespace on an open connection may be joined
+    // (and its first events delivered) before a separate "on" command would be read.
+    for (const event of cmd.subscribe ?? []) commands.on({ sock: name, event });
   },
 
   emit(cmd) {
