@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import logging
+import signal
 import sys
 from dataclasses import fields, replace
 from typing import Any
@@ -17,6 +19,7 @@ from .core.apps import DEMO_APP, AppRegistry
 from .core.binding import CoreOptions
 from .core.hub import Hub
 from .engine import EngineHandler
+from .http import HttpServer
 from .profiles import EchoHandler, conformance_config, conformance_handlers
 from .sio import SocketIOServer
 
@@ -108,12 +111,22 @@ def serve(args: argparse.Namespace) -> int:
             )
         else:
             print(f"apps: {', '.join(sorted(apps.apps))}", flush=True)
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        print=None,
-        shutdown_timeout=config.shutdown_grace,
-        access_log=None,
-    )
+    asyncio.run(_run(app, config))
     return 0
+
+
+async def _run(app: web.Application, config: ServerConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    server = HttpServer(
+        app, header_timeout=config.header_timeout, shutdown_timeout=config.shutdown_grace
+    )
+    await server.start(config.host, config.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("signal received: shutting down")
+    finally:
+        await server.stop()

@@ -20,6 +20,7 @@ from wxio.adapter.profiles import (
 from wxio.adapter.core.apps import AppRegistry
 from wxio.adapter.core.binding import CoreOptions
 from wxio.adapter.core.hub import Hub
+from wxio.adapter.http import HttpServer
 from wxio.adapter.sio import SocketIOServer
 
 
@@ -30,7 +31,7 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, runner: web.AppRunner, port: int, io: SocketIOServer, app: web.Application):
+    def __init__(self, runner: HttpServer, port: int, io: SocketIOServer, app: web.Application):
         self.runner = runner
         self.port = port
         self.io = io
@@ -46,7 +47,7 @@ StartServer = Callable[..., Awaitable[RunningServer]]
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
     """``await start_server(profile="conformance", engine={...}, setup=fn)`` -> RunningServer."""
-    runners: list[web.AppRunner] = []
+    runners: list[HttpServer] = []
 
     async def start(
         profile: str = "default",
@@ -79,19 +80,16 @@ async def start_server() -> AsyncIterator[StartServer]:
         app = build_app(
             config, io, extra_engines=extra, hub=hub, core_options=CoreOptions(**(core or {}))
         )
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        port = free_port()
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
-        runners.append(runner)
-        server = RunningServer(runner, port, io, app)
+        http = HttpServer(app, header_timeout=config.header_timeout, shutdown_timeout=1.0)
+        port = await http.start("127.0.0.1", 0)
+        runners.append(http)
+        server = RunningServer(http, port, io, app)
         server.hub = hub
         return server
 
     yield start
     for runner in runners:
-        await runner.cleanup()
+        await runner.stop()
 
 
 @pytest.fixture

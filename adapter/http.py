@@ -1,0 +1,124 @@
+"""Running the aiohttp application on a listening socket, with a request-header deadline.
+
+aiohttp bounds idle keep-alive connections but not a client that sends its request headers a
+byte at a time (slowloris). :class:`HeaderGuard` sits between asyncio and aiohttp's protocol: it
+closes a connection that has not completed a request's headers within ``header_timeout`` of
+connecting or of its previous request finishing. An app middleware (:func:`header_deadline`)
+tells it when headers are complete (aiohttp calls the middleware only then) and when the request
+is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("wxio.http")
+
+__all__ = ["HeaderGuard", "header_deadline", "HttpServer"]
+
+_GUARDS: weakref.WeakKeyDictionary[Any, HeaderGuard] = weakref.WeakKeyDictionary()
+
+
+class HeaderGuard(asyncio.Protocol):
+    """Forwards every protocol call to aiohttp's handler; owns one deadline timer."""
+
+    def __init__(self, inner: asyncio.Protocol, timeout: float) -> None:
+        self.inner = inner
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        if self._timer is None and self.transport is not None and self.timeout > 0:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.timeout, self._expire)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.transport is not None and not self.transport.is_closing():
+            log.info("closing a connection that sent no complete request headers in time")
+            self.transport.abort()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        _GUARDS[transport] = self
+        self.inner.connection_made(transport)
+        self.arm()
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm()
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+@web.middleware
+async def header_deadline(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    guard = _GUARDS.get(request.transport) if request.transport is not None else None
+    if guard is not None:
+        guard.disarm()
+    try:
+        return await handler(request)
+    finally:
+        if guard is not None:
+            guard.arm()  # the next request on this connection gets its own deadline
+
+
+class HttpServer:
+    """An :class:`aiohttp.web.AppRunner` served through :class:`HeaderGuard`."""
+
+    def __init__(self, app: web.Application, *, header_timeout: float, shutdown_timeout: float):
+        if header_deadline not in app.middlewares:
+            app.middlewares.append(header_deadline)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+        self.header_timeout = header_timeout
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        await self.runner.setup()
+        loop = asyncio.get_running_loop()
+        handler = self.runner.server
+        assert handler is not None
+        timeout = self.header_timeout
+        self._server = await loop.create_server(
+            lambda: HeaderGuard(handler(), timeout),
+            host,
+            port,
+            reuse_port=reuse_port or None,
+            family=socket.AF_INET if ":" not in host else socket.AF_INET6,
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop accepting, then let the app shut down (close packets, drain) and clean up."""
+        if self._server is not None:
+            self._server.close()
+        await self.runner.cleanup()
+        if self._server is not None:
+            await self._server.wait_closed()
