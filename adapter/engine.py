@@ -102,7 +102,7 @@ class EngineSocket:
         self.ws: web.WebSocketResponse | None = None
         self.probe_ws: web.WebSocketResponse | None = None
         #: The TCP transport under ``ws``, so a slow reader can be cut off (see _slow_check).
-        self.ws_transport: asyncio.BaseTransport | None = None
+        self.ws_transport: asyncio.Transport | None = None
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -256,6 +256,7 @@ class EngineSocket:
         if self._closed_reported:
             return
         self._closed_reported = True
+        log.debug("%s closed (%s)", self.sid, reason.value)
         self.server.sessions.pop(self.sid, None)
         for timer in (self._timer, self._slow_timer):
             if timer is not None:

@@ -26,12 +26,16 @@ log = logging.getLogger("wxio.engine")
 
 def refuse(error: RequestError) -> web.Response:
     """An upgrade refused before the 101, as the reference does it: a plain 400 with the text."""
-    return web.Response(
+    response = web.Response(
         status=error.status,
         text=error.message,
         content_type="text/html",
         headers={"Connection": "close"},
     )
+    # The header alone does not end the connection: aiohttp would keep it alive (HTTP/1.1) and
+    # the client's socket would stay open. The reference destroys it after the response.
+    response.force_close()
+    return response
 
 
 async def write_packets(ws: web.WebSocketResponse, packets: list[Packet], eio: int) -> None:
@@ -45,7 +49,10 @@ async def write_packets(ws: web.WebSocketResponse, packets: list[Packet], eio: i
 def _response(server: EngineServer) -> web.WebSocketResponse:
     opts = server.options
     return web.WebSocketResponse(
-        max_msg_size=opts.max_payload,
+        # aiohttp refuses a message of exactly max_msg_size bytes; maxPayload is the largest
+        # message allowed (ws: only a larger one is a 1009), so give aiohttp one byte more.
+        # (With permessage-deflate, off by default, the decompressed bound is then one more.)
+        max_msg_size=opts.max_payload + 1,
         compress=opts.ws_compression,
         autoping=True,
     )
