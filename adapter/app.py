@@ -88,4 +88,15 @@ def build_app(
         await io.shutdown()
 
     app.on_shutdown.append(on_shutdown)
+    if hub is not None:
+        routing = hub
+
+        async def start_hub(app: web.Application) -> None:
+            await routing.start()
+
+        async def close_hub(app: web.Application) -> None:
+            await routing.close()
+
+        app.on_startup.append(start_hub)
+        app.on_cleanup.append(close_hub)
     return app

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from dataclasses import fields, replace
@@ -16,6 +17,7 @@ from aiohttp import web
 from .app import build_app
 from .config import ConfigError, ServerConfig, load
 from .core.apps import DEMO_APP, AppRegistry
+from .core.backplane import Backplane, MemoryBackplane
 from .core.binding import CoreOptions
 from .core.hub import Hub
 from .engine import EngineHandler
@@ -57,6 +59,22 @@ def core_setup(config: ServerConfig) -> tuple[AppRegistry, CoreOptions]:
     return apps, CoreOptions(**core)
 
 
+def make_backplane(config: ServerConfig) -> Backplane:
+    """Redis when ``[cluster] redis_url`` or ``WXIO_REDIS_URL`` is set, else in memory."""
+    cluster = dict(config.extra.get("cluster", {}))
+    known = {"redis_url", "prefix", "node_id", "advertise_url", "node_ttl"}
+    unknown = set(cluster) - known
+    if unknown:
+        raise ConfigError(f"[cluster]: unknown key(s) {', '.join(sorted(unknown))}")
+    url = os.environ.get("WXIO_REDIS_URL") or cluster.pop("redis_url", None)
+    cluster.pop("redis_url", None)
+    if not url:
+        return MemoryBackplane(cluster.get("node_id"))
+    from .cluster.redis import RedisBackplane
+
+    return RedisBackplane(url, **cluster)
+
+
 def make_app(
     config: ServerConfig, profile: str, app_spec: str | None
 ) -> tuple[web.Application, AppRegistry | None]:
@@ -72,7 +90,7 @@ def make_app(
         extra.append(("/engine.io/", EchoHandler()))
     else:
         apps, options = core_setup(config)
-        hub = Hub(apps)
+        hub = Hub(apps, backplane=make_backplane(config))
     if app_spec:
         io = load_user_app(app_spec, io)
     app = build_app(config, io, extra_engines=extra, hub=hub, core_options=options)

@@ -69,6 +69,8 @@ class DenyReason(StrEnum):
     NOT_ALLOWED = "not_allowed"
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
+    #: The cluster's shared state cannot be reached right now (e.g. Redis is down).
+    UNAVAILABLE = "unavailable"
 
 
 #: Longest app name, client id, user id, target, message id, nonce or signature we accept.

@@ -143,7 +143,9 @@ class HttpApi:
         try:
             data = await self._read(request)
             app = await self._authorize(data, {"message": data.get("message")})
-            count, msg_id = self.hub.broadcast(app, data.get("message"), sender=None, user_id=None)
+            count, msg_id = await self.hub.broadcast(
+                app, data.get("message"), sender=None, user_id=None
+            )
         except Denied as denied:
             return self._error(request, denied, app)
         return web.json_response(

@@ -85,13 +85,18 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     async def on_connect(socket: Socket) -> None:
         conn = socket.data.get("core")
         if conn is not None:
-            hub.register(conn)
+            registered = asyncio.ensure_future(hub.register(conn))
+            socket.data["core_registered"] = registered
+            await registered
             await hub.welcome(conn)
 
-    def on_disconnect(socket: Socket, reason: str) -> None:
+    async def on_disconnect(socket: Socket, reason: str) -> None:
         conn = socket.data.get("core")
         if conn is not None:
-            hub.detach(conn)
+            registered = socket.data.get("core_registered")
+            if registered is not None:
+                await registered  # the cluster must not see "offline" before "online"
+            await hub.detach(conn)
 
     async def on_request(ctx: EventContext) -> None:
         conn: SocketIOConnection | None = ctx.socket.data.get("core")
@@ -168,7 +173,7 @@ class RawEndpoint:
             userId=conn.user_id,
         )
         conn.send_text(env.encode(greeting))
-        hub.register(conn)
+        await hub.register(conn)
         log.info("%s connected (raw, app %s)", conn.client_id, app.name)
         try:
             await hub.welcome(conn)
@@ -180,7 +185,7 @@ class RawEndpoint:
                 else:
                     break
         finally:
-            hub.detach(conn)
+            await hub.detach(conn)
             log.info("%s disconnected (raw)", conn.client_id)
             conn.stop()
             try:

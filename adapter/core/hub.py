@@ -15,7 +15,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -24,8 +23,8 @@ from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
 from ...protocol.signing import SignatureError, verify_hmac, verify_md5
 from .apps import AppConfig, AppRegistry
 from .connection import Connection, Outgoing
-from .inbox import Inbox, InboxEntry, MemoryInbox
-from .limits import MemoryReplayCache
+from .backplane import Backplane, BackplaneError, MemoryBackplane
+from .inbox import InboxEntry
 
 log = logging.getLogger("wxio.core")
 
@@ -35,7 +34,8 @@ __all__ = ["Hub", "Denied", "Outcome", "RESULT"]
 RESULT = "result"
 #: A connection that is denied this many times in a row is closed.
 MAX_DENIALS = 50
-_MAX_ALIAS_HOPS = 8
+#: Seconds to wait for another node's answer before treating the target as gone.
+NODE_TIMEOUT = 2.0
 
 
 class Denied(Exception):
@@ -62,21 +62,19 @@ class Hub:
         self,
         apps: AppRegistry,
         *,
-        inbox: Inbox | None = None,
-        replay_cache: Any = None,
+        backplane: Backplane | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.apps = apps
-        self.inbox: Inbox = inbox or MemoryInbox()
-        self.replay = replay_cache or MemoryReplayCache()
+        self.backplane: Backplane = backplane or MemoryBackplane()
+        self.node = self.backplane.node_id
+        self.directory = self.backplane.directory
+        self.inbox = self.backplane.inbox
+        self.replay = self.backplane.replay
         self.clock = clock
+        #: This node's connections.
         self.connections: dict[tuple[str, str], Connection] = {}
         self.by_app: dict[str, dict[str, Connection]] = {}
-        self.users: dict[tuple[str, str], set[str]] = {}
-        #: (app, client id) -> (user id, forget at): where an offline client's messages go.
-        self.client_user: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
-        #: (app, old client id) -> new client id, set by reConnectAndUpdates.
-        self.aliases: dict[tuple[str, str], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._actions = {
             Action.REQUEST_ID: self._request_id,
@@ -85,6 +83,21 @@ class Hub:
             Action.BROADCAST: self._broadcast,
             Action.ACK: self._ack,
         }
+
+    async def start(self) -> None:
+        self.backplane.on_resync = self.resync
+        await self.backplane.start(self._on_node_message)
+
+    async def resync(self) -> None:
+        """Register every local client again (the shared state was lost, e.g. Redis restarted
+        without persistence)."""
+        for conn in list(self.connections.values()):
+            await self.directory.online(
+                conn.app.name, conn.client_id, conn.user_id, self.node, conn.app.inbox_ttl
+            )
+
+    async def close(self) -> None:
+        await self.backplane.close()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -144,20 +157,27 @@ class Hub:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def register(self, conn: Connection) -> None:
-        """Make a connection reachable by its client id (and its user id). Follow with
-        :meth:`welcome` so that a user coming back gets their inbox."""
+    async def register(self, conn: Connection) -> None:
+        """Make a connection reachable by its client id (and its user id), here and in the
+        cluster. Follow with :meth:`welcome` so that a user coming back gets their inbox."""
         app = conn.app.name
         self.connections[(app, conn.client_id)] = conn
         self.by_app.setdefault(app, {})[conn.client_id] = conn
-        if conn.user_id is not None:
-            self.users.setdefault((app, conn.user_id), set()).add(conn.client_id)
-            self._bind(conn)
+        try:
+            await self.directory.online(
+                app, conn.client_id, conn.user_id, self.node, conn.app.inbox_ttl
+            )
+        except BackplaneError as exc:
+            # Local clients are still served; the cluster learns of this one when it resyncs.
+            log.warning("%s: not registered in the cluster: %s", conn.client_id, exc)
 
     async def welcome(self, conn: Connection) -> None:
-        await self._drain_inbox(conn)
+        try:
+            await self._drain_inbox(conn)
+        except BackplaneError as exc:
+            log.warning("%s: inbox not delivered: %s", conn.client_id, exc)
 
-    def detach(self, conn: Connection) -> None:
+    async def detach(self, conn: Connection) -> None:
         app = conn.app.name
         if self.connections.get((app, conn.client_id)) is conn:
             del self.connections[(app, conn.client_id)]
@@ -166,30 +186,16 @@ class Hub:
                 members.pop(conn.client_id, None)
                 if not members:
                     del self.by_app[app]
-        if conn.user_id is not None:
-            live = self.users.get((app, conn.user_id))
-            if live is not None:
-                live.discard(conn.client_id)
-                if not live:
-                    del self.users[(app, conn.user_id)]
-            self._bind(conn)  # refresh: its messages go to the inbox from now on
-        self._forget_expired()
+        try:
+            await self.directory.offline(
+                app, conn.client_id, conn.user_id, self.node, conn.app.inbox_ttl
+            )
+        except BackplaneError as exc:
+            log.warning("%s: not unregistered in the cluster: %s", conn.client_id, exc)
 
-    def _bind(self, conn: Connection) -> None:
-        key = (conn.app.name, conn.client_id)
-        self.client_user.pop(key, None)
-        assert conn.user_id is not None
-        self.client_user[key] = (conn.user_id, self.clock() + conn.app.inbox_ttl)
-
-    def _forget_expired(self, budget: int = 16) -> None:
-        now = self.clock()
-        while budget and self.client_user:
-            key, (_, forget_at) = next(iter(self.client_user.items()))
-            if forget_at > now:
-                return
-            del self.client_user[key]
-            self.aliases.pop(key, None)
-            budget -= 1
+    def local_clients(self) -> list[Connection]:
+        """For a resync after the shared state was lost (e.g. Redis restarted empty)."""
+        return list(self.connections.values())
 
     # -- messages from clients -----------------------------------------------------------------
 
@@ -216,6 +222,9 @@ class Hub:
                 await self._verify_message(conn, message, raw)
             await action(conn, message, respond)
             conn.denials = 0
+        except BackplaneError as exc:
+            log.warning("%s: %s", conn.client_id, exc)
+            respond(self.deny(Denied(DenyReason.UNAVAILABLE, "cluster state unavailable"), conn))
         except Denied as denied:
             conn.denials += 1
             respond(self.deny(denied, conn))
@@ -286,10 +295,12 @@ class Hub:
             claimed.extend(c for c in extra[:32] if isinstance(c, str))
         replaced = []
         for old in claimed:
-            bound = self.client_user.get((app, old))
+            if old == conn.client_id:
+                continue
+            where = await self.directory.locate(app, old)
             # Only ids that were this user's may be taken over.
-            if old != conn.client_id and bound is not None and bound[0] == conn.user_id:
-                self.aliases[(app, old)] = conn.client_id
+            if where is not None and where.user == conn.user_id:
+                await self.directory.rebind(app, old, conn.client_id, conn.app.inbox_ttl)
                 replaced.append(old)
         respond(self._reply(Action.RECONNECT_UPDATED, conn, {"replaced": replaced}))
         await self._drain_inbox(conn)
@@ -297,7 +308,7 @@ class Hub:
     async def _broadcast(self, conn: Connection, message: Envelope, respond: Respond) -> None:
         if not conn.app.client_broadcast:
             raise Denied(DenyReason.NOT_ALLOWED, "this app does not let clients broadcast")
-        count, msg_id = self.broadcast(
+        count, msg_id = await self.broadcast(
             conn.app, message.payload, sender=conn.client_id, user_id=conn.user_id
         )
         respond(self._result(conn, Outcome("delivered", msg_id, count)))
@@ -311,14 +322,6 @@ class Hub:
 
     # -- routing -------------------------------------------------------------------------------
 
-    def _resolve(self, app: str, target: str) -> str:
-        for _ in range(_MAX_ALIAS_HOPS):
-            nxt = self.aliases.get((app, target))
-            if nxt is None:
-                break
-            target = nxt
-        return target
-
     async def send(
         self,
         app: AppConfig,
@@ -328,8 +331,9 @@ class Hub:
         sender: str | None,
         user_id: str | None,
     ) -> Outcome:
-        """Deliver an ``exchange`` to ``target`` (a client id of ``app``), or keep it in the
-        inbox of the user that client belonged to. Raises :class:`Denied`."""
+        """Deliver an ``exchange`` to ``target`` (a client id of ``app``) wherever it is
+        connected, or keep it in the inbox of the user that client belonged to. Raises
+        :class:`Denied` (or :class:`BackplaneError` when the cluster cannot be asked)."""
         msg_id = secrets.token_urlsafe(12)
         exchange = env.exchange(
             payload,
@@ -343,45 +347,91 @@ class Hub:
         out = Outgoing(env.to_dict(exchange), msg_id)
         if out.size() > app.max_message_bytes:
             raise Denied(DenyReason.TOO_LARGE, f"message over {app.max_message_bytes} bytes")
-        resolved = self._resolve(app.name, target)
-        conn = self.connections.get((app.name, resolved))
-        if conn is not None:
+        conn = self.connections.get((app.name, target))
+        if conn is not None:  # the common case costs no shared-state lookup
             conn.deliver(out)
             return Outcome("delivered", msg_id, 1)
-        bound = self.client_user.get((app.name, resolved))
-        if bound is None or bound[1] <= self.clock():
+        where = await self.directory.locate(app.name, target)
+        if where is not None and (where.client != target or where.node is not None):
+            # Re-bound to a new id, or connected on some node (maybe this one, under the new id).
+            if await self._deliver_to(app.name, where.client, where.node, out):
+                return Outcome("delivered", msg_id, 1)
+        if where is None or where.user is None:
             raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
-        user = bound[0]
-        live = [self.connections[(app.name, c)] for c in self.users.get((app.name, user), ())]
-        if live:
-            # The same user is back under another id and has not re-bound yet.
-            for other in live:
-                other.deliver(out)
-            return Outcome("delivered", msg_id, len(live))
+        # The same user may be back under another id and not have re-bound yet.
+        delivered = 0
+        for client, node in await self.directory.user_clients(app.name, where.user):
+            if await self._deliver_to(app.name, client, node, out):
+                delivered += 1
+        if delivered:
+            return Outcome("delivered", msg_id, delivered)
         now = self.clock()
         entry = InboxEntry(msg_id, out.envelope, now + app.inbox_ttl)
-        dropped = await self.inbox.put(app.name, user, entry, cap=app.inbox_size, now=now)
+        dropped = await self.inbox.put(app.name, where.user, entry, cap=app.inbox_size, now=now)
         return Outcome("queued", msg_id, 0, tuple(d.msg_id for d in dropped))
 
-    def broadcast(
+    async def _deliver_to(self, app: str, client: str, node: str | None, out: Outgoing) -> bool:
+        """Deliver to ``client`` here (node None or ours) or on ``node``; True if it was
+        connected there."""
+        if node is None or node == self.node:
+            conn = self.connections.get((app, client))
+            if conn is None:
+                return False
+            conn.deliver(out)
+            return True
+        reply = await self.backplane.request(
+            node,
+            {"t": "deliver", "app": app, "client": client, "env": out.envelope},
+            timeout=NODE_TIMEOUT,
+        )
+        return bool(reply and reply.get("ok"))
+
+    async def broadcast(
         self, app: AppConfig, payload: Any, *, sender: str | None, user_id: str | None
     ) -> tuple[int, str]:
-        """Send a ``broadcast`` envelope to every client of ``app`` but the sender; encoded
-        once per kind of client."""
+        """Send a ``broadcast`` envelope to every client of ``app`` but the sender, on every
+        node; encoded once per kind of client on each node. Returns the count delivered."""
         msg_id = secrets.token_urlsafe(12)
         message = env.broadcast(
-            payload, timestamp=self.now_ms(), app=app.name, client=sender, userId=user_id,
+            payload,
+            timestamp=self.now_ms(),
+            app=app.name,
+            client=sender,
+            userId=user_id,
             msgId=msg_id,
         )
         out = Outgoing(env.to_dict(message), msg_id)
         if out.size() > app.max_message_bytes:
             raise Denied(DenyReason.TOO_LARGE, f"message over {app.max_message_bytes} bytes")
+        count = self._broadcast_local(app.name, out, sender)
+        replies = await self.backplane.request_all(
+            {"t": "broadcast", "app": app.name, "env": out.envelope, "except": sender},
+            timeout=NODE_TIMEOUT,
+        )
+        count += sum(int(r.get("count", 0)) for r in replies)
+        return count, msg_id
+
+    def _broadcast_local(self, app: str, out: Outgoing, sender: str | None) -> int:
         count = 0
-        for client_id, conn in self.by_app.get(app.name, {}).items():
+        for client_id, conn in self.by_app.get(app, {}).items():
             if client_id != sender:
                 conn.deliver(out)
                 count += 1
-        return count, msg_id
+        return count
+
+    async def _on_node_message(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """What other nodes ask of this one (schema already checked by the backplane)."""
+        kind = message.get("t")
+        if kind == "deliver":
+            conn = self.connections.get((message["app"], message["client"]))
+            if conn is None:
+                return {"ok": False}
+            conn.deliver(Outgoing(message["env"], message["env"].get("meta", {}).get("msgId")))
+            return {"ok": True}
+        if kind == "broadcast":
+            out = Outgoing(message["env"])
+            return {"count": self._broadcast_local(message["app"], out, message.get("except"))}
+        return None
 
     async def _drain_inbox(self, conn: Connection) -> None:
         if conn.user_id is None:

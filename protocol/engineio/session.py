@@ -269,7 +269,8 @@ class EngineSession:
 
     def decode_failed(self) -> None:
         """The adapter could not decode what the active transport sent: close with a parse error."""
-        self._fail("undecodable packet")
+        if self.state is not State.CLOSED:
+            self._fail("undecodable packet")
 
     # -- upgrade -------------------------------------------------------------------------------
 

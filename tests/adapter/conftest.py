@@ -58,6 +58,7 @@ async def start_server() -> AsyncIterator[StartServer]:
         apps: dict[str, dict[str, Any]] | None = None,
         core: dict[str, Any] | None = None,
         clock: Callable[[], float] | None = None,
+        backplane: Any = None,
     ) -> RunningServer:
         config = config or ServerConfig()
         extra = []
@@ -75,8 +76,8 @@ async def start_server() -> AsyncIterator[StartServer]:
             setup(io)
         hub = None
         if apps is not None:
-            kwargs = {"clock": clock} if clock is not None else {}
-            hub = Hub(AppRegistry.from_config(apps, environ={}), **kwargs)
+            kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
+            hub = Hub(AppRegistry.from_config(apps, environ={}), backplane=backplane, **kwargs)
         app = build_app(
             config, io, extra_engines=extra, hub=hub, core_options=CoreOptions(**(core or {}))
         )

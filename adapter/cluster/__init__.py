@@ -1,0 +1,1 @@
+"""Clusters: the Redis backplane, node-to-node message schema, and polling forwarding."""

@@ -1,0 +1,68 @@
+"""The node-to-node message format: versioned JSON, schema-checked and size-limited.
+
+Every message on the backplane is one JSON object::
+
+    {"v": 1, "from": "<node>", "id": "<request id>", "t": "deliver", ...}   a request
+    {"v": 1, "from": "<node>", "re": "<request id>", "body": {...}}          its reply
+    {"v": 1, "from": "<node>", "t": "sio", ...}                             one-way
+
+Anything that does not parse, is over :data:`MAX_MESSAGE_BYTES`, has another version, or does not
+fit the schema of its type is dropped (and logged) by the receiver. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...protocol import jsonutil
+from ...protocol.errors import RemoteProtocolError
+
+__all__ = ["VERSION", "MAX_MESSAGE_BYTES", "SchemaError", "encode", "decode"]
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+# Required fields and their types, per message type.
+_SCHEMAS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "deliver": {"app": str, "client": str, "env": dict},
+    "broadcast": {"app": str, "env": dict},
+    "sio": {"nsp": str, "event": str, "args": list, "rooms": list, "except": list},
+}
+
+
+class SchemaError(Exception):
+    pass
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    data = jsonutil.dumps_bytes(message)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise SchemaError(f"message over {MAX_MESSAGE_BYTES} bytes")
+    return data
+
+
+def decode(data: bytes | str) -> dict[str, Any]:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise SchemaError("message too large")
+    try:
+        message = jsonutil.loads(data, max_depth=48)
+    except RemoteProtocolError as exc:
+        raise SchemaError(str(exc)) from None
+    if type(message) is not dict or message.get("v") != VERSION:
+        raise SchemaError("not a version-1 message object")
+    if not isinstance(message.get("from"), str):
+        raise SchemaError("from: required")
+    if "re" in message:
+        if not isinstance(message["re"], str) or not isinstance(message.get("body"), dict):
+            raise SchemaError("a reply needs re and body")
+        return message
+    kind = message.get("t")
+    schema = _SCHEMAS.get(kind) if isinstance(kind, str) else None
+    if schema is None:
+        raise SchemaError(f"unknown message type {kind!r}")
+    for field, ftype in schema.items():
+        if not isinstance(message.get(field), ftype):
+            raise SchemaError(f"{kind}.{field}: wrong or missing")
+    if "id" in message and not isinstance(message["id"], str):
+        raise SchemaError("id must be a string")
+    return message

@@ -1,0 +1,82 @@
+"""The backplane: what the routing core shares with the other nodes of a cluster.
+
+A backplane bundles the shared state (:class:`~.directory.Directory`, the offline
+:class:`~.inbox.Inbox`, the HMAC nonce :class:`ReplayCache`) with node-to-node messaging: a
+request to one node (answered by it), a request to every node (answered by each), and a
+one-way message to every node. Messages are plain JSON-able dicts; their schema is checked by the
+Redis implementation (``adapter/cluster``), which never unpickles anything.
+
+:class:`MemoryBackplane` is the single-node default: there are no other nodes, so requests
+answer nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from .directory import Directory, MemoryDirectory
+from .inbox import Inbox, MemoryInbox
+from .limits import MemoryReplayCache
+
+__all__ = ["Backplane", "BackplaneError", "NodeHandler", "MemoryBackplane"]
+
+#: Handles a message from another node; returns the reply for requests (None for none).
+NodeHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+class BackplaneError(Exception):
+    """The shared state or the other nodes cannot be reached (e.g. Redis is down)."""
+
+
+class Backplane(Protocol):
+    node_id: str
+    directory: Directory
+    inbox: Inbox
+    replay: Any
+    #: Set by the hub: re-register local state after the shared state was lost.
+    on_resync: Callable[[], Awaitable[None]] | None
+
+    async def start(self, handler: NodeHandler) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def request(
+        self, node: str, message: dict[str, Any], timeout: float
+    ) -> dict[str, Any] | None:
+        """Send to one node and wait for its reply (None: no reply in time)."""
+
+    async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        """Send to every other live node; the replies that came in time."""
+
+    async def publish_all(self, message: dict[str, Any]) -> None:
+        """Send to every other node, no reply."""
+
+
+class MemoryBackplane:
+    """One node, everything in this process."""
+
+    def __init__(self, node_id: str | None = None) -> None:
+        self.node_id = node_id or secrets.token_hex(4)
+        self.directory: Directory = MemoryDirectory()
+        self.inbox: Inbox = MemoryInbox()
+        self.replay = MemoryReplayCache()
+        self.on_resync: Callable[[], Awaitable[None]] | None = None
+
+    async def start(self, handler: NodeHandler) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def request(
+        self, node: str, message: dict[str, Any], timeout: float
+    ) -> dict[str, Any] | None:
+        return None
+
+    async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        return []
+
+    async def publish_all(self, message: dict[str, Any]) -> None:
+        pass

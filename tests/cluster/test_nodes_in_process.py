@@ -1,0 +1,99 @@
+"""Two nodes in one process sharing a real Redis: routing across nodes, outcomes, broadcast,
+inbox in Redis, reconnect onto the other node."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from wxio.adapter.cluster.redis import RedisBackplane
+
+from tests.adapter.conftest import RunningServer, StartServer
+from tests.adapter.core_clients import RawClient, Signer, SioClient, api_post, now_ms
+
+from .conftest import REDIS_URL
+
+pytestmark = pytest.mark.redis
+
+APPS = {"c": {"key": "c-key", "client_broadcast": True, "rate": 1000, "burst": 1000}}
+C = Signer("c", "c-key")
+
+
+async def _nodes(start_server: StartServer, prefix: str, n: int = 2) -> list[RunningServer]:
+    return [
+        await start_server(
+            apps=APPS, backplane=RedisBackplane(REDIS_URL, prefix=prefix, node_id=f"n{i}", node_ttl=3.0)
+        )
+        for i in range(n)
+    ]
+
+
+def payload(message: dict) -> object:
+    return message["data"]["payload"]
+
+
+async def test_send_across_nodes_for_each_client_kind(start_server: StartServer, redis_prefix: str) -> None:
+    a, b = await _nodes(start_server, redis_prefix)
+    raw_a = await RawClient.connect(a.ws_url, C, user="ra")
+    sio_b = await SioClient.connect(b.url, C, user="sb")
+    raw_b = await RawClient.connect(b.ws_url, C, user="rb")
+    try:
+        result = await raw_a.request(C.envelope("sendToOthers", {"x": 1}, target=sio_b.client_id))
+        assert payload(result)["status"] == "delivered"
+        got = await sio_b.recv()
+        assert payload(got) == {"x": 1} and got["meta"]["client"] == raw_a.client_id
+
+        result = await sio_b.request(C.envelope("sendToOthers", {"y": 2}, target=raw_a.client_id))
+        assert payload(result)["status"] == "delivered"
+        assert payload(await raw_a.recv()) == {"y": 2}
+
+        # The HTTP API on the node that does not hold the target.
+        ts = now_ms()
+        status, body = await api_post(a.url, "transportMessage", {"timestamp": ts, "app": "c", "target": raw_b.client_id, "userId": "web", "sign": C.md5(ts), "message": "via-a"})
+        assert status == 200 and body["delivered"] is True
+        assert payload(await raw_b.recv()) == "via-a"
+
+        # Broadcast reaches every client once, on every node.
+        ts = now_ms()
+        status, body = await api_post(b.url, "broadcast", {"timestamp": ts, "app": "c", "sign": C.md5(ts), "message": "all"})
+        assert status == 200 and body["delivered"] == 3
+        assert payload(await raw_a.recv()) == "all"
+        assert payload(await raw_b.recv()) == "all"
+        assert payload(await sio_b.recv()) == "all"
+        for client in (raw_a, raw_b):
+            with pytest.raises(asyncio.TimeoutError):
+                await client.recv(timeout=0.3)
+    finally:
+        await raw_a.close()
+        await raw_b.close()
+        await sio_b.close()
+
+
+async def test_inbox_in_redis_and_reconnect_onto_another_node(start_server: StartServer, redis_prefix: str) -> None:
+    a, b = await _nodes(start_server, redis_prefix)
+    sender = await SioClient.connect(a.url, C, user="s")
+    mini = await RawClient.connect(a.ws_url, C, user="mini")
+    old = mini.client_id
+    await mini.close()
+    await asyncio.sleep(0.2)
+    try:
+        ids = []
+        for n in range(3):
+            result = await sender.request(C.envelope("sendToOthers", {"n": n}, target=old))
+            assert payload(result)["status"] == "queued"
+            ids.append(payload(result)["msgId"])
+        back = await RawClient.connect(b.ws_url, C, user="mini")  # the other node
+        got = [await back.recv() for _ in range(3)]
+        assert [m["meta"]["msgId"] for m in got] == ids
+        for msg_id in ids:
+            await back.send(C.envelope("ack", msgId=msg_id))
+        updated = await back.request(C.envelope("reConnectAndUpdates", client=old))
+        assert payload(updated) == {"replaced": [old]}
+        # A message to the old id, sent on node a, reaches the new connection on node b.
+        result = await sender.request(C.envelope("sendToOthers", {"live": 1}, target=old))
+        assert payload(result)["status"] == "delivered"
+        assert payload(await back.recv()) == {"live": 1}
+        await back.close()
+    finally:
+        await sender.close()
