@@ -70,7 +70,16 @@ def build_app(
         HttpApi(hub, options).add_routes(app)
     engines: list[EngineServer] = []
     app[ENGINES] = engines
-    main = EngineServer(config.engine, io, generate_id=generate_id)
+    forwarder = None
+    if hub is not None and hasattr(hub.backplane, "node_url"):
+        from .cluster.forward import Forwarder
+
+        forwarder = Forwarder(
+            hub.backplane,  # type: ignore[arg-type]
+            max_body=config.engine.max_payload,
+            poll_timeout=config.engine.ping_interval + config.engine.ping_timeout + 5,
+        )
+    main = EngineServer(config.engine, io, generate_id=generate_id, forwarder=forwarder)
     engines.append(main)
     mounts.add(config.engine.path, main.handle)
     from dataclasses import replace
@@ -95,6 +104,8 @@ def build_app(
             await routing.start()
 
         async def close_hub(app: web.Application) -> None:
+            if forwarder is not None:
+                await forwarder.close()
             await routing.close()
 
         app.on_startup.append(start_hub)

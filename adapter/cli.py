@@ -15,11 +15,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--host", help="default 127.0.0.1, or [server] host")
+    serve.add_argument("--port", type=int, help="default 3000, or [server] port")
     serve.add_argument("--config", metavar="FILE", help="TOML configuration file")
     serve.add_argument("--app", metavar="MODULE:CALLABLE", help="load handlers from your code")
     serve.add_argument("--profile", choices=["default", "conformance"], default="default")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes on one port, each a cluster node"
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     sign = sub.add_parser("sign", help="print a signature for testing")
     sign.add_argument("app")
     sign.add_argument("key")

@@ -33,6 +33,7 @@ from ..protocol.engineio.session import (
     UpgradeAborted,
     Upgraded,
 )
+from .cluster.forward import Forwarder
 from .config import EngineOptions
 
 log = logging.getLogger("wxio.engine")
@@ -309,10 +310,13 @@ class EngineServer:
         handler: EngineHandler,
         *,
         generate_id: Callable[[web.Request], str] | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self.options = options
         self.handler = handler
         self.generate_id = generate_id
+        #: In a cluster: session ids name this node, and other nodes' sessions are forwarded.
+        self.forwarder = forwarder
         self.sessions: dict[str, EngineSocket] = {}
         self.config = EngineConfig(
             ping_interval=options.ping_interval,
@@ -343,7 +347,10 @@ class EngineServer:
             if sid and sid not in self.sessions:
                 return sid
         # 120 random bits, 20 URL-safe characters, like the reference's base64id.
-        return secrets.token_urlsafe(15)
+        sid = secrets.token_urlsafe(15)
+        if self.forwarder is not None:
+            sid = f"{self.forwarder.node_id}.{sid}"  # the owner, for forwarding (forward.py)
+        return sid
 
     def open_session(
         self, request: web.Request, req: handshake.Request, issued_ms: int
@@ -412,6 +419,16 @@ class EngineServer:
             if is_upgrade:
                 return websocket.refuse(req)
             return self.error_response(request, req)
+        if (
+            req.sid is not None
+            and req.sid not in self.sessions
+            and self.forwarder is not None
+        ):
+            owner = self.forwarder.should_forward(request, req.sid)
+            if owner is not None:
+                forwarded = await self.forwarder.forward(request, owner)
+                if forwarded is not None:
+                    return forwarded
         if req.sid is None and not self.accepting:
             return self.error_response(
                 request, RequestError.of(ErrorCode.BAD_REQUEST, "Server is shutting down")

@@ -97,28 +97,30 @@ class HttpServer:
             app.middlewares.append(header_deadline)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
         self.header_timeout = header_timeout
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
-        """Listen; returns the bound port (useful with port 0)."""
-        await self.runner.setup()
+        """Listen (again, for a second address); returns the bound port (useful with 0)."""
+        if self.runner.server is None:
+            await self.runner.setup()
         loop = asyncio.get_running_loop()
         handler = self.runner.server
         assert handler is not None
         timeout = self.header_timeout
-        self._server = await loop.create_server(
+        server = await loop.create_server(
             lambda: HeaderGuard(handler(), timeout),
             host,
             port,
             reuse_port=reuse_port or None,
             family=socket.AF_INET if ":" not in host else socket.AF_INET6,
         )
-        return int(self._server.sockets[0].getsockname()[1])
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         """Stop accepting, then let the app shut down (close packets, drain) and clean up."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         await self.runner.cleanup()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()

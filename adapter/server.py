@@ -7,7 +7,9 @@ import asyncio
 import importlib
 import logging
 import os
+import secrets
 import signal
+import subprocess
 import sys
 from dataclasses import fields, replace
 from typing import Any
@@ -68,6 +70,9 @@ def make_backplane(config: ServerConfig) -> Backplane:
         raise ConfigError(f"[cluster]: unknown key(s) {', '.join(sorted(unknown))}")
     url = os.environ.get("WXIO_REDIS_URL") or cluster.pop("redis_url", None)
     cluster.pop("redis_url", None)
+    worker = os.environ.get("WXIO_WORKER")
+    if worker is not None:  # one node per --workers process
+        cluster["node_id"] = f"{cluster.get('node_id') or secrets.token_hex(3)}-{worker}"
     if not url:
         return MemoryBackplane(cluster.get("node_id"))
     from .cluster.redis import RedisBackplane
@@ -77,7 +82,7 @@ def make_backplane(config: ServerConfig) -> Backplane:
 
 def make_app(
     config: ServerConfig, profile: str, app_spec: str | None
-) -> tuple[web.Application, AppRegistry | None]:
+) -> tuple[web.Application, AppRegistry | None, Hub | None]:
     extra: list[tuple[str, EngineHandler]] = []
     if profile == "conformance":
         config = conformance_config(config)
@@ -94,17 +99,23 @@ def make_app(
     if app_spec:
         io = load_user_app(app_spec, io)
     app = build_app(config, io, extra_engines=extra, hub=hub, core_options=options)
-    return app, apps
+    return app, apps, hub
 
 
 def serve(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
-        config = replace(config, host=args.host or config.host, port=args.port or config.port)
+        config = replace(
+            config,
+            host=args.host if args.host is not None else config.host,
+            port=args.port if args.port is not None else config.port,
+        )
         logging.basicConfig(
             level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-        app, apps = make_app(config, args.profile, args.app)
+        if args.workers > 1:
+            return run_workers(args, config)
+        app, apps, hub = make_app(config, args.profile, args.app)
     except ConfigError as exc:
         print(f"wxio: {exc}", file=sys.stderr)
         return 2
@@ -129,16 +140,27 @@ def serve(args: argparse.Namespace) -> int:
             )
         else:
             print(f"apps: {', '.join(sorted(apps.apps))}", flush=True)
-    asyncio.run(_run(app, config))
+    asyncio.run(_run(app, config, hub, reuse_port=args.reuse_port))
     return 0
 
 
-async def _run(app: web.Application, config: ServerConfig) -> None:
+async def _run(
+    app: web.Application, config: ServerConfig, hub: Hub | None, *, reuse_port: bool
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     server = HttpServer(
         app, header_timeout=config.header_timeout, shutdown_timeout=config.shutdown_grace
     )
-    await server.start(config.host, config.port)
+    await server.start(config.host, config.port, reuse_port=reuse_port)
+    backplane = hub.backplane if hub is not None else None
+    if backplane is not None and hasattr(backplane, "announce"):
+        # Other nodes forward this node's polling sessions to an address of its own (with
+        # --workers every process shares the public port, so that one would not do).
+        url = getattr(backplane, "advertise_url", None)
+        if not url:
+            port = await server.start("127.0.0.1", 0)
+            url = f"http://127.0.0.1:{port}"
+        await backplane.announce(url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -148,3 +170,30 @@ async def _run(app: web.Application, config: ServerConfig) -> None:
         log.info("signal received: shutting down")
     finally:
         await server.stop()
+
+
+def run_workers(args: argparse.Namespace, config: ServerConfig) -> int:
+    """``--workers N``: N processes on one port (SO_REUSEPORT), each a node of the cluster."""
+    if not (os.environ.get("WXIO_REDIS_URL") or config.extra.get("cluster", {}).get("redis_url")):
+        print("wxio: --workers needs a cluster backplane: set [cluster] redis_url or WXIO_REDIS_URL",
+              file=sys.stderr)
+        return 2
+    argv = [sys.executable, "-m", "wxio.adapter", "serve", "--reuse-port"]
+    for flag in ("host", "port", "config", "app", "profile"):
+        value = getattr(args, flag)
+        if value is not None:
+            argv += [f"--{flag}", str(value)]
+    children = [
+        subprocess.Popen(argv, env={**os.environ, "WXIO_WORKER": str(i)})
+        for i in range(args.workers)
+    ]
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)

@@ -150,6 +150,14 @@ class RedisBackplane:
             pass
         await self.redis.aclose()
 
+    async def announce(self, advertise_url: str) -> None:
+        """Publish where other nodes reach this one (for forwarded polling requests)."""
+        self.advertise_url = advertise_url
+        try:
+            await self._heartbeat_once()
+        except BackplaneError as exc:
+            log.warning("node %s: cannot announce %s yet: %s", self.node_id, advertise_url, exc)
+
     async def _heartbeat_once(self) -> None:
         info = jsonutil.dumps({"url": self.advertise_url})
         ttl_ms = int(self.node_ttl * 1000)

@@ -84,6 +84,8 @@ async def start_server() -> AsyncIterator[StartServer]:
         http = HttpServer(app, header_timeout=config.header_timeout, shutdown_timeout=1.0)
         port = await http.start("127.0.0.1", 0)
         runners.append(http)
+        if backplane is not None and hasattr(backplane, "announce"):
+            await backplane.announce(f"http://127.0.0.1:{port}")
         server = RunningServer(http, port, io, app)
         server.hub = hub
         return server

@@ -1,0 +1,149 @@
+"""Polling without sticky sessions: a request for a session owned by another node is forwarded.
+
+An Engine.IO session id starts with its owner's node id (``<node>.<random>``), so any node can
+tell where a polling request or an upgrade belongs. A node that receives one for another node
+relays it to that node's advertised internal URL (from the backplane) and relays the answer back:
+plain HTTP for polling, a WebSocket pipe for an upgrade. A round-robin load balancer in front of
+the cluster then just works. Forwarded requests carry ``X-Wxio-Forwarded`` and are never
+forwarded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+log = logging.getLogger("wxio.cluster")
+
+__all__ = ["Forwarder", "FORWARDED_HEADER", "owner_of"]
+
+FORWARDED_HEADER = "X-Wxio-Forwarded"
+# Request headers that matter to the owner; hop-by-hop and length headers are aiohttp's job.
+_PASS_REQUEST = ("Content-Type", "Origin", "Accept-Encoding", "User-Agent", "Referer", "Cookie")
+_PASS_RESPONSE = (
+    "Content-Type",
+    "Content-Encoding",
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Credentials",
+    "Vary",
+)
+
+
+class NodeDirectory(Protocol):
+    node_id: str
+
+    async def node_url(self, node: str) -> str | None: ...
+
+
+def owner_of(sid: str) -> str | None:
+    node, sep, _ = sid.rpartition(".")
+    return node if sep and node else None
+
+
+class Forwarder:
+    def __init__(self, nodes: NodeDirectory, *, max_body: int, poll_timeout: float) -> None:
+        self.nodes = nodes
+        self.max_body = max_body
+        self.poll_timeout = poll_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.nodes.node_id
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=self.poll_timeout),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def should_forward(self, request: web.Request, sid: str) -> str | None:
+        """The owner's node id when this request belongs elsewhere, else None."""
+        if FORWARDED_HEADER in request.headers:
+            return None
+        owner = owner_of(sid)
+        return owner if owner is not None and owner != self.node_id else None
+
+    async def forward(self, request: web.Request, node: str) -> web.StreamResponse | None:
+        """Relay ``request`` to ``node``; None when that node is unknown or unreachable."""
+        try:
+            base = await self.nodes.node_url(node)
+        except Exception as exc:  # the backplane is down: the session cannot be found
+            log.warning("forwarding to %s: no node directory: %s", node, exc)
+            return None
+        if not base:
+            return None
+        url = base.rstrip("/") + request.path_qs
+        headers = {h: request.headers[h] for h in _PASS_REQUEST if h in request.headers}
+        headers[FORWARDED_HEADER] = self.node_id
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._pipe_websocket(request, url, headers)
+        return await self._relay_http(request, url, headers)
+
+    async def _relay_http(
+        self, request: web.Request, url: str, headers: dict[str, str]
+    ) -> web.StreamResponse | None:
+        body = b""
+        if request.can_read_body:
+            if request.content_length is not None and request.content_length > self.max_body:
+                return web.Response(status=413)
+            body = await request.content.read(self.max_body + 1)
+            if len(body) > self.max_body:
+                return web.Response(status=413)
+        try:
+            async with self.session().request(
+                request.method, url, data=body or None, headers=headers
+            ) as upstream:
+                content = await upstream.read()
+                out = {h: upstream.headers[h] for h in _PASS_RESPONSE if h in upstream.headers}
+                return web.Response(status=upstream.status, body=content, headers=out)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("forwarding %s to %s failed: %s", request.method, url, exc)
+            return None
+
+    async def _pipe_websocket(
+        self, request: web.Request, url: str, headers: dict[str, str]
+    ) -> web.StreamResponse | None:
+        try:
+            upstream = await self.session().ws_connect(
+                url, headers=headers, max_msg_size=self.max_body + 1, autoping=True
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("forwarding an upgrade to %s failed: %s", url, exc)
+            return None
+        client = web.WebSocketResponse(max_msg_size=self.max_body + 1, autoping=True)
+        await client.prepare(request)
+
+        async def pump(source: Any, sink: Any) -> None:
+            async for msg in source:
+                if msg.type is WSMsgType.TEXT:
+                    await sink.send_str(msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    await sink.send_bytes(msg.data)
+                else:
+                    break
+
+        tasks = [
+            asyncio.ensure_future(pump(client, upstream)),
+            asyncio.ensure_future(pump(upstream, client)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await upstream.close()
+            await client.close()
+        return client
