@@ -64,6 +64,11 @@ def build_app(
     app = web.Application(client_max_size=config.engine.max_payload)
     mounts = Mounts()
     if hub is not None:
+        from .cluster.rooms import ClusterEmitter
+
+        emitter = ClusterEmitter(io, hub.backplane)
+        io.cluster = emitter
+        hub.node_handlers["sio"] = emitter.on_message
         options = core_options or CoreOptions()
         bind_socketio(hub, io, options)
         mounts.add(options.raw_path, RawEndpoint(hub, options).handle)

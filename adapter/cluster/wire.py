@@ -26,7 +26,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _SCHEMAS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "deliver": {"app": str, "client": str, "env": dict},
     "broadcast": {"app": str, "env": dict},
-    "sio": {"nsp": str, "event": str, "args": list, "rooms": list, "except": list},
+    "sio": {"nsp": str, "text": str, "atts": list, "rooms": list, "except": list},
 }
 
 

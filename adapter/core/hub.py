@@ -23,7 +23,7 @@ from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
 from ...protocol.signing import SignatureError, verify_hmac, verify_md5
 from .apps import AppConfig, AppRegistry
 from .connection import Connection, Outgoing
-from .backplane import Backplane, BackplaneError, MemoryBackplane
+from .backplane import Backplane, BackplaneError, MemoryBackplane, NodeHandler
 from .inbox import InboxEntry
 
 log = logging.getLogger("wxio.core")
@@ -76,6 +76,8 @@ class Hub:
         self.connections: dict[tuple[str, str], Connection] = {}
         self.by_app: dict[str, dict[str, Connection]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Handlers of other layers' node messages, by type (e.g. "sio" room emits).
+        self.node_handlers: dict[str, NodeHandler] = {}
         self._actions = {
             Action.REQUEST_ID: self._request_id,
             Action.SEND_TO_OTHERS: self._send_to_others,
@@ -431,7 +433,8 @@ class Hub:
         if kind == "broadcast":
             out = Outgoing(message["env"])
             return {"count": self._broadcast_local(message["app"], out, message.get("except"))}
-        return None
+        handler = self.node_handlers.get(kind) if isinstance(kind, str) else None
+        return await handler(message) if handler is not None else None
 
     async def _drain_inbox(self, conn: Connection) -> None:
         if conn.user_id is None:

@@ -246,8 +246,15 @@ class BroadcastOperator:
         return other
 
     def emit(self, event: str, *args: Any) -> int:
-        """Send to the selected sockets; returns how many were sent to."""
+        """Send to the selected sockets, here and (in a cluster) on every other node; the packet
+        is encoded once. Returns how many sockets of this node were sent to."""
         text, attachments = encode(Packet(PacketType.EVENT, self.nsp.name, [event, *args]))
+        server = self.nsp.server
+        if server.cluster is not None:
+            server.cluster.publish_emit(self.nsp.name, text, attachments, self)
+        return self.send_local(text, attachments)
+
+    def send_local(self, text: str, attachments: list[bytes]) -> int:
         items: list[str | bytes] = [text, *attachments]
         count = 0
         for socket in self.nsp._targets(self.rooms, self.excluded, self.skip):

@@ -135,6 +135,8 @@ class SocketIOServer:
         self.namespaces: dict[str, Namespace] = {}
         self._dynamic: list[tuple[NamespaceMatcher, _Handlers]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Set in a cluster: room emits reach the sockets of every node.
+        self.cluster: Any = None
         self.of("/")
 
     # -- namespaces ----------------------------------------------------------------------------

@@ -97,3 +97,45 @@ async def test_inbox_in_redis_and_reconnect_onto_another_node(start_server: Star
         await back.close()
     finally:
         await sender.close()
+
+
+async def test_rooms_across_nodes(start_server: StartServer, redis_prefix: str) -> None:
+    import socketio
+
+    def setup(io: object) -> None:
+        @io.on("join")  # type: ignore[attr-defined]
+        def join(socket: object, room: str) -> str:
+            socket.join(room)  # type: ignore[attr-defined]
+            return "ok"
+
+        @io.on("shout")  # type: ignore[attr-defined]
+        def shout(socket: object, room: str, data: object) -> None:
+            socket.to(room).emit("heard", data)  # type: ignore[attr-defined]
+
+    nodes = [
+        await start_server(
+            apps=APPS,
+            setup=setup,
+            backplane=RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id=f"r{i}", node_ttl=3.0),
+        )
+        for i in range(2)
+    ]
+    clients = []
+    heard: asyncio.Queue = asyncio.Queue()
+    try:
+        for i, node in enumerate(nodes * 2):
+            client = socketio.AsyncClient(reconnection=False)
+            client.on("heard", lambda data, i=i: heard.put_nowait((i, data)))
+            await client.connect(node.url, auth=C.auth(f"u{i}"), transports=["websocket"], wait_timeout=5)
+            clients.append(client)
+        # clients 0 (node 0), 1 (node 1), 2 (node 0) join "r"; client 3 (node 1) does not
+        for client in clients[:3]:
+            assert await client.call("join", "r", timeout=5) == "ok"
+        await clients[0].emit("shout", ("r", {"bin": b"\x01\x02"}))
+        got = sorted([await asyncio.wait_for(heard.get(), 5) for _ in range(2)])
+        assert got == [(1, {"bin": b"\x01\x02"}), (2, {"bin": b"\x01\x02"})]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(heard.get(), 0.3)  # not the sender, not client 3
+    finally:
+        for client in clients:
+            await client.disconnect()
