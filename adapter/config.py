@@ -87,7 +87,5 @@ def load(path: str | Path | None) -> ServerConfig:
     engine = _section(EngineOptions, data.get("engine", {}), "engine")
     sio = _section(SocketIOOptions, data.get("socketio", {}), "socketio")
     extra = {k: v for k, v in data.items() if k not in ("server", "engine", "socketio")}
-    base = _section(
-        ServerConfig, {k: v for k, v in server.items()}, "server"
-    )
+    base: ServerConfig = _section(ServerConfig, server, "server")
     return replace(base, engine=engine, socketio=sio, extra=extra)

@@ -419,11 +419,7 @@ class EngineServer:
             if is_upgrade:
                 return websocket.refuse(req)
             return self.error_response(request, req)
-        if (
-            req.sid is not None
-            and req.sid not in self.sessions
-            and self.forwarder is not None
-        ):
+        if req.sid is not None and req.sid not in self.sessions and self.forwarder is not None:
             owner = self.forwarder.should_forward(request, req.sid)
             if owner is not None:
                 forwarded = await self.forwarder.forward(request, owner)

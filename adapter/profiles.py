@@ -15,7 +15,6 @@ from .config import EngineOptions, ServerConfig, SocketIOOptions
 from .engine import EngineSocket
 from .sio import Socket, SocketIOServer
 
-
 #: Seconds between the CONNECT reply and the `auth` event in the conformance profile.
 AUTH_DELAY = 0.005
 
@@ -49,7 +48,6 @@ def conformance_handlers(io: SocketIOServer) -> None:
     for name in ("/", "/custom"):
         nsp = io.of(name)
 
-        @nsp.on("connect")
         def on_connect(socket: Socket) -> None:
             # The suites read frames with a waitFor() that listens only after the previous frame
             # was handled, and the ws 8.5 client emits every frame of one TCP read in the same
@@ -60,15 +58,18 @@ def conformance_handlers(io: SocketIOServer) -> None:
                 AUTH_DELAY, lambda: socket.emit("auth", socket.handshake.auth)
             )
 
+        nsp.on("connect", on_connect)
+
     root = io.of("/")
 
-    @root.on("message")
     def message(socket: Socket, *args: Any) -> None:
         socket.emit("message-back", *args)
 
-    @root.on("message-with-ack")
     def message_with_ack(socket: Socket, *args: Any) -> tuple[Any, ...]:
         return args
+
+    root.on("message", message)
+    root.on("message-with-ack", message_with_ack)
 
 
 def engine_echo_options(engine: EngineOptions) -> EngineOptions:

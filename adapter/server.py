@@ -120,7 +120,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"wxio: {exc}", file=sys.stderr)
         return 2
     try:
-        import uvloop
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
 
         uvloop.install()
     except ImportError:
@@ -175,8 +175,10 @@ async def _run(
 def run_workers(args: argparse.Namespace, config: ServerConfig) -> int:
     """``--workers N``: N processes on one port (SO_REUSEPORT), each a node of the cluster."""
     if not (os.environ.get("WXIO_REDIS_URL") or config.extra.get("cluster", {}).get("redis_url")):
-        print("wxio: --workers needs a cluster backplane: set [cluster] redis_url or WXIO_REDIS_URL",
-              file=sys.stderr)
+        print(
+            "wxio: --workers needs a cluster backplane: set [cluster] redis_url or WXIO_REDIS_URL",
+            file=sys.stderr,
+        )
         return 2
     argv = [sys.executable, "-m", "wxio.adapter", "serve", "--reuse-port"]
     for flag in ("host", "port", "config", "app", "profile"):

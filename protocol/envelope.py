@@ -126,9 +126,14 @@ def _id_field(meta: dict[str, Any], name: str) -> str | None:
 def _timestamp(value: Any) -> int | None:
     if value is None:
         return None
-    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 16:
-        value = int(value)
-    elif type(value) is float and value.is_integer():
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isdigit()
+        and len(value) <= 16
+        or type(value) is float
+        and value.is_integer()
+    ):
         value = int(value)
     if type(value) is not int or not 0 <= value <= _MAX_TIMESTAMP:
         raise EnvelopeError("meta.timestamp", "must be a non-negative integer (milliseconds)")
@@ -181,9 +186,7 @@ def broadcast(payload: Any, *, timestamp: int, app: str, **meta: str | None) -> 
     return Envelope(Meta(timestamp=timestamp, app=app, **meta), Action.BROADCAST, payload)
 
 
-def deny(
-    reason: DenyReason, detail: str = "", *, timestamp: int, **meta: str | None
-) -> Envelope:
+def deny(reason: DenyReason, detail: str = "", *, timestamp: int, **meta: str | None) -> Envelope:
     """A refusal; ``payload`` is ``{"reason": <machine code>, "message": <human text>}``."""
     payload = {"reason": str(reason), "message": detail or str(reason).replace("_", " ")}
     return Envelope(Meta(timestamp=timestamp, **meta), Action.DENY, payload)

@@ -26,7 +26,7 @@ MAX_INT_DIGITS = 100
 # A string literal (escapes included), a bracket, or a run of digits longer than the cap. The
 # regex engine walks the text; Python only sees brackets, strings and over-long numbers.
 _TOKENS = re.compile(
-    r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]|[0-9]{%d,}' % (MAX_INT_DIGITS + 1), re.DOTALL
+    r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]|[0-9]{' + str(MAX_INT_DIGITS + 1) + ",}", re.DOTALL
 )
 # Long-digit-run test in C: map every ASCII digit to "0" and look for a run of them. Non-ASCII
 # characters encode to bytes >= 0x80, so only ASCII digits become "0". (A regex search for

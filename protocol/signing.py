@@ -121,7 +121,9 @@ def _given(sign: str | None) -> bytes:
 
 def md5_sign(app: str, key: str, timestamp: int | str) -> str:
     """The compatible signature: ``md5(app + key + timestamp)``, lowercase hex."""
-    return hashlib.md5(f"{app}{key}{_ts_text(timestamp)}".encode()).hexdigest()
+    # surrogatepass: a peer's lone surrogate must make a wrong digest, not an exception.
+    text = f"{app}{key}{_ts_text(timestamp)}".encode("utf-8", "surrogatepass")
+    return hashlib.md5(text).hexdigest()
 
 
 def verify_md5(
@@ -150,7 +152,8 @@ def canonical_json(value: Any) -> str:
 
 def hmac_canonical(app: str, timestamp: int, nonce: str, body: Any) -> bytes:
     body_text = "" if body is None else canonical_json(body)
-    return f"wxio-hmac-v1\n{app}\n{timestamp}\n{nonce}\n{body_text}".encode()
+    text = f"wxio-hmac-v1\n{app}\n{timestamp}\n{nonce}\n{body_text}"
+    return text.encode("utf-8", "surrogatepass")
 
 
 def hmac_sign(app: str, key: str, timestamp: int, nonce: str, body: Any) -> str:

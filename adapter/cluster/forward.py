@@ -58,7 +58,9 @@ class Forwarder:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=self.poll_timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=3, sock_read=self.poll_timeout
+                ),
                 auto_decompress=False,
             )
         return self._session
@@ -107,7 +109,7 @@ class Forwarder:
                 content = await upstream.read()
                 out = {h: upstream.headers[h] for h in _PASS_RESPONSE if h in upstream.headers}
                 return web.Response(status=upstream.status, body=content, headers=out)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("forwarding %s to %s failed: %s", request.method, url, exc)
             return None
 
@@ -118,7 +120,7 @@ class Forwarder:
             upstream = await self.session().ws_connect(
                 url, headers=headers, max_msg_size=self.max_body + 1, autoping=True
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("forwarding an upgrade to %s failed: %s", url, exc)
             return None
         client = web.WebSocketResponse(max_msg_size=self.max_body + 1, autoping=True)

@@ -28,14 +28,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ...protocol import jsonutil
 from ...protocol.errors import RemoteProtocolError
 from ...protocol.signing import NonceClaim
 from ..core.backplane import BackplaneError, NodeHandler
-from ..core.directory import MAX_ALIAS_HOPS, Location
-from ..core.inbox import InboxEntry
+from ..core.directory import MAX_ALIAS_HOPS, Directory, Location
+from ..core.inbox import Inbox, InboxEntry
 from . import wire
 
 log = logging.getLogger("wxio.cluster")
@@ -56,6 +59,29 @@ local h = redis.call('HMGET', p .. ':c:' .. app .. ':' .. client, 'n', 'u')
 local node = h[1]
 if node and redis.call('EXISTS', p .. ':node:' .. node) == 0 then node = false end
 return {client, node or '', h[2] or '', (h[1] or h[2]) and 1 or 0}
+"""
+
+# The sweep's forget of one client of a dead node, atomic and conditional: only while that node's
+# heartbeat key is still gone and the client is still recorded on it. (Fix: the sweep used the
+# unconditional forget; a node that came back between the sweeper's EXISTS check and its forget
+# loop, e.g. both reconnecting after a Redis restart, re-registered its clients and then had them
+# marked offline for good, so messages to connected clients went to inboxes.)
+_SWEEP_FORGET = """
+local p, app, client, node = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('EXISTS', p .. ':node:' .. node) == 1 then return 0 end
+redis.call('SREM', p .. ':nc:' .. node, app .. '\\0' .. client)
+local ckey = p .. ':c:' .. app .. ':' .. client
+if redis.call('HGET', ckey, 'n') ~= node then return 0 end
+redis.call('HDEL', ckey, 'n')
+local user = redis.call('HGET', ckey, 'u')
+if user then
+  redis.call('EXPIRE', ckey, ARGV[5])
+  local ukey = p .. ':u:' .. app .. ':' .. user
+  if redis.call('HGET', ukey, client) == node then redis.call('HDEL', ukey, client) end
+else
+  redis.call('DEL', ckey)
+end
+return 1
 """
 
 # Append to an inbox, trim it to the cap (oldest first), return the ids dropped.
@@ -93,11 +119,20 @@ class RedisBackplane:
         self.node_id = node_id or secrets.token_hex(4)
         self.advertise_url = advertise_url
         self.node_ttl = node_ttl
+        # Fix: after Redis restarts, each pooled connection is stale and its next command failed
+        # once ("Connection closed by server"), so sends were denied `unavailable` although
+        # Redis was back. One immediate retry on a *connection* error (not on a timeout, so a
+        # slow Redis still answers within socket_timeout) reconnects transparently.
         self.redis = aioredis.from_url(
-            url, socket_connect_timeout=1.0, socket_timeout=3.0, health_check_interval=5
+            url,
+            socket_connect_timeout=1.0,
+            socket_timeout=3.0,
+            health_check_interval=5,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
-        self.directory = _Directory(self)
-        self.inbox = _Inbox(self)
+        self._dir = _Directory(self)
+        self.directory: Directory = self._dir
+        self.inbox: Inbox = _Inbox(self)
         self.replay = _Replay(self)
         self._handler: NodeHandler | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -105,6 +140,7 @@ class RedisBackplane:
         self._alive_cache: dict[str, tuple[bool, float]] = {}
         self._locate = self.redis.register_script(_LOCATE)
         self._inbox_put = self.redis.register_script(_INBOX_PUT)
+        self._sweep_forget = self.redis.register_script(_SWEEP_FORGET)
         #: Called after Redis came back (possibly empty): re-register local state.
         self.on_resync: Callable[[], Awaitable[None]] | None = None
         self._healthy = True
@@ -116,7 +152,7 @@ class RedisBackplane:
         """Run one Redis command; any Redis failure becomes a :class:`BackplaneError`."""
         try:
             return await awaitable
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             raise BackplaneError(f"redis: {exc.__class__.__name__}: {exc}") from None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -189,7 +225,7 @@ class RedisBackplane:
         """Forget the clients of nodes whose heartbeat expired (one node sweeps each)."""
         nodes = await self.call(self.redis.smembers(self.key("nodes")))
         for raw in nodes:
-            node = raw.decode()
+            node = _text(raw)
             if node == self.node_id:
                 continue
             if await self.call(self.redis.exists(self.key("node", node))):
@@ -198,10 +234,15 @@ class RedisBackplane:
                 continue  # another node is sweeping it
             members = await self.call(self.redis.smembers(self.key("nc", node)))
             for member in members:
-                app, _, client = member.decode().partition("\0")
-                await self.directory.forget(app, client, node)
-            await self.call(self.redis.delete(self.key("nc", node)))
-            log.info("node %s: swept %d client(s) of dead node %s", self.node_id, len(members), node)
+                app, _, client = _text(member).partition("\0")
+                # (Fix, see _SWEEP_FORGET: conditional; it also removes the member from nc:<node>,
+                # so a node that came back keeps the set of the clients it registered again.)
+                await self.call(
+                    self._sweep_forget(keys=[], args=[self.prefix, app, client, node, 86400])
+                )
+            log.info(
+                "node %s: swept %d client(s) of dead node %s", self.node_id, len(members), node
+            )
 
     async def node_alive(self, node: str) -> bool:
         loop = asyncio.get_running_loop()
@@ -235,13 +276,15 @@ class RedisBackplane:
                     if item.get("type") == "message":
                         await self._on_message(item["data"])
             except asyncio.CancelledError:
-                await _quietly(pubsub.aclose())
+                await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("node %s: subscription lost (%s); retrying in %.1fs", self.node_id, exc, backoff)
+                log.warning(
+                    "node %s: subscription lost (%s); retrying in %.1fs", self.node_id, exc, backoff
+                )
             except Exception:
                 log.exception("node %s: listener failed", self.node_id)
-            await _quietly(pubsub.aclose())
+            await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
@@ -294,7 +337,7 @@ class RedisBackplane:
             if not receivers:
                 return None
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             self._pending.pop(rid, None)
@@ -315,7 +358,7 @@ class RedisBackplane:
             if collector.expected and len(replies) < collector.expected:
                 try:
                     await asyncio.wait_for(asyncio.shield(done), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             return list(replies)
         finally:
@@ -342,6 +385,10 @@ class _Collector:
             self.done_future.set_result(body)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def _quietly(awaitable: Awaitable[Any]) -> None:
     try:
         await awaitable
@@ -357,8 +404,10 @@ class _Directory:
         bp = self.bp
         ckey = bp.key("c", app, client)
         async with bp.redis.pipeline(transaction=True) as pipe:
-            mapping = {"n": node, **({"u": user} if user is not None else {})}
-            pipe.hset(ckey, mapping=mapping)
+            mapping: dict[str | bytes, str] = {"n": node}
+            if user is not None:
+                mapping["u"] = user
+            pipe.hset(ckey, mapping=mapping)  # type: ignore[arg-type]
             pipe.persist(ckey)
             pipe.sadd(bp.key("nc", node), f"{app}\0{client}")
             if user is not None:
@@ -376,7 +425,7 @@ class _Directory:
         ckey = bp.key("c", app, client)
         if user is None:
             raw = await bp.call(bp.redis.hget(ckey, "u"))
-            user = raw.decode() if raw is not None else None
+            user = _text(raw) if raw is not None else None
         if ttl is None:
             ttl = 86400.0
         async with bp.redis.pipeline(transaction=True) as pipe:
@@ -391,9 +440,7 @@ class _Directory:
 
     async def locate(self, app: str, client: str) -> Location | None:
         bp = self.bp
-        result = await bp.call(
-            bp._locate(keys=[], args=[bp.prefix, app, client, MAX_ALIAS_HOPS])
-        )
+        result = await bp.call(bp._locate(keys=[], args=[bp.prefix, app, client, MAX_ALIAS_HOPS]))
         resolved, node, user, known = (x.decode() if isinstance(x, bytes) else x for x in result)
         if not int(known):
             return None
@@ -404,9 +451,9 @@ class _Directory:
         raw = await bp.call(bp.redis.hgetall(bp.key("u", app, user)))
         result = []
         for client, node in raw.items():
-            node_id = node.decode()
+            node_id = _text(node)
             if await bp.node_alive(node_id):
-                result.append((client.decode(), node_id))
+                result.append((_text(client), node_id))
         return result
 
     async def rebind(self, app: str, old: str, new: str, ttl: float) -> None:
@@ -430,7 +477,7 @@ class _Inbox:
                 args=[entry.msg_id, body, cap, ttl],
             )
         )
-        return [InboxEntry(d.decode(), {}, 0.0) for d in dropped]
+        return [InboxEntry(_text(d), {}, 0.0) for d in dropped]
 
     async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
         bp = self.bp
@@ -450,7 +497,7 @@ class _Inbox:
                 continue
             expires = float(data.get("exp", 0))
             if expires > now:
-                entries.append(InboxEntry(msg_id.decode(), data["env"], expires))
+                entries.append(InboxEntry(_text(msg_id), data["env"], expires))
         return entries
 
     async def ack(self, app: str, user: str, msg_id: str) -> bool:

@@ -73,7 +73,9 @@ class HttpApi:
     def _error(self, request: web.Request, denied: Denied, app: AppConfig | None) -> web.Response:
         body = {"error": str(denied.reason), "message": denied.detail or str(denied.reason)}
         return web.json_response(
-            body, status=_STATUS.get(denied.reason, 400), headers=self._cors(request, app),
+            body,
+            status=_STATUS.get(denied.reason, 400),
+            headers=self._cors(request, app),
             dumps=jsonutil.dumps,
         )
 
@@ -97,7 +99,11 @@ class HttpApi:
         ts = data.get("timestamp")
         if isinstance(ts, str) and ts.isdigit():
             ts = int(ts)
-        if not isinstance(app_name, str) or type(ts) is not int or not isinstance(data.get("sign"), str):
+        if (
+            not isinstance(app_name, str)
+            or type(ts) is not int
+            or not isinstance(data.get("sign"), str)
+        ):
             raise Denied(DenyReason.MALFORMED, "app, timestamp and sign are required")
         app = self.hub.apps.get(app_name)
         await self.hub._verify(app, app_name, ts, data["sign"], data.get("nonce"), signed)
@@ -149,6 +155,7 @@ class HttpApi:
         except Denied as denied:
             return self._error(request, denied, app)
         return web.json_response(
-            {"delivered": count, "msgId": msg_id}, headers=self._cors(request, app),
+            {"delivered": count, "msgId": msg_id},
+            headers=self._cors(request, app),
             dumps=jsonutil.dumps,
         )

@@ -71,7 +71,9 @@ class AppRegistry:
         return app.key if app is not None else None
 
     @classmethod
-    def from_config(cls, tables: dict[str, Any], environ: dict[str, str] | None = None) -> AppRegistry:
+    def from_config(
+        cls, tables: dict[str, Any], environ: dict[str, str] | None = None
+    ) -> AppRegistry:
         env = os.environ if environ is None else environ
         apps: dict[str, AppConfig] = {}
         for name, table in tables.items():

@@ -26,7 +26,7 @@ from .hub import Denied, Hub
 
 log = logging.getLogger("wxio.core")
 
-__all__ = ["CoreOptions", "bind_socketio", "RawEndpoint", "HttpApi"]
+__all__ = ["CoreOptions", "bind_socketio", "RawEndpoint"]
 
 #: Headers a raw WebSocket client may use instead of the query string (wx.connectSocket can
 #: set headers; browsers cannot).
@@ -109,6 +109,7 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
             except RemoteProtocolError:
                 pass
         if ctx.wants_ack:
+
             def respond(out: Outgoing) -> None:
                 ctx.ack(out.envelope)
         else:

@@ -34,8 +34,9 @@ class Directory(Protocol):
     async def online(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
         """``client`` connected on ``node``; a user binding lives ``ttl`` s past disconnect."""
 
-    async def offline(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
-        ...
+    async def offline(
+        self, app: str, client: str, user: str | None, node: str, ttl: float
+    ) -> None: ...
 
     async def locate(self, app: str, client: str) -> Location | None:
         """Where ``client`` is, following re-bound ids; None if it is unknown."""

@@ -22,8 +22,8 @@ from ...protocol import envelope as env
 from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
 from ...protocol.signing import SignatureError, verify_hmac, verify_md5
 from .apps import AppConfig, AppRegistry
-from .connection import Connection, Outgoing
 from .backplane import Backplane, BackplaneError, MemoryBackplane, NodeHandler
+from .connection import Connection, Outgoing
 from .inbox import InboxEntry
 
 log = logging.getLogger("wxio.core")
@@ -152,7 +152,9 @@ class Hub:
                 if not await self.replay.claim(claim, now_ms):
                     raise Denied(DenyReason.BAD_SIGNATURE, "nonce already used")
             else:
-                verify_md5(app_name, timestamp, sign, self.apps.key, now_ms=now_ms, window_ms=window)
+                verify_md5(
+                    app_name, timestamp, sign, self.apps.key, now_ms=now_ms, window_ms=window
+                )
         except SignatureError as exc:
             reason = DenyReason.EXPIRED if exc.reason == "expired" else DenyReason.BAD_SIGNATURE
             raise Denied(reason, exc.message) from None
@@ -228,7 +230,10 @@ class Hub:
             log.warning("%s: %s", conn.client_id, exc)
             respond(self.deny(Denied(DenyReason.UNAVAILABLE, "cluster state unavailable"), conn))
         except Denied as denied:
-            conn.denials += 1
+            # Fix: an outage (now a Denied from send/broadcast) is not the client's fault and
+            # must not count toward MAX_DENIALS, as it did not while it was a BackplaneError.
+            if denied.reason != DenyReason.UNAVAILABLE:
+                conn.denials += 1
             respond(self.deny(denied, conn))
             if conn.denials >= MAX_DENIALS:
                 log.info("%s closed after %d denials in a row", conn.client_id, conn.denials)
@@ -241,7 +246,10 @@ class Hub:
         body = None
         if conn.app.scheme == "hmac":
             # The whole envelope but its signature is signed.
-            body = {"meta": {k: v for k, v in raw["meta"].items() if k != "sign"}, "data": raw["data"]}
+            body = {
+                "meta": {k: v for k, v in raw["meta"].items() if k != "sign"},
+                "data": raw["data"],
+            }
         await self._verify(conn.app, conn.app.name, meta.timestamp, meta.sign, meta.nonce, body)
 
     def _reply(self, action: str, conn: Connection, payload: Any = None, **meta: Any) -> Outgoing:
@@ -335,7 +343,24 @@ class Hub:
     ) -> Outcome:
         """Deliver an ``exchange`` to ``target`` (a client id of ``app``) wherever it is
         connected, or keep it in the inbox of the user that client belonged to. Raises
-        :class:`Denied` (or :class:`BackplaneError` when the cluster cannot be asked)."""
+        :class:`Denied` (reason ``unavailable`` when the cluster cannot be asked)."""
+        # Fix: a BackplaneError used to escape to the HTTP API, which answered a bare 500 (not
+        # JSON) while Redis was down; every caller now gets a clear `unavailable` denial.
+        try:
+            return await self._send(app, target, payload, sender=sender, user_id=user_id)
+        except BackplaneError as exc:
+            log.warning("send to %s: %s", target, exc)
+            raise Denied(DenyReason.UNAVAILABLE, "cluster state unavailable") from None
+
+    async def _send(
+        self,
+        app: AppConfig,
+        target: str,
+        payload: Any,
+        *,
+        sender: str | None,
+        user_id: str | None,
+    ) -> Outcome:
         msg_id = secrets.token_urlsafe(12)
         exchange = env.exchange(
             payload,
@@ -354,10 +379,13 @@ class Hub:
             conn.deliver(out)
             return Outcome("delivered", msg_id, 1)
         where = await self.directory.locate(app.name, target)
-        if where is not None and (where.client != target or where.node is not None):
-            # Re-bound to a new id, or connected on some node (maybe this one, under the new id).
-            if await self._deliver_to(app.name, where.client, where.node, out):
-                return Outcome("delivered", msg_id, 1)
+        # Re-bound to a new id, or connected on some node (maybe this one, under the new id).
+        if (
+            where is not None
+            and (where.client != target or where.node is not None)
+            and await self._deliver_to(app.name, where.client, where.node, out)
+        ):
+            return Outcome("delivered", msg_id, 1)
         if where is None or where.user is None:
             raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
         # The same user may be back under another id and not have re-bound yet.
@@ -392,7 +420,19 @@ class Hub:
         self, app: AppConfig, payload: Any, *, sender: str | None, user_id: str | None
     ) -> tuple[int, str]:
         """Send a ``broadcast`` envelope to every client of ``app`` but the sender, on every
-        node; encoded once per kind of client on each node. Returns the count delivered."""
+        node; encoded once per kind of client on each node. Returns the count delivered.
+        Raises :class:`Denied` (``unavailable`` when the other nodes cannot be reached; this
+        node's clients have had it then)."""
+        # Fix: as in send, no BackplaneError escapes to the HTTP API as a bare 500.
+        try:
+            return await self._broadcast_all(app, payload, sender=sender, user_id=user_id)
+        except BackplaneError as exc:
+            log.warning("broadcast: %s", exc)
+            raise Denied(DenyReason.UNAVAILABLE, "cluster state unavailable") from None
+
+    async def _broadcast_all(
+        self, app: AppConfig, payload: Any, *, sender: str | None, user_id: str | None
+    ) -> tuple[int, str]:
         msg_id = secrets.token_urlsafe(12)
         message = env.broadcast(
             payload,

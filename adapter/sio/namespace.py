@@ -215,7 +215,11 @@ class BroadcastOperator:
 
     def _copy(self) -> BroadcastOperator:
         other = BroadcastOperator(self.nsp)
-        other.rooms, other.excluded, other.skip = set(self.rooms), set(self.excluded), set(self.skip)
+        other.rooms, other.excluded, other.skip = (
+            set(self.rooms),
+            set(self.excluded),
+            set(self.skip),
+        )
         return other
 
     @staticmethod

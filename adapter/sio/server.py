@@ -299,7 +299,11 @@ class SocketIOServer:
         data = {"sid": socket.id} if client.protocol == 5 else None
         client.send_packet(Packet(PacketType.CONNECT, nsp.name, data))
         log.info(
-            "%s joined %s (EIO=%d, %s)", socket.id, nsp.name, client.esock.eio, client.esock.transport
+            "%s joined %s (EIO=%d, %s)",
+            socket.id,
+            nsp.name,
+            client.esock.eio,
+            client.esock.transport,
         )
         # Like the reference's "connection" event, handlers run once the CONNECT reply is on its
         # way, so what they emit goes out in a later write than the reply.

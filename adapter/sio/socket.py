@@ -201,7 +201,7 @@ class Socket:
             self.client._socket_left(self, "server namespace disconnect")
 
     def _closed(self, reason: str) -> None:
-        """Run the disconnect sequence: ``disconnecting`` (still in rooms), leave, ``disconnect``."""
+        """The disconnect sequence: ``disconnecting`` (still in rooms), leave, ``disconnect``."""
         if not self.connected:
             return
         self.nsp._emit_local("disconnecting", self, reason)

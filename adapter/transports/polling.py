@@ -27,11 +27,13 @@ _NOOP = [Packet(PacketType.NOOP)]
 _TEXT = "text/plain; charset=UTF-8"
 
 
-async def handle(server: EngineServer, request: web.Request, req: handshake.Request) -> web.StreamResponse:
+async def handle(
+    server: EngineServer, request: web.Request, req: handshake.Request
+) -> web.StreamResponse:
     if req.sid is None:
-        sock = server.open_session(request, req, int(time.time() * 1000))
-        server.connected(sock)
-        return _respond(server, request, sock, sock.session.take_outbox())
+        fresh = server.open_session(request, req, int(time.time() * 1000))
+        server.connected(fresh)
+        return _respond(server, request, fresh, fresh.session.take_outbox())
     sock = server.sessions.get(req.sid)
     if sock is None:
         return server.error_response(request, RequestError.of(ErrorCode.UNKNOWN_SID))
@@ -48,7 +50,9 @@ def _empty_400(server: EngineServer, request: web.Request) -> web.Response:
     return web.Response(status=400, headers=server.cors_headers(request))
 
 
-async def _get(server: EngineServer, request: web.Request, sock: EngineSocket) -> web.StreamResponse:
+async def _get(
+    server: EngineServer, request: web.Request, sock: EngineSocket
+) -> web.StreamResponse:
     session = sock.session
     try:
         session.get_started()
@@ -124,7 +128,9 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
         chunks.append(chunk)
 
 
-async def _post(server: EngineServer, request: web.Request, sock: EngineSocket) -> web.StreamResponse:
+async def _post(
+    server: EngineServer, request: web.Request, sock: EngineSocket
+) -> web.StreamResponse:
     session = sock.session
     limit = server.options.max_payload
     if request.content_length is not None and request.content_length > limit:

@@ -16,7 +16,13 @@ from aiohttp import WSMsgType, web
 
 from ...protocol.engineio import handshake
 from ...protocol.engineio.handshake import ErrorCode, RequestError
-from ...protocol.engineio.packets import Packet, decode_binary, decode_text, encode_binary, encode_text
+from ...protocol.engineio.packets import (
+    Packet,
+    decode_binary,
+    decode_text,
+    encode_binary,
+    encode_text,
+)
 from ...protocol.engineio.session import CloseReason, State
 from ...protocol.errors import RemoteProtocolError, StateError
 from ..engine import EngineServer, EngineSocket
@@ -87,7 +93,9 @@ async def handle(
     return ws
 
 
-async def _probe(server: EngineServer, request: web.Request, sock: EngineSocket) -> web.StreamResponse:
+async def _probe(
+    server: EngineServer, request: web.Request, sock: EngineSocket
+) -> web.StreamResponse:
     """Upgrade an existing polling session: ``2probe`` -> ``3probe``, then ``5``."""
     ws = _response(server)
     await ws.prepare(request)
@@ -156,7 +164,7 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
         if writer is not None and not writer.done():
             try:
                 await asyncio.wait_for(asyncio.shield(writer), timeout=1.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 pass
         if not ws.closed:
             await ws.close()

@@ -79,7 +79,7 @@ def decode_text(text: str) -> Packet:
 
 
 def encode_text(packet: Packet) -> str:
-    """Encode a text packet. Binary packets go through :func:`encode_binary` or :func:`encode_b64`."""
+    """Encode a text packet (binary ones go through :func:`encode_binary` or :func:`encode_b64`)."""
     data = packet.data
     if isinstance(data, bytes):
         raise TypeError("binary packet given to encode_text")

@@ -34,7 +34,7 @@ Timers start at the handshake, so a client that never answers is gone at
 from __future__ import annotations
 
 from collections import deque
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import NamedTuple
 
 from ..errors import StateError
@@ -61,7 +61,7 @@ class State(Enum):
     CLOSED = "closed"
 
 
-class CloseReason(str, Enum):
+class CloseReason(StrEnum):
     """Why a session ended; the values are the reference server's reason strings."""
 
     TRANSPORT_CLOSE = "transport close"
@@ -325,9 +325,7 @@ class EngineSession:
         if self.state is State.CLOSED:
             return None
         times = [
-            t
-            for t in (self._ping_at, self._pong_deadline, self._upgrade_deadline)
-            if t is not None
+            t for t in (self._ping_at, self._pong_deadline, self._upgrade_deadline) if t is not None
         ]
         return min(times) if times else None
 

@@ -28,7 +28,7 @@ import orjson
 
 from .. import jsonutil
 from ..errors import DecodeError, LimitExceeded, LocalProtocolError, StateError
-from .binary import Slot, deconstruct, find_placeholders, fill_placeholders
+from .binary import Slot, deconstruct, fill_placeholders, find_placeholders
 
 __all__ = [
     "PacketType",
@@ -75,6 +75,7 @@ _BY_CHAR = {str(int(t)): t for t in PacketType}
 _CHAR = {t: str(int(t)) for t in PacketType}
 _BINARY = (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
 _TO_BINARY = {PacketType.EVENT: PacketType.BINARY_EVENT, PacketType.ACK: PacketType.BINARY_ACK}
+_FROM_BINARY = {binary: plain for plain, binary in _TO_BINARY.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +108,8 @@ def encode(packet: Packet) -> tuple[str, list[bytes]]:
     except TypeError:
         pass
     else:
+        # Nothing binary after all: a BINARY_* packet with no attachments is a plain one.
+        ptype = _FROM_BINARY.get(ptype, ptype)
         return _head(ptype, nsp, ack_id, 0) + body.decode("utf-8"), []
     stripped, attachments = deconstruct(data)
     if not attachments:
@@ -189,9 +192,8 @@ def _check_payload(ptype: PacketType, data: Any) -> None:
     elif ptype is _DISCONNECT:
         if data is not None:
             raise DecodeError("disconnect packets carry no payload")
-    elif ptype is _CONNECT_ERROR:
-        if type(data) is not dict and type(data) is not str:
-            raise DecodeError("connect_error payload must be an object or a string")
+    elif ptype is _CONNECT_ERROR and type(data) is not dict and type(data) is not str:
+        raise DecodeError("connect_error payload must be an object or a string")
 
 
 def _decode(text: str, max_depth: int) -> tuple[Packet, int]:
@@ -264,4 +266,7 @@ def split_namespace(nsp: str) -> tuple[str, dict[str, str]]:
     name, sep, query = nsp.partition("?")
     if not sep:
         return nsp, {}
-    return name, dict(parse_qsl(query, keep_blank_values=True, max_num_fields=100))
+    try:
+        return name, dict(parse_qsl(query, keep_blank_values=True, max_num_fields=100))
+    except ValueError:
+        raise LimitExceeded("more than 100 fields in the namespace query") from None
