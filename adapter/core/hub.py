@@ -149,7 +149,11 @@ class Hub:
                     now_ms=now_ms,
                     window_ms=window,
                 )
-                if not await self.replay.claim(claim, now_ms):
+                try:
+                    first_use = await self.replay.claim(claim, now_ms)
+                except BackplaneError as exc:
+                    raise Denied(DenyReason.UNAVAILABLE, "nonce store unavailable") from exc
+                if not first_use:
                     raise Denied(DenyReason.BAD_SIGNATURE, "nonce already used")
             else:
                 verify_md5(
