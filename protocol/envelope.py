@@ -144,7 +144,9 @@ def parse(obj: Any) -> Envelope:
     """Validate a decoded JSON value as an envelope."""
     if type(obj) is not dict:
         raise EnvelopeError("envelope", "must be an object")
-    raw_meta = obj.get("meta", {})
+    raw_meta = obj.get("meta")
+    if raw_meta is None:  # absent or null: no meta fields
+        raw_meta = {}
     if type(raw_meta) is not dict:
         raise EnvelopeError("meta", "must be an object")
     data = obj.get("data")

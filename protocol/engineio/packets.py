@@ -19,7 +19,7 @@ import binascii
 from enum import IntEnum
 from typing import NamedTuple
 
-from ..errors import DecodeError
+from ..errors import DecodeError, LocalProtocolError
 
 __all__ = [
     "PacketType",
@@ -82,7 +82,7 @@ def encode_text(packet: Packet) -> str:
     """Encode a text packet (binary ones go through :func:`encode_binary` or :func:`encode_b64`)."""
     data = packet.data
     if isinstance(data, bytes):
-        raise TypeError("binary packet given to encode_text")
+        raise LocalProtocolError("binary packet given to encode_text")
     return _CHAR[packet.type] + data
 
 
@@ -102,7 +102,7 @@ def encode_binary(packet: Packet, eio: int) -> bytes:
     """Encode a binary packet as a WebSocket binary frame."""
     data = packet.data
     if not isinstance(data, bytes):
-        raise TypeError("text packet given to encode_binary")
+        raise LocalProtocolError("text packet given to encode_binary")
     if eio == 4:
         return data
     return bytes((packet.type,)) + data
@@ -112,7 +112,7 @@ def encode_b64(packet: Packet, eio: int) -> str:
     """A binary packet for a string transport: ``b<base64>`` (v4) or ``b<type><base64>`` (v3)."""
     data = packet.data
     if not isinstance(data, bytes):
-        raise TypeError("text packet given to encode_b64")
+        raise LocalProtocolError("text packet given to encode_b64")
     b64 = binascii.b2a_base64(data, newline=False).decode("ascii")
     if eio == 4:
         return "b" + b64
