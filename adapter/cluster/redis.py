@@ -144,6 +144,11 @@ class RedisBackplane:
         #: Called after Redis came back (possibly empty): re-register local state.
         self.on_resync: Callable[[], Awaitable[None]] | None = None
         self._healthy = True
+        #: Set while the listener is subscribed: a resync waits for it, else other nodes would
+        #: find this node's clients registered but get no answer from it.
+        self._subscribed = asyncio.Event()
+        self._replies: list[tuple[str, bytes]] = []
+        self._reply_flush: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -212,6 +217,10 @@ class RedisBackplane:
                     self._healthy = True
                     log.info("node %s: Redis is back; re-registering local clients", self.node_id)
                     if self.on_resync is not None:
+                        try:  # only once other nodes' requests can reach this node again
+                            await asyncio.wait_for(self._subscribed.wait(), self.node_ttl)
+                        except TimeoutError:
+                            pass
                         await self.on_resync()
                 await self._sweep()
             except BackplaneError as exc:
@@ -235,8 +244,7 @@ class RedisBackplane:
             members = await self.call(self.redis.smembers(self.key("nc", node)))
             for member in members:
                 app, _, client = _text(member).partition("\0")
-                # (Fix, see _SWEEP_FORGET: conditional; it also removes the member from nc:<node>,
-                # so a node that came back keeps the set of the clients it registered again.)
+                # Conditional (see _SWEEP_FORGET): a node that came back keeps its clients.
                 await self.call(
                     self._sweep_forget(keys=[], args=[self.prefix, app, client, node, 86400])
                 )
@@ -271,6 +279,7 @@ class RedisBackplane:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.key("ch", self.node_id), self.key("ch", "all"))
+                self._subscribed.set()
                 backoff = 0.1
                 async for item in pubsub.listen():
                     if item.get("type") == "message":
@@ -279,14 +288,17 @@ class RedisBackplane:
                 await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
                 raise
             except (RedisError, OSError) as exc:
+                self._subscribed.clear()
                 log.warning(
                     "node %s: subscription lost (%s); retrying in %.1fs", self.node_id, exc, backoff
                 )
             except Exception:
                 log.exception("node %s: listener failed", self.node_id)
             await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
+            self._subscribed.clear()
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            # Capped low: while unsubscribed, requests to this node's clients go unanswered.
+            backoff = min(backoff * 2, 1.0)
 
     async def _on_message(self, data: bytes) -> None:
         try:
@@ -311,10 +323,25 @@ class RedisBackplane:
             return
         if reply is not None and "id" in message:
             answer = {"v": wire.VERSION, "from": self.node_id, "re": message["id"], "body": reply}
+            self._queue_reply(self.key("ch", sender), wire.encode(answer))
+
+    def _queue_reply(self, channel: str, data: bytes) -> None:
+        # Replies go out in one pipeline per loop turn, and the listener does not wait for them:
+        # awaiting each PUBLISH made every delivery into this node wait one Redis round trip.
+        self._replies.append((channel, data))
+        if self._reply_flush is None or self._reply_flush.done():
+            self._reply_flush = asyncio.get_running_loop().create_task(self._flush_replies())
+
+    async def _flush_replies(self) -> None:
+        while self._replies:
+            batch, self._replies = self._replies, []
             try:
-                await self.call(self.redis.publish(self.key("ch", sender), wire.encode(answer)))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for channel, data in batch:
+                        pipe.publish(channel, data)
+                    await self.call(pipe.execute())
             except BackplaneError as exc:
-                log.warning("node %s: reply lost: %s", self.node_id, exc)
+                log.warning("node %s: %d repl(ies) lost: %s", self.node_id, len(batch), exc)
 
     def _envelope(self, message: dict[str, Any], rid: str | None) -> bytes:
         framed = {"v": wire.VERSION, "from": self.node_id, **message}

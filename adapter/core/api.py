@@ -35,6 +35,7 @@ _STATUS = {
     DenyReason.TARGET_OFFLINE: 404,
     DenyReason.TOO_LARGE: 413,
     DenyReason.RATE_LIMITED: 429,
+    DenyReason.UNAVAILABLE: 503,
 }
 #: API calls per second per app (token bucket).
 API_RATE = 1000.0

@@ -78,24 +78,21 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
             raise ConnectionRefused(reason, {"reason": reason, "message": denied.detail}) from None
         user = auth.get("userId")
         user_id = str(user) if user not in (None, "") else None
-        socket.data["core"] = SocketIOConnection(
-            socket, app, user_id, hub.clock(), options.response_event
-        )
+        conn = SocketIOConnection(socket, app, user_id, hub.clock(), options.response_event)
+        socket.data["core"] = conn
+        # Reachable (here and in the cluster) before the CONNECT reply tells the client its id;
+        # what arrives before the reply is held by the connection until it is sent.
+        await hub.register(conn)
 
     async def on_connect(socket: Socket) -> None:
-        conn = socket.data.get("core")
+        conn: SocketIOConnection | None = socket.data.get("core")
         if conn is not None:
-            registered = asyncio.ensure_future(hub.register(conn))
-            socket.data["core_registered"] = registered
-            await registered
+            conn.flush_early()
             await hub.welcome(conn)
 
-    async def on_disconnect(socket: Socket, reason: str) -> None:
-        conn = socket.data.get("core")
+    async def on_gone(socket: Socket, *reason: str) -> None:
+        conn = socket.data.pop("core", None)
         if conn is not None:
-            registered = socket.data.get("core_registered")
-            if registered is not None:
-                await registered  # the cluster must not see "offline" before "online"
             await hub.detach(conn)
 
     async def on_request(ctx: EventContext) -> None:
@@ -118,7 +115,8 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
 
     nsp.authorize(authorize)
     nsp.on("connect", on_connect)
-    nsp.on("disconnect", on_disconnect)
+    nsp.on("disconnect", on_gone)
+    nsp.on("refused", on_gone)
     nsp.route(options.request_event, on_request)
 
 
@@ -165,6 +163,7 @@ class RawEndpoint:
             opts.raw_max_buffered_bytes,
         )
         writer = asyncio.get_running_loop().create_task(conn.run_writer())
+        await hub.register(conn)  # reachable before the greeting tells the client its id
         greeting = env.message(
             Action.CONNECT,
             None,
@@ -174,7 +173,6 @@ class RawEndpoint:
             userId=conn.user_id,
         )
         conn.send_text(env.encode(greeting))
-        await hub.register(conn)
         log.info("%s connected (raw, app %s)", conn.client_id, app.name)
         try:
             await hub.welcome(conn)

@@ -95,16 +95,25 @@ class SocketIOConnection(Connection):
     """A socket.io client on the core's namespace: envelopes travel as ``responseMessage``."""
 
     kind = "socketio"
-    __slots__ = ("socket", "event")
+    __slots__ = ("socket", "event", "early")
 
     def __init__(self, socket: Socket, app: AppConfig, user_id: str | None, now: float, event: str):
         super().__init__(socket.id, app, user_id, now)
         self.socket = socket
         self.event = event
+        #: Deliveries that came between registration and the CONNECT reply.
+        self.early: list[tuple[Outgoing, Callable[[], None] | None]] | None = []
+
+    def flush_early(self) -> None:
+        early, self.early = self.early, None
+        for out, on_ack in early or ():
+            self.deliver(out, on_ack)
 
     def deliver(self, out: Outgoing, on_ack: Callable[[], None] | None = None) -> None:
         socket = self.socket
         if not socket.connected:
+            if self.early is not None and not socket.was_connected and len(self.early) < 1000:
+                self.early.append((out, on_ack))
             return
         if on_ack is None:
             socket.client.esock.send(out.sio_text(socket.nsp.name, self.event))

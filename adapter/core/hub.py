@@ -36,6 +36,9 @@ RESULT = "result"
 MAX_DENIALS = 50
 #: Seconds to wait for another node's answer before treating the target as gone.
 NODE_TIMEOUT = 2.0
+#: How long, and for how many targets, a remote target's node is remembered.
+ROUTE_CACHE_TTL = 1.0
+ROUTE_CACHE_SIZE = 100_000
 
 
 class Denied(Exception):
@@ -75,6 +78,8 @@ class Hub:
         #: This node's connections.
         self.connections: dict[tuple[str, str], Connection] = {}
         self.by_app: dict[str, dict[str, Connection]] = {}
+        #: (app, target) -> (client, node, until): recent remote routes (see _remember_route).
+        self._routes: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Handlers of other layers' node messages, by type (e.g. "sio" room emits).
         self.node_handlers: dict[str, NodeHandler] = {}
@@ -348,8 +353,7 @@ class Hub:
         """Deliver an ``exchange`` to ``target`` (a client id of ``app``) wherever it is
         connected, or keep it in the inbox of the user that client belonged to. Raises
         :class:`Denied` (reason ``unavailable`` when the cluster cannot be asked)."""
-        # Fix: a BackplaneError used to escape to the HTTP API, which answered a bare 500 (not
-        # JSON) while Redis was down; every caller now gets a clear `unavailable` denial.
+        # A BackplaneError must not escape to the HTTP API (a bare 500): it is `unavailable`.
         try:
             return await self._send(app, target, payload, sender=sender, user_id=user_id)
         except BackplaneError as exc:
@@ -382,6 +386,13 @@ class Hub:
         if conn is not None:  # the common case costs no shared-state lookup
             conn.deliver(out)
             return Outcome("delivered", msg_id, 1)
+        key = (app.name, target)
+        cached = self._routes.get(key)
+        if cached is not None:
+            client, node, until = cached
+            if until > self.clock() and await self._deliver_to(app.name, client, node, out):
+                return Outcome("delivered", msg_id, 1)
+            del self._routes[key]  # stale: the target moved or left; ask the directory
         where = await self.directory.locate(app.name, target)
         # Re-bound to a new id, or connected on some node (maybe this one, under the new id).
         if (
@@ -389,6 +400,8 @@ class Hub:
             and (where.client != target or where.node is not None)
             and await self._deliver_to(app.name, where.client, where.node, out)
         ):
+            if where.node is not None and where.node != self.node:
+                self._remember_route(key, where.client, where.node)
             return Outcome("delivered", msg_id, 1)
         if where is None or where.user is None:
             raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
@@ -403,6 +416,13 @@ class Hub:
         entry = InboxEntry(msg_id, out.envelope, now + app.inbox_ttl)
         dropped = await self.inbox.put(app.name, where.user, entry, cap=app.inbox_size, now=now)
         return Outcome("queued", msg_id, 0, tuple(d.msg_id for d in dropped))
+
+    def _remember_route(self, key: tuple[str, str], client: str, node: str) -> None:
+        """Cache a remote target's node for a moment: the target node's answer is the truth, so
+        a stale entry only costs one fallback to the directory."""
+        if len(self._routes) >= ROUTE_CACHE_SIZE:
+            self._routes.clear()
+        self._routes[key] = (client, node, self.clock() + ROUTE_CACHE_TTL)
 
     async def _deliver_to(self, app: str, client: str, node: str | None, out: Outgoing) -> bool:
         """Deliver to ``client`` here (node None or ours) or on ``node``; True if it was

@@ -48,7 +48,7 @@ class _Handlers:
         self.packet_middleware: list[Middleware] = []
 
 
-_LIFECYCLE = ("connect", "connection", "disconnecting", "disconnect", "error")
+_LIFECYCLE = ("connect", "connection", "disconnecting", "disconnect", "error", "refused")
 
 
 class Namespace:
@@ -68,7 +68,8 @@ class Namespace:
         """Register ``handler(socket, *args)`` for ``event``; usable as a decorator. ``"*"``
         catches every event without a handler: ``handler(socket, event, *args)``. Lifecycle
         events: ``connect`` (after the CONNECT reply), ``disconnecting`` and ``disconnect``
-        (``handler(socket, reason)``), ``error`` (``handler(socket, exc)``)."""
+        (``handler(socket, reason)``), ``error`` (``handler(socket, exc)``), ``refused``
+        (``handler(socket)``: connection checks ran but the socket never connected)."""
 
         def register(fn: Handler) -> Handler:
             if event == "*":

@@ -281,6 +281,11 @@ class SocketIOServer:
         except Exception as exc:
             log.exception("%s: connection check failed", socket.nsp.name)
             self._refused(client, socket, ConnectionRefused(str(exc) or "Error"))
+        finally:
+            if not socket.connected and not socket.was_connected:
+                # Checks may have set things up (the routing core registers the client): the
+                # socket never connected, so no disconnect will come to undo them.
+                socket.nsp._emit_local("refused", socket)
 
     def _refused(self, client: Client, socket: Socket, exc: ConnectionRefused) -> None:
         if client.sockets.get(socket.nsp.name) is socket and not socket.connected:
@@ -292,6 +297,7 @@ class SocketIOServer:
         client.sockets[nsp.name] = socket
         nsp.sockets[socket.id] = socket
         socket.connected = True
+        socket.was_connected = True
         socket.join(socket.id)
         if client._connect_timer is not None:
             client._connect_timer.cancel()

@@ -50,6 +50,7 @@ class Socket:
         "rooms",
         "data",
         "connected",
+        "was_connected",
         "_acks",
         "_next_ack",
         "_queue",
@@ -66,6 +67,8 @@ class Socket:
         #: Free for the application (user id, app name...).
         self.data: dict[str, Any] = {}
         self.connected = False
+        #: Set once connected, never cleared: tells "left" from "never joined".
+        self.was_connected = False
         self._acks: dict[int, tuple[Callable[..., Any], asyncio.TimerHandle | None]] = {}
         self._next_ack = 0
         self._queue: deque[Packet] = deque()

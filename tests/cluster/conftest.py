@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.adapter.conftest import RunningServer, StartServer, free_port, start_server  # noqa: F401
+from tests.cluster.procs import procs  # noqa: F401  (real wxio/redis processes)
 
 REDIS_URL = os.environ.get("WXIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -1,0 +1,311 @@
+"""Real processes for the cluster tests: ``wxio serve`` nodes and private ``redis-server``s.
+
+Every process is started in its own session and tracked by its pid; :meth:`Processes.stop_all`
+(run by the ``procs`` fixture at teardown) sends SIGTERM, waits, then SIGKILLs what is left, so a
+test never leaves a process behind. Each process writes its output to a log file under the test's
+``tmp_path``; the tails are printed at teardown (pytest shows them when the test fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.adapter.conftest import free_port
+
+WXIO = Path(sys.executable).with_name("wxio")
+#: Seconds a process gets to start answering, and to exit after SIGTERM.
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def to_toml(tables: dict[str, dict[str, Any]]) -> str:
+    """``{"apps.c": {...}, "cluster": {...}}`` -> TOML text (flat tables only)."""
+    lines = []
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+class Proc:
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log: Path, port: int) -> None:
+        self.name = name
+        self.popen = popen
+        self.log = log
+        self.port = port
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye (the node's keys stay in Redis until their TTL)."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(STOP_TIMEOUT)
+
+    def terminate(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT."""
+        if not self.alive():
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(STOP_TIMEOUT)
+
+
+class Node(Proc):
+    def __init__(
+        self, name: str, popen: subprocess.Popen[bytes], log: Path, port: int, node_id: str
+    ) -> None:
+        super().__init__(name, popen, log, port)
+        self.node_id = node_id
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
+
+
+class Processes:
+    """Starts and tracks the processes of one test."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[Proc] = []
+
+    def _env(self) -> dict[str, str]:
+        # The config file decides: no WXIO_REDIS_URL / WXIO_KEY_* from the outer environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WXIO_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _spawn(
+        self, name: str, argv: list[str], port: int, cls: type[Proc] = Proc, **kw: Any
+    ) -> Any:
+        log = self.tmp_path / f"{name}.log"
+        with open(log, "ab") as out:
+            popen = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self._env(),
+                cwd=self.tmp_path,
+                start_new_session=True,
+            )
+        proc = cls(name, popen, log, port, **kw)
+        self.procs.append(proc)
+        return proc
+
+    async def start_node(
+        self,
+        node_id: str,
+        *,
+        redis_url: str,
+        prefix: str,
+        apps: dict[str, dict[str, Any]],
+        node_ttl: float = 3,
+        port: int | None = None,
+    ) -> Node:
+        """``wxio serve`` on a free port with ``apps`` and a ``[cluster]``; returns once it
+        answers on its port and has subscribed to its backplane channel."""
+        port = port or free_port()
+        tables: dict[str, dict[str, Any]] = {f"apps.{name}": table for name, table in apps.items()}
+        tables["cluster"] = {
+            "redis_url": redis_url,
+            "prefix": prefix,
+            "node_id": node_id,
+            "node_ttl": node_ttl,
+        }
+        config = self.tmp_path / f"{node_id}.toml"
+        config.write_text(to_toml(tables))
+        argv = [
+            str(WXIO),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--config",
+            str(config),
+        ]
+        node: Node = self._spawn(node_id, argv, port, Node, node_id=node_id)
+        await wait_port(node)
+        await wait_subscribed(redis_url, prefix, [node_id], proc=node)
+        return node
+
+    async def start_redis(self, port: int | None = None, *, persist: bool = False) -> Proc:
+        """A private ``redis-server`` (never the shared one): no persistence, or AOF with an
+        fsync per write. Restart it on the same port (and dir) with ``port=``."""
+        port = port or free_port()
+        data = self.tmp_path / f"redis-{port}"
+        data.mkdir(exist_ok=True)
+        argv = [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
+        if persist:
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
+        proc: Proc = self._spawn(f"redis-{port}", argv, port)
+        client = aioredis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                if not proc.alive():
+                    pytest.fail(f"redis-server exited:\n{proc.log_tail()}")
+                try:
+                    if await client.ping():
+                        break
+                except Exception:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not answer on {port}:\n{proc.log_tail()}")
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+        return proc
+
+    def stop_all(self) -> None:
+        # Nodes first (they say goodbye to Redis), then the private Redis servers.
+        ordered = sorted(reversed(self.procs), key=lambda p: not isinstance(p, Node))
+        for proc in ordered:
+            try:
+                proc.terminate()
+            except Exception:  # pragma: no cover - make sure the others still stop
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def dump_logs(self) -> None:
+        for proc in self.procs:
+            print(f"----- {proc.name} (pid {proc.pid}, rc {proc.popen.returncode}) -----")
+            print(proc.log_tail())
+
+
+async def wait_port(proc: Proc, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if not proc.alive():
+            pytest.fail(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", proc.port), 1)
+            writer.close()
+            return
+        except (TimeoutError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{proc.name} does not answer on {proc.port}:\n{proc.log_tail()}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_subscribed(
+    redis_url: str,
+    prefix: str,
+    node_ids: list[str],
+    *,
+    timeout: float = START_TIMEOUT,
+    proc: Proc | None = None,
+) -> float:
+    """Wait until every node listens on its backplane channel; returns the seconds waited."""
+    channels = [f"{prefix}:ch:{n}" for n in node_ids]
+    client = aioredis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1)
+    start = time.monotonic()
+    try:
+        while True:
+            try:
+                counts = dict(await client.pubsub_numsub(*channels))
+                if all(counts.get(c.encode(), 0) >= 1 for c in channels):
+                    return time.monotonic() - start
+            except Exception:
+                pass
+            if proc is not None and not proc.alive():
+                pytest.fail(f"{proc.name} exited:\n{proc.log_tail()}")
+            if time.monotonic() - start > timeout:
+                pytest.fail(f"nodes {node_ids} did not subscribe within {timeout}s")
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
+async def wait_registered(
+    redis_url: str, prefix: str, app: str, where: dict[str, str], timeout: float = 5.0
+) -> None:
+    """Wait until each client id in ``where`` is registered on its node in the directory.
+
+    A client learns its id (raw ``connect`` frame, socket.io CONNECT reply) a moment before its
+    node has registered it in Redis (adapter/core/binding.py sends the greeting first), so a
+    cross-node send in that window is refused ``target_offline``. Tests wait it out here."""
+    client = aioredis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1)
+    start = time.monotonic()
+    try:
+        while True:
+            try:
+                nodes = [await client.hget(f"{prefix}:c:{app}:{c}", "n") for c in where]
+                if nodes == [n.encode() for n in where.values()]:
+                    return
+            except Exception:
+                pass
+            if time.monotonic() - start > timeout:
+                pytest.fail(f"clients not registered within {timeout}s: {where}")
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def procs(tmp_path: Path, redis_prefix: str) -> Iterator[Processes]:
+    """Depends on ``redis_prefix`` so that the nodes stop before its keys are deleted."""
+    group = Processes(tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+        group.dump_logs()
