@@ -84,7 +84,9 @@ def build_app(
             max_body=config.engine.max_payload,
             poll_timeout=config.engine.ping_interval + config.engine.ping_timeout + 5,
         )
-    main = EngineServer(config.engine, io, generate_id=generate_id, forwarder=forwarder)
+    main = EngineServer(
+        config.engine, io, generate_id=generate_id or io.generate_id, forwarder=forwarder
+    )
     engines.append(main)
     mounts.add(config.engine.path, main.handle)
     from dataclasses import replace

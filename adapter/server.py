@@ -125,33 +125,37 @@ def serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    print(
+    banner = [
         f"wxio serving Socket.IO (EIO 3 and 4) at http://{config.host}:{config.port}"
-        f"{config.engine.path} (profile {args.profile})",
-        flush=True,
-    )
+        f"{config.engine.path} (profile {args.profile})"
+    ]
     if apps is not None:
         if DEMO_APP in apps.apps and len(apps.apps) == 1 and not config.extra.get("apps"):
             demo = apps.apps[DEMO_APP]
-            print(
+            banner.append(
                 f"DEMO MODE: no [apps] configured; app {DEMO_APP!r} with key {demo.key!r} "
-                "(for trying wxio out only; set WXIO_DEMO_KEY or configure [apps])",
-                flush=True,
+                "(for trying wxio out only; set WXIO_DEMO_KEY or configure [apps])"
             )
         else:
-            print(f"apps: {', '.join(sorted(apps.apps))}", flush=True)
-    asyncio.run(_run(app, config, hub, reuse_port=args.reuse_port))
+            banner.append(f"apps: {', '.join(sorted(apps.apps))}")
+    asyncio.run(_run(app, config, hub, reuse_port=args.reuse_port, banner=banner))
     return 0
 
 
 async def _run(
-    app: web.Application, config: ServerConfig, hub: Hub | None, *, reuse_port: bool
+    app: web.Application,
+    config: ServerConfig,
+    hub: Hub | None,
+    *,
+    reuse_port: bool,
+    banner: list[str],
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     server = HttpServer(
         app, header_timeout=config.header_timeout, shutdown_timeout=config.shutdown_grace
     )
     await server.start(config.host, config.port, reuse_port=reuse_port)
+    print("\n".join(banner), flush=True)  # once listening: scripts may wait for this line
     backplane = hub.backplane if hub is not None else None
     if backplane is not None and hasattr(backplane, "announce"):
         # Other nodes forward this node's polling sessions to an address of its own (with

@@ -137,6 +137,9 @@ class SocketIOServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Set in a cluster: room emits reach the sockets of every node.
         self.cluster: Any = None
+        #: ``generate_id(request) -> str``: Engine.IO session ids of your own (default: 120
+        #: random bits). They must be unique and unguessable; a duplicate falls back to random.
+        self.generate_id: Callable[[Any], str] | None = None
         self.of("/")
 
     # -- namespaces ----------------------------------------------------------------------------
