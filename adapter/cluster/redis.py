@@ -47,6 +47,9 @@ __all__ = ["RedisBackplane"]
 
 T = TypeVar("T")
 
+#: Replies waiting for Redis before new ones are dropped (see _queue_reply).
+MAX_QUEUED_REPLIES = 10_000
+
 # Follow re-bindings, then read the client's hash and whether its node is alive: one round trip.
 _LOCATE = """
 local p, app, client = ARGV[1], ARGV[2], ARGV[3]
@@ -328,6 +331,13 @@ class RedisBackplane:
     def _queue_reply(self, channel: str, data: bytes) -> None:
         # Replies go out in one pipeline per loop turn, and the listener does not wait for them:
         # awaiting each PUBLISH made every delivery into this node wait one Redis round trip.
+        if len(self._replies) >= MAX_QUEUED_REPLIES:
+            # Redis is too slow to take our replies: the requester times out and falls back
+            # (inbox); this node must not buffer without bound meanwhile.
+            log.warning(
+                "node %s: reply dropped, %d waiting for Redis", self.node_id, len(self._replies)
+            )
+            return
         self._replies.append((channel, data))
         if self._reply_flush is None or self._reply_flush.done():
             self._reply_flush = asyncio.get_running_loop().create_task(self._flush_replies())

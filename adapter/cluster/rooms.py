@@ -16,13 +16,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wxio.cluster")
 
-__all__ = ["ClusterEmitter"]
+__all__ = ["ClusterEmitter", "MAX_IN_FLIGHT"]
+
+MAX_IN_FLIGHT = 10_000
 
 
 class ClusterEmitter:
     def __init__(self, io: SocketIOServer, backplane: Backplane) -> None:
         self.io = io
         self.backplane = backplane
+        #: Room emits on their way to Redis; past MAX_IN_FLIGHT a slow Redis costs emits, not
+        #: memory.
+        self.in_flight = 0
 
     def publish_emit(
         self, nsp: str, text: str, attachments: list[bytes], op: BroadcastOperator
@@ -36,6 +41,12 @@ class ClusterEmitter:
             # A skipped socket id is a room too (every socket is in its own).
             "except": sorted(op.excluded | op.skip),
         }
+        if self.in_flight >= MAX_IN_FLIGHT:
+            log.warning(
+                "a room emit did not reach the other nodes: %d still in flight", self.in_flight
+            )
+            return
+        self.in_flight += 1
         self.io.spawn(self._publish(message))
 
     async def _publish(self, message: dict[str, Any]) -> None:
@@ -43,6 +54,8 @@ class ClusterEmitter:
             await self.backplane.publish_all(message)
         except BackplaneError as exc:
             log.warning("a room emit did not reach the other nodes: %s", exc)
+        finally:
+            self.in_flight -= 1
 
     async def on_message(self, message: dict[str, Any]) -> dict[str, Any] | None:
         nsp = self.io.namespaces.get(message["nsp"])

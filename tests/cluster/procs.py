@@ -140,6 +140,7 @@ class Processes:
         apps: dict[str, dict[str, Any]],
         node_ttl: float = 3,
         port: int | None = None,
+        workers: int = 1,
     ) -> Node:
         """``wxio serve`` on a free port with ``apps`` and a ``[cluster]``; returns once it
         answers on its port and has subscribed to its backplane channel."""
@@ -163,9 +164,12 @@ class Processes:
             "--config",
             str(config),
         ]
+        if workers > 1:  # one node per worker process: <node_id>-0, <node_id>-1, ...
+            argv += ["--workers", str(workers)]
         node: Node = self._spawn(node_id, argv, port, Node, node_id=node_id)
         await wait_port(node)
-        await wait_subscribed(redis_url, prefix, [node_id], proc=node)
+        ids = [f"{node_id}-{i}" for i in range(workers)] if workers > 1 else [node_id]
+        await wait_subscribed(redis_url, prefix, ids, proc=node)
         return node
 
     async def start_redis(self, port: int | None = None, *, persist: bool = False) -> Proc:
