@@ -379,9 +379,7 @@ class Hub:
             target=target,
             msgId=msg_id,
         )
-        out = Outgoing(env.to_dict(exchange), msg_id)
-        if out.size() > app.max_message_bytes:
-            raise Denied(DenyReason.TOO_LARGE, f"message over {app.max_message_bytes} bytes")
+        out = self._outgoing(app, exchange, msg_id)
         conn = self.connections.get((app.name, target))
         if conn is not None:  # the common case costs no shared-state lookup
             conn.deliver(out)
@@ -416,6 +414,14 @@ class Hub:
         entry = InboxEntry(msg_id, out.envelope, now + app.inbox_ttl)
         dropped = await self.inbox.put(app.name, where.user, entry, cap=app.inbox_size, now=now)
         return Outcome("queued", msg_id, 0, tuple(d.msg_id for d in dropped))
+
+    @staticmethod
+    def _outgoing(app: AppConfig, message: Envelope, msg_id: str) -> Outgoing:
+        """Encode once; the encoded size is what the app's message limit applies to."""
+        out = Outgoing(env.to_dict(message), msg_id)
+        if out.size() > app.max_message_bytes:
+            raise Denied(DenyReason.TOO_LARGE, f"message over {app.max_message_bytes} bytes")
+        return out
 
     def _remember_route(self, key: tuple[str, str], client: str, node: str) -> None:
         """Cache a remote target's node for a moment: the target node's answer is the truth, so
@@ -466,9 +472,7 @@ class Hub:
             userId=user_id,
             msgId=msg_id,
         )
-        out = Outgoing(env.to_dict(message), msg_id)
-        if out.size() > app.max_message_bytes:
-            raise Denied(DenyReason.TOO_LARGE, f"message over {app.max_message_bytes} bytes")
+        out = self._outgoing(app, message, msg_id)
         count = self._broadcast_local(app.name, out, sender)
         replies = await self.backplane.request_all(
             {"t": "broadcast", "app": app.name, "env": out.envelope, "except": sender},
