@@ -165,9 +165,13 @@ def parse_text(text: str | bytes) -> Envelope:
     return parse(jsonutil.loads(text))
 
 
+_META_FIELDS = Meta._fields
+
+
 def to_dict(envelope: Envelope) -> dict[str, Any]:
     """The wire form; meta fields that are None are left out."""
-    meta = {k: v for k, v in envelope.meta._asdict().items() if v is not None}
+    # zip over the tuple: _asdict() builds a throwaway dict on every message.
+    meta = {k: v for k, v in zip(_META_FIELDS, envelope.meta, strict=True) if v is not None}
     return {"meta": meta, "data": {"action": envelope.action, "payload": envelope.payload}}
 
 

@@ -61,7 +61,9 @@ class Outgoing:
         key = (nsp, event)
         text = self._sio.get(key)
         if text is None:
-            text, _ = encode(Packet(PacketType.EVENT, nsp, [event, self.envelope]))
+            # `2["event"]` with the envelope's JSON spliced in: it is encoded once, already.
+            head, _ = encode(Packet(PacketType.EVENT, nsp, [event]))
+            text = head[:-1] + "," + self.json() + "]"
             self._sio[key] = text
         return text
 
