@@ -99,6 +99,13 @@ class Closed(NamedTuple):
 
 Event = MessageReceived | Upgraded | UpgradeAborted | Closed
 
+def _size(data: str | bytes) -> int:
+    """UTF-8 size: the slow-reader bound is in bytes (isascii is a C-speed scan)."""
+    if isinstance(data, bytes) or data.isascii():
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
 _NOOP = Packet(PacketType.NOOP)
 _PING = Packet(PacketType.PING)
 _PONG = Packet(PacketType.PONG)
@@ -165,7 +172,7 @@ class EngineSession:
 
     def _queue(self, packet: Packet) -> None:
         self._outbox.append(packet)
-        self.queued_bytes += len(packet.data)
+        self.queued_bytes += _size(packet.data)
 
     def send(self, packet: Packet) -> None:
         """Queue a packet for the active transport; ignored once the session is closed."""

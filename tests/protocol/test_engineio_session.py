@@ -562,13 +562,13 @@ def test_queued_bytes_accounting() -> None:
     assert session.queued_bytes == 100
 
 
-def test_queued_bytes_counts_characters_of_text() -> None:
-    """Doubtful, pinned: ``queued_bytes`` adds ``len(data)``, i.e. code points for text, so ``€``
-    counts 1 where UTF-8 needs 3 bytes. A slow-consumer bound in bytes under-counts non-ASCII
-    text by up to 4x (and base64 binary on polling by 4/3)."""
-    session = make(4)
+def test_queued_bytes_counts_utf8_bytes_of_text() -> None:
+    """The slow-reader bound is in bytes: ``€`` is 3 of them, ``😀`` 4."""
+    session = make(4, keep_open=True)
+    session.take_outbox()
     session.send_message("\u20ac" * 10)
-    assert session.queued_bytes == 10
+    session.send_message("\U0001F600")
+    assert session.queued_bytes == 34
 
 
 # -- state machine property ---------------------------------------------------------------------
@@ -647,7 +647,10 @@ class SessionMachine(RuleBasedStateMachine):
         session = self.session
         if session is None:
             return
-        assert session.queued_bytes == sum(len(p.data) for p in session._outbox)
+        assert session.queued_bytes == sum(
+            len(p.data if isinstance(p.data, bytes) else p.data.encode("utf-8", "surrogatepass"))
+            for p in session._outbox
+        )
         for event in session.events_received():
             if isinstance(event, Closed):
                 self.closed_events += 1
