@@ -9,6 +9,7 @@ EIO=4 ``application/octet-stream`` POST is a 400 that closes the session; a POST
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from urllib.parse import parse_qsl
@@ -141,7 +142,16 @@ async def _post(
         sock.pump()
         return _empty_400(server, request)
     try:
-        body = await _read_body(request, limit)
+        # A body that trickles in holds the session's only POST slot, so the client could not
+        # send its pongs anyway: past one heartbeat period, give up on it and on the session.
+        deadline = server.config.ping_interval + server.config.ping_timeout
+        try:
+            body = await asyncio.wait_for(_read_body(request, limit), deadline)
+        except TimeoutError:
+            session.close(CloseReason.TRANSPORT_ERROR)
+            response = web.Response(status=408, headers=server.cors_headers(request))
+            response.force_close()
+            return response
         if body is None:
             return web.Response(status=413, headers=server.cors_headers(request))
         binary = request.content_type == "application/octet-stream"

@@ -129,3 +129,47 @@ async def test_serve_loads_app_and_shuts_down_gracefully(tmp_path: Path) -> None
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity"])
+async def test_large_poll_responses_are_compressed_when_accepted(conformance: Any, encoding: str) -> None:
+    import zlib
+
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        base = f"{conformance.url}/engine.io/?EIO=4&transport=polling"
+        async with http.get(base) as resp:
+            sid = json.loads((await resp.text())[1:])["sid"]
+        big = "4" + "x" * 5000
+        async with http.post(f"{base}&sid={sid}", data=big) as resp:
+            assert await resp.text() == "ok"
+        async with http.get(f"{base}&sid={sid}", headers={"Accept-Encoding": encoding}) as resp:
+            raw = await resp.read()
+            got = resp.headers.get("Content-Encoding")
+    if encoding == "identity":
+        assert got is None and raw.decode() == big
+    else:
+        assert got == encoding
+        wbits = 31 if encoding == "gzip" else 15
+        assert zlib.decompress(raw, wbits).decode() == big
+        assert len(raw) < len(big) // 10
+
+
+async def test_a_trickling_poll_body_is_cut_after_one_heartbeat_period(start_server: StartServer) -> None:
+    server = await start_server(profile="conformance")  # pingInterval 0.3 + pingTimeout 0.2
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/engine.io/?EIO=4&transport=polling") as resp:
+            sid = json.loads((await resp.text())[1:])["sid"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"POST /engine.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: text/plain\r\nContent-Length: 1000\r\n\r\n4".encode()
+    )
+    await writer.drain()
+    try:
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.split()[1] in (b"408", b"400")  # 400 if the ping timeout came first
+    finally:
+        writer.close()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/engine.io/?EIO=4&transport=polling&sid={sid}") as resp:
+            assert resp.status == 400  # the session is gone
