@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from .config import EngineOptions, ServerConfig, SocketIOOptions
+from .config import ServerConfig, SocketIOOptions
 from .engine import EngineSocket
 from .sio import Socket, SocketIOServer
 
@@ -71,6 +71,3 @@ def conformance_handlers(io: SocketIOServer) -> None:
     root.on("message", message)
     root.on("message-with-ack", message_with_ack)
 
-
-def engine_echo_options(engine: EngineOptions) -> EngineOptions:
-    return replace(engine, path="/engine.io/")

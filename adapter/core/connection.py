@@ -41,6 +41,10 @@ CLOSE_CODES: dict[DenyReason, int] = {
 }
 
 
+#: Deliveries held for a socket.io client between its registration and its CONNECT reply.
+MAX_EARLY = 1000
+
+
 class Outgoing:
     """One envelope on its way to one or many clients, encoded at most once per wire form."""
 
@@ -113,9 +117,11 @@ class SocketIOConnection(Connection):
 
     def deliver(self, out: Outgoing, on_ack: Callable[[], None] | None = None) -> None:
         socket = self.socket
-        if not socket.connected:
-            if self.early is not None and not socket.was_connected and len(self.early) < 1000:
+        if self.early is not None:  # until the connect handler flushes them, in order
+            if len(self.early) < MAX_EARLY:
                 self.early.append((out, on_ack))
+            return
+        if not socket.connected:
             return
         if on_ack is None:
             socket.client.esock.send(out.sio_text(socket.nsp.name, self.event))

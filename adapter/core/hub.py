@@ -206,10 +206,6 @@ class Hub:
         except BackplaneError as exc:
             log.warning("%s: not unregistered in the cluster: %s", conn.client_id, exc)
 
-    def local_clients(self) -> list[Connection]:
-        """For a resync after the shared state was lost (e.g. Redis restarted empty)."""
-        return list(self.connections.values())
-
     # -- messages from clients -----------------------------------------------------------------
 
     async def handle(self, conn: Connection, raw: Any, respond: Respond) -> None:
