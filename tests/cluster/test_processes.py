@@ -397,3 +397,51 @@ async def test_redis_restart(procs: Processes, redis_prefix: str, persist: bool)
 async def _offline(r: aioredis.Redis, prefix: str, client: str) -> bool:
     key = f"{prefix}:c:c:{client}"
     return await r.hget(key, "n") is None and await r.hget(key, "u") == b"p"
+
+
+async def test_stalled_redis_gives_bounded_answers(procs: Processes, redis_prefix: str) -> None:
+    """A Redis that stops answering (SIGSTOP: connections stay open, nothing comes back) must not
+    hang senders or pile up work: cross-node sends are denied `unavailable` within the Redis
+    client's command timeout, same-node sends still deliver, and all is well after SIGCONT."""
+    import signal
+
+    redis = await procs.start_redis()
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    n0, n1 = await start_nodes(procs, 2, url, redis_prefix)
+    a = await RawClient.connect(n0.ws_url, C, user="a")
+    a2 = await RawClient.connect(n0.ws_url, C, user="a2")
+    b = await SioClient.connect(n1.url, C, user="b")
+    clients: list[Client] = [a, a2, b]
+    try:
+        await wait_registered(
+            url, redis_prefix, "c", {a.client_id: "n0", a2.client_id: "n0", b.client_id: "n1"}
+        )
+        assert payload(await send(a, b.client_id, "before"))["status"] == "delivered"
+        assert payload(await b.recv()) == "before"
+        redis.popen.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            result = await asyncio.wait_for(send(a, b.client_id, "stalled"), 10)
+            assert payload(result)["reason"] == "unavailable", result
+            assert time.monotonic() - started < 8  # the command timeout (3 s), not a hang
+            result = await send(a, a2.client_id, "local")
+            assert payload(result)["status"] == "delivered", result
+            assert payload(await a2.recv()) == "local"
+        finally:
+            redis.popen.send_signal(signal.SIGCONT)
+        async def works_again() -> bool:
+            result = await send(a, b.client_id, "after")
+            return bool(payload(result).get("status") == "delivered")
+
+        await eventually(works_again, NODE_TTL + 6, "cross-node sends work after SIGCONT")
+        # The stalled PUBLISH had already been written to Redis when the sender's command timed
+        # out: Redis delivers it when it resumes. `unavailable` means "not known to be
+        # delivered", not "not delivered" (docs/cluster.md says so).
+        got = payload(await b.recv())
+        if got == "stalled":
+            got = payload(await b.recv())
+        assert got == "after"
+        await nothing_more(b, 0.2)
+    finally:
+        for client in clients:
+            await client.close()
