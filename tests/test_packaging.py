@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_package_folder_is_listed_in_pyproject() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     found = set()
     for top in ("protocol", "adapter"):
         for init in (ROOT / top).rglob("__init__.py"):
@@ -29,7 +31,16 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
 def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(dist),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
@@ -60,6 +71,10 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     assert "sign=0a40d27b61d4c698859e0b7156feb067" in signed
     probe = "import wxio.protocol, wxio.adapter.app, importlib.util as u; print(u.find_spec('protocol'), u.find_spec('adapter'))"
     out = subprocess.run(
-        [str(bin_dir / "python"), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path
+        [str(bin_dir / "python"), "-c", probe],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     ).stdout
     assert out.strip() == "None None"

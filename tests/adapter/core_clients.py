@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 import aiohttp
 import socketio
 import websockets
-
 from wxio.protocol.signing import hmac_sign
 
 
@@ -47,7 +46,9 @@ class Signer:
             auth["sign"] = self.md5(ts)
         return auth
 
-    def envelope(self, action: str, payload: Any = None, ts: int | None = None, **meta: Any) -> dict[str, Any]:
+    def envelope(
+        self, action: str, payload: Any = None, ts: int | None = None, **meta: Any
+    ) -> dict[str, Any]:
         ts = now_ms() if ts is None else ts
         m: dict[str, Any] = {"timestamp": ts, "app": self.app, **meta}
         data = {"action": action, "payload": payload}
@@ -68,7 +69,9 @@ class RawClient:
         self.client_id: str = hello["meta"]["client"]
 
     @classmethod
-    async def connect(cls, base_ws: str, signer: Signer, user: str | None = None, **auth_over: Any) -> RawClient:
+    async def connect(
+        cls, base_ws: str, signer: Signer, user: str | None = None, **auth_over: Any
+    ) -> RawClient:
         auth = {**signer.auth(user), **auth_over}
         ws = await websockets.connect(f"{base_ws}/ws?{urlencode(auth)}")
         hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -108,7 +111,9 @@ class SioClient:
             self.refusals.append(data)
 
     @classmethod
-    async def connect(cls, url: str, signer: Signer, user: str | None = None, transports: list[str] | None = None) -> SioClient:
+    async def connect(
+        cls, url: str, signer: Signer, user: str | None = None, transports: list[str] | None = None
+    ) -> SioClient:
         client = cls()
         await client.sio.connect(url, auth=signer.auth(user), transports=transports, wait_timeout=5)
         return client

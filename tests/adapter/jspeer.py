@@ -92,10 +92,12 @@ class JsPeer:
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise AssertionError(f"{self.lib}: no {ev} {match} within {timeout}s; saw {skipped}")
+                    raise AssertionError(
+                        f"{self.lib}: no {ev} {match} within {timeout}s; saw {skipped}"
+                    )
                 try:
                     event = await asyncio.wait_for(self.events.get(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 if event.get("ev") == ev and all(event.get(k) == v for k, v in match.items()):
                     return event
@@ -141,7 +143,7 @@ class JsPeer:
         try:
             await self.command("exit")
             await asyncio.wait_for(self.proc.wait(), 5)
-        except (asyncio.TimeoutError, ConnectionError, BrokenPipeError):
+        except (TimeoutError, ConnectionError, BrokenPipeError):
             self.proc.kill()
             await self.proc.wait()
         self._reader.cancel()

@@ -90,7 +90,9 @@ async def test_frame_over_max_payload_closes_1009(small: RunningServer) -> None:
     await assert_healthy(small)
 
 
-async def test_frame_header_announcing_huge_length_closes_1009_at_once(small: RunningServer) -> None:
+async def test_frame_header_announcing_huge_length_closes_1009_at_once(
+    small: RunningServer,
+) -> None:
     ws, sid = await raw_open(small)
     # 127 => 64-bit length; 2**62 bytes announced, none sent: refused at header time.
     ws.writer.write(bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 2**62) + b"\x00\x00\x00\x00")
@@ -414,8 +416,11 @@ H2C = (
 
 async def test_h2c_upgrade_then_reset(conformance: RunningServer) -> None:
     """CVE-2022-41940: a non-WebSocket Upgrade, then the client resets the connection."""
-    for path in ("/engine.io/?EIO=4&transport=polling", "/socket.io/?EIO=4&transport=websocket",
-                 "/engine.io/?EIO=3&transport=polling&sid=nope"):
+    for path in (
+        "/engine.io/?EIO=4&transport=polling",
+        "/socket.io/?EIO=4&transport=websocket",
+        "/engine.io/?EIO=3&transport=polling&sid=nope",
+    ):
         for _ in range(10):
             _, writer = await asyncio.open_connection("127.0.0.1", conformance.port)
             writer.write(H2C.format(path=path).encode())
@@ -426,14 +431,20 @@ async def test_h2c_upgrade_then_reset(conformance: RunningServer) -> None:
     await asyncio.sleep(0.1)
     await assert_healthy(conformance)
     # Read politely, h2c is not an upgrade we speak: plain HTTP/1.1 answers.
-    r = await raw_http(conformance.port, H2C.format(path="/engine.io/?EIO=4&transport=polling").encode())
+    r = await raw_http(
+        conformance.port, H2C.format(path="/engine.io/?EIO=4&transport=polling").encode()
+    )
     assert r.status == 200 and r.body.startswith(b'0{"sid":')
-    r = await raw_http(conformance.port, H2C.format(path="/engine.io/?EIO=4&transport=websocket").encode())
+    r = await raw_http(
+        conformance.port, H2C.format(path="/engine.io/?EIO=4&transport=websocket").encode()
+    )
     assert r.status == 400 and json.loads(r.body) == {"code": 3, "message": "Bad request"}
 
 
 @pytest.mark.parametrize("garbage", [b"test", b"\x00\xff" * 8, b"\x88\x00"])
-async def test_upgrade_with_garbage_after_headers(conformance: RunningServer, garbage: bytes) -> None:
+async def test_upgrade_with_garbage_after_headers(
+    conformance: RunningServer, garbage: bytes
+) -> None:
     """CVE-2022-21676: frame bytes that are invalid (or unmasked) in the upgrade's packet."""
     reader, writer = await asyncio.open_connection("127.0.0.1", conformance.port)
     try:

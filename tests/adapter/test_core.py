@@ -45,7 +45,11 @@ async def test_request_id_and_exchange_between_raw_sio_and_api(core: RunningServ
         assert saved["meta"]["userId"] == "bob"
 
         # socket.io -> raw; meta.client is the server's, whatever the sender wrote.
-        result = await sio.request(SHOP.envelope("sendToOthers", {"n": 1}, target=raw.client_id, client="forged", userId="mallory"))
+        result = await sio.request(
+            SHOP.envelope(
+                "sendToOthers", {"n": 1}, target=raw.client_id, client="forged", userId="mallory"
+            )
+        )
         assert payload(result)["status"] == "delivered"
         got = await raw.recv()
         assert action(got) == "exchange" and payload(got) == {"n": 1}
@@ -61,7 +65,18 @@ async def test_request_id_and_exchange_between_raw_sio_and_api(core: RunningServ
         # HTTP API -> both
         for target, receiver in ((raw.client_id, raw), (sio.client_id, sio)):
             ts = now_ms()
-            status, body = await api_post(core.url, "transportMessage", {"timestamp": ts, "app": "shop", "target": target, "userId": "web", "sign": SHOP.md5(ts), "message": {"push": target}})
+            status, body = await api_post(
+                core.url,
+                "transportMessage",
+                {
+                    "timestamp": ts,
+                    "app": "shop",
+                    "target": target,
+                    "userId": "web",
+                    "sign": SHOP.md5(ts),
+                    "message": {"push": target},
+                },
+            )
             assert status == 200 and body["delivered"] is True and body["queued"] is False
             got = await receiver.recv()
             assert payload(got) == {"push": target} and got["meta"]["userId"] == "web"
@@ -78,12 +93,20 @@ async def test_broadcast_reaches_every_client_of_the_app_only(core: RunningServe
     outsider = await RawClient.connect(core.ws_url, OTHER)
     try:
         reply = await a.request(SHOP.envelope("broadcast", {"all": 1}))
-        assert payload(reply) == {"status": "delivered", "msgId": reply["meta"]["msgId"], "delivered": 2}
+        assert payload(reply) == {
+            "status": "delivered",
+            "msgId": reply["meta"]["msgId"],
+            "delivered": 2,
+        }
         for client in (b, c):
             got = await client.recv()
             assert action(got) == "broadcast" and payload(got) == {"all": 1}
         ts = now_ms()
-        status, body = await api_post(core.url, "broadcast", {"timestamp": ts, "app": "shop", "sign": SHOP.md5(ts), "message": "m"})
+        status, body = await api_post(
+            core.url,
+            "broadcast",
+            {"timestamp": ts, "app": "shop", "sign": SHOP.md5(ts), "message": "m"},
+        )
         assert status == 200 and body["delivered"] == 3
         for client in (a, b, c):
             assert payload(await client.recv()) == "m"
@@ -100,12 +123,24 @@ async def test_tenants_cannot_reach_each_other(core: RunningServer) -> None:
     shop = await RawClient.connect(core.ws_url, SHOP, user="s")
     other = await RawClient.connect(core.ws_url, OTHER, user="o")
     try:
-        denied = await other.request(OTHER.envelope("sendToOthers", {"x": 1}, target=shop.client_id))
+        denied = await other.request(
+            OTHER.envelope("sendToOthers", {"x": 1}, target=shop.client_id)
+        )
         assert payload(denied)["reason"] == "target_offline"
         denied = await other.request(OTHER.envelope("requestId", app="shop"))
         assert payload(denied)["reason"] == "unknown_app"
         ts = now_ms()
-        status, body = await api_post(core.url, "transportMessage", {"timestamp": ts, "app": "other", "target": shop.client_id, "sign": OTHER.md5(ts), "message": 1})
+        status, body = await api_post(
+            core.url,
+            "transportMessage",
+            {
+                "timestamp": ts,
+                "app": "other",
+                "target": shop.client_id,
+                "sign": OTHER.md5(ts),
+                "message": 1,
+            },
+        )
         assert status == 404 and body["error"] == "target_offline"
     finally:
         await shop.close()
@@ -121,7 +156,9 @@ async def test_tenants_cannot_reach_each_other(core: RunningServer) -> None:
         ({"timestamp": "abc"}, "malformed"),
     ],
 )
-async def test_raw_connect_refused_with_deny_then_close_code(core: RunningServer, auth: dict[str, Any], reason: str) -> None:
+async def test_raw_connect_refused_with_deny_then_close_code(
+    core: RunningServer, auth: dict[str, Any], reason: str
+) -> None:
     from urllib.parse import urlencode
 
     query = {**SHOP.auth("u"), **auth}
@@ -162,7 +199,12 @@ async def test_socketio_connect_refused_with_reason(core: RunningServer) -> None
     auth["sign"] = "0" * 32
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.sio.connect(core.url, auth=auth, wait_timeout=5)
-    assert client.refusals == [{"message": "bad_signature", "data": {"reason": "bad_signature", "message": "bad signature"}}]
+    assert client.refusals == [
+        {
+            "message": "bad_signature",
+            "data": {"reason": "bad_signature", "message": "bad signature"},
+        }
+    ]
     await client.sio.disconnect()
 
 
@@ -181,7 +223,9 @@ async def test_socketio_connect_refused_with_reason(core: RunningServer) -> None
         (lambda e: e["meta"].update(app=["shop"]), "meta.app"),
     ],
 )
-async def test_malformed_envelopes_are_denied_naming_the_field(core: RunningServer, mutate: Any, field: str) -> None:
+async def test_malformed_envelopes_are_denied_naming_the_field(
+    core: RunningServer, mutate: Any, field: str
+) -> None:
     raw = await RawClient.connect(core.ws_url, SHOP)
     try:
         message = SHOP.envelope("sendToOthers", {"x": 1}, target="t")
@@ -191,7 +235,7 @@ async def test_malformed_envelopes_are_denied_naming_the_field(core: RunningServ
         assert payload(denied)["message"].startswith(field)
         for junk in ("[1,2", "[]", '"text"', "{" * 40 + "}" * 40):
             assert payload(await raw.request(junk))["reason"] == "malformed"
-        assert payload(await raw.request(SHOP.envelope("fly"))) ["reason"] == "unknown_action"
+        assert payload(await raw.request(SHOP.envelope("fly")))["reason"] == "unknown_action"
         assert action(await raw.request(SHOP.envelope("requestId"))) == "saveId"
     finally:
         await raw.close()
@@ -303,7 +347,9 @@ async def test_hmac_app_signs_connect_and_messages_and_refuses_replays(core: Run
         message = strict.envelope("requestId")
         assert action(await raw.request(message)) == "saveId"
         replay = await raw.request(message)
-        assert payload(replay)["reason"] == "bad_signature" and "nonce" in payload(replay)["message"]
+        assert (
+            payload(replay)["reason"] == "bad_signature" and "nonce" in payload(replay)["message"]
+        )
         tampered = strict.envelope("sendToOthers", {"a": 1}, target="x")
         tampered["data"]["payload"] = {"a": 2}
         assert payload(await raw.request(tampered))["reason"] == "bad_signature"
@@ -319,8 +365,16 @@ async def test_http_api_errors(core: RunningServer) -> None:
     good = {"timestamp": ts, "app": "shop", "target": "nobody", "sign": SHOP.md5(ts), "message": 1}
     assert (await api_post(core.url, "transportMessage", good))[0] == 404
     assert (await api_post(core.url, "transportMessage", {**good, "sign": "x"}))[0] == 401
-    assert (await api_post(core.url, "transportMessage", {**good, "app": "nope"}))[1]["error"] == "bad_signature"
-    assert (await api_post(core.url, "transportMessage", {**good, "timestamp": ts - 10**6, "sign": SHOP.md5(ts - 10**6)}))[1]["error"] == "expired"
+    assert (await api_post(core.url, "transportMessage", {**good, "app": "nope"}))[1][
+        "error"
+    ] == "bad_signature"
+    assert (
+        await api_post(
+            core.url,
+            "transportMessage",
+            {**good, "timestamp": ts - 10**6, "sign": SHOP.md5(ts - 10**6)},
+        )
+    )[1]["error"] == "expired"
     assert (await api_post(core.url, "transportMessage", {"app": "shop"}))[0] == 400
     status, body = await api_post(core.url, "transportMessage", {**good, "message": "x" * 70_000})
     assert status == 413 and body["error"] == "too_large"

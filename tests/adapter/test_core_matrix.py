@@ -145,7 +145,14 @@ async def test_every_client_kind_reaches_every_other(core: RunningServer) -> Non
             status, reply = await api_post(
                 core.url,
                 "transportMessage",
-                {"timestamp": ts, "app": "mx", "target": receiver.client_id, "userId": "web", "sign": APP.md5(ts), "message": {"api": receiver.name}},
+                {
+                    "timestamp": ts,
+                    "app": "mx",
+                    "target": receiver.client_id,
+                    "userId": "web",
+                    "sign": APP.md5(ts),
+                    "message": {"api": receiver.name},
+                },
             )
             assert status == 200 and reply["delivered"] is True
             got = await receiver.exchange()

@@ -18,7 +18,10 @@ pytestmark = [requires_node, pytest.mark.node]
 @requires_node
 def test_wx_shim_self_test() -> None:
     result = subprocess.run(
-        ["node", "--test", str(JS_DIR / "shim.test.js")], capture_output=True, text=True, timeout=120
+        ["node", "--test", str(JS_DIR / "shim.test.js")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
@@ -49,7 +52,9 @@ async def test_library_against_conformance_server(conformance: RunningServer, li
         await peer.emit("message", "still here")
         assert (await peer.expect("event", name="message-back"))["args"] == ["still here"]
 
-        await peer.connect(conformance.url, sock="custom", nsp="/custom", subscribe=("auth",), **opts)
+        await peer.connect(
+            conformance.url, sock="custom", nsp="/custom", subscribe=("auth",), **opts
+        )
         auth = await peer.expect("event", name="auth", sock="custom")
         assert auth["args"][0] in ({"token": "abc"}, {})
     finally:
@@ -57,7 +62,9 @@ async def test_library_against_conformance_server(conformance: RunningServer, li
 
 
 @pytest.mark.parametrize("lib", ["weapp", "wxapp"])
-async def test_mini_program_background_cut_and_reconnect(conformance: RunningServer, lib: str) -> None:
+async def test_mini_program_background_cut_and_reconnect(
+    conformance: RunningServer, lib: str
+) -> None:
     peer = await JsPeer.start(lib)
     try:
         await peer.connect(

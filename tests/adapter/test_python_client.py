@@ -13,7 +13,9 @@ from .conftest import RunningServer, StartServer
 TRANSPORTS = [["polling"], ["websocket"], None]  # None: polling, then upgrade
 
 
-async def _client(server: RunningServer, transports: list[str] | None, **kw: Any) -> tuple[socketio.AsyncClient, asyncio.Queue[Any]]:
+async def _client(
+    server: RunningServer, transports: list[str] | None, **kw: Any
+) -> tuple[socketio.AsyncClient, asyncio.Queue[Any]]:
     client = socketio.AsyncClient(reconnection=False)
     inbox: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -26,12 +28,17 @@ async def _client(server: RunningServer, transports: list[str] | None, **kw: Any
 
 
 @pytest.mark.parametrize("transports", TRANSPORTS, ids=["polling", "websocket", "upgrade"])
-async def test_event_ack_and_binary_both_ways(conformance: RunningServer, transports: list[str] | None) -> None:
+async def test_event_ack_and_binary_both_ways(
+    conformance: RunningServer, transports: list[str] | None
+) -> None:
     client, inbox = await _client(conformance, transports, auth={"token": "abc"})
     try:
         assert await asyncio.wait_for(inbox.get(), 5) == ("auth", {"token": "abc"})
         await client.emit("message", [1, b"\x01\x02", {"x": "y"}])
-        assert await asyncio.wait_for(inbox.get(), 5) == ("message-back", [1, b"\x01\x02", {"x": "y"}])
+        assert await asyncio.wait_for(inbox.get(), 5) == (
+            "message-back",
+            [1, b"\x01\x02", {"x": "y"}],
+        )
         reply = await client.call("message-with-ack", ({"a": 1}, b"\x03"), timeout=5)
         assert reply == ({"a": 1}, b"\x03")
         if transports is None:
@@ -119,7 +126,9 @@ async def test_server_emit_with_ack_and_rooms(start_server: StartServer) -> None
         await b.disconnect()
 
 
-async def test_connection_middleware_refuses_and_runs_after_disconnect(start_server: StartServer) -> None:
+async def test_connection_middleware_refuses_and_runs_after_disconnect(
+    start_server: StartServer,
+) -> None:
     events: list[str] = []
     left = asyncio.Event()
 

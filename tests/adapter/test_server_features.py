@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
-
 from wxio.adapter.sio import AckTimeout
 
 from .conftest import StartServer, free_port
@@ -33,7 +32,9 @@ async def test_dynamic_namespaces_by_pattern_and_by_callable(start_server: Start
 
     server = await start_server(setup=setup)
     client = socketio.AsyncClient(reconnection=False)
-    await client.connect(server.url, namespaces=["/room-12", "/vip-a"], auth={"pass": "ok"}, wait_timeout=5)
+    await client.connect(
+        server.url, namespaces=["/room-12", "/vip-a"], auth={"pass": "ok"}, wait_timeout=5
+    )
     try:
         assert await client.call("where", namespace="/room-12", timeout=5) == "/room-12"
         assert await client.call("where", namespace="/vip-a", timeout=5) == "/vip-a"
@@ -43,7 +44,9 @@ async def test_dynamic_namespaces_by_pattern_and_by_callable(start_server: Start
     errors: list[Any] = []
     refused.on("connect_error", errors.append, namespace="/vip-b")
     with pytest.raises(socketio.exceptions.ConnectionError):
-        await refused.connect(server.url, namespaces=["/vip-b"], auth={"pass": "no"}, wait_timeout=5)
+        await refused.connect(
+            server.url, namespaces=["/vip-b"], auth={"pass": "no"}, wait_timeout=5
+        )
     assert errors == [{"message": "Invalid namespace"}]
     await refused.disconnect()
 
@@ -72,12 +75,15 @@ async def test_server_call_times_out_without_an_ack(start_server: StartServer) -
 
 async def test_generate_id_hook(start_server: StartServer) -> None:
     def setup(io: Any) -> None:
-        io.generate_id = lambda request: "custom-" + request.headers.get("X-Tenant", "x") + "-0123456789abcdef"
+        io.generate_id = lambda request: (
+            "custom-" + request.headers.get("X-Tenant", "x") + "-0123456789abcdef"
+        )
 
     server = await start_server(setup=setup)
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.url}/socket.io/?EIO=4&transport=polling", headers={"X-Tenant": "t1"}) as resp:
-            body = await resp.text()
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{server.url}/socket.io/?EIO=4&transport=polling", headers={"X-Tenant": "t1"}
+    ) as resp:
+        body = await resp.text()
     assert json.loads(body[1:])["sid"] == "custom-t1-0123456789abcdef"
 
 
@@ -100,8 +106,14 @@ async def test_jsonp_polling_eio3(conformance: Any) -> None:
 async def test_serve_loads_app_and_shuts_down_gracefully(tmp_path: Path) -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wxio.adapter", "serve", "--port", str(port),
-        "--app", "tests.adapter.user_app:setup",
+        sys.executable,
+        "-m",
+        "wxio.adapter",
+        "serve",
+        "--port",
+        str(port),
+        "--app",
+        "tests.adapter.user_app:setup",
         cwd=str(ROOT),
         env={**os.environ, "WXIO_DEMO_KEY": "demo-key"},
         stdout=asyncio.subprocess.PIPE,
@@ -132,7 +144,9 @@ async def test_serve_loads_app_and_shuts_down_gracefully(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity"])
-async def test_large_poll_responses_are_compressed_when_accepted(conformance: Any, encoding: str) -> None:
+async def test_large_poll_responses_are_compressed_when_accepted(
+    conformance: Any, encoding: str
+) -> None:
     import zlib
 
     async with aiohttp.ClientSession(auto_decompress=False) as http:
@@ -154,7 +168,9 @@ async def test_large_poll_responses_are_compressed_when_accepted(conformance: An
         assert len(raw) < len(big) // 10
 
 
-async def test_a_trickling_poll_body_is_cut_after_one_heartbeat_period(start_server: StartServer) -> None:
+async def test_a_trickling_poll_body_is_cut_after_one_heartbeat_period(
+    start_server: StartServer,
+) -> None:
     server = await start_server(profile="conformance")  # pingInterval 0.3 + pingTimeout 0.2
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{server.url}/engine.io/?EIO=4&transport=polling") as resp:

@@ -67,14 +67,21 @@ def now() -> float:
 
 
 @pytest.mark.parametrize(
-    "transport", [None, "", "foo", "__proto__", "constructor", "hasOwnProperty", "toString", "POLLING"]
+    "transport",
+    [None, "", "foo", "__proto__", "constructor", "hasOwnProperty", "toString", "POLLING"],
 )
-async def test_transport_missing_or_unknown(conformance: RunningServer, transport: str | None) -> None:
+async def test_transport_missing_or_unknown(
+    conformance: RunningServer, transport: str | None
+) -> None:
     async with Polling(conformance) as p:
-        assert_error(await p.request("GET", EIO=4, transport=transport), 400, 0, "Transport unknown")
+        assert_error(
+            await p.request("GET", EIO=4, transport=transport), 400, 0, "Transport unknown"
+        )
         assert_error(
             await p.request("POST", "4x", ctype=TEXT, EIO=4, transport=transport, sid="abc"),
-            400, 0, "Transport unknown",
+            400,
+            0,
+            "Transport unknown",
         )
 
 
@@ -82,7 +89,9 @@ async def test_transport_missing_or_unknown(conformance: RunningServer, transpor
 async def test_transport_unknown_on_upgrade_refused_before_101(
     conformance: RunningServer, transport: str
 ) -> None:
-    r = await raw_http(conformance.port, upgrade_request(f"/engine.io/?EIO=4&transport={transport}"))
+    r = await raw_http(
+        conformance.port, upgrade_request(f"/engine.io/?EIO=4&transport={transport}")
+    )
     assert (r.status, r.reason) == (400, "Bad Request")
     assert r.headers["connection"].lower() == "close"
     assert r.headers["content-type"].startswith("text/html")
@@ -94,11 +103,23 @@ async def test_transport_unknown_on_upgrade_refused_before_101(
 async def test_unknown_sid(conformance: RunningServer, eio: int, method: str) -> None:
     async with Polling(conformance) as p:
         body = "4x" if eio == 4 else "2:4x"
-        r = await p.request(method, body if method == "POST" else None, ctype=TEXT, EIO=eio,
-                            transport="polling", sid="nope-not-a-sid")
+        r = await p.request(
+            method,
+            body if method == "POST" else None,
+            ctype=TEXT,
+            EIO=eio,
+            transport="polling",
+            sid="nope-not-a-sid",
+        )
         assert_error(r, 400, 1, "Session ID unknown")
-        r = await p.request(method, body if method == "POST" else None, ctype=TEXT, EIO=eio,
-                            transport="polling", sid="")
+        r = await p.request(
+            method,
+            body if method == "POST" else None,
+            ctype=TEXT,
+            EIO=eio,
+            transport="polling",
+            sid="",
+        )
         assert_error(r, 400, 1, "Session ID unknown")
 
 
@@ -231,7 +252,8 @@ async def test_v4_octet_stream_post_is_refused_and_closes(calm: RunningServer) -
 
 async def test_post_over_max_payload_by_content_length(start_server: StartServer) -> None:
     server = await start_server(
-        profile="conformance", engine={"max_payload": 1000, "ping_interval": 10.0, "ping_timeout": 10.0}
+        profile="conformance",
+        engine={"max_payload": 1000, "ping_interval": 10.0, "ping_timeout": 10.0},
     )
     async with Polling(server) as p:
         sid, info, _ = await p.handshake(4)
@@ -245,9 +267,12 @@ async def test_post_over_max_payload_by_content_length(start_server: StartServer
         assert await p.packets(sid) == [exact]
 
 
-async def test_post_over_max_payload_chunked_refused_while_streaming(start_server: StartServer) -> None:
+async def test_post_over_max_payload_chunked_refused_while_streaming(
+    start_server: StartServer,
+) -> None:
     server = await start_server(
-        profile="conformance", engine={"max_payload": 1000, "ping_interval": 10.0, "ping_timeout": 10.0}
+        profile="conformance",
+        engine={"max_payload": 1000, "ping_interval": 10.0, "ping_timeout": 10.0},
     )
     async with Polling(server) as p:
         sid, _, _ = await p.handshake(4)
@@ -257,7 +282,12 @@ async def test_post_over_max_payload_chunked_refused_while_streaming(start_serve
             writer.write(
                 f"POST /engine.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\n"
                 "Host: 127.0.0.1\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-                + b"258\r\n" + chunk + b"\r\n" + b"258\r\n" + b"z" * 600 + b"\r\n"
+                + b"258\r\n"
+                + chunk
+                + b"\r\n"
+                + b"258\r\n"
+                + b"z" * 600
+                + b"\r\n"
             )
             await writer.drain()
             # No terminating chunk: the 413 must come as soon as 1000 bytes are passed.
@@ -330,7 +360,9 @@ async def test_handshake_websocket(conformance: RunningServer, eio: int) -> None
 async def test_options_preflight(conformance: RunningServer) -> None:
     async with Polling(conformance) as p:
         r = await p.request(
-            "OPTIONS", EIO=4, transport="polling",
+            "OPTIONS",
+            EIO=4,
+            transport="polling",
             headers={"Origin": "http://example.com", "Access-Control-Request-Method": "POST"},
         )
         assert r.status == 204
@@ -520,7 +552,9 @@ async def test_upgrade_probe_sequence(calm: RunningServer, eio: int) -> None:
             assert await ws_recv(ws) == (b"\x01\x02" if eio == 4 else b"\x04\x01\x02")
             # Polling with the upgraded sid is refused; the WebSocket goes on.
             assert_error(await p.get(sid, eio), 400, 3, "Bad request")
-            assert_error(await p.post(sid, "4x" if eio == 4 else "2:4x", eio), 400, 3, "Bad request")
+            assert_error(
+                await p.post(sid, "4x" if eio == 4 else "2:4x", eio), 400, 3, "Bad request"
+            )
             await ws.send_str("4still")
             assert await ws_recv(ws) == "4still"
         finally:
@@ -698,8 +732,8 @@ async def test_echo_v4_polling_text_and_binary(calm: RunningServer) -> None:
         assert r.body == b"4hello\x1e4world"
         assert (await p.post(sid, "4hello\x1ebAQIDBA==")).body == b"ok"
         assert (await p.get(sid)).body == b"4hello\x1ebAQIDBA=="
-        assert (await p.post(sid, "4\u20ac\U0001F600")).body == b"ok"
-        assert (await p.get(sid)).text == "4\u20ac\U0001F600"
+        assert (await p.post(sid, "4\u20ac\U0001f600")).body == b"ok"
+        assert (await p.get(sid)).text == "4\u20ac\U0001f600"
 
 
 async def test_echo_v3_polling_text(calm: RunningServer) -> None:
@@ -708,11 +742,11 @@ async def test_echo_v3_polling_text(calm: RunningServer) -> None:
         assert (await p.post(sid, "6:4test16:4test26:4test3", 3)).body == b"ok"
         assert (await p.get(sid, 3)).body == b"6:4test16:4test26:4test3"
         # Lengths in UTF-16 code units: "\u20ac" counts 1, an emoji 2.
-        body = v3_join("4hello", "4\u20ac", "4\U0001F600")
-        assert body == "6:4hello2:4\u20ac3:4\U0001F600"
+        body = v3_join("4hello", "4\u20ac", "4\U0001f600")
+        assert body == "6:4hello2:4\u20ac3:4\U0001f600"
         assert (await p.post(sid, body, 3)).body == b"ok"
         r = await p.get(sid, 3)
-        assert r.text == body and v3_split(r.text) == ["4hello", "4\u20ac", "4\U0001F600"]
+        assert r.text == body and v3_split(r.text) == ["4hello", "4\u20ac", "4\U0001f600"]
 
 
 async def test_echo_v3_polling_binary_b64(calm: RunningServer) -> None:
@@ -761,8 +795,8 @@ async def test_echo_websocket_text_and_binary(calm: RunningServer, eio: int) -> 
         try:
             await ws.send_str("4hello")
             assert await ws_recv(ws) == "4hello"
-            await ws.send_str("4\u20ac\U0001F600")
-            assert await ws_recv(ws) == "4\u20ac\U0001F600"
+            await ws.send_str("4\u20ac\U0001f600")
+            assert await ws_recv(ws) == "4\u20ac\U0001f600"
             if eio == 4:
                 await ws.send_bytes(b"\x01\x02\x03\x04")  # v4: no type byte
                 assert await ws_recv(ws) == b"\x01\x02\x03\x04"

@@ -110,7 +110,7 @@ async def test_connect_reply_has_exactly_sid(calm: RunningServer) -> None:
             await ws.send_str('40/custom,{"token":"abc"}')
             reply = await ws_recv(ws)
             assert isinstance(reply, str) and reply.startswith("40/custom,{")
-            custom = json.loads(reply[len("40/custom,"):])
+            custom = json.loads(reply[len("40/custom,") :])
             assert set(custom) == {"sid"} and custom["sid"] not in (sid, eio_sid)
             assert await ws_recv(ws) == '42/custom,["auth",{"token":"abc"}]'
         finally:
@@ -133,7 +133,9 @@ async def test_connect_forms(calm: RunningServer, packet: str, auth_event: str) 
             reply = await ws_recv(ws)
             assert isinstance(reply, str)
             prefix = "40/custom," if "/custom" in packet else "40"
-            assert reply.startswith(prefix + "{") and set(json.loads(reply[len(prefix):])) == {"sid"}
+            assert reply.startswith(prefix + "{") and set(json.loads(reply[len(prefix) :])) == {
+                "sid"
+            }
             assert await ws_recv(ws) == auth_event
         finally:
             await ws.close()
@@ -184,7 +186,7 @@ async def test_event_after_disconnect_closes(calm: RunningServer) -> None:
 BEFORE_CONNECT = {
     "event before connect": '42["message"]',
     "binary event before connect": '451-["message",%s]' % PH0,
-    "ack before connect": '43[]',
+    "ack before connect": "43[]",
     "disconnect before connect": "41",
     "client connect_error": '44{"message":"x"}',
     "unknown type": "4abc",
@@ -229,7 +231,14 @@ AFTER_CONNECT = {
     "deep json 33": '42["message",' + "[" * 32 + "]" * 32 + "]",
     "deep json 4500": '42["message",' + "[" * 4500 + "]" * 4500 + "]",
 }
-RESERVED = ["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]
+RESERVED = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+]
 
 
 @pytest.mark.parametrize("packet", list(BEFORE_CONNECT.values()), ids=list(BEFORE_CONNECT))
@@ -323,8 +332,8 @@ async def test_event_and_ack_exact_frames(calm: RunningServer) -> None:
             assert await ws_recv(ws) == '43456[1,"2",{"3":[true]}]'
             await ws.send_str('420["message-with-ack"]')
             assert await ws_recv(ws) == "430[]"
-            await ws.send_str('42["message","\u20ac\U0001F600"]')
-            assert await ws_recv(ws) == '42["message-back","\u20ac\U0001F600"]'
+            await ws.send_str('42["message","\u20ac\U0001f600"]')
+            assert await ws_recv(ws) == '42["message-back","\u20ac\U0001f600"]'
         finally:
             await ws.close()
 
@@ -432,8 +441,10 @@ async def test_eio3_custom_namespace_with_query_auth(calm: RunningServer) -> Non
             assert await ws_recv(ws) == '42/custom,["auth",{"token":"1234","uid":"abcd"}]'
             await ws.send_str("40/random,")
             refusal = await ws_recv(ws)
-            assert refusal in ('44/random,"Invalid namespace"',
-                               '44/random,{"message":"Invalid namespace"}')
+            assert refusal in (
+                '44/random,"Invalid namespace"',
+                '44/random,{"message":"Invalid namespace"}',
+            )
             await ws.send_str("2")  # v3: the client pings, the session is still up
             assert await ws_recv(ws) == "3"
         finally:

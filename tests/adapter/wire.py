@@ -166,7 +166,9 @@ class Polling:
         return info["sid"], info, r
 
     async def get(self, sid: str, eio: int = 4, timeout: float = T, **query: Any) -> Reply:
-        return await self.request("GET", EIO=eio, transport="polling", sid=sid, timeout=timeout, **query)
+        return await self.request(
+            "GET", EIO=eio, transport="polling", sid=sid, timeout=timeout, **query
+        )
 
     async def post(
         self, sid: str, data: str | bytes, eio: int = 4, ctype: str = TEXT, **query: Any
@@ -254,7 +256,11 @@ async def ws_recv_until_closed(
 
 
 async def ws_handshake(
-    http: aiohttp.ClientSession, server: RunningServer, path: str = "/engine.io/", eio: int = 4, **q: Any
+    http: aiohttp.ClientSession,
+    server: RunningServer,
+    path: str = "/engine.io/",
+    eio: int = 4,
+    **q: Any,
 ) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
     ws = await ws_open(http, server, path, EIO=eio, **q)
     first = await ws_recv(ws)
@@ -262,7 +268,9 @@ async def ws_handshake(
     return ws, json.loads(first[1:])
 
 
-async def ws_next_skipping_pings(ws: aiohttp.ClientWebSocketResponse, timeout: float = T) -> str | bytes | None:
+async def ws_next_skipping_pings(
+    ws: aiohttp.ClientWebSocketResponse, timeout: float = T
+) -> str | bytes | None:
     """The next frame that is not a v4 ping (pings are answered, so the session stays up)."""
     while True:
         data = await ws_recv(ws, timeout)
@@ -282,7 +290,9 @@ class RawReply(NamedTuple):
     body: bytes
 
 
-async def read_head(reader: asyncio.StreamReader, timeout: float = T) -> tuple[int, str, dict[str, str]]:
+async def read_head(
+    reader: asyncio.StreamReader, timeout: float = T
+) -> tuple[int, str, dict[str, str]]:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
     lines = head.decode("latin-1").split("\r\n")
     _, status, reason = lines[0].split(" ", 2)
@@ -302,7 +312,9 @@ async def raw_http(port: int, request: bytes, timeout: float = T) -> RawReply:
         await writer.drain()
         status, reason, headers = await read_head(reader, timeout)
         if "content-length" in headers:
-            body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout)
+            body = await asyncio.wait_for(
+                reader.readexactly(int(headers["content-length"])), timeout
+            )
         else:
             body = await asyncio.wait_for(reader.read(), timeout)
         return RawReply(status, reason, headers, body)
@@ -388,7 +400,9 @@ class RawWS:
         assert status == 101, (status, headers)
         return cls(reader, writer)
 
-    async def send(self, opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> None:
+    async def send(
+        self, opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0
+    ) -> None:
         self.writer.write(frame(opcode, payload, fin=fin, rsv=rsv))
         await asyncio.wait_for(self.writer.drain(), T)
 

@@ -11,7 +11,6 @@ import aiohttp
 import pytest
 import socketio
 from aiohttp import WSMsgType, web
-
 from wxio.adapter.cluster.redis import RedisBackplane
 
 from tests.adapter.conftest import StartServer, free_port
@@ -52,7 +51,10 @@ class RoundRobin:
                     else:
                         break
 
-            tasks = [asyncio.ensure_future(pump(ws, upstream)), asyncio.ensure_future(pump(upstream, ws))]
+            tasks = [
+                asyncio.ensure_future(pump(ws, upstream)),
+                asyncio.ensure_future(pump(upstream, ws)),
+            ]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in tasks:
                 t.cancel()
@@ -61,8 +63,14 @@ class RoundRobin:
             return ws
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k in ("Content-Type",)}
-        async with self.session.request(request.method, url, data=body or None, headers=headers) as resp:
-            return web.Response(status=resp.status, body=await resp.read(), headers={"Content-Type": resp.headers.get("Content-Type", "text/plain")})
+        async with self.session.request(
+            request.method, url, data=body or None, headers=headers
+        ) as resp:
+            return web.Response(
+                status=resp.status,
+                body=await resp.read(),
+                headers={"Content-Type": resp.headers.get("Content-Type", "text/plain")},
+            )
 
 
 @pytest.fixture

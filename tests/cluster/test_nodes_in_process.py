@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from wxio.adapter.cluster.redis import RedisBackplane
 
 from tests.adapter.conftest import RunningServer, StartServer
@@ -23,7 +22,8 @@ C = Signer("c", "c-key")
 async def _nodes(start_server: StartServer, prefix: str, n: int = 2) -> list[RunningServer]:
     return [
         await start_server(
-            apps=APPS, backplane=RedisBackplane(REDIS_URL, prefix=prefix, node_id=f"n{i}", node_ttl=3.0)
+            apps=APPS,
+            backplane=RedisBackplane(REDIS_URL, prefix=prefix, node_id=f"n{i}", node_ttl=3.0),
         )
         for i in range(n)
     ]
@@ -33,7 +33,9 @@ def payload(message: dict) -> object:
     return message["data"]["payload"]
 
 
-async def test_send_across_nodes_for_each_client_kind(start_server: StartServer, redis_prefix: str) -> None:
+async def test_send_across_nodes_for_each_client_kind(
+    start_server: StartServer, redis_prefix: str
+) -> None:
     a, b = await _nodes(start_server, redis_prefix)
     raw_a = await RawClient.connect(a.ws_url, C, user="ra")
     sio_b = await SioClient.connect(b.url, C, user="sb")
@@ -50,13 +52,26 @@ async def test_send_across_nodes_for_each_client_kind(start_server: StartServer,
 
         # The HTTP API on the node that does not hold the target.
         ts = now_ms()
-        status, body = await api_post(a.url, "transportMessage", {"timestamp": ts, "app": "c", "target": raw_b.client_id, "userId": "web", "sign": C.md5(ts), "message": "via-a"})
+        status, body = await api_post(
+            a.url,
+            "transportMessage",
+            {
+                "timestamp": ts,
+                "app": "c",
+                "target": raw_b.client_id,
+                "userId": "web",
+                "sign": C.md5(ts),
+                "message": "via-a",
+            },
+        )
         assert status == 200 and body["delivered"] is True
         assert payload(await raw_b.recv()) == "via-a"
 
         # Broadcast reaches every client once, on every node.
         ts = now_ms()
-        status, body = await api_post(b.url, "broadcast", {"timestamp": ts, "app": "c", "sign": C.md5(ts), "message": "all"})
+        status, body = await api_post(
+            b.url, "broadcast", {"timestamp": ts, "app": "c", "sign": C.md5(ts), "message": "all"}
+        )
         assert status == 200 and body["delivered"] == 3
         assert payload(await raw_a.recv()) == "all"
         assert payload(await raw_b.recv()) == "all"
@@ -70,7 +85,9 @@ async def test_send_across_nodes_for_each_client_kind(start_server: StartServer,
         await sio_b.close()
 
 
-async def test_inbox_in_redis_and_reconnect_onto_another_node(start_server: StartServer, redis_prefix: str) -> None:
+async def test_inbox_in_redis_and_reconnect_onto_another_node(
+    start_server: StartServer, redis_prefix: str
+) -> None:
     a, b = await _nodes(start_server, redis_prefix)
     sender = await SioClient.connect(a.url, C, user="s")
     mini = await RawClient.connect(a.ws_url, C, user="mini")
@@ -126,7 +143,9 @@ async def test_rooms_across_nodes(start_server: StartServer, redis_prefix: str) 
         for i, node in enumerate(nodes * 2):
             client = socketio.AsyncClient(reconnection=False)
             client.on("heard", lambda data, i=i: heard.put_nowait((i, data)))
-            await client.connect(node.url, auth=C.auth(f"u{i}"), transports=["websocket"], wait_timeout=5)
+            await client.connect(
+                node.url, auth=C.auth(f"u{i}"), transports=["websocket"], wait_timeout=5
+            )
             clients.append(client)
         # clients 0 (node 0), 1 (node 1), 2 (node 0) join "r"; client 3 (node 1) does not
         for client in clients[:3]:

@@ -429,6 +429,7 @@ async def test_stalled_redis_gives_bounded_answers(procs: Processes, redis_prefi
             assert payload(await a2.recv()) == "local"
         finally:
             redis.popen.send_signal(signal.SIGCONT)
+
         async def works_again() -> bool:
             result = await send(a, b.client_id, "after")
             return bool(payload(result).get("status") == "delivered")

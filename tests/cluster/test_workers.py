@@ -16,8 +16,12 @@ APPS = {"c": {"key": "c-key", "rate": 1000, "burst": 1000}}
 C = Signer("c", "c-key")
 
 
-async def test_workers_share_a_port_and_route_between_them(procs: Processes, redis_prefix: str) -> None:
-    node = await procs.start_node("w", redis_url=REDIS_URL, prefix=redis_prefix, apps=APPS, workers=2)
+async def test_workers_share_a_port_and_route_between_them(
+    procs: Processes, redis_prefix: str
+) -> None:
+    node = await procs.start_node(
+        "w", redis_url=REDIS_URL, prefix=redis_prefix, apps=APPS, workers=2
+    )
     url = f"http://127.0.0.1:{node.port}"
     raws = [await RawClient.connect(url.replace("http", "ws"), C, user=f"r{i}") for i in range(8)]
     polling = await SioClient.connect(url, C, user="p", transports=["polling"])
@@ -32,7 +36,9 @@ async def test_workers_share_a_port_and_route_between_them(procs: Processes, red
         # Every raw client reaches the next one, wherever each landed, and the polling client
         # (whose requests land on either worker) reaches and is reached by all of them.
         for sender, receiver in zip(raws, raws[1:] + raws[:1], strict=True):
-            result = await sender.request(C.envelope("sendToOthers", {"to": receiver.client_id}, target=receiver.client_id))
+            result = await sender.request(
+                C.envelope("sendToOthers", {"to": receiver.client_id}, target=receiver.client_id)
+            )
             assert result["data"]["payload"]["status"] == "delivered"
             assert (await receiver.recv())["data"]["payload"] == {"to": receiver.client_id}
         for raw in raws:

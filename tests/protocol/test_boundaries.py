@@ -20,14 +20,44 @@ PROTOCOL = ROOT / "protocol"
 MODULES = sorted(PROTOCOL.rglob("*.py"))
 
 FORBIDDEN_MODULES = {
-    "asyncio", "aiohttp", "socket", "time", "redis", "adapter", "selectors", "ssl", "threading",
-    "multiprocessing", "concurrent", "subprocess", "http", "trio", "anyio", "uvloop",
-    "websockets", "engineio", "socketio", "logging", "random", "sched", "signal",
+    "asyncio",
+    "aiohttp",
+    "socket",
+    "time",
+    "redis",
+    "adapter",
+    "selectors",
+    "ssl",
+    "threading",
+    "multiprocessing",
+    "concurrent",
+    "subprocess",
+    "http",
+    "trio",
+    "anyio",
+    "uvloop",
+    "websockets",
+    "engineio",
+    "socketio",
+    "logging",
+    "random",
+    "sched",
+    "signal",
 }
 ALLOWED_THIRD_PARTY = {"orjson"}
 CLOCK_CALLS = {
-    "time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",
-    "process_time", "now", "utcnow", "today", "fromtimestamp", "sleep",
+    "time",
+    "time_ns",
+    "monotonic",
+    "monotonic_ns",
+    "perf_counter",
+    "perf_counter_ns",
+    "process_time",
+    "now",
+    "utcnow",
+    "today",
+    "fromtimestamp",
+    "sleep",
 }
 
 
@@ -73,9 +103,19 @@ def violations(path: Path, root: Path = ROOT) -> list[str]:
 
 def test_the_scan_sees_the_modules() -> None:
     names = {p.relative_to(PROTOCOL).as_posix() for p in MODULES}
-    assert {"__init__.py", "errors.py", "jsonutil.py", "envelope.py", "signing.py",
-            "engineio/packets.py", "engineio/payload.py", "engineio/handshake.py",
-            "engineio/session.py", "socketio/packets.py", "socketio/binary.py"} <= names
+    assert {
+        "__init__.py",
+        "errors.py",
+        "jsonutil.py",
+        "envelope.py",
+        "signing.py",
+        "engineio/packets.py",
+        "engineio/payload.py",
+        "engineio/handshake.py",
+        "engineio/session.py",
+        "socketio/packets.py",
+        "socketio/binary.py",
+    } <= names
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PROTOCOL).as_posix())
@@ -112,9 +152,15 @@ def test_the_scan_catches(tmp_path: Path, source: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "source",
-    ["from ..errors import StateError", "from . import packets", "from .packets import Packet",
-     "import orjson", "import hmac, hashlib", "from wxio.protocol import jsonutil",
-     "from collections.abc import Mapping"],
+    [
+        "from ..errors import StateError",
+        "from . import packets",
+        "from .packets import Packet",
+        "import orjson",
+        "import hmac, hashlib",
+        "from wxio.protocol import jsonutil",
+        "from collections.abc import Mapping",
+    ],
 )
 def test_the_scan_allows(tmp_path: Path, source: str) -> None:
     module = tmp_path / "protocol" / "engineio" / "ok.py"

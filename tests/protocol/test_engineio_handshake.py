@@ -44,7 +44,11 @@ def test_open_packet_vectors(vector: dict[str, Any]) -> None:
     assert packets.decode_text(vector["text"]) == packet
     # Exactly the five keys the EIO4 suite's to.have.all.keys(...) allows, in reference order.
     assert list(json.loads(packet.data)) == [
-        "sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload"
+        "sid",
+        "upgrades",
+        "pingInterval",
+        "pingTimeout",
+        "maxPayload",
     ]
 
 
@@ -113,8 +117,9 @@ def test_forbidden_is_403_and_takes_a_custom_message() -> None:
 
 def test_open_packet_integer_fields() -> None:
     """Fractional milliseconds never reach the wire as floats."""
-    packet = open_packet("s", upgrades=[], ping_interval_ms=300, ping_timeout_ms=200,
-                         max_payload=10)
+    packet = open_packet(
+        "s", upgrades=[], ping_interval_ms=300, ping_timeout_ms=200, max_payload=10
+    )
     assert json.loads(packet.data)["pingInterval"] == 300
     assert isinstance(json.loads(packet.data)["maxPayload"], int)
 
@@ -134,8 +139,27 @@ def test_b64_values() -> None:
 # -- fuzzing: parse_request never raises ---------------------------------------------------------
 
 _KEYS = ("EIO", "transport", "sid", "j", "b64", "t", "__proto__", "constructor", "eio", "")
-_VALUES = ("3", "4", "5", "", "polling", "websocket", "1", "true", "0", "abc", "__proto__", "03",
-           "4 ", "\u0664", "123456789", "1234567890", "-1", "\udcff", "websocket\x00")
+_VALUES = (
+    "3",
+    "4",
+    "5",
+    "",
+    "polling",
+    "websocket",
+    "1",
+    "true",
+    "0",
+    "abc",
+    "__proto__",
+    "03",
+    "4 ",
+    "\u0664",
+    "123456789",
+    "1234567890",
+    "-1",
+    "\udcff",
+    "websocket\x00",
+)
 
 
 def _random_query(seed: int) -> dict[str, str]:

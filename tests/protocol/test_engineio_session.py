@@ -29,7 +29,9 @@ from wxio.protocol.errors import StateError
 
 INTERVAL, TIMEOUT, UPGRADE_TIMEOUT = 25.0, 20.0, 10.0
 CONFIG = EngineConfig(
-    ping_interval=INTERVAL, ping_timeout=TIMEOUT, max_payload=1_000_000,
+    ping_interval=INTERVAL,
+    ping_timeout=TIMEOUT,
+    max_payload=1_000_000,
     upgrade_timeout=UPGRADE_TIMEOUT,
 )
 T0 = 1000.0  # the handshake time; any origin works since time is only ever an argument
@@ -237,7 +239,9 @@ def test_messages_become_events_in_order(eio: int) -> None:
     session = make(eio)
     session.receive_many([msg("a"), msg(b"\x01"), NOOP, msg("c")], T0 + 1)
     assert session.events_received() == [
-        MessageReceived("a"), MessageReceived(b"\x01"), MessageReceived("c")
+        MessageReceived("a"),
+        MessageReceived(b"\x01"),
+        MessageReceived("c"),
     ]
     assert session.events_received() == []
 
@@ -497,7 +501,8 @@ def test_close_during_upgrade_aborts_it_first() -> None:
     session.receive_probe(PING_PROBE, T0)
     session.close()
     assert session.events_received() == [
-        UpgradeAborted("session closed"), Closed(CloseReason.FORCED_CLOSE)
+        UpgradeAborted("session closed"),
+        Closed(CloseReason.FORCED_CLOSE),
     ]
     with pytest.raises(StateError):
         session.receive_probe(UPGRADE, T0)
@@ -567,7 +572,7 @@ def test_queued_bytes_counts_utf8_bytes_of_text() -> None:
     session = make(4, keep_open=True)
     session.take_outbox()
     session.send_message("\u20ac" * 10)
-    session.send_message("\U0001F600")
+    session.send_message("\U0001f600")
     assert session.queued_bytes == 34
 
 
@@ -629,8 +634,19 @@ class SessionMachine(RuleBasedStateMachine):
         if result is not None and packet.type is PacketType.PING:
             assert result == [PONG_PROBE]
 
-    @rule(which=st.sampled_from(["get_started", "get_finished", "post_started", "post_finished",
-                                 "take_outbox", "close", "decode_failed"]))
+    @rule(
+        which=st.sampled_from(
+            [
+                "get_started",
+                "get_finished",
+                "post_started",
+                "post_finished",
+                "take_outbox",
+                "close",
+                "decode_failed",
+            ]
+        )
+    )
     @precondition(lambda self: self.session is not None)
     def request(self, which: str) -> None:
         assert self.session is not None

@@ -85,12 +85,31 @@ def test_builder_vectors(vector: dict[str, Any]) -> None:
 def test_wire_values() -> None:
     """The mobile-sdk's action strings, and the deny reasons clients see."""
     assert [a.value for a in Action] == [
-        "saveId", "requestId", "sendToOthers", "reConnectAndUpdates", "reConnectUpdated", "deny",
-        "exchange", "broadcast", "connect", "disconnect", "ack", "ping", "pong",
+        "saveId",
+        "requestId",
+        "sendToOthers",
+        "reConnectAndUpdates",
+        "reConnectUpdated",
+        "deny",
+        "exchange",
+        "broadcast",
+        "connect",
+        "disconnect",
+        "ack",
+        "ping",
+        "pong",
     ]
     assert {r.value for r in DenyReason} == {
-        "bad_signature", "expired", "unknown_app", "malformed", "unknown_action",
-        "target_offline", "not_allowed", "too_large", "rate_limited", "unavailable",
+        "bad_signature",
+        "expired",
+        "unknown_app",
+        "malformed",
+        "unknown_action",
+        "target_offline",
+        "not_allowed",
+        "too_large",
+        "rate_limited",
+        "unavailable",
     }
 
 
@@ -112,8 +131,13 @@ def test_parse_takes_decoded_values_only() -> None:
 _id = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=MAX_ID_LEN)
 _opt_id = st.one_of(st.none(), _id)
 _payload = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=8),
-              st.floats(allow_nan=False, allow_infinity=False)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**63 - 1),
+        st.text(max_size=8),
+        st.floats(allow_nan=False, allow_infinity=False),
+    ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
     ),
@@ -121,8 +145,17 @@ _payload = st.recursive(
 )
 _envelopes = st.builds(
     Envelope,
-    st.builds(Meta, st.one_of(st.none(), st.integers(0, 2**53)), _opt_id, _opt_id, _opt_id,
-              _opt_id, _opt_id, _opt_id, _opt_id),
+    st.builds(
+        Meta,
+        st.one_of(st.none(), st.integers(0, 2**53)),
+        _opt_id,
+        _opt_id,
+        _opt_id,
+        _opt_id,
+        _opt_id,
+        _opt_id,
+        _opt_id,
+    ),
     st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=64),
     _payload,
 )
@@ -143,9 +176,33 @@ _SEEDS = tuple(v["text"] for v in load(PATH)["envelopes"]) + tuple(
 )
 
 _META_KEYS = ("timestamp", "app", "sign", "client", "userId", "target", "msgId", "nonce", "x")
-_ODD = (None, True, False, 0, -1, 1.5, 1e300, float("nan"), float("inf"), -0.0, 1.7e12, 2**53,
-        2**53 + 1, 10**30, "", "a", "a" * 129, "1700000000000", "12345678901234567", "1e3",
-        "\u0661", [], {}, [1], {"a": 1})
+_ODD = (
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    1e300,
+    float("nan"),
+    float("inf"),
+    -0.0,
+    1.7e12,
+    2**53,
+    2**53 + 1,
+    10**30,
+    "",
+    "a",
+    "a" * 129,
+    "1700000000000",
+    "12345678901234567",
+    "1e3",
+    "\u0661",
+    [],
+    {},
+    [1],
+    {"a": 1},
+)
 
 
 def _random_value(rng: random.Random, depth: int = 0) -> Any:
@@ -169,8 +226,11 @@ def _random_envelope(seed: int) -> Any:
     if rng.random() < 0.9:
         data: Any = {}
         if rng.random() < 0.9:
-            data["action"] = rng.choice(["ping", "x" * 64, "x" * 65, ""]) if rng.random() < 0.7 \
+            data["action"] = (
+                rng.choice(["ping", "x" * 64, "x" * 65, ""])
+                if rng.random() < 0.7
                 else _random_value(rng)
+            )
         if rng.random() < 0.5:
             data["payload"] = _random_value(rng)
         value["data"] = data if rng.random() < 0.9 else _random_value(rng)

@@ -13,8 +13,13 @@ def test_tree() -> None:
     assert issubclass(errors.RemoteProtocolError, errors.ProtocolError)
     assert issubclass(errors.LocalProtocolError, errors.ProtocolError)
     assert not issubclass(errors.LocalProtocolError, errors.RemoteProtocolError)
-    for cls in (errors.DecodeError, errors.LimitExceeded, errors.StateError, EnvelopeError,
-                SignatureError):
+    for cls in (
+        errors.DecodeError,
+        errors.LimitExceeded,
+        errors.StateError,
+        EnvelopeError,
+        SignatureError,
+    ):
         assert issubclass(cls, errors.RemoteProtocolError)
 
 
@@ -44,8 +49,12 @@ def test_reason_override_is_per_instance() -> None:
 
 def test_package_exports() -> None:
     assert set(protocol.__all__) == {
-        "ProtocolError", "RemoteProtocolError", "LocalProtocolError", "DecodeError",
-        "LimitExceeded", "StateError",
+        "ProtocolError",
+        "RemoteProtocolError",
+        "LocalProtocolError",
+        "DecodeError",
+        "LimitExceeded",
+        "StateError",
     }
     for name in protocol.__all__:
         assert getattr(protocol, name) is getattr(errors, name)

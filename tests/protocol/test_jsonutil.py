@@ -116,8 +116,20 @@ def test_loads_accepts_str_and_bytes_likes() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "{", "[1,]", "NaN", "Infinity", "1e400", "'x'", '"\\ud800"', "[1] x", b"\xff", b'"\xc3"',
-     '"\ud800"'],
+    [
+        "",
+        "{",
+        "[1,]",
+        "NaN",
+        "Infinity",
+        "1e400",
+        "'x'",
+        '"\\ud800"',
+        "[1] x",
+        b"\xff",
+        b'"\xc3"',
+        '"\ud800"',
+    ],
 )
 def test_loads_errors_are_decode_errors(text: str | bytes) -> None:
     with pytest.raises(DecodeError) as excinfo:
@@ -167,7 +179,9 @@ def _depth(value: Any) -> int:
 
 _tricky_text = st.text(st.sampled_from('[]{}"\\:,0123456789 a\u20ac'), max_size=12)
 _scalars = st.one_of(
-    st.none(), st.booleans(), _tricky_text,
+    st.none(),
+    st.booleans(),
+    _tricky_text,
     st.integers(-(10**120), 10**120),  # straddles the 100-digit limit
     st.floats(allow_nan=False, allow_infinity=False),
 )
@@ -176,12 +190,15 @@ _scalars = st.one_of(
 @st.composite
 def documents(draw: Any) -> Any:
     """JSON values whose depth straddles 32: random trees wrapped in 0..40 arrays/objects."""
-    value = draw(st.recursive(
-        _scalars,
-        lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                st.dictionaries(_tricky_text, inner, max_size=3)),
-        max_leaves=8,
-    ))
+    value = draw(
+        st.recursive(
+            _scalars,
+            lambda inner: st.one_of(
+                st.lists(inner, max_size=3), st.dictionaries(_tricky_text, inner, max_size=3)
+            ),
+            max_leaves=8,
+        )
+    )
     for as_list in draw(st.lists(st.booleans(), max_size=40)):
         value = [value] if as_list else {"k": value}
     return value

@@ -55,8 +55,14 @@ def test_md5_verify_vectors(vector: dict[str, Any]) -> None:
     kwargs = {"window_ms": vector["window_ms"]} if "window_ms" in vector else {}
 
     def call() -> None:
-        signing.verify_md5(vector["app"], vector["timestamp"], vector["sign"], KEYS.get,
-                           now_ms=vector["now_ms"], **kwargs)
+        signing.verify_md5(
+            vector["app"],
+            vector["timestamp"],
+            vector["sign"],
+            KEYS.get,
+            now_ms=vector["now_ms"],
+            **kwargs,
+        )
 
     if vector.get("ok"):
         assert call() is None
@@ -71,9 +77,16 @@ def test_hmac_verify_vectors(vector: dict[str, Any]) -> None:
     kwargs = {"window_ms": vector["window_ms"]} if "window_ms" in vector else {}
 
     def call() -> NonceClaim:
-        return signing.verify_hmac(vector["app"], vector["timestamp"], vector["nonce"],
-                                   vector["body"], vector["sign"], KEYS.get,
-                                   now_ms=vector["now_ms"], **kwargs)
+        return signing.verify_hmac(
+            vector["app"],
+            vector["timestamp"],
+            vector["nonce"],
+            vector["body"],
+            vector["sign"],
+            KEYS.get,
+            now_ms=vector["now_ms"],
+            **kwargs,
+        )
 
     if "claim" in vector:
         assert call() == NonceClaim(**vector["claim"])
@@ -169,7 +182,7 @@ _body = st.recursive(
 
 
 @settings(max_examples=ROUND_TRIP_EXAMPLES, deadline=None)
-@given(_app, _key, st.integers(0, 2**53), st.integers(-10**6, 10**6))
+@given(_app, _key, st.integers(0, 2**53), st.integers(-(10**6), 10**6))
 def test_md5_sign_then_verify(app: str, key: str, ts: int, skew: int) -> None:
     sign = signing.md5_sign(app, key, ts)
     assert sign == hashlib.md5(f"{app}{key}{ts}".encode()).hexdigest()
@@ -194,9 +207,18 @@ def test_hmac_sign_then_verify(app: str, key: str, ts: int, nonce: str, body: An
 
 
 @settings(max_examples=ROUND_TRIP_EXAMPLES, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["n1", "n2", "n3"]),
-                          st.integers(0, 50), st.integers(0, 20)), max_size=30),
-       st.integers(1, 4))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(["n1", "n2", "n3"]),
+            st.integers(0, 50),
+            st.integers(0, 20),
+        ),
+        max_size=30,
+    ),
+    st.integers(1, 4),
+)
 def test_nonce_window_matches_a_model(steps: list[tuple[str, str, int, int]], cap: int) -> None:
     window = NonceWindow(max_entries=cap)
     live: dict[tuple[str, str], int] = {}

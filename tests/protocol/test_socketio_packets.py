@@ -147,7 +147,12 @@ def test_constants() -> None:
     assert MAX_ATTACHMENTS == 10
     assert MAX_ACK_ID == 2**53
     assert {
-        "connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "newListener",
+        "removeListener",
     } == RESERVED_EVENTS
 
 
@@ -262,10 +267,14 @@ def test_deconstruct_order_and_copy() -> None:
     data = ["e", {"a": b"1", "b": [b"2", bytearray(b"3")]}, memoryview(b"4")]
     stripped, buffers = deconstruct(data)
     assert buffers == [b"1", b"2", b"3", b"4"]
-    assert stripped == ["e", {"a": {"_placeholder": True, "num": 0},
-                              "b": [{"_placeholder": True, "num": 1},
-                                    {"_placeholder": True, "num": 2}]},
-                        {"_placeholder": True, "num": 3}]
+    assert stripped == [
+        "e",
+        {
+            "a": {"_placeholder": True, "num": 0},
+            "b": [{"_placeholder": True, "num": 1}, {"_placeholder": True, "num": 2}],
+        },
+        {"_placeholder": True, "num": 3},
+    ]
     assert data[1]["a"] == b"1"  # the input is not modified
 
 
@@ -334,8 +343,17 @@ def _count_bytes(value: Any) -> int:
 
 @st.composite
 def sio_packets(draw: Any, values: Any = _json_with_bytes) -> Packet:
-    ptype = draw(st.sampled_from([PacketType.CONNECT, PacketType.DISCONNECT, PacketType.EVENT,
-                                  PacketType.ACK, PacketType.CONNECT_ERROR]))
+    ptype = draw(
+        st.sampled_from(
+            [
+                PacketType.CONNECT,
+                PacketType.DISCONNECT,
+                PacketType.EVENT,
+                PacketType.ACK,
+                PacketType.CONNECT_ERROR,
+            ]
+        )
+    )
     args = st.lists(values, max_size=4)
     if ptype is PacketType.CONNECT:
         auth = st.dictionaries(st.text(max_size=5), _json_values, max_size=3)
@@ -347,9 +365,14 @@ def sio_packets(draw: Any, values: Any = _json_with_bytes) -> Packet:
     elif ptype is PacketType.ACK:
         data = draw(args)
     else:
-        data = draw(st.one_of(st.text(max_size=8),
-                              st.fixed_dictionaries({"message": st.text(max_size=8)},
-                                                    optional={"data": _json_values})))
+        data = draw(
+            st.one_of(
+                st.text(max_size=8),
+                st.fixed_dictionaries(
+                    {"message": st.text(max_size=8)}, optional={"data": _json_values}
+                ),
+            )
+        )
     return Packet(ptype, draw(_nsp), data, draw(_ack_id))
 
 
@@ -361,8 +384,12 @@ def test_round_trip(packet: Packet) -> None:
     text, attachments = encode(packet)
     decoded = feed(Decoder(), text, attachments)
     if attachments:
-        assert decoded.type is {PacketType.EVENT: PacketType.BINARY_EVENT,
-                                PacketType.ACK: PacketType.BINARY_ACK}[packet.type]
+        assert (
+            decoded.type
+            is {PacketType.EVENT: PacketType.BINARY_EVENT, PacketType.ACK: PacketType.BINARY_ACK}[
+                packet.type
+            ]
+        )
         assert len(attachments) == _count_bytes(packet.data)
     else:
         assert decoded.type is packet.type
