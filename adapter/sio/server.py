@@ -83,7 +83,9 @@ class Client:
             self._on_connect(packet)
             return
         socket = self.sockets.get(packet.nsp)
-        if socket is None or ptype is PacketType.CONNECT_ERROR:
+        # (A socket still in its connection checks is reserved here but not connected: what it
+        # sends before the CONNECT reply is refused as the reference does.)
+        if socket is None or not socket.connected or ptype is PacketType.CONNECT_ERROR:
             self._fail(f"{ptype.name} for namespace {packet.nsp!r} not joined")
             return
         if ptype is PacketType.EVENT or ptype is PacketType.BINARY_EVENT:
@@ -95,7 +97,11 @@ class Client:
 
     def _on_connect(self, packet: Packet) -> None:
         if self.protocol == 4:
-            name, auth = split_namespace(packet.nsp)
+            try:
+                name, auth = split_namespace(packet.nsp)
+            except RemoteProtocolError as exc:
+                self._fail(f"invalid namespace query: {exc}")
+                return
         else:
             name = packet.nsp
             auth = packet.data if packet.data is not None else {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import aiohttp
 import pytest
@@ -468,3 +469,35 @@ async def test_sio_invalid_over_polling_closes(calm: RunningServer) -> None:
         assert (await p.post(sid, '42["message"]')).body == b"ok"  # event before CONNECT
         assert (await asyncio.wait_for(held, T)).body == b"1"
         await assert_gone(p, sid)
+
+
+async def test_events_during_async_connection_checks_close_the_connection(
+    start_server: StartServer,
+) -> None:
+    """A namespace whose CONNECT is still being checked is not joined yet: an event for it
+    closes the connection, as the reference does."""
+    release = asyncio.Event()
+
+    def setup(io: Any) -> None:
+        async def slow_check(socket: Any) -> None:
+            await release.wait()
+
+        io.of("/slow").authorize(slow_check)
+
+    server = await start_server(setup=setup)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{server.ws_url}/socket.io/?EIO=4&transport=websocket") as ws:
+            assert (await ws.receive_str()).startswith("0")
+            await ws.send_str("40/slow,")
+            await ws.send_str('42/slow,["early"]')
+            assert await asyncio.wait_for(ws.receive_str(), 5) == "1"  # engine close packet
+            release.set()
+
+
+async def test_oversized_v4_namespace_query_closes_cleanly(conformance: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{conformance.ws_url}/socket.io/?EIO=3&transport=websocket") as ws:
+            assert (await ws.receive_str()).startswith("0")
+            assert await ws.receive_str() == "40"
+            await ws.send_str("40/custom?" + "&".join(f"k{i}=v" for i in range(200)) + ",")
+            assert await asyncio.wait_for(ws.receive_str(), 5) == "1"
