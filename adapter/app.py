@@ -12,6 +12,7 @@ from .core.api import HttpApi
 from .core.binding import CoreOptions, RawEndpoint, bind_socketio
 from .core.hub import Hub
 from .engine import EngineHandler, EngineServer
+from .metrics import Metrics
 from .sio import SocketIOServer
 
 log = logging.getLogger("wxio")
@@ -95,6 +96,26 @@ def build_app(
         engine = EngineServer(replace(config.engine, path=path), handler)
         engines.append(engine)
         mounts.add(path, engine.handle)
+    if config.metrics_path:
+        metrics = hub.metrics if hub is not None else Metrics()
+
+        def sessions() -> list[tuple[tuple[tuple[str, str], ...], float]]:
+            counts: dict[tuple[str, str, str], int] = {}
+            for engine in engines:
+                for sock in engine.sessions.values():
+                    key = (engine.options.path, str(sock.eio), sock.transport)
+                    counts[key] = counts.get(key, 0) + 1
+            return [
+                ((("path", p), ("eio", e), ("transport", t)), float(n))
+                for (p, e, t), n in counts.items()
+            ]
+
+        metrics.gauge("wxio_engine_sessions", "Engine.IO sessions open on this node.", sessions)
+
+        async def scrape(request: web.Request) -> web.Response:
+            return web.Response(text=metrics.render(), content_type="text/plain")
+
+        app.router.add_get(config.metrics_path, scrape)
     app.router.add_route("*", "/{tail:.*}", mounts.dispatch)
 
     async def on_shutdown(app: web.Application) -> None:

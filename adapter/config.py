@@ -56,6 +56,8 @@ class ServerConfig:
     #: Seconds a client has to send complete HTTP request headers.
     header_timeout: float = 10.0
     log_level: str = "INFO"
+    #: Serve Prometheus metrics at this path ("" = off: the labels name your apps).
+    metrics_path: str = ""
     #: The raw TOML, for layers configured by later sections ([apps], [cluster]...).
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -70,4 +70,3 @@ def conformance_handlers(io: SocketIOServer) -> None:
 
     root.on("message", message)
     root.on("message-with-ack", message_with_ack)
-

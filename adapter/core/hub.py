@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from ...protocol import envelope as env
 from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
 from ...protocol.signing import SignatureError, verify_hmac, verify_md5
+from ..metrics import Metrics
 from .apps import AppConfig, AppRegistry
 from .backplane import Backplane, BackplaneError, MemoryBackplane, NodeHandler
 from .connection import Connection, Outgoing
@@ -67,8 +68,25 @@ class Hub:
         *,
         backplane: Backplane | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.apps = apps
+        self.metrics = metrics or Metrics()
+        self._handled = self.metrics.counter(
+            "wxio_core_messages_total", "Envelopes applied, by app and action."
+        )
+        self._denied = self.metrics.counter(
+            "wxio_core_denied_total", "Envelopes and requests denied, by app and reason."
+        )
+        self._sent = self.metrics.counter(
+            "wxio_core_sends_total",
+            "sendToOthers and API sends by outcome: delivered or queued.",
+        )
+        self.metrics.gauge(
+            "wxio_core_connections",
+            "Clients connected to this node, by app.",
+            self._connection_counts,
+        )
         self.backplane: Backplane = backplane or MemoryBackplane()
         self.node = self.backplane.node_id
         self.directory = self.backplane.directory
@@ -231,6 +249,8 @@ class Hub:
                 await self._verify_message(conn, message, raw)
             await action(conn, message, respond)
             conn.denials = 0
+            key = (("app", conn.app.name), ("action", message.action))
+            self._handled[key] = self._handled.get(key, 0.0) + 1
         except BackplaneError as exc:
             log.warning("%s: %s", conn.client_id, exc)
             respond(self.deny(Denied(DenyReason.UNAVAILABLE, "cluster state unavailable"), conn))
@@ -239,10 +259,15 @@ class Hub:
             # must not count toward MAX_DENIALS, as it did not while it was a BackplaneError.
             if denied.reason != DenyReason.UNAVAILABLE:
                 conn.denials += 1
+            key = (("app", conn.app.name), ("reason", denied.reason.value))
+            self._denied[key] = self._denied.get(key, 0.0) + 1
             respond(self.deny(denied, conn))
             if conn.denials >= MAX_DENIALS:
                 log.info("%s closed after %d denials in a row", conn.client_id, conn.denials)
                 conn.close(denied.reason)
+
+    def _connection_counts(self) -> list[tuple[tuple[tuple[str, str], ...], float]]:
+        return [((("app", app),), float(len(conns))) for app, conns in self.by_app.items()]
 
     async def _verify_message(self, conn: Connection, message: Envelope, raw: Any) -> None:
         meta = message.meta
@@ -351,10 +376,13 @@ class Hub:
         :class:`Denied` (reason ``unavailable`` when the cluster cannot be asked)."""
         # A BackplaneError must not escape to the HTTP API (a bare 500): it is `unavailable`.
         try:
-            return await self._send(app, target, payload, sender=sender, user_id=user_id)
+            outcome = await self._send(app, target, payload, sender=sender, user_id=user_id)
         except BackplaneError as exc:
             log.warning("send to %s: %s", target, exc)
             raise Denied(DenyReason.UNAVAILABLE, "cluster state unavailable") from None
+        key = (("app", app.name), ("outcome", outcome.status))
+        self._sent[key] = self._sent.get(key, 0.0) + 1
+        return outcome
 
     async def _send(
         self,

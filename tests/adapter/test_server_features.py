@@ -189,3 +189,30 @@ async def test_a_trickling_poll_body_is_cut_after_one_heartbeat_period(
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{server.url}/engine.io/?EIO=4&transport=polling&sid={sid}") as resp:
             assert resp.status == 400  # the session is gone
+
+
+async def test_prometheus_metrics(start_server: StartServer) -> None:
+    from wxio.adapter.config import ServerConfig
+
+    from .core_clients import RawClient
+
+    server = await start_server(
+        apps={"shop": {"key": "k"}}, config=ServerConfig(metrics_path="/metrics")
+    )
+    shop = Signer("shop", "k")
+    raw = await RawClient.connect(server.ws_url, shop, user="u")
+    try:
+        assert (await raw.request(shop.envelope("requestId")))["data"]["action"] == "saveId"
+        denied = await raw.request(shop.envelope("sendToOthers", 1, target="nobody"))
+        assert denied["data"]["payload"]["reason"] == "target_offline"
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
+            text = await resp.text()
+        assert 'wxio_core_messages_total{app="shop",action="requestId"} 1' in text
+        assert 'wxio_core_denied_total{app="shop",reason="target_offline"} 1' in text
+        assert 'wxio_core_connections{app="shop"} 1' in text
+        assert "# TYPE wxio_engine_sessions gauge" in text
+    finally:
+        await raw.close()
+    plain = await start_server(apps={"shop": {"key": "k"}})
+    async with aiohttp.ClientSession() as http, http.get(f"{plain.url}/metrics") as resp:
+        assert resp.status == 404  # off unless configured
