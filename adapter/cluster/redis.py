@@ -65,10 +65,9 @@ return {client, node or '', h[2] or '', (h[1] or h[2]) and 1 or 0}
 """
 
 # The sweep's forget of one client of a dead node, atomic and conditional: only while that node's
-# heartbeat key is still gone and the client is still recorded on it. (Fix: the sweep used the
-# unconditional forget; a node that came back between the sweeper's EXISTS check and its forget
-# loop, e.g. both reconnecting after a Redis restart, re-registered its clients and then had them
-# marked offline for good, so messages to connected clients went to inboxes.)
+# heartbeat key is still gone and the client is still recorded on it. A node can come back between
+# the sweeper's EXISTS check and its forget loop (both reconnecting after a Redis restart): an
+# unconditional forget would mark its freshly re-registered clients offline for good.
 _SWEEP_FORGET = """
 local p, app, client, node = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('EXISTS', p .. ':node:' .. node) == 1 then return 0 end
@@ -115,17 +114,15 @@ class RedisBackplane:
         node_id: str | None = None,
         advertise_url: str | None = None,
         node_ttl: float = 15.0,
-        clock: Callable[[], float] | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.node_id = node_id or secrets.token_hex(4)
         self.advertise_url = advertise_url
         self.node_ttl = node_ttl
-        # Fix: after Redis restarts, each pooled connection is stale and its next command failed
-        # once ("Connection closed by server"), so sends were denied `unavailable` although
-        # Redis was back. One immediate retry on a *connection* error (not on a timeout, so a
-        # slow Redis still answers within socket_timeout) reconnects transparently.
+        # After a Redis restart every pooled connection is stale and fails its next command once.
+        # One immediate retry on a *connection* error (not on a timeout, so a slow Redis still
+        # answers within socket_timeout) reconnects transparently.
         self.redis = aioredis.from_url(
             url,
             socket_connect_timeout=1.0,
@@ -133,8 +130,7 @@ class RedisBackplane:
             health_check_interval=5,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
-        self._dir = _Directory(self)
-        self.directory: Directory = self._dir
+        self.directory: Directory = _Directory(self)
         self.inbox: Inbox = _Inbox(self)
         self.replay = _Replay(self)
         self._handler: NodeHandler | None = None

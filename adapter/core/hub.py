@@ -51,6 +51,12 @@ class Denied(Exception):
         self.detail = detail
 
 
+def unavailable(what: str, exc: BackplaneError) -> Denied:
+    """The one translation of a cluster outage into an answer a client or the API understands."""
+    log.warning("%s: %s", what, exc)
+    return Denied(DenyReason.UNAVAILABLE, "cluster state unavailable")
+
+
 class Outcome(NamedTuple):
     status: str  # "delivered" | "queued"
     msg_id: str
@@ -175,7 +181,7 @@ class Hub:
                 try:
                     first_use = await self.replay.claim(claim, now_ms)
                 except BackplaneError as exc:
-                    raise Denied(DenyReason.UNAVAILABLE, "nonce store unavailable") from exc
+                    raise unavailable("nonce claim", exc) from None
                 if not first_use:
                     raise Denied(DenyReason.BAD_SIGNATURE, "nonce already used")
             else:
@@ -229,34 +235,9 @@ class Hub:
     async def handle(self, conn: Connection, raw: Any, respond: Respond) -> None:
         """Apply one envelope from a connected client; every outcome goes through ``respond``."""
         try:
-            if not conn.bucket.take(self.clock()):
-                raise Denied(DenyReason.RATE_LIMITED, "too many messages")
-            try:
-                message = env.parse(raw)
-            except EnvelopeError as exc:
-                raise Denied(DenyReason.MALFORMED, str(exc)) from None
-            meta = message.meta
-            if meta.app is not None and meta.app != conn.app.name:
-                raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
-            if message.action == Action.PING:
-                respond(self._reply(Action.PONG, conn))
-                conn.denials = 0
-                return
-            action = self._actions.get(message.action)  # type: ignore[call-overload]
-            if action is None:
-                raise Denied(DenyReason.UNKNOWN_ACTION, f"unknown action {message.action!r}")
-            if conn.app.verify_message_sign and message.action != Action.ACK:
-                await self._verify_message(conn, message, raw)
-            await action(conn, message, respond)
-            conn.denials = 0
-            key = (("app", conn.app.name), ("action", message.action))
-            self._handled[key] = self._handled.get(key, 0.0) + 1
-        except BackplaneError as exc:
-            log.warning("%s: %s", conn.client_id, exc)
-            respond(self.deny(Denied(DenyReason.UNAVAILABLE, "cluster state unavailable"), conn))
+            await self._apply(conn, raw, respond)
         except Denied as denied:
-            # Fix: an outage (now a Denied from send/broadcast) is not the client's fault and
-            # must not count toward MAX_DENIALS, as it did not while it was a BackplaneError.
+            # An outage is not the client's fault: it does not count toward MAX_DENIALS.
             if denied.reason != DenyReason.UNAVAILABLE:
                 conn.denials += 1
             key = (("app", conn.app.name), ("reason", denied.reason.value))
@@ -265,6 +246,33 @@ class Hub:
             if conn.denials >= MAX_DENIALS:
                 log.info("%s closed after %d denials in a row", conn.client_id, conn.denials)
                 conn.close(denied.reason)
+        else:
+            conn.denials = 0
+
+    async def _apply(self, conn: Connection, raw: Any, respond: Respond) -> None:
+        if not conn.bucket.take(self.clock()):
+            raise Denied(DenyReason.RATE_LIMITED, "too many messages")
+        try:
+            message = env.parse(raw)
+        except EnvelopeError as exc:
+            raise Denied(DenyReason.MALFORMED, str(exc)) from None
+        meta = message.meta
+        if meta.app is not None and meta.app != conn.app.name:
+            raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
+        if message.action == Action.PING:
+            respond(self._reply(Action.PONG, conn))
+            return
+        action = self._actions.get(message.action)  # type: ignore[call-overload]
+        if action is None:
+            raise Denied(DenyReason.UNKNOWN_ACTION, f"unknown action {message.action!r}")
+        try:
+            if conn.app.verify_message_sign and message.action != Action.ACK:
+                await self._verify_message(conn, message, raw)
+            await action(conn, message, respond)
+        except BackplaneError as exc:
+            raise unavailable(f"{conn.client_id}: {message.action}", exc) from None
+        key = (("app", conn.app.name), ("action", message.action))
+        self._handled[key] = self._handled.get(key, 0.0) + 1
 
     def _connection_counts(self) -> list[tuple[tuple[tuple[str, str], ...], float]]:
         return [((("app", app),), float(len(conns))) for app, conns in self.by_app.items()]
@@ -374,12 +382,11 @@ class Hub:
         """Deliver an ``exchange`` to ``target`` (a client id of ``app``) wherever it is
         connected, or keep it in the inbox of the user that client belonged to. Raises
         :class:`Denied` (reason ``unavailable`` when the cluster cannot be asked)."""
-        # A BackplaneError must not escape to the HTTP API (a bare 500): it is `unavailable`.
+        # A BackplaneError must not reach the HTTP API (a bare 500): it is `unavailable`.
         try:
             outcome = await self._send(app, target, payload, sender=sender, user_id=user_id)
         except BackplaneError as exc:
-            log.warning("send to %s: %s", target, exc)
-            raise Denied(DenyReason.UNAVAILABLE, "cluster state unavailable") from None
+            raise unavailable(f"send to {target}", exc) from None
         key = (("app", app.name), ("outcome", outcome.status))
         self._sent[key] = self._sent.get(key, 0.0) + 1
         return outcome
@@ -477,12 +484,10 @@ class Hub:
         node; encoded once per kind of client on each node. Returns the count delivered.
         Raises :class:`Denied` (``unavailable`` when the other nodes cannot be reached; this
         node's clients have had it then)."""
-        # Fix: as in send, no BackplaneError escapes to the HTTP API as a bare 500.
         try:
             return await self._broadcast_all(app, payload, sender=sender, user_id=user_id)
         except BackplaneError as exc:
-            log.warning("broadcast: %s", exc)
-            raise Denied(DenyReason.UNAVAILABLE, "cluster state unavailable") from None
+            raise unavailable("broadcast", exc) from None
 
     async def _broadcast_all(
         self, app: AppConfig, payload: Any, *, sender: str | None, user_id: str | None
