@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 log = logging.getLogger("wxio.cluster")
 
-__all__ = ["Forwarder", "FORWARDED_HEADER", "owner_of"]
+__all__ = ["Forwarder", "FORWARDED_HEADER", "owner_of", "pipe_websockets"]
 
 FORWARDED_HEADER = "X-Wxio-Forwarded"
 # Request headers that matter to the owner; hop-by-hop and length headers are aiohttp's job.
@@ -125,27 +125,29 @@ class Forwarder:
             return None
         client = web.WebSocketResponse(max_msg_size=self.max_body + 1, autoping=True)
         await client.prepare(request)
-
-        async def pump(source: Any, sink: Any) -> None:
-            async for msg in source:
-                if msg.type is WSMsgType.TEXT:
-                    await sink.send_str(msg.data)
-                elif msg.type is WSMsgType.BINARY:
-                    await sink.send_bytes(msg.data)
-                else:
-                    break
-
-        tasks = [
-            asyncio.ensure_future(pump(client, upstream)),
-            asyncio.ensure_future(pump(upstream, client)),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        except (ConnectionError, RuntimeError):
-            pass
-        finally:
-            for task in tasks:
-                task.cancel()
-            await upstream.close()
-            await client.close()
+        await pipe_websockets(client, upstream)
         return client
+
+
+async def pipe_websockets(a: Any, b: Any) -> None:
+    """Relay frames both ways until either side closes, then close both."""
+
+    async def pump(source: Any, sink: Any) -> None:
+        async for msg in source:
+            if msg.type is WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+            else:
+                break
+
+    tasks = [asyncio.ensure_future(pump(a, b)), asyncio.ensure_future(pump(b, a))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    except (ConnectionError, RuntimeError):
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+        await a.close()
+        await b.close()

@@ -10,7 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
-from aiohttp import WSMsgType, web
+from aiohttp import web
+from wxio.adapter.cluster.forward import pipe_websockets
 from wxio.adapter.cluster.redis import RedisBackplane
 
 from tests.adapter.conftest import StartServer, free_port
@@ -41,25 +42,7 @@ class RoundRobin:
             upstream = await self.session.ws_connect(url)
             ws = web.WebSocketResponse()
             await ws.prepare(request)
-
-            async def pump(src: Any, dst: Any) -> None:
-                async for msg in src:
-                    if msg.type is WSMsgType.TEXT:
-                        await dst.send_str(msg.data)
-                    elif msg.type is WSMsgType.BINARY:
-                        await dst.send_bytes(msg.data)
-                    else:
-                        break
-
-            tasks = [
-                asyncio.ensure_future(pump(ws, upstream)),
-                asyncio.ensure_future(pump(upstream, ws)),
-            ]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in tasks:
-                t.cancel()
-            await upstream.close()
-            await ws.close()
+            await pipe_websockets(ws, upstream)
             return ws
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k in ("Content-Type",)}
