@@ -13,6 +13,7 @@ from .core.binding import CoreOptions, RawEndpoint, bind_socketio
 from .core.hub import Hub
 from .engine import EngineHandler, EngineServer
 from .metrics import Metrics
+from .ops import HEALTH, Health, package_version
 from .sio import SocketIOServer
 
 log = logging.getLogger("wxio")
@@ -111,11 +112,19 @@ def build_app(
             ]
 
         metrics.gauge("wxio_engine_sessions", "Engine.IO sessions open on this node.", sessions)
+        version = package_version()
+        metrics.gauge(
+            "wxio_build_info",
+            "Always 1; the version label is wxio's.",
+            lambda: [((("version", version),), 1.0)],
+        )
 
         async def scrape(request: web.Request) -> web.Response:
             return web.Response(text=metrics.render(), content_type="text/plain")
 
         app.router.add_get(config.metrics_path, scrape)
+    health = app[HEALTH] = Health(hub.backplane if hub is not None else None)
+    health.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", mounts.dispatch)
 
     async def on_shutdown(app: web.Application) -> None:

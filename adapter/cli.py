@@ -13,6 +13,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Engine.IO/Socket.IO server with a signed routing core for socket.io "
         "clients, WeChat mini programs and raw JSON WebSocket clients.",
     )
+    parser.add_argument("--version", action="version", version=f"wxio {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", help="default 127.0.0.1, or [server] host")
@@ -24,11 +25,22 @@ def _build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="processes on one port, each a cluster node"
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--log-format", choices=["text", "json"], help="default text, or [server] log_format"
+    )
+    serve.add_argument("--certfile", metavar="PEM", help="serve https/wss: certificate chain")
+    serve.add_argument("--keyfile", metavar="PEM", help="serve https/wss: private key")
     sign = sub.add_parser("sign", help="print a signature for testing")
     sign.add_argument("app")
     sign.add_argument("key")
     sign.add_argument("--timestamp", type=int, help="milliseconds (default: now)")
     return parser
+
+
+def _version() -> str:
+    from .ops import package_version
+
+    return package_version()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,11 @@ class ServerConfig:
     #: Seconds a client has to send complete HTTP request headers.
     header_timeout: float = 10.0
     log_level: str = "INFO"
+    #: "text" (one readable line per record) or "json" (one JSON object per line).
+    log_format: str = "text"
+    #: PEM certificate chain and private key: serve https:// and wss:// directly (TLS >= 1.2).
+    certfile: str = ""
+    keyfile: str = ""
     #: Serve Prometheus metrics at this path ("" = off: the labels name your apps).
     metrics_path: str = ""
     #: The raw TOML, for layers configured by later sections ([apps], [cluster]...).
@@ -90,4 +95,6 @@ def load(path: str | Path | None) -> ServerConfig:
     sio = _section(SocketIOOptions, data.get("socketio", {}), "socketio")
     extra = {k: v for k, v in data.items() if k not in ("server", "engine", "socketio")}
     base: ServerConfig = _section(ServerConfig, server, "server")
+    if base.log_format not in ("text", "json"):
+        raise ConfigError('[server]: log_format must be "text" or "json"')
     return replace(base, engine=engine, socketio=sio, extra=extra)

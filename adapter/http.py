@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -99,8 +100,16 @@ class HttpServer:
         self.header_timeout = header_timeout
         self._servers: list[asyncio.AbstractServer] = []
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
-        """Listen (again, for a second address); returns the bound port (useful with 0)."""
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> int:
+        """Listen (again, for a second address); returns the bound port (useful with 0).
+        With ``ssl_context`` the listener speaks TLS."""
         if self.runner.server is None:
             await self.runner.setup()
         loop = asyncio.get_running_loop()
@@ -112,6 +121,7 @@ class HttpServer:
             host,
             port,
             reuse_port=reuse_port or None,
+            ssl=ssl_context,
             family=socket.AF_INET if ":" not in host else socket.AF_INET6,
         )
         self._servers.append(server)

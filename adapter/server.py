@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 from dataclasses import fields, replace
@@ -24,8 +25,10 @@ from .core.binding import CoreOptions
 from .core.hub import Hub
 from .engine import EngineHandler
 from .http import HttpServer
+from .logs import configure as configure_logging
 from .profiles import EchoHandler, conformance_config, conformance_handlers
 from .sio import SocketIOServer
+from .tls import server_context
 
 log = logging.getLogger("wxio")
 
@@ -110,8 +113,12 @@ def serve(args: argparse.Namespace) -> int:
             host=args.host if args.host is not None else config.host,
             port=args.port if args.port is not None else config.port,
         )
-        logging.basicConfig(
-            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        config = _ops_overrides(config, args)
+        configure_logging(config.log_level, config.log_format)
+        ssl_context = (
+            server_context(config.certfile, config.keyfile)
+            if config.certfile or config.keyfile
+            else None
         )
         if args.workers > 1:
             return run_workers(args, config)
@@ -125,8 +132,9 @@ def serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
+    scheme = "https" if ssl_context is not None else "http"
     banner = [
-        f"wxio serving Socket.IO (EIO 3 and 4) at http://{config.host}:{config.port}"
+        f"wxio serving Socket.IO (EIO 3 and 4) at {scheme}://{config.host}:{config.port}"
         f"{config.engine.path} (profile {args.profile})"
     ]
     if apps is not None:
@@ -138,8 +146,20 @@ def serve(args: argparse.Namespace) -> int:
             )
         else:
             banner.append(f"apps: {', '.join(sorted(apps.apps))}")
-    asyncio.run(_run(app, config, hub, reuse_port=args.reuse_port, banner=banner))
+    asyncio.run(
+        _run(app, config, hub, reuse_port=args.reuse_port, banner=banner, ssl_context=ssl_context)
+    )
     return 0
+
+
+def _ops_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
+    """``--log-format``, ``--certfile`` and ``--keyfile`` over the file's ``[server]`` keys."""
+    changes = {
+        name: getattr(args, name)
+        for name in ("log_format", "certfile", "keyfile")
+        if getattr(args, name, None) is not None
+    }
+    return replace(config, **changes) if changes else config
 
 
 async def _run(
@@ -149,12 +169,13 @@ async def _run(
     *,
     reuse_port: bool,
     banner: list[str],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     server = HttpServer(
         app, header_timeout=config.header_timeout, shutdown_timeout=config.shutdown_grace
     )
-    await server.start(config.host, config.port, reuse_port=reuse_port)
+    await server.start(config.host, config.port, reuse_port=reuse_port, ssl_context=ssl_context)
     print("\n".join(banner), flush=True)  # once listening: scripts may wait for this line
     backplane = hub.backplane if hub is not None else None
     if backplane is not None and hasattr(backplane, "announce"):
@@ -185,10 +206,10 @@ def run_workers(args: argparse.Namespace, config: ServerConfig) -> int:
         )
         return 2
     argv = [sys.executable, "-m", "wxio.adapter", "serve", "--reuse-port"]
-    for flag in ("host", "port", "config", "app", "profile"):
-        value = getattr(args, flag)
+    for flag in ("host", "port", "config", "app", "profile", "log_format", "certfile", "keyfile"):
+        value = getattr(args, flag, None)
         if value is not None:
-            argv += [f"--{flag}", str(value)]
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
     children = [
         subprocess.Popen(argv, env={**os.environ, "WXIO_WORKER": str(i)})
         for i in range(args.workers)

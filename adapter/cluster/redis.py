@@ -7,6 +7,7 @@ Keys (``P`` is the configured prefix, so several clusters can share one Redis)::
     P:nc:<node>          set of "app\\0client" the node registered (for the sweep)
     P:c:<app>:<client>   hash n=<node> (while online), u=<user>; expires inbox_ttl after offline
     P:u:<app>:<user>     hash client -> node of the user's online clients
+    P:ou:<app>           sorted set of users with a client online (presence; lazily pruned)
     P:a:<app>:<old>      re-bound client id -> new id, with a TTL
     P:il:<app>:<user>    list of inbox message ids, oldest first
     P:ib:<app>:<user>    hash message id -> entry JSON
@@ -102,6 +103,19 @@ redis.call('EXPIRE', box, ARGV[4])
 return dropped
 """
 
+# Presence: drop a user from the app's online set once none of its clients is registered. Atomic
+# with respect to online() (a MULTI), so a user coming back in between is never dropped.
+_PRESENCE_PRUNE = """
+local zkey, p, app = KEYS[1], ARGV[1], ARGV[2]
+local removed = 0
+for i = 3, #ARGV do
+  if redis.call('EXISTS', p .. ':u:' .. app .. ':' .. ARGV[i]) == 0 then
+    removed = removed + redis.call('ZREM', zkey, ARGV[i])
+  end
+end
+return removed
+"""
+
 
 class RedisBackplane:
     """See the module docstring. ``url`` is a redis:// URL; ``prefix`` names the cluster."""
@@ -140,6 +154,7 @@ class RedisBackplane:
         self._locate = self.redis.register_script(_LOCATE)
         self._inbox_put = self.redis.register_script(_INBOX_PUT)
         self._sweep_forget = self.redis.register_script(_SWEEP_FORGET)
+        self._presence_prune = self.redis.register_script(_PRESENCE_PRUNE)
         #: Called after Redis came back (possibly empty): re-register local state.
         self.on_resync: Callable[[], Awaitable[None]] | None = None
         self._healthy = True
@@ -250,6 +265,10 @@ class RedisBackplane:
             log.info(
                 "node %s: swept %d client(s) of dead node %s", self.node_id, len(members), node
             )
+
+    async def ping(self) -> None:
+        """Raise :class:`BackplaneError` unless Redis answers a PING (for readiness probes)."""
+        await self.call(self.redis.ping())
 
     async def node_alive(self, node: str) -> bool:
         loop = asyncio.get_running_loop()
@@ -445,10 +464,44 @@ class _Directory:
             pipe.sadd(bp.key("nc", node), f"{app}\0{client}")
             if user is not None:
                 pipe.hset(bp.key("u", app, user), client, node)
+                pipe.zadd(bp.key("ou", app), {user: 0})
             await bp.call(pipe.execute())
 
     async def offline(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
         await self.forget(app, client, node, ttl=ttl, user=user)
+        if user is not None:
+            await self._prune(app, [user])
+
+    async def _prune(self, app: str, users: list[str]) -> None:
+        bp = self.bp
+        await bp.call(bp._presence_prune(keys=[bp.key("ou", app)], args=[bp.prefix, app, *users]))
+
+    async def app_users(
+        self, app: str, *, after: str | None = None, limit: int = 100
+    ) -> tuple[list[str], str | None]:
+        bp = self.bp
+        limit = max(1, limit)
+        lower = "(" + after if after is not None else "-"
+        raw = await bp.call(bp.redis.zrangebylex(bp.key("ou", app), lower, "+", 0, limit))
+        candidates = [_text(u) for u in raw]
+        if not candidates:
+            return [], None
+        async with bp.redis.pipeline(transaction=False) as pipe:
+            for user in candidates:
+                pipe.hvals(bp.key("u", app, user))
+            nodes_of = await bp.call(pipe.execute())
+        online, gone = [], []
+        for user, nodes in zip(candidates, nodes_of, strict=True):
+            if not nodes:
+                gone.append(user)  # every client left (or was swept): prune below
+                continue
+            for node in {_text(n) for n in nodes}:
+                if await bp.node_alive(node):
+                    online.append(user)
+                    break
+        if gone:
+            await self._prune(app, gone)
+        return online, (candidates[-1] if len(candidates) == limit else None)
 
     async def forget(
         self, app: str, client: str, node: str, *, ttl: float | None = None, user: str | None = None

@@ -7,6 +7,11 @@ an ``exchange`` to ``target`` and answers ``{"delivered": bool, "queued": bool, 
 HMAC over ``{target, userId, message}`` with ``nonce`` for HMAC apps). Errors are JSON
 ``{"error": reason, "message": text}`` with 400 (malformed), 401 (bad_signature, expired),
 403 (not_allowed), 404 (target_offline), 413 (too_large) or 429 (rate_limited).
+
+``GET /api/presence?app=..&timestamp=..&sign=..&userId=u1`` answers whether ``u1`` is online and
+on which client ids; without ``userId`` it lists the app's online users a page at a time
+(``limit``, at most 1000, and ``after``, the ``next`` cursor of the previous page). Signed the
+same way; for HMAC apps the body is the other query parameters as a JSON object of strings.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from typing import Any
 from aiohttp import web
 
 from ...protocol import jsonutil
-from ...protocol.envelope import DenyReason
+from ...protocol.envelope import MAX_ID_LEN, DenyReason
 from ...protocol.errors import RemoteProtocolError
 from .apps import AppConfig
+from .backplane import BackplaneError
 from .binding import CoreOptions
-from .hub import Denied, Hub
+from .hub import Denied, Hub, unavailable
 from .limits import TokenBucket
 
 __all__ = ["HttpApi"]
@@ -40,6 +46,11 @@ _STATUS = {
 #: API calls per second per app (token bucket).
 API_RATE = 1000.0
 API_BURST = 2000
+#: Users listed in one presence page: the default and the most a caller may ask for.
+PRESENCE_PAGE = 100
+PRESENCE_MAX_PAGE = 1000
+#: Query parameters that authenticate a GET; the others are what an HMAC signature covers.
+_CREDENTIALS = ("app", "timestamp", "sign", "nonce")
 
 
 class HttpApi:
@@ -52,6 +63,7 @@ class HttpApi:
         prefix = self.options.api_prefix.rstrip("/")
         app.router.add_post(f"{prefix}/transportMessage", self.transport_message)
         app.router.add_post(f"{prefix}/broadcast", self.broadcast)
+        app.router.add_get(f"{prefix}/presence", self.presence)
         app.router.add_route("OPTIONS", f"{prefix}/{{name}}", self.preflight)
 
     def _cors(self, request: web.Request, app: AppConfig | None) -> dict[str, str]:
@@ -160,3 +172,38 @@ class HttpApi:
             headers=self._cors(request, app),
             dumps=jsonutil.dumps,
         )
+
+    async def presence(self, request: web.Request) -> web.Response:
+        app: AppConfig | None = None
+        try:
+            query = {k: request.query[k] for k in request.query}
+            signed = {k: v for k, v in query.items() if k not in _CREDENTIALS}
+            app = await self._authorize(query, signed)
+            user = query.get("userId")
+            body: dict[str, Any]
+            if user is not None:
+                if not user or len(user) > MAX_ID_LEN:
+                    raise Denied(DenyReason.MALFORMED, f"userId: 1 to {MAX_ID_LEN} characters")
+                try:
+                    clients = await self.hub.directory.user_clients(app.name, user)
+                except BackplaneError as exc:
+                    raise unavailable("presence", exc) from None
+                ids = sorted(client for client, _node in clients)
+                body = {"app": app.name, "userId": user, "online": bool(ids), "clients": ids}
+            else:
+                limit_text = query.get("limit", str(PRESENCE_PAGE))
+                if not limit_text.isdigit() or not 1 <= int(limit_text) <= PRESENCE_MAX_PAGE:
+                    raise Denied(DenyReason.MALFORMED, f"limit: 1 to {PRESENCE_MAX_PAGE}")
+                after = query.get("after") or None
+                if after is not None and len(after) > MAX_ID_LEN:
+                    raise Denied(DenyReason.MALFORMED, f"after: at most {MAX_ID_LEN} characters")
+                try:
+                    users, cursor = await self.hub.directory.app_users(
+                        app.name, after=after, limit=int(limit_text)
+                    )
+                except BackplaneError as exc:
+                    raise unavailable("presence", exc) from None
+                body = {"app": app.name, "users": users, "next": cursor}
+        except Denied as denied:
+            return self._error(request, denied, app)
+        return web.json_response(body, headers=self._cors(request, app), dumps=jsonutil.dumps)

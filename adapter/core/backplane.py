@@ -70,6 +70,9 @@ class MemoryBackplane:
     async def close(self) -> None:
         pass
 
+    async def ping(self) -> None:
+        """Always reachable: the state is in this process."""
+
     async def request(
         self, node: str, message: dict[str, Any], timeout: float
     ) -> dict[str, Any] | None:

@@ -46,6 +46,13 @@ class Directory(Protocol):
 
     async def rebind(self, app: str, old: str, new: str, ttl: float) -> None: ...
 
+    async def app_users(
+        self, app: str, *, after: str | None = None, limit: int = 100
+    ) -> tuple[list[str], str | None]:
+        """Users of ``app`` with a client online, in id order, starting after ``after``: at most
+        ``limit`` of them and the cursor of the next page (None at the end). A page may be
+        short even when more follow; only a None cursor ends the listing."""
+
 
 class MemoryDirectory:
     """Single-node directory with expiring bindings."""
@@ -108,3 +115,10 @@ class MemoryDirectory:
 
     async def rebind(self, app: str, old: str, new: str, ttl: float) -> None:
         self._aliases[(app, old)] = (new, self.clock() + ttl)
+
+    async def app_users(
+        self, app: str, *, after: str | None = None, limit: int = 100
+    ) -> tuple[list[str], str | None]:
+        users = sorted(u for a, u in self._users if a == app and (after is None or u > after))
+        page = users[: max(1, limit)]
+        return page, (page[-1] if len(users) > len(page) else None)

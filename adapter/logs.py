@@ -1,0 +1,78 @@
+"""Logging setup: the default text lines, or one JSON object per line (``log_format = "json"``).
+
+A JSON line carries ``time`` (UTC, ISO 8601 with milliseconds), ``level``, ``logger`` and
+``message``, the ``exc`` text when an exception is logged, and every ``extra={...}`` field the
+call passed. Fields whose names look like credentials (keys, signatures, nonces, tokens,
+passwords) are written as ``"[redacted]"``: a log line must never carry a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from ..protocol import jsonutil
+
+__all__ = ["JsonFormatter", "configure", "LOG_FORMATS", "TEXT_FORMAT"]
+
+LOG_FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+#: The attributes every LogRecord has; anything else came from ``extra``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_SECRET = re.compile(r"key|sign|secret|token|password|passwd|nonce|authorization|cookie", re.I)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, Any] = {
+            "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name in _STANDARD or name.startswith("_") or name in line:
+                continue
+            line[name] = "[redacted]" if _SECRET.search(name) else _plain(value)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exc"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        try:
+            return jsonutil.dumps(line)
+        except Exception:  # e.g. an integer too large for JSON: still one line
+            return jsonutil.dumps({k: str(v) for k, v in line.items()})
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able as is, or its ``str``."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def configure(level: str, log_format: str = "text") -> None:
+    """Configure the root logger once, for ``wxio serve``."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
