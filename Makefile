@@ -22,12 +22,12 @@ run: install
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# mypy checks the packages under their installed names (wxio.protocol, wxio.adapter).
+# mypy checks the packages under their installed names (wxio.protocol, wxio.adapter, wxio.client).
 lint: install-test
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	mkdir -p .typecheck/wxio && ln -sfn ../../protocol .typecheck/wxio/protocol && ln -sfn ../../adapter .typecheck/wxio/adapter
-	MYPYPATH=.typecheck $(BIN)/mypy -p wxio.protocol -p wxio.adapter --namespace-packages --explicit-package-bases
-	$(BIN)/ruff check protocol adapter
+	mkdir -p .typecheck/wxio && ln -sfn ../../protocol .typecheck/wxio/protocol && ln -sfn ../../adapter .typecheck/wxio/adapter && ln -sfn ../../client .typecheck/wxio/client
+	MYPYPATH=.typecheck $(BIN)/mypy -p wxio.protocol -p wxio.adapter -p wxio.client --namespace-packages --explicit-package-bases
+	$(BIN)/ruff check protocol adapter client
 
 bench: install-test
 	$(BIN)/python bench/codec.py

@@ -1,5 +1,6 @@
 """A wheel built from the repository installs into a fresh venv as ``wxio``, with
-``wxio.protocol`` and ``wxio.adapter`` and no top-level ``protocol``/``adapter``."""
+``wxio.protocol``, ``wxio.adapter`` and ``wxio.client`` and no top-level
+``protocol``/``adapter``/``client``."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
         tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     )
     found = set()
-    for top in ("protocol", "adapter"):
+    for top in ("protocol", "adapter", "client"):
         for init in (ROOT / top).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT).parts
             found.add(".".join(("wxio", *rel)))
@@ -48,7 +49,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("wxio/protocol/") for n in names)
     assert any(n.startswith("wxio/adapter/") for n in names)
-    assert not any(n.startswith(("protocol/", "adapter/")) for n in names)
+    assert any(n.startswith("wxio/client/") for n in names)
+    assert not any(n.startswith(("protocol/", "adapter/", "client/")) for n in names)
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
@@ -62,6 +64,13 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         [str(bin_dir / "wxio"), "--help"], check=True, capture_output=True, text=True
     ).stdout
     assert "serve" in help_text and "sign" in help_text
+    version = subprocess.run(
+        [str(bin_dir / "wxio"), "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    assert (
+        version.strip()
+        == "wxio " + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    )
     signed = subprocess.run(
         [str(bin_dir / "wxio"), "sign", "demo", "secret", "--timestamp", "1700000000000"],
         check=True,
@@ -69,7 +78,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         text=True,
     ).stdout
     assert "sign=0a40d27b61d4c698859e0b7156feb067" in signed
-    probe = "import wxio.protocol, wxio.adapter.app, importlib.util as u; print(u.find_spec('protocol'), u.find_spec('adapter'))"
+    probe = "import wxio.protocol, wxio.adapter.app, wxio.client, importlib.util as u; print(u.find_spec('protocol'), u.find_spec('adapter'), u.find_spec('client'))"
     out = subprocess.run(
         [str(bin_dir / "python"), "-c", probe],
         check=True,
@@ -77,4 +86,4 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         text=True,
         cwd=tmp_path,
     ).stdout
-    assert out.strip() == "None None"
+    assert out.strip() == "None None None"

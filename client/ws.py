@@ -1,0 +1,478 @@
+"""An asyncio client of the raw JSON WebSocket endpoint (``/ws``).
+
+One envelope per text frame, both ways. The server answers a client's envelopes in the order it
+sent them, so answers (``result``, ``saveId``, ``reConnectUpdated``, ``pong``, ``deny``) are
+matched to requests in order; this client keeps one request in flight at a time. Deliveries
+(``exchange``, ``broadcast``) arrive in between and go to the async iterator and the callbacks.
+
+An ``exchange`` that carries a ``msgId`` is acknowledged automatically when the client has a user
+id (that is what removes it from the user's offline inbox), and a ``msgId`` already seen is not
+delivered twice (the inbox is at-least-once). Acks are sent in a batch followed by a ``ping``, so
+a ``deny`` of an ack (e.g. ``unavailable``) is told apart from the answer to the next request.
+
+Outgoing frames are paced by a token bucket (``rate``/``burst``, by default the server's default
+per-connection limits), so a burst of acks after a reconnect does not get ``rate_limited``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from ._auth import Credentials
+from .errors import ConnectionClosed, Denied
+
+log = logging.getLogger("wxio.client")
+
+__all__ = ["WxioClient", "Message", "SendResult", "Callback"]
+
+#: Actions that answer a client's envelope (exactly one per answered envelope).
+_ANSWERS = frozenset({"result", "saveId", "reConnectUpdated", "pong", "deny"})
+#: Actions delivered to the application.
+_DELIVERIES = frozenset({"exchange", "broadcast"})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An incoming envelope: an ``exchange`` (sent to this client), a ``broadcast``, or a
+    ``deny`` that answers nothing this client is waiting for."""
+
+    action: str
+    payload: Any
+    #: The sender's client id (None for the HTTP API).
+    sender: str | None
+    #: The sender's user id, as the server authenticated it.
+    user_id: str | None
+    msg_id: str | None
+    envelope: dict[str, Any] = field(repr=False)
+
+    @property
+    def reason(self) -> str | None:
+        """For a ``deny``: its reason."""
+        if self.action == "deny" and isinstance(self.payload, dict):
+            reason = self.payload.get("reason")
+            return reason if isinstance(reason, str) else None
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    #: "delivered" (to a connected client) or "queued" (in the user's offline inbox).
+    status: str
+    msg_id: str
+    #: How many connections got it (a user may be connected more than once).
+    delivered: int = 0
+    #: Inbox message ids dropped to make room (the oldest first).
+    dropped: tuple[str, ...] = ()
+
+
+Callback = Callable[[Message], Awaitable[None] | None]
+
+
+class _Pending:
+    __slots__ = ("accepts", "future", "fence")
+
+    def __init__(
+        self, accepts: frozenset[str], future: asyncio.Future[dict[str, Any]], fence: bool
+    ):
+        self.accepts = accepts
+        self.future = future
+        #: A ping after a batch of acks: denies before its pong were the acks'.
+        self.fence = fence
+
+
+class _Pacer:
+    """Token bucket on the sending side: wait rather than be denied ``rate_limited``."""
+
+    def __init__(self, rate: float | None, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = 0.0
+
+    async def take(self) -> None:
+        if not self.rate:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return
+            await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+
+def _ws_url(url: str, path: str) -> str:
+    """``http://host:3000`` -> ``ws://host:3000/ws``; a URL with a path is used as given."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    route = parts.path if parts.path not in ("", "/") else path
+    return urlunsplit((scheme, parts.netloc, route, "", ""))
+
+
+class WxioClient:
+    """A connected raw WebSocket client. Create with :meth:`connect`; use as an async context
+    manager or call :meth:`close`."""
+
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        session: aiohttp.ClientSession,
+        owns_session: bool,
+        credentials: Credentials,
+        hello: dict[str, Any],
+        *,
+        rate: float | None,
+        burst: int,
+        timeout: float,
+        auto_ack: bool,
+        dedup_size: int,
+        queue_size: int,
+    ) -> None:
+        self._ws = ws
+        self._session = session
+        self._owns_session = owns_session
+        self.credentials = credentials
+        meta = hello.get("meta") or {}
+        #: This connection's client id, as the server assigned it.
+        self.client_id: str = meta["client"]
+        #: The user id the server authenticated (None without one).
+        self.user_id: str | None = meta.get("userId")
+        self.timeout = timeout
+        self.auto_ack = auto_ack
+        self._pacer = _Pacer(rate, burst)
+        self._lock = asyncio.Lock()
+        self._pending: deque[_Pending] = deque()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._dedup_size = dedup_size
+        self._incoming: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._queue_size = queue_size
+        self._callbacks: dict[str | None, list[Callback]] = {}
+        self._acks: list[str] = []
+        self._ack_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed: ConnectionClosed | None = None
+        #: Acks the server denied (they will be delivered again; de-dup hides that).
+        self.ack_denials = 0
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    # -- connecting ------------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        credentials: Credentials,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        ssl: Any = True,
+        path: str = "/ws",
+        timeout: float = 10.0,
+        rate: float | None = 20.0,
+        burst: int = 40,
+        auto_ack: bool = True,
+        dedup_size: int = 10_000,
+        queue_size: int = 10_000,
+    ) -> WxioClient:
+        """Connect to ``url`` (``http(s)://host:port`` or ``ws(s)://host:port[/ws]``) and wait
+        for the server's ``connect`` envelope. Raises :class:`~.errors.Denied` when refused
+        (``status`` is the close code) and :class:`~.errors.ConnectionClosed` otherwise.
+
+        ``ssl`` is passed to aiohttp (an :class:`ssl.SSLContext` trusting your CA, or False to
+        skip verification). ``rate``/``burst`` pace sending (None: no pacing)."""
+        owns = session is None
+        session = session or aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(
+                _ws_url(url, path),
+                params=credentials.connect_params(),
+                ssl=ssl,
+                timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                autoping=True,
+                max_msg_size=0,
+            )
+        except BaseException:
+            if owns:
+                await session.close()
+            raise
+        try:
+            hello = await cls._greeting(ws, timeout)
+        except BaseException:
+            await ws.close()
+            if owns:
+                await session.close()
+            raise
+        return cls(
+            ws,
+            session,
+            owns,
+            credentials,
+            hello,
+            rate=rate,
+            burst=burst,
+            timeout=timeout,
+            auto_ack=auto_ack,
+            dedup_size=dedup_size,
+            queue_size=queue_size,
+        )
+
+    @staticmethod
+    async def _greeting(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> dict[str, Any]:
+        msg = await ws.receive(timeout=timeout)
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            raise ConnectionClosed("closed before the greeting", ws.close_code)
+        first = json.loads(msg.data)
+        action = (first.get("data") or {}).get("action")
+        if action == "deny":
+            payload = first["data"].get("payload") or {}
+            closing = await ws.receive(timeout=timeout)
+            code = closing.data if closing.type is aiohttp.WSMsgType.CLOSE else ws.close_code
+            raise Denied(str(payload.get("reason")), str(payload.get("message", "")), code)
+        if action != "connect" or not isinstance((first.get("meta") or {}).get("client"), str):
+            raise ConnectionClosed(f"unexpected greeting {action!r}")
+        return first  # type: ignore[no-any-return]
+
+    async def __aenter__(self) -> WxioClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def close(self) -> None:
+        """Close the connection (pending requests fail with ConnectionClosed)."""
+        if self._ack_task is not None:
+            self._ack_task.cancel()
+        await self._ws.close()
+        try:
+            await self._reader
+        except Exception:
+            pass
+        for task in list(self._tasks):
+            task.cancel()
+        if self._owns_session:
+            await self._session.close()
+
+    # -- requests --------------------------------------------------------------------------------
+
+    async def _request(
+        self, envelope: dict[str, Any], accepts: str, *, fence: bool = False
+    ) -> dict[str, Any]:
+        async with self._lock:
+            return await self._request_locked(envelope, accepts, fence=fence)
+
+    async def _request_locked(
+        self, envelope: dict[str, Any], accepts: str, *, fence: bool = False
+    ) -> dict[str, Any]:
+        if self._closed is not None:
+            raise self._closed
+        await self._pacer.take()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        entry = _Pending(frozenset({accepts, "deny"}), future, fence)
+        self._pending.append(entry)
+        try:
+            await self._ws.send_str(json.dumps(envelope))
+        except (ConnectionError, RuntimeError) as exc:
+            self._pending.remove(entry)
+            raise ConnectionClosed(f"send failed: {exc}") from None
+        try:
+            # shield: on a timeout the entry stays queued, so the late answer is matched to it
+            # (and dropped) rather than to the next request.
+            reply = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError:
+            future.cancel()
+            if fence and entry in self._pending:
+                self._pending.remove(entry)  # its ping was refused: nothing more will come
+            raise
+        action = reply["data"]["action"]
+        if action == "deny":
+            payload = reply["data"].get("payload") or {}
+            raise Denied(str(payload.get("reason")), str(payload.get("message", "")))
+        return reply
+
+    async def send(self, target: str, payload: Any = None) -> SendResult:
+        """``sendToOthers``: deliver ``payload`` to client ``target`` (or its user's inbox).
+        Raises :class:`~.errors.Denied` (e.g. ``target_offline``)."""
+        env = self.credentials.envelope("sendToOthers", payload, target=target)
+        reply = await self._request(env, "result")
+        return _result(reply)
+
+    async def broadcast(self, payload: Any = None) -> int:
+        """Send to every other client of the app; returns how many got it. Needs the app's
+        ``client_broadcast = true`` (else Denied ``not_allowed``)."""
+        reply = await self._request(self.credentials.envelope("broadcast", payload), "result")
+        return _result(reply).delivered
+
+    async def request_id(self) -> str:
+        """``requestId``: the server's id for this connection (``saveId``)."""
+        reply = await self._request(self.credentials.envelope("requestId"), "saveId")
+        client = reply["meta"]["client"]
+        assert isinstance(client, str)
+        return client
+
+    async def reconnect_and_update(self, old_ids: list[str] | str) -> list[str]:
+        """``reConnectAndUpdates``: route this user's old client ids here (at most 32). Returns
+        the ids replaced; the user's inbox is delivered next."""
+        ids = [old_ids] if isinstance(old_ids, str) else list(old_ids)
+        env = self.credentials.envelope("reConnectAndUpdates", {"clients": ids[:32]})
+        reply = await self._request(env, "reConnectUpdated")
+        replaced = (reply["data"].get("payload") or {}).get("replaced", [])
+        return [r for r in replaced if isinstance(r, str)]
+
+    async def ping(self) -> None:
+        """Application-level ping; returns on the ``pong``."""
+        await self._request(self.credentials.envelope("ping"), "pong")
+
+    # -- incoming --------------------------------------------------------------------------------
+
+    def on(self, action: str | None, callback: Callback) -> Callback:
+        """Call ``callback(message)`` for every incoming ``action`` (``"exchange"``,
+        ``"broadcast"``, ``"deny"``; None: all). Coroutine functions run as tasks."""
+        self._callbacks.setdefault(action, []).append(callback)
+        return callback
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            item = await self._incoming.get()
+            if item is None:
+                self._incoming.put_nowait(None)  # every iterator ends
+                return
+            yield item
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """The next incoming message. Raises ConnectionClosed once closed and drained."""
+        item = await asyncio.wait_for(self._incoming.get(), timeout)
+        if item is None:
+            self._incoming.put_nowait(None)
+            raise self._closed or ConnectionClosed()
+        return item
+
+    async def _read(self) -> None:
+        code: int | None = None
+        try:
+            async for msg in self._ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    try:
+                        envelope = json.loads(msg.data)
+                        action = envelope["data"]["action"]
+                    except (ValueError, KeyError, TypeError):
+                        log.warning("%s: unreadable frame dropped", self.client_id)
+                        continue
+                    self._dispatch(action, envelope)
+            code = self._ws.close_code
+        except Exception as exc:  # the connection broke
+            log.info("%s: connection lost: %s", self.client_id, exc)
+        finally:
+            self._closed = ConnectionClosed(code=code if code is not None else self._ws.close_code)
+            while self._pending:
+                entry = self._pending.popleft()
+                if not entry.future.done():
+                    entry.future.set_exception(self._closed)
+            self._incoming.put_nowait(None)
+
+    def _dispatch(self, action: str, envelope: dict[str, Any]) -> None:
+        if action in _ANSWERS and self._answer(action, envelope):
+            return
+        if action not in _DELIVERIES and action != "deny":
+            return  # "connect", "disconnect", an answer no one waits for
+        meta = envelope.get("meta") or {}
+        msg_id = meta.get("msgId") if isinstance(meta.get("msgId"), str) else None
+        if action == "exchange" and msg_id is not None:
+            if self.auto_ack and self.user_id is not None:
+                self._ack(msg_id)
+            if msg_id in self._seen:
+                return  # delivered again from the inbox: already handed over
+            self._seen[msg_id] = None
+            if len(self._seen) > self._dedup_size:
+                self._seen.popitem(last=False)
+        message = Message(
+            action,
+            (envelope.get("data") or {}).get("payload"),
+            meta.get("client"),
+            meta.get("userId"),
+            msg_id,
+            envelope,
+        )
+        if self._incoming.qsize() >= self._queue_size:
+            self._incoming.get_nowait()  # nobody is iterating: keep the newest
+            log.warning("%s: incoming queue full; oldest message dropped", self.client_id)
+        self._incoming.put_nowait(message)
+        for callback in self._callbacks.get(action, []) + self._callbacks.get(None, []):
+            try:
+                result = callback(message)
+            except Exception:
+                log.exception("%s: callback failed", self.client_id)
+                continue
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _answer(self, action: str, envelope: dict[str, Any]) -> bool:
+        """Match an answer to the oldest request waiting; False if it answers nothing."""
+        while self._pending:
+            head = self._pending[0]
+            if head.fence and action == "deny":
+                self.ack_denials += 1  # an ack before the fence's ping was refused
+                log.info("%s: an ack was denied: %s", self.client_id, envelope["data"])
+                return True
+            if action not in head.accepts:
+                log.warning("%s: unexpected %r answer dropped", self.client_id, action)
+                return True
+            self._pending.popleft()
+            if not head.future.done():
+                head.future.set_result(envelope)
+            return True
+        return False
+
+    # -- acks ------------------------------------------------------------------------------------
+
+    def _ack(self, msg_id: str) -> None:
+        self._acks.append(msg_id)
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        while self._acks and self._closed is None:
+            async with self._lock:
+                batch, self._acks = self._acks, []
+                try:
+                    for msg_id in batch:
+                        await self._pacer.take()
+                        env = self.credentials.envelope("ack", msgId=msg_id)
+                        await self._ws.send_str(json.dumps(env))
+                    await self._request_locked(
+                        self.credentials.envelope("ping"), "pong", fence=True
+                    )
+                except (ConnectionClosed, ConnectionError, RuntimeError, TimeoutError) as exc:
+                    log.info("%s: acks not confirmed: %s", self.client_id, exc)
+                    return
+                except Denied as exc:
+                    log.info("%s: ack fence denied: %s", self.client_id, exc)
+
+
+def _result(reply: dict[str, Any]) -> SendResult:
+    payload = reply["data"].get("payload") or {}
+    return SendResult(
+        status=str(payload.get("status")),
+        msg_id=str(payload.get("msgId") or reply["meta"].get("msgId")),
+        delivered=int(payload.get("delivered", 0)),
+        dropped=tuple(payload.get("dropped", ())),
+    )
