@@ -9,6 +9,8 @@ from wxio.client import ApiClient, Credentials, Denied, WxioClient
 
 from tests.adapter.conftest import RunningServer, StartServer
 
+from .conftest import gone
+
 APPS: dict[str, dict[str, Any]] = {
     "shop": {"key": "shop-key", "rate": 1000, "burst": 1000},
     "mac": {"key": "mac-key", "scheme": "hmac", "rate": 1000, "burst": 1000},
@@ -42,6 +44,8 @@ async def test_send_broadcast_and_presence(core: RunningServer, creds: Credentia
         assert presence.online and set(presence.clients) == {one.client_id, two.client_id}
         assert not (await api.presence("nobody")).online
         assert await api.online_users() == (["u1"], None)
+    await gone(core, creds.app, one.client_id)
+    await gone(core, creds.app, two.client_id)
     async with ApiClient(core.url, creds) as api:
         assert (await api.presence("u1")).online is False
         assert await api.online_users() == ([], None)

@@ -11,6 +11,8 @@ from wxio.client import ConnectionClosed, Credentials, Denied, Message, WxioClie
 
 from tests.adapter.conftest import RunningServer, StartServer
 
+from .conftest import gone
+
 APPS: dict[str, dict[str, Any]] = {
     "shop": {"key": "shop-key", "client_broadcast": True, "rate": 1000, "burst": 1000},
     "mac": {"key": "mac-key", "scheme": "hmac", "rate": 1000, "burst": 1000},
@@ -116,6 +118,7 @@ async def test_inbox_is_acked_and_deduplicated(core: RunningServer) -> None:
         old_id = away.client_id
         await away.close()
         assert away.closed
+        await gone(core, "shop", old_id)
         queued = [await sender.send(old_id, {"n": i}) for i in range(3)]
         assert [r.status for r in queued] == ["queued"] * 3
 
@@ -130,6 +133,7 @@ async def test_inbox_is_acked_and_deduplicated(core: RunningServer) -> None:
         with pytest.raises(TimeoutError):
             await lazy.receive(timeout=0.3)
         await lazy.close()
+        await gone(core, "shop", lazy.client_id)
 
         # Back again: delivered again, acked automatically this time.
         back = await WxioClient.connect(core.url, shop("u1"))
@@ -146,6 +150,7 @@ async def test_inbox_is_acked_and_deduplicated(core: RunningServer) -> None:
         assert (await sender.send(old_id, "direct")).status == "delivered"
         assert (await back.receive(timeout=5)).payload == "direct"
         await back.close()
+        await gone(core, "shop", back.client_id)
 
         # Every message was acked: nothing is left for the next connection.
         last = await WxioClient.connect(core.url, shop("u1"))
