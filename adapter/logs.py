@@ -3,7 +3,8 @@
 A JSON line carries ``time`` (UTC, ISO 8601 with milliseconds), ``level``, ``logger`` and
 ``message``, the ``exc`` text when an exception is logged, and every ``extra={...}`` field the
 call passed. Fields whose names look like credentials (keys, signatures, nonces, tokens,
-passwords) are written as ``"[redacted]"``: a log line must never carry a secret.
+passwords) are written as ``"[redacted]"``, and so are ``sign=...``-style query parameters in any
+text (both formats): a log line must never carry a secret.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..protocol import jsonutil
 
-__all__ = ["JsonFormatter", "configure", "LOG_FORMATS", "TEXT_FORMAT"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure", "redact", "LOG_FORMATS", "TEXT_FORMAT"]
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -24,6 +25,18 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 #: The attributes every LogRecord has; anything else came from ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _SECRET = re.compile(r"key|sign|secret|token|password|passwd|nonce|authorization|cookie", re.I)
+#: ``sign=...`` and the like inside a URL or a message.
+_SECRET_PARAM = re.compile(r"(?i)\b(sign|nonce|token|key|password|secret)=[^&\s'\"]+")
+
+
+def redact(text: str) -> str:
+    """Replace the values of credential-like ``name=value`` parameters in ``text``."""
+    return _SECRET_PARAM.sub(r"\1=[redacted]", text)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,18 +46,20 @@ class JsonFormatter(logging.Formatter):
             "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for name, value in vars(record).items():
             if name in _STANDARD or name.startswith("_") or name in line:
                 continue
             line[name] = "[redacted]" if _SECRET.search(name) else _plain(value)
+            if isinstance(line[name], str):
+                line[name] = redact(line[name])
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+            line["exc"] = redact(self.formatException(record.exc_info))
         elif record.exc_text:
-            line["exc"] = record.exc_text
+            line["exc"] = redact(record.exc_text)
         if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
+            line["stack"] = redact(self.formatStack(record.stack_info))
         try:
             return jsonutil.dumps(line)
         except Exception:  # e.g. an integer too large for JSON: still one line
@@ -70,7 +85,7 @@ def configure(level: str, log_format: str = "text") -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -110,7 +111,14 @@ class Forwarder:
                 out = {h: upstream.headers[h] for h in _PASS_RESPONSE if h in upstream.headers}
                 return web.Response(status=upstream.status, body=content, headers=out)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("forwarding %s to %s failed: %s", request.method, url, exc)
+            # Not the query or the exception text: old clients repeat their signature there.
+            log.warning(
+                "forwarding %s %s to %s failed: %s",
+                request.method,
+                request.path,
+                node_of(url),
+                type(exc).__name__,
+            )
             return None
 
     async def _pipe_websocket(
@@ -121,7 +129,7 @@ class Forwarder:
                 url, headers=headers, max_msg_size=self.max_body + 1, autoping=True
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("forwarding an upgrade to %s failed: %s", url, exc)
+            log.warning("forwarding an upgrade to %s failed: %s", node_of(url), type(exc).__name__)
             return None
         client = web.WebSocketResponse(max_msg_size=self.max_body + 1, autoping=True)
         await client.prepare(request)
@@ -151,3 +159,9 @@ async def pipe_websockets(a: Any, b: Any) -> None:
             task.cancel()
         await a.close()
         await b.close()
+
+
+def node_of(url: str) -> str:
+    """``scheme://host:port`` of a forwarding URL, for logs (no path, no query)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -28,7 +28,7 @@ from wxio.adapter.core.binding import CoreOptions
 from wxio.adapter.core.directory import MemoryDirectory
 from wxio.adapter.core.hub import Hub
 from wxio.adapter.http import HttpServer
-from wxio.adapter.logs import JsonFormatter
+from wxio.adapter.logs import TEXT_FORMAT, JsonFormatter, TextFormatter
 from wxio.adapter.ops import HEALTH, package_version
 from wxio.adapter.sio import SocketIOServer
 from wxio.adapter.tls import server_context
@@ -161,6 +161,13 @@ def test_json_log_lines() -> None:
         record = logging.LogRecord("wxio", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     data = json.loads(formatter.format(record))
     assert "ValueError: boom" in data["exc"]
+    # A URL in a message keeps its shape, not its signature (old clients repeat it in queries).
+    record = logging.LogRecord(
+        "wxio", logging.INFO, __file__, 1, "GET %s", ("/socket.io/?app=a&sign=abc123&EIO=3",), None
+    )
+    for fmt in (formatter, TextFormatter(TEXT_FORMAT)):
+        text = fmt.format(record)
+        assert "abc123" not in text and "sign=[redacted]&EIO=3" in text
 
 
 # -- TLS ---------------------------------------------------------------------------------------
