@@ -184,13 +184,17 @@ class WxioClient:
         auto_ack: bool = True,
         dedup_size: int = 10_000,
         queue_size: int = 10_000,
+        max_frame_bytes: int = 4 * 1024 * 1024,
     ) -> WxioClient:
         """Connect to ``url`` (``http(s)://host:port`` or ``ws(s)://host:port[/ws]``) and wait
         for the server's ``connect`` envelope. Raises :class:`~.errors.Denied` when refused
         (``status`` is the close code) and :class:`~.errors.ConnectionClosed` otherwise.
 
         ``ssl`` is passed to aiohttp (an :class:`ssl.SSLContext` trusting your CA, or False to
-        skip verification). ``rate``/``burst`` pace sending (None: no pacing)."""
+        skip verification). ``rate``/``burst`` pace sending (None: no pacing). ``timeout``
+        bounds the connect and every request; ``auto_ack=False`` leaves inbox messages
+        unacknowledged (they come again at the next connect); ``queue_size`` bounds what waits
+        for the iterator (the oldest is dropped beyond it)."""
         owns = session is None
         session = session or aiohttp.ClientSession()
         try:
@@ -200,7 +204,7 @@ class WxioClient:
                 ssl=ssl,
                 timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
                 autoping=True,
-                max_msg_size=0,
+                max_msg_size=max_frame_bytes,
             )
         except BaseException:
             if owns:
