@@ -2,7 +2,8 @@
 
 ``/healthz`` answers 200 ``{"status": "ok"}`` whenever the process serves HTTP at all.
 ``/readyz`` answers 200 when this node should get traffic: it is not shutting down and, in a
-cluster, Redis answers a PING within :data:`READY_TIMEOUT` seconds. Otherwise 503, with the
+cluster, Redis answers a PING within :data:`READY_TIMEOUT` seconds and the node is subscribed to
+its channels (other nodes' requests reach it). Otherwise 503, with the
 failed checks named in ``failed`` (details of a Redis failure go to the log, not to the probe).
 """
 
@@ -73,6 +74,8 @@ class Health:
         except (BackplaneError, TimeoutError) as exc:
             log.warning("readiness: cluster backplane unreachable: %s", exc or "timeout")
             return "unreachable"
+        if not getattr(backplane, "listening", True):
+            return "not subscribed"
         return "ok"
 
 

@@ -270,6 +270,11 @@ class RedisBackplane:
         """Raise :class:`BackplaneError` unless Redis answers a PING (for readiness probes)."""
         await self.call(self.redis.ping())
 
+    @property
+    def listening(self) -> bool:
+        """Subscribed to this node's channels: other nodes' requests reach it."""
+        return self._subscribed.is_set()
+
     async def node_alive(self, node: str) -> bool:
         loop = asyncio.get_running_loop()
         cached = self._alive_cache.get(node)

@@ -90,6 +90,11 @@ async def test_readyz_follows_redis(start_server: StartServer, redis_prefix: str
         backplane=RedisBackplane(f"redis://127.0.0.1:{free_port()}/0", prefix=redis_prefix),
     )
     async with aiohttp.ClientSession() as session:
+        for _ in range(50):  # ready once subscribed to its channels, a moment after start
+            async with session.get(f"{up.url}/readyz") as resp:
+                if resp.status == 200:
+                    break
+            await asyncio.sleep(0.05)
         async with session.get(f"{up.url}/readyz") as resp:
             assert resp.status == 200
             assert await resp.json() == {
