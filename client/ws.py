@@ -139,6 +139,7 @@ class WxioClient:
         auto_ack: bool,
         dedup_size: int,
         queue_size: int,
+        seen: OrderedDict[str, None] | None = None,
     ) -> None:
         self._ws = ws
         self._session = session
@@ -154,7 +155,7 @@ class WxioClient:
         self._pacer = _Pacer(rate, burst)
         self._lock = asyncio.Lock()
         self._pending: deque[_Pending] = deque()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, None] = seen if seen is not None else OrderedDict()
         self._dedup_size = dedup_size
         self._incoming: asyncio.Queue[Message | None] = asyncio.Queue()
         self._queue_size = queue_size
@@ -165,6 +166,8 @@ class WxioClient:
         self._closed: ConnectionClosed | None = None
         #: Acks the server denied (they will be delivered again; de-dup hides that).
         self.ack_denials = 0
+        #: Deliveries not handed over because their msgId was seen before.
+        self.duplicates = 0
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     # -- connecting ------------------------------------------------------------------------------
@@ -185,6 +188,7 @@ class WxioClient:
         dedup_size: int = 10_000,
         queue_size: int = 10_000,
         max_frame_bytes: int = 4 * 1024 * 1024,
+        seen: OrderedDict[str, None] | None = None,
     ) -> WxioClient:
         """Connect to ``url`` (``http(s)://host:port`` or ``ws(s)://host:port[/ws]``) and wait
         for the server's ``connect`` envelope. Raises :class:`~.errors.Denied` when refused
@@ -194,7 +198,9 @@ class WxioClient:
         skip verification). ``rate``/``burst`` pace sending (None: no pacing). ``timeout``
         bounds the connect and every request; ``auto_ack=False`` leaves inbox messages
         unacknowledged (they come again at the next connect); ``queue_size`` bounds what waits
-        for the iterator (the oldest is dropped beyond it)."""
+        for the iterator (the oldest is dropped beyond it). Pass the previous connection's
+        :attr:`seen` as ``seen`` when connecting again, so that inbox messages it already
+        handed over are not handed over again (they are acknowledged)."""
         owns = session is None
         session = session or aiohttp.ClientSession()
         try:
@@ -229,6 +235,7 @@ class WxioClient:
             auto_ack=auto_ack,
             dedup_size=dedup_size,
             queue_size=queue_size,
+            seen=seen,
         )
 
     @staticmethod
@@ -252,6 +259,12 @@ class WxioClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def seen(self) -> OrderedDict[str, None]:
+        """The ``msgId`` values handed over lately (at most ``dedup_size``, oldest first): pass
+        it to the next :meth:`connect` of the same user to keep de-duplicating."""
+        return self._seen
 
     @property
     def closed(self) -> bool:
@@ -402,7 +415,8 @@ class WxioClient:
             if self.auto_ack and self.user_id is not None:
                 self._ack(msg_id)
             if msg_id in self._seen:
-                return  # delivered again from the inbox: already handed over
+                self.duplicates += 1  # delivered again from the inbox: already handed over
+                return
             self._seen[msg_id] = None
             if len(self._seen) > self._dedup_size:
                 self._seen.popitem(last=False)
