@@ -68,3 +68,5 @@ async def test_operations_page_lists_every_metric_with_its_type(start_server: St
     page = (DOCS / "operations.md").read_text()
     documented = dict(re.findall(r"^\| `(wxio_[a-z0-9_]+)` \| (counter|gauge) \|", page, re.M))
     assert documented == exported
+    # The examples and alert rules name only real series too.
+    assert set(METRIC.findall(page)) <= set(exported)
