@@ -268,12 +268,14 @@ class Hub:
             conn.denials = 0
 
     async def _apply(self, conn: Connection, raw: Any, respond: Respond) -> None:
-        if not conn.bucket.take(self.clock()):
-            raise Denied(DenyReason.RATE_LIMITED, "too many messages")
         try:
             message = env.parse(raw)
         except EnvelopeError as exc:
+            conn.bucket.take(self.clock())  # garbage costs a token too
             raise Denied(DenyReason.MALFORMED, str(exc)) from None
+        # Acks are exempt: a client acknowledging what it is sent must not be rate limited.
+        if message.action != Action.ACK and not conn.bucket.take(self.clock()):
+            raise Denied(DenyReason.RATE_LIMITED, "too many messages")
         meta = message.meta
         if meta.app is not None and meta.app != conn.app.name:
             raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
