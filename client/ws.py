@@ -6,12 +6,12 @@ matched to requests in order; this client keeps one request in flight at a time.
 (``exchange``, ``broadcast``) arrive in between and go to the async iterator and the callbacks.
 
 An ``exchange`` that carries a ``msgId`` is acknowledged automatically when the client has a user
-id (that is what removes it from the user's offline inbox), and a ``msgId`` already seen is not
-delivered twice (the inbox is at-least-once). Acks are sent in a batch followed by a ``ping``, so
-a ``deny`` of an ack (e.g. ``unavailable``) is told apart from the answer to the next request.
+id (messages to a user stay in the user's inbox until acknowledged), and a ``msgId`` already seen
+is not handed over twice (delivery is at-least-once). The server never answers an ack, so acks
+do not disturb the matching of answers, and they are exempt from its rate limit.
 
-Outgoing frames are paced by a token bucket (``rate``/``burst``, by default the server's default
-per-connection limits), so a burst of acks after a reconnect does not get ``rate_limited``.
+Requests are paced by a token bucket (``rate``/``burst``, by default the server's default
+per-connection limits), so a burst of sends waits instead of being denied ``rate_limited``.
 """
 
 from __future__ import annotations
@@ -73,21 +73,20 @@ class SendResult:
     delivered: int = 0
     #: Inbox message ids dropped to make room (the oldest first).
     dropped: tuple[str, ...] = ()
+    #: "until_acked" (kept in the target user's inbox until acknowledged) or "sent" (written
+    #: once); None from a server that does not say.
+    guarantee: str | None = None
 
 
 Callback = Callable[[Message], Awaitable[None] | None]
 
 
 class _Pending:
-    __slots__ = ("accepts", "future", "fence")
+    __slots__ = ("accepts", "future")
 
-    def __init__(
-        self, accepts: frozenset[str], future: asyncio.Future[dict[str, Any]], fence: bool
-    ):
+    def __init__(self, accepts: frozenset[str], future: asyncio.Future[dict[str, Any]]):
         self.accepts = accepts
         self.future = future
-        #: A ping after a batch of acks: denies before its pong were the acks'.
-        self.fence = fence
 
 
 class _Pacer:
@@ -153,7 +152,9 @@ class WxioClient:
         self.timeout = timeout
         self.auto_ack = auto_ack
         self._pacer = _Pacer(rate, burst)
+        #: One request in flight (answers come in order); frames are written one at a time.
         self._lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
         self._pending: deque[_Pending] = deque()
         self._seen: OrderedDict[str, None] = seen if seen is not None else OrderedDict()
         self._dedup_size = dedup_size
@@ -164,8 +165,6 @@ class WxioClient:
         self._ack_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed: ConnectionClosed | None = None
-        #: Acks the server denied (they will be delivered again; de-dup hides that).
-        self.ack_denials = 0
         #: Deliveries not handed over because their msgId was seen before.
         self.duplicates = 0
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -286,35 +285,30 @@ class WxioClient:
 
     # -- requests --------------------------------------------------------------------------------
 
-    async def _request(
-        self, envelope: dict[str, Any], accepts: str, *, fence: bool = False
-    ) -> dict[str, Any]:
-        async with self._lock:
-            return await self._request_locked(envelope, accepts, fence=fence)
-
-    async def _request_locked(
-        self, envelope: dict[str, Any], accepts: str, *, fence: bool = False
-    ) -> dict[str, Any]:
-        if self._closed is not None:
-            raise self._closed
-        await self._pacer.take()
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        entry = _Pending(frozenset({accepts, "deny"}), future, fence)
-        self._pending.append(entry)
-        try:
+    async def _send_frame(self, envelope: dict[str, Any]) -> None:
+        async with self._send_lock:
             await self._ws.send_str(json.dumps(envelope))
-        except (ConnectionError, RuntimeError) as exc:
-            self._pending.remove(entry)
-            raise ConnectionClosed(f"send failed: {exc}") from None
-        try:
-            # shield: on a timeout the entry stays queued, so the late answer is matched to it
-            # (and dropped) rather than to the next request.
-            reply = await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except TimeoutError:
-            future.cancel()
-            if fence and entry in self._pending:
-                self._pending.remove(entry)  # its ping was refused: nothing more will come
-            raise
+
+    async def _request(self, envelope: dict[str, Any], accepts: str) -> dict[str, Any]:
+        async with self._lock:
+            if self._closed is not None:
+                raise self._closed
+            await self._pacer.take()
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            entry = _Pending(frozenset({accepts, "deny"}), future)
+            self._pending.append(entry)
+            try:
+                await self._send_frame(envelope)
+            except (ConnectionError, RuntimeError) as exc:
+                self._pending.remove(entry)
+                raise ConnectionClosed(f"send failed: {exc}") from None
+            try:
+                # shield: on a timeout the entry stays queued, so the late answer is matched to
+                # it (and dropped) rather than to the next request.
+                reply = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            except TimeoutError:
+                future.cancel()
+                raise
         action = reply["data"]["action"]
         if action == "deny":
             payload = reply["data"].get("payload") or {}
@@ -447,10 +441,6 @@ class WxioClient:
         """Match an answer to the oldest request waiting; False if it answers nothing."""
         while self._pending:
             head = self._pending[0]
-            if head.fence and action == "deny":
-                self.ack_denials += 1  # an ack before the fence's ping was refused
-                log.info("%s: an ack was denied: %s", self.client_id, envelope["data"])
-                return True
             if action not in head.accepts:
                 log.warning("%s: unexpected %r answer dropped", self.client_id, action)
                 return True
@@ -469,21 +459,14 @@ class WxioClient:
 
     async def _flush_acks(self) -> None:
         while self._acks and self._closed is None:
-            async with self._lock:
-                batch, self._acks = self._acks, []
-                try:
-                    for msg_id in batch:
-                        await self._pacer.take()
-                        env = self.credentials.envelope("ack", msgId=msg_id)
-                        await self._ws.send_str(json.dumps(env))
-                    await self._request_locked(
-                        self.credentials.envelope("ping"), "pong", fence=True
-                    )
-                except (ConnectionClosed, ConnectionError, RuntimeError, TimeoutError) as exc:
-                    log.info("%s: acks not confirmed: %s", self.client_id, exc)
-                    return
-                except Denied as exc:
-                    log.info("%s: ack fence denied: %s", self.client_id, exc)
+            batch, self._acks = self._acks, []
+            try:
+                for msg_id in batch:
+                    await self._send_frame(self.credentials.envelope("ack", msgId=msg_id))
+            except (ConnectionError, RuntimeError) as exc:
+                # Not acknowledged: the server delivers them again at the next connect.
+                log.info("%s: %d ack(s) not sent: %s", self.client_id, len(batch), exc)
+                return
 
 
 def _result(reply: dict[str, Any]) -> SendResult:
@@ -493,4 +476,5 @@ def _result(reply: dict[str, Any]) -> SendResult:
         msg_id=str(payload.get("msgId") or reply["meta"].get("msgId")),
         delivered=int(payload.get("delivered", 0)),
         dropped=tuple(payload.get("dropped", ())),
+        guarantee=payload.get("guarantee") if isinstance(payload.get("guarantee"), str) else None,
     )
