@@ -14,9 +14,7 @@ import asyncio
 import logging
 import socket
 import ssl
-import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -24,7 +22,9 @@ log = logging.getLogger("wxio.http")
 
 __all__ = ["HeaderGuard", "header_deadline", "HttpServer"]
 
-_GUARDS: weakref.WeakKeyDictionary[Any, HeaderGuard] = weakref.WeakKeyDictionary()
+#: The guard of each open connection, by ``id`` of its transport (uvloop's TLS transport takes no
+#: weak references); an entry goes when its connection is lost.
+_GUARDS: dict[int, HeaderGuard] = {}
 
 
 class HeaderGuard(asyncio.Protocol):
@@ -55,7 +55,7 @@ class HeaderGuard(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Duck-typed: uvloop's TCP transport is not an asyncio.Transport subclass.
         self.transport = transport  # type: ignore[assignment]
-        _GUARDS[transport] = self
+        _GUARDS[id(transport)] = self
         self.inner.connection_made(transport)
         self.arm()
 
@@ -67,6 +67,8 @@ class HeaderGuard(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm()
+        if self.transport is not None and _GUARDS.get(id(self.transport)) is self:
+            del _GUARDS[id(self.transport)]
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -80,7 +82,7 @@ class HeaderGuard(asyncio.Protocol):
 async def header_deadline(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    guard = _GUARDS.get(request.transport) if request.transport is not None else None
+    guard = _GUARDS.get(id(request.transport)) if request.transport is not None else None
     if guard is not None:
         guard.disarm()
     try:
