@@ -179,31 +179,30 @@ class HttpApi:
             query = {k: request.query[k] for k in request.query}
             signed = {k: v for k, v in query.items() if k not in _CREDENTIALS}
             app = await self._authorize(query, signed)
-            user = query.get("userId")
-            body: dict[str, Any]
-            if user is not None:
-                if not user or len(user) > MAX_ID_LEN:
-                    raise Denied(DenyReason.MALFORMED, f"userId: 1 to {MAX_ID_LEN} characters")
-                try:
-                    clients = await self.hub.directory.user_clients(app.name, user)
-                except BackplaneError as exc:
-                    raise unavailable("presence", exc) from None
-                ids = sorted(client for client, _node in clients)
-                body = {"app": app.name, "userId": user, "online": bool(ids), "clients": ids}
-            else:
-                limit_text = query.get("limit", str(PRESENCE_PAGE))
-                if not limit_text.isdigit() or not 1 <= int(limit_text) <= PRESENCE_MAX_PAGE:
-                    raise Denied(DenyReason.MALFORMED, f"limit: 1 to {PRESENCE_MAX_PAGE}")
-                after = query.get("after") or None
-                if after is not None and len(after) > MAX_ID_LEN:
-                    raise Denied(DenyReason.MALFORMED, f"after: at most {MAX_ID_LEN} characters")
-                try:
-                    users, cursor = await self.hub.directory.app_users(
-                        app.name, after=after, limit=int(limit_text)
-                    )
-                except BackplaneError as exc:
-                    raise unavailable("presence", exc) from None
-                body = {"app": app.name, "users": users, "next": cursor}
+            body = await self._presence(app, query)
         except Denied as denied:
             return self._error(request, denied, app)
         return web.json_response(body, headers=self._cors(request, app), dumps=jsonutil.dumps)
+
+    async def _presence(self, app: AppConfig, query: dict[str, Any]) -> dict[str, Any]:
+        """The answer of an authorised presence call."""
+        user = query.get("userId")
+        try:
+            if user is not None:
+                if not user or len(user) > MAX_ID_LEN:
+                    raise Denied(DenyReason.MALFORMED, f"userId: 1 to {MAX_ID_LEN} characters")
+                clients = await self.hub.directory.user_clients(app.name, user)
+                ids = sorted(client for client, _node in clients)
+                return {"app": app.name, "userId": user, "online": bool(ids), "clients": ids}
+            limit = query.get("limit", str(PRESENCE_PAGE))
+            if not limit.isdigit() or not 1 <= int(limit) <= PRESENCE_MAX_PAGE:
+                raise Denied(DenyReason.MALFORMED, f"limit: 1 to {PRESENCE_MAX_PAGE}")
+            after = query.get("after") or None
+            if after is not None and len(after) > MAX_ID_LEN:
+                raise Denied(DenyReason.MALFORMED, f"after: at most {MAX_ID_LEN} characters")
+            users, cursor = await self.hub.directory.app_users(
+                app.name, after=after, limit=int(limit)
+            )
+            return {"app": app.name, "users": users, "next": cursor}
+        except BackplaneError as exc:
+            raise unavailable("presence", exc) from None
