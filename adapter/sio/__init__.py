@@ -1,6 +1,6 @@
 """The Socket.IO layer: namespaces, sockets, rooms, acks, middleware, handlers."""
 
-from .context import ConnectContext, ConnectionRefused, EventContext
+from .context import NO_ACK, ConnectContext, ConnectionRefused, EventContext
 from .namespace import Namespace
 from .server import SocketIOServer
 from .socket import AckTimeout, Socket
@@ -13,4 +13,5 @@ __all__ = [
     "ConnectContext",
     "EventContext",
     "AckTimeout",
+    "NO_ACK",
 ]

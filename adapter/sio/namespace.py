@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType, encode
-from .context import EventContext, Middleware
+from .context import NO_ACK, EventContext, Middleware
 
 if TYPE_CHECKING:
     from .server import SocketIOServer
@@ -65,7 +65,9 @@ class Namespace:
     # -- registration --------------------------------------------------------------------------
 
     def on(self, event: str, handler: Handler | None = None) -> Any:
-        """Register ``handler(socket, *args)`` for ``event``; usable as a decorator. ``"*"``
+        """Register ``handler(socket, *args)`` for ``event``; usable as a decorator. Its return
+        value answers the client's ack (a tuple gives several arguments; None an empty ack;
+        :data:`~.context.NO_ACK` no ack at all). ``"*"``
         catches every event without a handler: ``handler(socket, event, *args)``. Lifecycle
         events: ``connect`` (after the CONNECT reply), ``disconnecting`` and ``disconnect``
         (``handler(socket, reason)``), ``error`` (``handler(socket, exc)``), ``refused``
@@ -195,7 +197,9 @@ class Namespace:
         if inspect.isawaitable(result):
             result = await result
         if ctx.wants_ack and not ctx.acked:
-            if result is None:
+            if result is NO_ACK:
+                ctx.no_ack()
+            elif result is None:
                 ctx.ack()
             elif isinstance(result, tuple):
                 ctx.ack(*result)
