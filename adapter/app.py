@@ -86,7 +86,11 @@ def build_app(
             poll_timeout=config.engine.ping_interval + config.engine.ping_timeout + 5,
         )
     main = EngineServer(
-        config.engine, io, generate_id=generate_id or io.generate_id, forwarder=forwarder
+        config.engine,
+        io,
+        generate_id=generate_id or io.generate_id,
+        forwarder=forwarder,
+        allow_request=io.allow_request,
     )
     engines.append(main)
     mounts.add(config.engine.path, main.handle)

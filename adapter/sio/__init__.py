@@ -1,5 +1,6 @@
 """The Socket.IO layer: namespaces, sockets, rooms, acks, middleware, handlers."""
 
+from ..engine import RequestRefused
 from .context import NO_ACK, ConnectContext, ConnectionRefused, EventContext
 from .namespace import Namespace
 from .server import SocketIOServer
@@ -14,4 +15,5 @@ __all__ = [
     "EventContext",
     "AckTimeout",
     "NO_ACK",
+    "RequestRefused",
 ]

@@ -22,7 +22,7 @@ from ...protocol.engineio.session import CloseReason
 from ...protocol.errors import RemoteProtocolError
 from ...protocol.socketio import Decoder, Packet, PacketType, encode, split_namespace
 from ..config import SocketIOOptions
-from ..engine import EngineSocket
+from ..engine import AllowRequest, EngineSocket
 from .context import ConnectContext, ConnectionRefused
 from .namespace import Handler, Namespace, _Handlers
 from .socket import Socket
@@ -136,7 +136,12 @@ class Client:
 class SocketIOServer:
     """Namespaces and their handlers; the Engine.IO handler of a Socket.IO mount."""
 
-    def __init__(self, options: SocketIOOptions | None = None) -> None:
+    def __init__(
+        self,
+        options: SocketIOOptions | None = None,
+        *,
+        allow_request: AllowRequest | None = None,
+    ) -> None:
         self.options = options or SocketIOOptions()
         self.namespaces: dict[str, Namespace] = {}
         self._dynamic: list[tuple[NamespaceMatcher, _Handlers]] = []
@@ -146,6 +151,10 @@ class SocketIOServer:
         #: ``generate_id(request) -> str``: Engine.IO session ids of your own (default: 120
         #: random bits). They must be unique and unguessable; a duplicate falls back to random.
         self.generate_id: Callable[[Any], str] | None = None
+        #: ``allow_request(request) -> bool`` (or awaitable), engine.io's ``allowRequest``:
+        #: admits or refuses each new Engine.IO session (see :data:`..engine.AllowRequest`).
+        #: Set it before the app is built.
+        self.allow_request: AllowRequest | None = allow_request
         self.of("/")
 
     # -- namespaces ----------------------------------------------------------------------------
