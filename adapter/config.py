@@ -43,6 +43,9 @@ class SocketIOOptions:
     connect_timeout: float = 45.0
     #: Seconds a server-side emit waits for its ack by default.
     ack_timeout: float = 30.0
+    #: "default" (JSON text, socket.io-parser) or "msgpack" (socket.io-msgpack-parser; needs
+    #: ``pip install 'wxio[msgpack]'``). Every client of the server must use the same one.
+    parser: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,11 @@ class ClusterEmitter:
         self.in_flight = 0
 
     def publish_emit(
-        self, nsp: str, text: str, attachments: list[bytes], op: BroadcastOperator
+        self, nsp: str, text: str | bytes, attachments: list[bytes], op: BroadcastOperator
     ) -> None:
+        binary = isinstance(text, bytes)  # a binary parser (msgpack): one message, no text
+        if binary:
+            text, attachments = "", [text, *attachments]  # type: ignore[list-item]
         message = {
             "t": "sio",
             "nsp": nsp,
@@ -41,6 +44,8 @@ class ClusterEmitter:
             # A skipped socket id is a room too (every socket is in its own).
             "except": sorted(op.excluded | op.skip),
         }
+        if binary:
+            message["bin"] = True
         if self.in_flight >= MAX_IN_FLIGHT:
             log.warning(
                 "a room emit did not reach the other nodes: %d still in flight", self.in_flight
@@ -68,5 +73,9 @@ class ClusterEmitter:
             return None
         rooms = [r for r in message["rooms"] if isinstance(r, str)]
         excluded = [r for r in message["except"] if isinstance(r, str)]
-        nsp.to(rooms).except_(excluded).send_local(message["text"], attachments)
+        op = nsp.to(rooms).except_(excluded)
+        if message.get("bin") is True and attachments:
+            op.send_local(attachments[0], attachments[1:])
+        else:
+            op.send_local(message["text"], attachments)
         return None

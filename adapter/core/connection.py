@@ -123,7 +123,7 @@ class SocketIOConnection(Connection):
             return
         if not socket.connected:
             return
-        if on_ack is None:
+        if on_ack is None and socket.nsp.server.json_parser:
             socket.client.esock.send(out.sio_text(socket.nsp.name, self.event))
         else:
             socket.emit(self.event, out.envelope, callback=lambda *args: on_ack())

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ...protocol.socketio import Packet, PacketType, encode
+from ...protocol.socketio import Packet, PacketType
 from .context import NO_ACK, EventContext, Middleware
 
 if TYPE_CHECKING:
@@ -257,13 +257,13 @@ class BroadcastOperator:
     def emit(self, event: str, *args: Any) -> int:
         """Send to the selected sockets, here and (in a cluster) on every other node; the packet
         is encoded once. Returns how many sockets of this node were sent to."""
-        text, attachments = encode(Packet(PacketType.EVENT, self.nsp.name, [event, *args]))
         server = self.nsp.server
+        text, attachments = server.encode(Packet(PacketType.EVENT, self.nsp.name, [event, *args]))
         if server.cluster is not None:
             server.cluster.publish_emit(self.nsp.name, text, attachments, self)
         return self.send_local(text, attachments)
 
-    def send_local(self, text: str, attachments: list[bytes]) -> int:
+    def send_local(self, text: str | bytes, attachments: list[bytes]) -> int:
         items: list[str | bytes] = [text, *attachments]
         count = 0
         for socket in self.nsp._targets(self.rooms, self.excluded, self.skip):

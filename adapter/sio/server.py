@@ -21,7 +21,7 @@ from typing import Any
 from ...protocol.engineio.session import CloseReason
 from ...protocol.errors import RemoteProtocolError
 from ...protocol.socketio import Decoder, Packet, PacketType, encode, split_namespace
-from ..config import SocketIOOptions
+from ..config import ConfigError, SocketIOOptions
 from ..engine import AllowRequest, EngineSocket
 from .context import ConnectContext, ConnectionRefused
 from .namespace import Handler, Namespace, _Handlers
@@ -44,7 +44,7 @@ class Client:
     def __init__(self, server: SocketIOServer, esock: EngineSocket) -> None:
         self.server = server
         self.esock = esock
-        self.decoder = Decoder()
+        self.decoder: Any = server._new_decoder()
         self.sockets: dict[str, Socket] = {}
         #: Socket.IO protocol revision: 5 over EIO=4, 4 over EIO=3.
         self.protocol = 5 if esock.eio == 4 else 4
@@ -126,7 +126,7 @@ class Client:
     # -- outbound ------------------------------------------------------------------------------
 
     def send_packet(self, packet: Packet) -> None:
-        text, attachments = encode(packet)
+        text, attachments = self.server.encode(packet)
         if attachments:
             self.esock.send_many([text, *attachments])
         else:
@@ -141,8 +141,29 @@ class SocketIOServer:
         options: SocketIOOptions | None = None,
         *,
         allow_request: AllowRequest | None = None,
+        parser: str | None = None,
     ) -> None:
         self.options = options or SocketIOOptions()
+        #: The packet codec: "default" (JSON) or "msgpack" (socket.io-msgpack-parser).
+        self.parser = parser or self.options.parser
+        #: ``encode(packet) -> (first message, attachments)``; the first is text for the JSON
+        #: parser, bytes for msgpack.
+        self.encode: Callable[[Packet], tuple[Any, list[bytes]]] = encode
+        self._new_decoder: Callable[[], Any] = Decoder
+        #: False with a binary parser: the routing core then cannot splice pre-encoded JSON.
+        self.json_parser = True
+        if self.parser == "msgpack":
+            from ...protocol.socketio import msgpack
+
+            if not msgpack.available():
+                raise ConfigError(
+                    "parser = \"msgpack\" needs the msgpack package: pip install 'wxio[msgpack]'"
+                )
+            self.encode = msgpack.encode
+            self._new_decoder = msgpack.Decoder
+            self.json_parser = False
+        elif self.parser != "default":
+            raise ConfigError(f"[socketio] parser: {self.parser!r} is not default or msgpack")
         self.namespaces: dict[str, Namespace] = {}
         self._dynamic: list[tuple[NamespaceMatcher, _Handlers]] = []
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ...protocol.socketio import Packet, PacketType, encode
+from ...protocol.socketio import Packet, PacketType
 
 if TYPE_CHECKING:
     from .namespace import Namespace
@@ -180,7 +180,7 @@ class Socket:
     # -- sending -------------------------------------------------------------------------------
 
     def _send_packet(self, packet: Packet) -> None:
-        text, attachments = encode(packet)
+        text, attachments = self.nsp.server.encode(packet)
         if attachments:
             self.client.esock.send_many([text, *attachments])
         else:
