@@ -35,6 +35,9 @@ class EngineOptions:
     max_buffered_packets: int = 10_000
     #: Seconds a slow reader may stay over the bounds before it is disconnected.
     slow_grace: float = 5.0
+    #: Packets in one polling response at most (0: no cap); the rest wait for the next poll.
+    #: python-engineio clients drop the connection on a payload of more than 16 packets.
+    max_polling_packets: int = 16
 
 
 @dataclass(frozen=True, slots=True)
