@@ -79,7 +79,7 @@ class Connection:
     """Base class: identity, limits, and what every kind of client must implement."""
 
     kind = "abstract"
-    __slots__ = ("client_id", "app", "user_id", "bucket", "denials")
+    __slots__ = ("client_id", "app", "user_id", "bucket", "denials", "inbox_sent")
 
     def __init__(self, client_id: str, app: AppConfig, user_id: str | None, now: float) -> None:
         self.client_id = client_id
@@ -88,6 +88,8 @@ class Connection:
         self.bucket = TokenBucket(app.rate, app.burst, now)
         #: Denials in a row; a client that keeps sending garbage or flooding is cut off.
         self.denials = 0
+        #: Inbox message ids already delivered on this connection (see Hub._drain_inbox).
+        self.inbox_sent: set[str] = set()
 
     def deliver(self, out: Outgoing, on_ack: Callable[[], None] | None = None) -> None:
         """Send an envelope; ``on_ack`` runs if the client acknowledges it (inbox messages)."""

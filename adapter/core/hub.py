@@ -537,7 +537,15 @@ class Hub:
         if conn.user_id is None:
             return
         app, user = conn.app.name, conn.user_id
-        for entry in await self.inbox.pending(app, user, now=self.clock()):
+        pending = await self.inbox.pending(app, user, now=self.clock())
+        # Once per connection: at connect and again at reConnectAndUpdates, a message still
+        # waiting for its ack is not sent twice (the next connection gets it if it never is).
+        sent = conn.inbox_sent
+        sent.intersection_update(entry.msg_id for entry in pending)
+        for entry in pending:
+            if entry.msg_id in sent:
+                continue
+            sent.add(entry.msg_id)
             out = Outgoing(entry.envelope, entry.msg_id)
             conn.deliver(out, on_ack=self._acker(app, user, entry.msg_id))
 
