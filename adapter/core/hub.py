@@ -416,10 +416,15 @@ class Hub:
             conn.deliver(out)
             return Outcome("delivered", msg_id, 1)
         key = (app.name, target)
+        # Nodes that did not answer within this send are not asked again in it (a frozen node
+        # would otherwise cost NODE_TIMEOUT per question).
+        unanswered: set[str] = set()
         cached = self._routes.get(key)
         if cached is not None:
             client, node, until = cached
-            if until > self.clock() and await self._deliver_to(app.name, client, node, out):
+            if until > self.clock() and await self._deliver_to(
+                app.name, client, node, out, unanswered
+            ):
                 return Outcome("delivered", msg_id, 1)
             del self._routes[key]  # stale: the target moved or left; ask the directory
         where = await self.directory.locate(app.name, target)
@@ -427,7 +432,7 @@ class Hub:
         if (
             where is not None
             and (where.client != target or where.node is not None)
-            and await self._deliver_to(app.name, where.client, where.node, out)
+            and await self._deliver_to(app.name, where.client, where.node, out, unanswered)
         ):
             if where.node is not None and where.node != self.node:
                 self._remember_route(key, where.client, where.node)
@@ -437,7 +442,7 @@ class Hub:
         # The same user may be back under another id and not have re-bound yet.
         delivered = 0
         for client, node in await self.directory.user_clients(app.name, where.user):
-            if await self._deliver_to(app.name, client, node, out):
+            if await self._deliver_to(app.name, client, node, out, unanswered):
                 delivered += 1
         if delivered:
             return Outcome("delivered", msg_id, delivered)
@@ -461,20 +466,32 @@ class Hub:
             self._routes.clear()
         self._routes[key] = (client, node, self.clock() + ROUTE_CACHE_TTL)
 
-    async def _deliver_to(self, app: str, client: str, node: str | None, out: Outgoing) -> bool:
+    async def _deliver_to(
+        self,
+        app: str,
+        client: str,
+        node: str | None,
+        out: Outgoing,
+        unanswered: set[str] | None = None,
+    ) -> bool:
         """Deliver to ``client`` here (node None or ours) or on ``node``; True if it was
-        connected there."""
+        connected there. A node in ``unanswered`` is not asked; one that does not answer is
+        added to it."""
         if node is None or node == self.node:
             conn = self.connections.get((app, client))
             if conn is None:
                 return False
             conn.deliver(out)
             return True
+        if unanswered is not None and node in unanswered:
+            return False
         reply = await self.backplane.request(
             node,
             {"t": "deliver", "app": app, "client": client, "env": out.envelope},
             timeout=NODE_TIMEOUT,
         )
+        if reply is None and unanswered is not None:
+            unanswered.add(node)
         return bool(reply and reply.get("ok"))
 
     async def broadcast(

@@ -58,3 +58,50 @@ async def test_msgpack_room_emit_across_nodes(
     finally:
         for client in clients:
             await client.disconnect()
+
+
+async def test_frozen_node_is_asked_once_per_send(
+    start_server: StartServer, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose sockets are open but that answers nothing (SIGSTOP): a send to its client
+    waits one NODE_TIMEOUT, not one per question (locate, then the user's clients)."""
+    from wxio.adapter.core import hub as hub_module
+
+    from tests.adapter.core_clients import RawClient, Signer
+
+    monkeypatch.setattr(hub_module, "NODE_TIMEOUT", 0.6)
+    signer = Signer("c", "c-key")
+    a, b = [
+        await start_server(
+            apps=APPS,
+            backplane=RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id=f"f{i}", node_ttl=30),
+        )
+        for i in range(2)
+    ]
+    sender = await RawClient.connect(a.ws_url, signer, user="s")
+    target = await RawClient.connect(b.ws_url, signer, user="t")
+    frozen = asyncio.Event()
+    assert b.hub is not None
+    backplane = b.hub.backplane
+    handler = backplane._handler  # type: ignore[attr-defined]
+
+    async def frozen_handler(message: dict[str, Any]) -> Any:
+        await frozen.wait()  # never set: the node reads its messages and answers none
+        return await handler(message)
+
+    backplane._handler = frozen_handler  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    try:
+        for n in range(2):
+            started = loop.time()
+            result = await sender.request(
+                signer.envelope("sendToOthers", {"n": n}, target=target.client_id)
+            )
+            elapsed = loop.time() - started
+            assert result["data"]["payload"]["status"] == "queued", result
+            assert 0.6 <= elapsed < 1.0, elapsed  # twice the timeout before the fix
+    finally:
+        backplane._handler = handler  # type: ignore[attr-defined]
+        frozen.set()
+        await sender.close()
+        await target.close()
