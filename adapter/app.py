@@ -69,7 +69,7 @@ def build_app(
 
         emitter = ClusterEmitter(io, hub.backplane)
         io.cluster = emitter
-        hub.node_handlers["sio"] = emitter.on_message
+        emitter.register(hub.node_handlers)
         options = core_options or CoreOptions()
         bind_socketio(hub, io, options)
         mounts.add(options.raw_path, RawEndpoint(hub, options).handle)

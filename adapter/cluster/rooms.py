@@ -1,12 +1,22 @@
-"""Socket.IO emits across the cluster: ``io.to(room).emit(...)`` on any node reaches the room's
+"""Socket.IO across the cluster: ``io.to(room).emit(...)`` on any node reaches the room's
 sockets on every node. The packet is encoded once, on the emitting node; each other node only
-picks its local targets (rooms and exclusions are resolved where the sockets are)."""
+picks its local targets (rooms and exclusions are resolved where the sockets are).
+
+The same way, the cluster-wide server API (``adapter/sio/remote.py``): ``fetch_sockets`` asks
+every node for its matching sockets (``sio_fetch``, one reply per node), ``sockets_join``,
+``sockets_leave`` and ``disconnect_sockets`` are published to every node (``sio_op``), and
+server-side emits (``sio_sse``) reach the handlers registered with ``io.on_server_side`` on every
+other node, which may answer."""
 
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+
+from ...protocol import jsonutil
 
 from ..core.backplane import Backplane, BackplaneError
 
@@ -16,9 +26,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wxio.cluster")
 
-__all__ = ["ClusterEmitter", "MAX_IN_FLIGHT"]
+__all__ = ["ClusterEmitter", "MAX_IN_FLIGHT", "MAX_FETCH_REPLY"]
 
 MAX_IN_FLIGHT = 10_000
+#: Bytes of socket descriptions one node puts in a fetch_sockets reply (the backplane refuses
+#: messages over 4 MB); past it the reply is cut short, and the caller logs it.
+MAX_FETCH_REPLY = 3 * 1024 * 1024
+_OPS = ("join", "leave", "disconnect")
+
+
+def _strings(values: Any) -> list[str]:
+    return [v for v in values if isinstance(v, str)] if isinstance(values, list) else []
 
 
 class ClusterEmitter:
@@ -28,6 +46,13 @@ class ClusterEmitter:
         #: Room emits on their way to Redis; past MAX_IN_FLIGHT a slow Redis costs emits, not
         #: memory.
         self.in_flight = 0
+
+    def register(self, handlers: dict[str, Any]) -> None:
+        """Install this emitter's node-message handlers (the hub's ``node_handlers``)."""
+        handlers["sio"] = self.on_message
+        handlers["sio_fetch"] = self.on_fetch
+        handlers["sio_op"] = self.on_op
+        handlers["sio_sse"] = self.on_server_side
 
     def publish_emit(
         self, nsp: str, text: str | bytes, attachments: list[bytes], op: BroadcastOperator
@@ -58,9 +83,118 @@ class ClusterEmitter:
         try:
             await self.backplane.publish_all(message)
         except BackplaneError as exc:
-            log.warning("a room emit did not reach the other nodes: %s", exc)
+            log.warning("a %s message did not reach the other nodes: %s", message["t"], exc)
+        except Exception:
+            log.exception("a %s message could not be sent", message["t"])
         finally:
             self.in_flight -= 1
+
+    def _spawn_publish(self, message: dict[str, Any]) -> None:
+        if self.in_flight >= MAX_IN_FLIGHT:
+            log.warning("a %s message was dropped: %d in flight", message["t"], self.in_flight)
+            return
+        self.in_flight += 1
+        self.io.spawn(self._publish(message))
+
+    # -- the cluster-wide server API ------------------------------------------------------------
+
+    async def fetch_sockets(
+        self, nsp: str, rooms: Iterable[str], excluded: Iterable[str], timeout: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(node, socket description) for the matching sockets of every other node that answers
+        within ``timeout``."""
+        message = {"t": "sio_fetch", "nsp": nsp, "rooms": sorted(rooms), "except": sorted(excluded)}
+        found: list[tuple[str, dict[str, Any]]] = []
+        for reply in await self.backplane.request_all(message, timeout=timeout):
+            node = reply.get("node")
+            sockets = reply.get("sockets")
+            if not isinstance(node, str) or not isinstance(sockets, list):
+                continue
+            if reply.get("truncated"):
+                log.warning("fetch_sockets: node %s had more sockets than one reply holds", node)
+            for entry in sockets:
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                    found.append((node, entry))
+        return found
+
+    async def on_fetch(self, message: dict[str, Any]) -> dict[str, Any]:
+        from ..sio.remote import describe
+
+        reply: dict[str, Any] = {"node": self.backplane.node_id, "sockets": []}
+        nsp = self.io.namespaces.get(message["nsp"])
+        if nsp is None:
+            return reply
+        op = nsp.to(_strings(message["rooms"])).except_(_strings(message["except"]))
+        size = 0
+        for socket in op.sockets():
+            if not socket.connected:
+                continue
+            entry = describe(socket)
+            size += len(jsonutil.dumps_bytes(entry))
+            if size > MAX_FETCH_REPLY:
+                reply["truncated"] = True
+                break
+            reply["sockets"].append(entry)
+        return reply
+
+    def publish_op(
+        self, nsp: str, op: str, rooms: Iterable[str], excluded: Iterable[str], args: list[Any]
+    ) -> None:
+        self._spawn_publish(
+            {
+                "t": "sio_op",
+                "nsp": nsp,
+                "rooms": sorted(rooms),
+                "except": sorted(excluded),
+                "op": op,
+                "args": args,
+            }
+        )
+
+    async def on_op(self, message: dict[str, Any]) -> None:
+        from ..sio.remote import apply_local
+
+        nsp = self.io.namespaces.get(message["nsp"])
+        action = message["op"]
+        if nsp is None or action not in _OPS:
+            return None
+        args: list[Any] = (
+            [message["args"][:1] == [True]] if action == "disconnect" else _strings(message["args"])
+        )
+        op = nsp.to(_strings(message["rooms"])).except_(_strings(message["except"]))
+        apply_local(op, action, args)
+        return None
+
+    def server_side_emit(self, event: str, args: list[Any]) -> None:
+        self._spawn_publish({"t": "sio_sse", "event": event, "args": args})
+
+    async def server_side_request(
+        self, event: str, args: list[Any], timeout: float
+    ) -> list[Any]:
+        replies = await self.backplane.request_all(
+            {"t": "sio_sse", "event": event, "args": args}, timeout=timeout
+        )
+        return [r["r"] for r in replies if "r" in r]
+
+    async def on_server_side(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        from ..sio.context import NO_ACK
+
+        handler = self.io.server_side_handlers.get(message["event"])
+        if handler is None:
+            return None
+        result = handler(*message["args"])
+        if inspect.isawaitable(result):
+            result = await result
+        if result is NO_ACK:
+            return None
+        if isinstance(result, tuple):
+            result = list(result)
+        try:
+            jsonutil.dumps_bytes(result)
+        except Exception:
+            log.error("server-side %r: the handler's answer is not JSON", message["event"])
+            return None
+        return {"r": result}
 
     async def on_message(self, message: dict[str, Any]) -> dict[str, Any] | None:
         nsp = self.io.namespaces.get(message["nsp"])

@@ -3,6 +3,7 @@
 from ..engine import RequestRefused
 from .context import NO_ACK, ConnectContext, ConnectionRefused, EventContext
 from .namespace import Namespace
+from .remote import RemoteSocket
 from .server import SocketIOServer
 from .socket import AckTimeout, Socket
 
@@ -16,4 +17,5 @@ __all__ = [
     "AckTimeout",
     "NO_ACK",
     "RequestRefused",
+    "RemoteSocket",
 ]

@@ -131,6 +131,19 @@ class Namespace:
         """Send to every socket of the namespace (encoded once)."""
         BroadcastOperator(self).emit(event, *args)
 
+    # The cluster-wide server API (see .remote): every socket of the namespace, on every node.
+    async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+        return await BroadcastOperator(self).fetch_sockets(timeout)
+
+    def sockets_join(self, *rooms: str | Iterable[str]) -> int:
+        return BroadcastOperator(self).sockets_join(*rooms)
+
+    def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        return BroadcastOperator(self).sockets_leave(*rooms)
+
+    def disconnect_sockets(self, close: bool = False) -> int:
+        return BroadcastOperator(self).disconnect_sockets(close)
+
     def _targets(self, rooms: set[str], excluded: set[str], skip: set[str]) -> Iterable[Socket]:
         if rooms:
             seen: set[Socket] = set()
@@ -277,3 +290,31 @@ class BroadcastOperator:
 
     def sockets(self) -> list[Socket]:
         return list(self.nsp._targets(self.rooms, self.excluded, self.skip))
+
+    # -- the cluster-wide server API (socket.io 4 with an adapter; see .remote) ----------------
+
+    async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+        """The selected sockets on every node: this node's :class:`Socket` objects, then a
+        :class:`~.remote.RemoteSocket` for each socket of another node that answered within
+        ``timeout`` seconds (default 5)."""
+        from .remote import FETCH_TIMEOUT, fetch_sockets
+
+        return await fetch_sockets(self, FETCH_TIMEOUT if timeout is None else timeout)
+
+    def sockets_join(self, *rooms: str | Iterable[str]) -> int:
+        """Make the selected sockets, on every node, join ``rooms``. Applied here at once and on
+        the other nodes when the message reaches them; returns this node's count."""
+        from .remote import apply
+
+        return apply(self, "join", sorted(self._names(rooms)))
+
+    def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        from .remote import apply
+
+        return apply(self, "leave", sorted(self._names(rooms)))
+
+    def disconnect_sockets(self, close: bool = False) -> int:
+        """Disconnect the selected sockets on every node (``close``: their whole connection)."""
+        from .remote import apply
+
+        return apply(self, "disconnect", [close])

@@ -169,6 +169,8 @@ class SocketIOServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Set in a cluster: room emits reach the sockets of every node.
         self.cluster: Any = None
+        #: Handlers of server-side emits from other nodes (see on_server_side).
+        self.server_side_handlers: dict[str, Handler] = {}
         #: ``generate_id(request) -> str``: Engine.IO session ids of your own (default: 120
         #: random bits). They must be unique and unguessable; a duplicate falls back to random.
         self.generate_id: Callable[[Any], str] | None = None
@@ -230,6 +232,55 @@ class SocketIOServer:
     def emit(self, event: str, *args: Any, to: str | None = None, namespace: str = "/") -> int:
         op = self.of(namespace).to(to) if to is not None else self.of(namespace).to()
         return op.emit(event, *args)
+
+    # -- the cluster-wide server API (socket.io 4 with an adapter; see .remote) ----------------
+
+    @property
+    def node_id(self) -> str | None:
+        """This node's id in a cluster (the routing core's backplane), else None."""
+        return self.cluster.backplane.node_id if self.cluster is not None else None
+
+    async def fetch_sockets(
+        self, *, namespace: str = "/", timeout: float | None = None
+    ) -> list[Any]:
+        """Every socket of ``namespace`` on every node (``io.of(ns).in_(room)`` narrows it)."""
+        return await self.of(namespace).fetch_sockets(timeout)
+
+    def sockets_join(self, *rooms: Any, namespace: str = "/") -> int:
+        return self.of(namespace).sockets_join(*rooms)
+
+    def sockets_leave(self, *rooms: Any, namespace: str = "/") -> int:
+        return self.of(namespace).sockets_leave(*rooms)
+
+    def disconnect_sockets(self, close: bool = False, *, namespace: str = "/") -> int:
+        return self.of(namespace).disconnect_sockets(close)
+
+    def on_server_side(self, event: str, handler: Handler | None = None) -> Any:
+        """Register ``handler(*args)`` for server-side emits from the other nodes (Node's
+        ``io.on(event)`` for ``serverSideEmit``); usable as a decorator. Its return value (or
+        awaited value) answers :meth:`server_side_emit_with_ack`; ``NO_ACK`` answers nothing."""
+
+        def register(fn: Handler) -> Handler:
+            self.server_side_handlers[event] = fn
+            return fn
+
+        return register(handler) if handler is not None else register
+
+    def server_side_emit(self, event: str, *args: Any) -> None:
+        """Send ``event`` to every *other* node's :meth:`on_server_side` handler (not this
+        node's, as in Node). Arguments must be JSON-serialisable. Fire and forget."""
+        if self.cluster is not None:
+            self.cluster.server_side_emit(event, list(args))
+
+    async def server_side_emit_with_ack(
+        self, event: str, *args: Any, timeout: float = 5.0
+    ) -> list[Any]:
+        """Like :meth:`server_side_emit`, and wait up to ``timeout`` seconds for the answers:
+        one per other node whose handler answered in time (Node's ``serverSideEmitWithAck``,
+        which rejects instead when a node is missing)."""
+        if self.cluster is None:
+            return []
+        return await self.cluster.server_side_request(event, list(args), timeout)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
