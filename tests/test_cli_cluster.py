@@ -28,8 +28,18 @@ def test_cluster_without_the_redis_extra(tmp_path: Path, workers: str) -> None:
     config = tmp_path / "wxio.toml"
     config.write_text('[cluster]\nredis_url = "redis://127.0.0.1:6379/0"\n', encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-c", _RUN, "serve", "--config", str(config), "--port", "0",
-         "--workers", workers],
+        [
+            sys.executable,
+            "-c",
+            _RUN,
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            "0",
+            "--workers",
+            workers,
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import jsonutil
-
 from ..core.backplane import Backplane, BackplaneError
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ class ClusterEmitter:
         binary = isinstance(text, bytes)  # a binary parser (msgpack): one message, no text
         if binary:
             text, attachments = "", [text, *attachments]  # type: ignore[list-item]
-        message = {
+        message: dict[str, Any] = {
             "t": "sio",
             "nsp": nsp,
             "text": text,
@@ -168,9 +167,7 @@ class ClusterEmitter:
     def server_side_emit(self, event: str, args: list[Any]) -> None:
         self._spawn_publish({"t": "sio_sse", "event": event, "args": args})
 
-    async def server_side_request(
-        self, event: str, args: list[Any], timeout: float
-    ) -> list[Any]:
+    async def server_side_request(self, event: str, args: list[Any], timeout: float) -> list[Any]:
         replies = await self.backplane.request_all(
             {"t": "sio_sse", "event": event, "args": args}, timeout=timeout
         )

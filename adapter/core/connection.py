@@ -127,6 +127,8 @@ class SocketIOConnection(Connection):
             return
         if on_ack is None and socket.nsp.server.json_parser:
             socket.client.esock.send(out.sio_text(socket.nsp.name, self.event))
+        elif on_ack is None:  # a binary parser (msgpack): encoded by the socket
+            socket.emit(self.event, out.envelope)
         else:
             socket.emit(self.event, out.envelope, callback=lambda *args: on_ack())
 

@@ -280,7 +280,8 @@ class SocketIOServer:
         which rejects instead when a node is missing)."""
         if self.cluster is None:
             return []
-        return await self.cluster.server_side_request(event, list(args), timeout)
+        replies: list[Any] = await self.cluster.server_side_request(event, list(args), timeout)
+        return replies
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

@@ -20,14 +20,16 @@ is refused. Needs the ``msgpack`` package (``pip install 'wxio[msgpack]'``).
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from .. import jsonutil
 from ..errors import DecodeError, LimitExceeded, LocalProtocolError, StateError
 from .packets import MAX_ACK_ID, Packet, PacketType, _check_payload
 
+msgpack: Any
 try:
-    import msgpack
+    msgpack = importlib.import_module("msgpack")
 except ImportError:  # pragma: no cover - the optional extra is not installed
     msgpack = None
 
@@ -95,9 +97,7 @@ class Decoder:
 
     def feed_binary(self, data: bytes) -> Packet | None:
         try:
-            decoded = msgpack.unpackb(
-                data, raw=False, ext_hook=_ext, strict_map_key=True
-            )
+            decoded = msgpack.unpackb(data, raw=False, ext_hook=_ext, strict_map_key=True)
         except DecodeError:
             raise
         except Exception as exc:  # ExtraData, FormatError, StackError, UnicodeDecodeError...
@@ -105,7 +105,8 @@ class Decoder:
         if type(decoded) is not dict:
             raise DecodeError("a packet is a MessagePack map")
         _check_depth(decoded.get("data"), self.max_depth)
-        ptype = _TYPES.get(decoded.get("type")) if type(decoded.get("type")) is int else None
+        raw_type = decoded.get("type")
+        ptype = _TYPES.get(raw_type) if type(raw_type) is int else None
         if ptype is None:
             raise DecodeError("invalid packet type")
         nsp = decoded.get("nsp")
@@ -114,9 +115,9 @@ class Decoder:
         ack_id = decoded.get("id")
         if ack_id is not None and (type(ack_id) is not int or not 0 <= ack_id <= MAX_ACK_ID):
             raise DecodeError("invalid packet id")
-        data = decoded.get("data")
-        _check_payload(ptype, data)
-        return Packet(ptype, nsp, data, ack_id)
+        payload = decoded.get("data")
+        _check_payload(ptype, payload)
+        return Packet(ptype, nsp, payload, ack_id)
 
     def reset(self) -> None:
         pass

@@ -40,14 +40,18 @@ async def test_polling_and_websocket_refusals(start_server: StartServer) -> None
     server = await start_server(setup=setup_hook(seen), engine={"cors_origins": "*"})
     url = f"{server.url}/socket.io/?EIO=4&transport=polling"
     async with aiohttp.ClientSession() as http:
-        for key, message in (("no", "Forbidden"), ("banned", "You are banned"), ("boom", "Forbidden")):
+        for key, message in (
+            ("no", "Forbidden"),
+            ("banned", "You are banned"),
+            ("boom", "Forbidden"),
+        ):
             async with http.get(url, headers={"X-Key": key, "Origin": "http://x"}) as resp:
                 assert resp.status == 403
                 assert resp.headers["Content-Type"].startswith("application/json")
                 assert resp.headers["Access-Control-Allow-Origin"] == "*"
                 assert await resp.json() == {"code": 4, "message": message}
         ws_url = f"{server.url}/socket.io/?EIO=4&transport=websocket"
-        for key, message in (("no", "Forbidden"), ("banned", "You are banned")):
+        for key in ("no", "banned"):
             with pytest.raises(aiohttp.WSServerHandshakeError) as info:
                 await http.ws_connect(ws_url, headers={"X-Key": key})
             assert info.value.status == 400

@@ -43,7 +43,15 @@ async def test_handshake_is_json_serialisable(start_server: StartServer) -> None
     data = json.loads(text)
     assert json.loads(fast) == data
     assert set(data) == {
-        "headers", "time", "address", "xdomain", "secure", "issued", "url", "query", "auth"
+        "headers",
+        "time",
+        "address",
+        "xdomain",
+        "secure",
+        "issued",
+        "url",
+        "query",
+        "auth",
     }
     assert data["headers"]["x-custom"] == "1"
     assert all(name == name.lower() for name in data["headers"])

@@ -15,7 +15,9 @@ APPS = {"shop": {"key": "shop-key", "rate": 1000, "burst": 1000}}
 SHOP = Signer("shop", "shop-key")
 
 
-@pytest.mark.parametrize("kind", [pytest.param("sio", marks=[requires_node, pytest.mark.node]), "raw"])
+@pytest.mark.parametrize(
+    "kind", [pytest.param("sio", marks=[requires_node, pytest.mark.node]), "raw"]
+)
 async def test_reconnect_and_updates_after_connect_delivers_once(
     start_server: StartServer, kind: str
 ) -> None:

@@ -23,11 +23,13 @@ def test_take_outbox_limit() -> None:
         session.send_message(f"m{i}")
     first = session.take_outbox(16)
     assert [p.data for p in first] == [f"m{i}" for i in range(16)]
-    assert session.outbox_len == 24 and session.queued_bytes == sum(len(f"m{i}") for i in range(16, 40))
+    assert session.outbox_len == 24 and session.queued_bytes == sum(
+        len(f"m{i}") for i in range(16, 40)
+    )
     assert len(session.take_outbox(16)) == 16
     assert len(session.take_outbox(16)) == 8 and session.queued_bytes == 0
     # A closed session hands over everything, its close packet last.
-    for i in range(20):
+    for _ in range(20):
         session.send_message("x")
     session.close()
     last = session.take_outbox(16)

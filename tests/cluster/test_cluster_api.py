@@ -62,7 +62,8 @@ async def names(client: Client, room: str | None = None) -> list[str]:
 
 async def exercise(urls: list[str], node_ids: list[str]) -> None:
     alice, bob, carol = [
-        await Client(name).connect(url) for name, url in zip(("alice", "bob", "carol"), urls)
+        await Client(name).connect(url)
+        for name, url in zip(("alice", "bob", "carol"), urls, strict=True)
     ]
     try:
         await alice.call("join", "r1")
@@ -83,9 +84,7 @@ async def exercise(urls: list[str], node_ids: list[str]) -> None:
         assert await alice.call("remote", "carol", "emit", "hello", "from alice", [1, 2]) is True
         assert await carol.next_event() == ("hello", ["from alice", [1, 2]])
         await alice.call("remote", "carol", "join", "r1")
-        await eventually(
-            lambda: _is(names(bob, "r1"), ["alice", "bob", "carol"]), "carol joins r1"
-        )
+        await eventually(lambda: _is(names(bob, "r1"), ["alice", "bob", "carol"]), "carol joins r1")
         await alice.call("remote", "bob", "leave", "r1")
         await eventually(lambda: _is(names(bob, "r1"), ["alice", "carol"]), "bob leaves r1")
 

@@ -32,9 +32,7 @@ def room_setup(io: SocketIOServer) -> None:
         socket.to(room).emit("heard", data, b"\x00\xff")
 
 
-async def test_msgpack_room_emit_across_nodes(
-    start_server: StartServer, redis_prefix: str
-) -> None:
+async def test_msgpack_room_emit_across_nodes(start_server: StartServer, redis_prefix: str) -> None:
     nodes = [
         await start_server(
             apps=APPS,
