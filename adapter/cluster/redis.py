@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ...protocol import jsonutil
-from ...protocol.errors import RemoteProtocolError
+from ...protocol.errors import LocalProtocolError, RemoteProtocolError
 from ...protocol.signing import NonceClaim
 from ..core.backplane import BackplaneError, NodeHandler
 from ..core.directory import MAX_ALIAS_HOPS, Directory, Location
@@ -320,9 +320,22 @@ class RedisBackplane:
         except Exception:
             log.exception("node %s: handling a %s message failed", self.node_id, message.get("t"))
             return
-        if reply is not None and "id" in message:
-            answer = {"v": wire.VERSION, "from": self.node_id, "re": message["id"], "body": reply}
-            self._queue_reply(self.key("ch", sender), wire.encode(answer))
+        if reply is not None:
+            self.reply(message, reply)
+
+    def reply(self, message: dict[str, Any], body: dict[str, Any]) -> None:
+        """Answer a request from another node. A handler that has to wait (for its clients'
+        acks, for user code) returns None at once, so that the listener goes on, and calls this
+        when it has the answer. One-way messages (no ``id``) get no answer."""
+        if "id" not in message:
+            return
+        answer = {"v": wire.VERSION, "from": self.node_id, "re": message["id"], "body": body}
+        try:
+            data = wire.encode(answer)
+        except (wire.SchemaError, RemoteProtocolError, LocalProtocolError) as exc:
+            log.warning("node %s: a reply to %s was dropped: %s", self.node_id, message["t"], exc)
+            return
+        self._queue_reply(self.key("ch", message["from"]), data)
 
     def _queue_reply(self, channel: str, data: bytes) -> None:
         # Replies go out in one pipeline per loop turn, and the listener does not wait for them:

@@ -32,6 +32,8 @@ MAX_IN_FLIGHT = 10_000
 #: messages over 4 MB); past it the reply is cut short, and the caller logs it.
 MAX_FETCH_REPLY = 3 * 1024 * 1024
 _OPS = ("join", "leave", "disconnect")
+#: Seconds a node waits for its clients' acks of a room emit from another node, at most.
+MAX_ACK_WAIT = 300.0
 
 
 def _strings(values: Any) -> list[str]:
@@ -52,6 +54,7 @@ class ClusterEmitter:
         handlers["sio_fetch"] = self.on_fetch
         handlers["sio_op"] = self.on_op
         handlers["sio_sse"] = self.on_server_side
+        handlers["sio_ack"] = self.on_emit_ack
 
     def publish_emit(
         self, nsp: str, text: str | bytes, attachments: list[bytes], op: BroadcastOperator
@@ -173,25 +176,99 @@ class ClusterEmitter:
         )
         return [r["r"] for r in replies if "r" in r]
 
-    async def on_server_side(self, message: dict[str, Any]) -> dict[str, Any] | None:
+    async def on_server_side(self, message: dict[str, Any]) -> None:
+        handler = self.io.server_side_handlers.get(message["event"])
+        if handler is not None:
+            # User code may wait: it runs in a task of its own, not in the node's listener.
+            self.io.spawn(self._server_side(handler, message))
+        return None
+
+    async def _server_side(self, handler: Any, message: dict[str, Any]) -> None:
         from ..sio.context import NO_ACK
 
-        handler = self.io.server_side_handlers.get(message["event"])
-        if handler is None:
-            return None
-        result = handler(*message["args"])
-        if inspect.isawaitable(result):
-            result = await result
+        try:
+            result = handler(*message["args"])
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            log.exception("server-side %r: the handler failed", message["event"])
+            return
         if result is NO_ACK:
-            return None
+            return
         if isinstance(result, tuple):
             result = list(result)
-        try:
-            jsonutil.dumps_bytes(result)
-        except Exception:
-            log.error("server-side %r: the handler's answer is not JSON", message["event"])
+        self._reply(message, {"r": result})
+
+    def _reply(self, message: dict[str, Any], body: dict[str, Any]) -> None:
+        reply = getattr(self.backplane, "reply", None)  # only the Redis backplane has peers
+        if reply is not None:
+            reply(message, body)
+
+    # -- room emits with acks --------------------------------------------------------------------
+
+    async def emit_with_ack(
+        self,
+        op: BroadcastOperator,
+        first: str | bytes,
+        attachments: list[bytes],
+        ack_id: int,
+        timeout: float,
+    ) -> list[tuple[int, list[Any]]]:
+        """Have every other node send the encoded packet to its selected sockets and collect
+        their acks: (sockets sent to, responses) per node that answered."""
+        binary = isinstance(first, bytes)
+        atts = [first, *attachments] if binary else attachments
+        message: dict[str, Any] = {
+            "t": "sio_ack",
+            "nsp": op.nsp.name,
+            "text": "" if binary else first,
+            "atts": [base64.b64encode(a).decode("ascii") for a in atts],  # type: ignore[arg-type]
+            "rooms": sorted(op.rooms),
+            "except": sorted(op.excluded | op.skip),
+            "ack": ack_id,
+            "timeout": timeout,
+        }
+        if binary:
+            message["bin"] = True
+        # Each node waits `timeout` for its clients, then answers: allow for the way back.
+        replies = await self.backplane.request_all(message, timeout=timeout + 1.0)
+        results = []
+        for reply in replies:
+            count, responses = reply.get("count"), reply.get("responses")
+            if isinstance(count, int) and isinstance(responses, list):
+                results.append((count, responses))
+        return results
+
+    async def on_emit_ack(self, message: dict[str, Any]) -> None:
+        nsp = self.io.namespaces.get(message["nsp"])
+        if nsp is None:
+            self._reply(message, {"count": 0, "responses": []})
             return None
-        return {"r": result}
+        try:
+            attachments = [base64.b64decode(a, validate=True) for a in message["atts"]]
+        except (ValueError, TypeError):
+            log.warning("dropped a room emit with acks: bad attachments")
+            return None
+        first: str | bytes = message["text"]
+        if message.get("bin") is True and attachments:
+            first, attachments = attachments[0], attachments[1:]
+        op = nsp.to(_strings(message["rooms"])).except_(_strings(message["except"]))
+        timeout = min(max(float(message["timeout"]), 0.0), MAX_ACK_WAIT)
+        self.io.spawn(self._collect(message, op, first, attachments, timeout))
+        return None
+
+    async def _collect(
+        self,
+        message: dict[str, Any],
+        op: BroadcastOperator,
+        first: str | bytes,
+        attachments: list[bytes],
+        timeout: float,
+    ) -> None:
+        from ..sio.remote import collect_acks
+
+        count, responses = await collect_acks(op, first, attachments, message["ack"], timeout)
+        self._reply(message, {"count": count, "responses": responses})
 
     async def on_message(self, message: dict[str, Any]) -> dict[str, Any] | None:
         nsp = self.io.namespaces.get(message["nsp"])

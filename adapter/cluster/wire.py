@@ -32,6 +32,15 @@ _SCHEMAS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "sio_fetch": {"nsp": str, "rooms": list, "except": list},
     "sio_op": {"nsp": str, "rooms": list, "except": list, "op": str, "args": list},
     "sio_sse": {"event": str, "args": list},
+    "sio_ack": {
+        "nsp": str,
+        "text": str,
+        "atts": list,
+        "rooms": list,
+        "except": list,
+        "ack": int,
+        "timeout": (int, float),
+    },
 }
 
 

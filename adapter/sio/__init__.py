@@ -3,7 +3,7 @@
 from ..engine import RequestRefused
 from .context import NO_ACK, ConnectContext, ConnectionRefused, EventContext
 from .namespace import Namespace
-from .remote import RemoteSocket
+from .remote import BroadcastAckTimeout, RemoteSocket
 from .server import SocketIOServer
 from .socket import AckTimeout, Socket
 
@@ -18,4 +18,5 @@ __all__ = [
     "NO_ACK",
     "RequestRefused",
     "RemoteSocket",
+    "BroadcastAckTimeout",
 ]

@@ -144,6 +144,11 @@ class Namespace:
     def disconnect_sockets(self, close: bool = False) -> int:
         return BroadcastOperator(self).disconnect_sockets(close)
 
+    async def emit_with_ack(
+        self, event: str, *args: Any, timeout: float | None = None
+    ) -> list[Any]:
+        return await BroadcastOperator(self).emit_with_ack(event, *args, timeout=timeout)
+
     def _targets(self, rooms: set[str], excluded: set[str], skip: set[str]) -> Iterable[Socket]:
         if rooms:
             seen: set[Socket] = set()
@@ -318,3 +323,16 @@ class BroadcastOperator:
         from .remote import apply
 
         return apply(self, "disconnect", [close])
+
+    async def emit_with_ack(
+        self, event: str, *args: Any, timeout: float | None = None
+    ) -> list[Any]:
+        """Emit to the selected sockets on every node and wait up to ``timeout`` seconds
+        (default the server's ``ack_timeout``) for each client's ack: Node's
+        ``io.timeout(ms).emitWithAck(...)``. Returns the first argument of every ack; raises
+        :class:`~.remote.BroadcastAckTimeout` (with the partial ``responses``) when a client
+        did not answer in time."""
+        from .remote import emit_with_ack
+
+        wait = self.nsp.server.options.ack_timeout if timeout is None else timeout
+        return await emit_with_ack(self, event, list(args), wait)

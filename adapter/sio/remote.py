@@ -6,13 +6,27 @@ resolved against their own sockets. Without a cluster they act on this node only
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from typing import TYPE_CHECKING, Any
+
+from ...protocol.socketio import Packet, PacketType
+from .socket import AckTimeout
 
 if TYPE_CHECKING:
     from .namespace import BroadcastOperator, Namespace
     from .socket import Socket
 
-__all__ = ["RemoteSocket", "fetch_sockets", "apply", "describe", "FETCH_TIMEOUT"]
+__all__ = [
+    "RemoteSocket",
+    "BroadcastAckTimeout",
+    "fetch_sockets",
+    "apply",
+    "describe",
+    "emit_with_ack",
+    "collect_acks",
+    "FETCH_TIMEOUT",
+]
 
 #: Seconds fetch_sockets() waits for the other nodes (the reference adapter's requestsTimeout).
 FETCH_TIMEOUT = 5.0
@@ -55,6 +69,91 @@ class RemoteSocket:
 
     def disconnect(self, close: bool = False) -> None:
         self.nsp.to(self.id).disconnect_sockets(close)
+
+    async def emit_with_ack(self, event: str, *args: Any, timeout: float | None = None) -> Any:
+        """Send an event and wait for the client's ack (its first argument); raises
+        :class:`~.socket.AckTimeout` when none comes in time."""
+        responses = await self.nsp.to(self.id).emit_with_ack(event, *args, timeout=timeout)
+        if not responses:
+            raise AckTimeout(f"no ack for {event!r}")
+        return responses[0]
+
+
+class BroadcastAckTimeout(AckTimeout):
+    """Not every selected client acknowledged a broadcast in time; ``responses`` holds the acks
+    that came (Node's ``err`` with its partial ``responses``)."""
+
+    def __init__(self, message: str, responses: list[Any]) -> None:
+        super().__init__(message)
+        self.responses = responses
+
+
+#: Broadcast ack ids come from a range a socket's own counter never reaches (it starts at 0),
+#: at random so that emits from several nodes do not collide; at most 16 digits.
+_BROADCAST_ACK_IDS = (2**40, 2**53)
+
+
+def _broadcast_ack_id() -> int:
+    low, high = _BROADCAST_ACK_IDS
+    return low + secrets.randbelow(high - low)
+
+
+async def collect_acks(
+    op: BroadcastOperator, first: str | bytes, attachments: list[bytes], ack_id: int, timeout: float
+) -> tuple[int, list[Any]]:
+    """Send an encoded packet carrying ``ack_id`` to this node's selected sockets and wait up to
+    ``timeout`` for their acks: (sockets sent to, first argument of each ack that came)."""
+    sockets = [s for s in op.sockets() if s.connected]
+    if not sockets:
+        return 0, []
+    loop = asyncio.get_running_loop()
+    all_in: asyncio.Future[None] = loop.create_future()
+    responses: list[Any] = []
+
+    def on_ack(*ack_args: Any) -> None:
+        responses.append(ack_args[0] if ack_args else None)
+        if len(responses) >= len(sockets) and not all_in.done():
+            all_in.set_result(None)
+
+    items: list[str | bytes] = [first, *attachments]
+    for socket in sockets:
+        socket._expect_ack(ack_id, on_ack)
+        if attachments:
+            socket.client.esock.send_many(items)
+        else:
+            socket.client.esock.send(first)
+    try:
+        await asyncio.wait_for(all_in, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        for socket in sockets:
+            socket._acks.pop(ack_id, None)
+    return len(sockets), responses
+
+
+async def emit_with_ack(
+    op: BroadcastOperator, event: str, args: list[Any], timeout: float
+) -> list[Any]:
+    server = op.nsp.server
+    ack_id = _broadcast_ack_id()
+    first, attachments = server.encode(
+        Packet(PacketType.EVENT, op.nsp.name, [event, *args], ack_id)
+    )
+    local = collect_acks(op, first, attachments, ack_id, timeout)
+    if server.cluster is None:
+        expected, responses = await local
+    else:
+        remote = server.cluster.emit_with_ack(op, first, attachments, ack_id, timeout)
+        (expected, responses), others = await asyncio.gather(local, remote)
+        for count, more in others:
+            expected += count
+            responses.extend(more)
+    if len(responses) < expected:
+        raise BroadcastAckTimeout(
+            f"{len(responses)} of {expected} clients acknowledged {event!r} in time", responses
+        )
+    return responses
 
 
 def _jsonable(value: Any) -> bool:

@@ -255,6 +255,20 @@ class SocketIOServer:
     def disconnect_sockets(self, close: bool = False, *, namespace: str = "/") -> int:
         return self.of(namespace).disconnect_sockets(close)
 
+    async def emit_with_ack(
+        self,
+        event: str,
+        *args: Any,
+        to: str | None = None,
+        namespace: str = "/",
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Emit to every socket of ``namespace`` (or room ``to``), on every node, and collect
+        their acks (see :meth:`.namespace.BroadcastOperator.emit_with_ack`)."""
+        nsp = self.of(namespace)
+        op = nsp.to(to) if to is not None else nsp.to()
+        return await op.emit_with_ack(event, *args, timeout=timeout)
+
     def on_server_side(self, event: str, handler: Handler | None = None) -> Any:
         """Register ``handler(*args)`` for server-side emits from the other nodes (Node's
         ``io.on(event)`` for ``serverSideEmit``); usable as a decorator. Its return value (or

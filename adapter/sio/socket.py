@@ -244,6 +244,11 @@ class Socket:
         self._acks[ack_id] = (callback, timer)
         return ack_id
 
+    def _expect_ack(self, ack_id: int, callback: Callable[..., Any]) -> None:
+        """Wait for the ack of a packet sent with ``ack_id`` by someone else (a broadcast with
+        acks, see .remote); the caller bounds the wait."""
+        self._acks[ack_id] = (callback, None)
+
     def _send_ack(self, ack_id: int, args: list[Any]) -> None:
         if self.connected:
             self._send_packet(Packet(PacketType.ACK, self.nsp.name, args, ack_id))

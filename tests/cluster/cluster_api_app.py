@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wxio.adapter.sio import RemoteSocket, Socket, SocketIOServer
+from wxio.adapter.sio import BroadcastAckTimeout, RemoteSocket, Socket, SocketIOServer
 
 
 def setup(io: SocketIOServer) -> None:
@@ -46,6 +46,21 @@ def setup(io: SocketIOServer) -> None:
                 getattr(s, action)(*args)
                 return True
         return False
+
+    @nsp.on("broadcast_ack")
+    async def broadcast_ack(socket: Socket, room: str | None, arg: Any, timeout: float) -> Any:
+        op = nsp.to(room) if room else nsp.to()
+        try:
+            return sorted(await op.emit_with_ack("q", arg, timeout=timeout))
+        except BroadcastAckTimeout as exc:
+            return {"timeout": True, "responses": sorted(exc.responses)}
+
+    @nsp.on("remote_ack")
+    async def remote_ack(socket: Socket, name: str, arg: Any) -> Any:
+        for s in await nsp.fetch_sockets(timeout=3):
+            if s.data.get("name") == name:
+                return await s.emit_with_ack("q", arg, timeout=3)
+        return None
 
     @nsp.on("sockets_join")
     def sockets_join(socket: Socket, room: str, new: str) -> int:

@@ -33,6 +33,12 @@ class Client:
         for event in ("hello", "noted"):
             self.sio.on(event, self._catch(event), namespace="/api")
         self.sio.on("disconnect", lambda *a: self.gone.set(), namespace="/api")
+        self.sio.on("q", self._answer, namespace="/api")
+
+    async def _answer(self, arg: Any) -> str:
+        if arg == "slow" and self.name == "carol":
+            await asyncio.sleep(1.5)
+        return f"{self.name}:{arg}"
 
     def _catch(self, event: str) -> Callable[..., None]:
         return lambda *args: self.events.put_nowait((event, list(args)))
@@ -103,6 +109,14 @@ async def exercise(urls: list[str], node_ids: list[str]) -> None:
         with pytest.raises(asyncio.TimeoutError):
             await bob.next_event(timeout=0.3)
 
+        # Room emits with acks, collected from every node (Node's io.timeout().emitWithAck).
+        assert await bob.call("broadcast_ack", "r1", "x", 3) == ["alice:x", "carol:x"]
+        assert await bob.call("broadcast_ack", None, "y", 3) == ["alice:y", "bob:y", "carol:y"]
+        late = await alice.call("broadcast_ack", None, "slow", 0.5)
+        assert late == {"timeout": True, "responses": ["alice:slow", "bob:slow"]}
+        await asyncio.sleep(1.2)  # carol's late ack finds nothing waiting for it
+        assert await alice.call("remote_ack", "carol", "direct") == "carol:direct"
+
         # Disconnects: one remote socket, then a room across nodes.
         await alice.call("remote", "carol", "disconnect")
         await asyncio.wait_for(carol.gone.wait(), 5)
@@ -147,6 +161,7 @@ async def test_cluster_api_single_node(start_server: StartServer) -> None:
         assert await bob.call("sockets_join", "r", "r2") == 1
         assert await names(bob, "r2") == ["alice"]
         assert await bob.call("sse", 1) == []
+        assert await bob.call("broadcast_ack", "r", "z", 2) == ["alice:z"]
         assert await bob.call("remote", "alice", "emit", "hello", 1) is True
         assert await alice.next_event() == ("hello", [1])
     finally:
