@@ -103,3 +103,44 @@ async def test_frozen_node_is_asked_once_per_send(
         frozen.set()
         await sender.close()
         await target.close()
+
+
+@pytest.mark.slow
+async def test_sigstopped_node_costs_a_send_one_timeout(procs: Any, redis_prefix: str) -> None:
+    """The same with real processes: the target's node is SIGSTOPped (its sockets stay open),
+    a send to its client is ``queued`` after one NODE_TIMEOUT (2 s), not two."""
+    import signal
+    import time
+
+    from tests.adapter.core_clients import RawClient, Signer
+
+    from .procs import wait_registered
+
+    signer = Signer("c", "c-key")
+    n0, n1 = await asyncio.gather(
+        *(
+            procs.start_node(
+                f"s{i}", redis_url=REDIS_URL, prefix=redis_prefix, apps=APPS, node_ttl=15
+            )
+            for i in range(2)
+        )
+    )
+    sender = await RawClient.connect(n0.ws_url, signer, user="s")
+    target = await RawClient.connect(n1.ws_url, signer, user="t")
+    await wait_registered(REDIS_URL, redis_prefix, "c", {target.client_id: "s1"})
+    n1.popen.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = await asyncio.wait_for(
+            sender.request(signer.envelope("sendToOthers", {"n": 1}, target=target.client_id)), 10
+        )
+        elapsed = time.monotonic() - started
+        assert result["data"]["payload"]["status"] == "queued", result
+        assert 1.9 <= elapsed < 3.0, elapsed
+    finally:
+        n1.popen.send_signal(signal.SIGCONT)
+        await sender.close()
+        try:
+            await asyncio.wait_for(target.close(), 3)
+        except Exception:
+            pass
