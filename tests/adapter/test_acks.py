@@ -87,3 +87,25 @@ async def test_retries_resend_an_unacknowledged_event(start_server: StartServer)
         assert calls == {"answered": 1, "silent": 1, "declined": 3}
     finally:
         await peer.close()
+
+
+async def test_wire_forms_of_the_acks(start_server: StartServer) -> None:
+    """On the wire: ``43/acks,<id>[]`` for None, nothing for NO_ACK or no handler."""
+    import aiohttp
+
+    calls: dict[str, int] = {}
+    server = await start_server(setup=setup_handlers(calls))
+    url = f"{server.url}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as resp:
+            sid = (await resp.text()).split('"sid":"')[1].split('"')[0]
+        url += f"&sid={sid}"
+        async with http.post(url, data="40/acks,") as resp:
+            assert resp.status == 200
+        async with http.get(url) as resp:
+            assert (await resp.text()).startswith("40/acks,")
+        body = '42/acks,1["declined"]\x1e42/acks,2["nobody"]\x1e42/acks,3["silent"]'
+        async with http.post(url, data=body) as resp:
+            assert resp.status == 200
+        async with http.get(url) as resp:
+            assert await resp.text() == "43/acks,3[]"
