@@ -389,6 +389,14 @@ class RedisBackplane:
             self._pending.pop(rid, None)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        replies, _ = await self.request_all_counted(message, timeout)
+        return replies
+
+    async def request_all_counted(
+        self, message: dict[str, Any], timeout: float
+    ) -> tuple[list[dict[str, Any]], int]:
+        """:meth:`request_all`, plus how many nodes got the request (so a caller can tell that
+        some did not answer in time)."""
         rid = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
         replies: list[dict[str, Any]] = []
@@ -406,7 +414,7 @@ class RedisBackplane:
                     await asyncio.wait_for(asyncio.shield(done), timeout)
                 except TimeoutError:
                     pass
-            return list(replies)
+            return list(replies), collector.expected
         finally:
             self._pending.pop(rid, None)
 

@@ -231,12 +231,23 @@ class ClusterEmitter:
         if binary:
             message["bin"] = True
         # Each node waits `timeout` for its clients, then answers: allow for the way back.
-        replies = await self.backplane.request_all(message, timeout=timeout + 1.0)
+        counted = getattr(self.backplane, "request_all_counted", None)
+        if counted is not None:
+            replies, nodes = await counted(message, timeout=timeout + 1.0)
+        else:
+            replies = await self.backplane.request_all(message, timeout=timeout + 1.0)
+            nodes = len(replies)
         results = []
         for reply in replies:
             count, responses = reply.get("count"), reply.get("responses")
             if isinstance(count, int) and isinstance(responses, list):
                 results.append((count, responses))
+        missing = nodes - len(replies)
+        if missing > 0:
+            # Its clients may not have had the packet, let alone acked: count each such node as
+            # one client that did not answer, so that the caller sees a timeout.
+            log.warning("emit_with_ack: %d of %d node(s) did not answer", missing, nodes)
+            results.append((missing, []))
         return results
 
     async def on_emit_ack(self, message: dict[str, Any]) -> None:

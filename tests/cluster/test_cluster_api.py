@@ -185,3 +185,42 @@ async def test_cluster_api_three_processes(procs: Processes, redis_prefix: str) 
         )
     )
     await exercise([n.url for n in nodes], ids)
+
+
+async def test_emit_with_ack_counts_a_silent_node(
+    start_server: StartServer, redis_prefix: str
+) -> None:
+    """A node that does not answer (frozen) makes a room emit with acks time out, with the acks
+    of the other nodes' clients, as Node does."""
+    ids = ["q0", "q1"]
+    nodes = [
+        await start_server(
+            apps=APPS,
+            setup=setup,
+            backplane=RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id=node_id),
+        )
+        for node_id in ids
+    ]
+    alice, bob = [
+        await Client(name).connect(node.url)
+        for name, node in zip(("alice", "bob"), nodes, strict=True)
+    ]
+    assert nodes[1].hub is not None
+    backplane = nodes[1].hub.backplane
+    handler = backplane._handler  # type: ignore[attr-defined]
+    release = asyncio.Event()
+
+    async def frozen(message: dict[str, Any]) -> Any:
+        await release.wait()
+        return await handler(message)
+
+    try:
+        assert await alice.call("broadcast_ack", None, "a", 2) == ["alice:a", "bob:a"]
+        backplane._handler = frozen  # type: ignore[attr-defined]
+        late = await alice.call("broadcast_ack", None, "b", 0.5)
+        assert late == {"timeout": True, "responses": ["alice:b"]}
+    finally:
+        backplane._handler = handler  # type: ignore[attr-defined]
+        release.set()
+        await alice.sio.disconnect()
+        await bob.sio.disconnect()
