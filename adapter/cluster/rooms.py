@@ -56,9 +56,16 @@ class ClusterEmitter:
         handlers["sio_sse"] = self.on_server_side
         handlers["sio_ack"] = self.on_emit_ack
 
-    def publish_emit(
-        self, nsp: str, text: str | bytes, attachments: list[bytes], op: BroadcastOperator
+    def publish(
+        self,
+        nsp: str,
+        text: str | bytes,
+        attachments: list[bytes],
+        rooms: Iterable[str],
+        excluded: Iterable[str],
     ) -> None:
+        """Send an encoded packet to the sockets of ``rooms`` (all when empty) but those in
+        ``excluded``, on every other node."""
         binary = isinstance(text, bytes)  # a binary parser (msgpack): one message, no text
         if binary:
             text, attachments = "", [text, *attachments]  # type: ignore[list-item]
@@ -67,9 +74,8 @@ class ClusterEmitter:
             "nsp": nsp,
             "text": text,
             "atts": [base64.b64encode(a).decode("ascii") for a in attachments],
-            "rooms": sorted(op.rooms),
-            # A skipped socket id is a room too (every socket is in its own).
-            "except": sorted(op.excluded | op.skip),
+            "rooms": sorted(rooms),
+            "except": sorted(excluded),
         }
         if binary:
             message["bin"] = True
