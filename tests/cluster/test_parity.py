@@ -62,7 +62,8 @@ async def test_frozen_node_is_asked_once_per_send(
     start_server: StartServer, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A node whose sockets are open but that answers nothing (SIGSTOP): a send to its client
-    waits one NODE_TIMEOUT, not one per question (locate, then the user's clients)."""
+    waits one NODE_TIMEOUT, not one per question (the target, then each other client of its
+    user on that node)."""
     from wxio.adapter.core import hub as hub_module
 
     from tests.adapter.core_clients import RawClient, Signer
@@ -78,6 +79,7 @@ async def test_frozen_node_is_asked_once_per_send(
     ]
     sender = await RawClient.connect(a.ws_url, signer, user="s")
     target = await RawClient.connect(b.ws_url, signer, user="t")
+    tablet = await RawClient.connect(b.ws_url, signer, user="t")  # the same user, same node
     frozen = asyncio.Event()
     assert b.hub is not None
     backplane = b.hub.backplane
@@ -103,12 +105,14 @@ async def test_frozen_node_is_asked_once_per_send(
         frozen.set()
         await sender.close()
         await target.close()
+        await tablet.close()
 
 
 @pytest.mark.slow
 async def test_sigstopped_node_costs_a_send_one_timeout(procs: Any, redis_prefix: str) -> None:
     """The same with real processes: the target's node is SIGSTOPped (its sockets stay open),
-    a send to its client is ``queued`` after one NODE_TIMEOUT (2 s), not two."""
+    a send to its client is ``queued`` after one NODE_TIMEOUT (2 s), not one per client of the
+    user on that node."""
     import signal
     import time
 
@@ -127,7 +131,10 @@ async def test_sigstopped_node_costs_a_send_one_timeout(procs: Any, redis_prefix
     )
     sender = await RawClient.connect(n0.ws_url, signer, user="s")
     target = await RawClient.connect(n1.ws_url, signer, user="t")
-    await wait_registered(REDIS_URL, redis_prefix, "c", {target.client_id: "s1"})
+    tablet = await RawClient.connect(n1.ws_url, signer, user="t")  # the same user, same node
+    await wait_registered(
+        REDIS_URL, redis_prefix, "c", {target.client_id: "s1", tablet.client_id: "s1"}
+    )
     n1.popen.send_signal(signal.SIGSTOP)
     try:
         started = time.monotonic()
@@ -140,7 +147,8 @@ async def test_sigstopped_node_costs_a_send_one_timeout(procs: Any, redis_prefix
     finally:
         n1.popen.send_signal(signal.SIGCONT)
         await sender.close()
-        try:
-            await asyncio.wait_for(target.close(), 3)
-        except Exception:
-            pass
+        for client in (target, tablet):
+            try:
+                await asyncio.wait_for(client.close(), 3)
+            except Exception:
+                pass
