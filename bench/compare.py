@@ -280,6 +280,7 @@ def generate(
         "warmup": s.warmup,
         "app": APP,
         "key": KEY,
+        "server_core": s.server_cpu,
         **spec,
     }
     argv = ["node", str(NODE_DIR / "gen.js"), json.dumps(spec)]
@@ -320,6 +321,8 @@ def _throughput(r: dict[str, Any]) -> dict[str, Any]:
         0.0, 100 * (r["machine_cpu_s"] - r["server_cpu_s"] - r["gen_cpu_s"]) / seconds
     )
     r["per_server_cpu_s"] = r["count"] / r["server_cpu_s"] if r["server_cpu_s"] else None
+    core = r.get("server_core_busy_s")
+    r["server_core_pct"] = None if core is None else 100 * core / seconds
     return r
 
 
@@ -475,8 +478,8 @@ SCENARIOS = [
     ),
     Scenario(
         "cross",
-        f"8. wxio cluster (Redis), raw /ws sendToOthers, {PAIRS} pairs: both ends on one node vs "
-        "split over two",
+        f"8. wxio cluster (Redis), raw /ws sendToOthers, {PAIRS} pairs, {WINDOW} in flight per "
+        "client: both ends on node a vs one on a, one on b",
         sc_cross,
         ("same", "cross"),
         "msg/s",
@@ -594,7 +597,7 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
             if sc.name.startswith("core-"):
                 ref_label = "vs node relay"
             head = ["server", sc.unit, ref_label, f"{sc.unit} per srv CPU-s"]
-        head += ["srv CPU", "gen CPU", "other CPU", f"spread ({sc.unit})"]
+        head += ["srv CPU", "srv core", "gen CPU", "other CPU", f"spread ({sc.unit})"]
         rows.append(head)
         for kind, rs in mine.items():
             name = SERVER_NAMES.get(kind, kind)
@@ -636,6 +639,7 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
                 ]
             row += [
                 fmt(med(rs, "server_cpu_pct"), ".0f", " %"),
+                fmt(med(rs, "server_core_pct"), ".0f", " %"),
                 fmt(med(rs, "gen_cpu_pct"), ".0f", " %"),
                 fmt(med(rs, "other_cpu_pct"), ".0f", " %"),
                 spread(rs, "value", ".2f" if sc.name == "latency" else ",.0f"),
@@ -648,10 +652,11 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
             gen = med(rs, "gen_cpu_pct")
             if gen is not None and gen >= 85:
                 notes.append(f"{name}: the generator used {gen:.0f} % of its core; it may be the limit")
-            other = med(rs, "other_cpu_pct")
-            if other is not None and other >= 25:
+            srv, core = med(rs, "server_cpu_pct"), med(rs, "server_core_pct")
+            if srv is not None and core is not None and core - srv >= 15:
                 notes.append(
-                    f"{name}: other processes used {other:.0f} % of a core during the timed part"
+                    f"{name}: other processes took {core - srv:.0f} % of the server's core; "
+                    "the server was short of CPU (compare per srv CPU-s rather than rates)"
                 )
         lines.append(render(rows))
         if sc.name == "cross":
@@ -698,8 +703,9 @@ LEGEND = """\
 Figures are medians over the rounds; "vs node" is the median of the per-round ratios to Node
 socket.io (for p99 and KB/conn, below 1 means better than Node). srv CPU: the server process(es)
 (utime + stime, /proc/PID/stat) over the timed part, in % of one core: near 100 % means the
-server is the limit. gen CPU: the Node load generator, the same way; other CPU: the rest of the
-machine. per srv CPU-s: messages per second of server CPU, which does not depend on how busy the
+server is the limit. srv core: how busy the server's core was, whoever used it (/proc/stat); well
+above srv CPU means other processes took CPU from the server. gen CPU: the Node load generator
+(its own core); other CPU: the rest of the machine, both cores. per srv CPU-s: messages per second of server CPU, which does not depend on how busy the
 machine was. spread: min-max over the rounds."""
 
 
@@ -729,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gen-cpu", type=int, default=0, help="core of the generator (0; -1: none)")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="for the cross case")
     ap.add_argument("--json", metavar="FILE", help="write settings, every run and medians here")
+    ap.add_argument("--keep", action="store_true", help="keep the servers' logs and configs")
     ap.add_argument("--pysio-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.pysio_server:
@@ -776,7 +783,10 @@ def main(argv: list[str] | None = None) -> int:
         if "cross" in names:
             with contextlib.suppress(Exception):
                 clean_redis(s.redis_url, s.prefix)
-        shutil.rmtree(s.tmp, ignore_errors=True)
+        if args.keep:
+            print(f"logs and configs kept in {s.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(s.tmp, ignore_errors=True)
     elapsed = time.monotonic() - start
 
     for sc in chosen:

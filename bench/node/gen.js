@@ -30,10 +30,17 @@ function procRssKb(pid) {
   return m ? Number(m[1]) : 0;
 }
 
-function machineBusy() {
-  // user nice system idle iowait irq softirq steal: busy = all but idle and iowait
-  const v = fs.readFileSync("/proc/stat", "latin1").split("\n")[0].split(/\s+/).slice(1, 9).map(Number);
-  return (v.reduce((a, b) => a + b, 0) - v[3] - v[4]) / CLK_TCK;
+/** Busy CPU seconds from /proc/stat: of the whole machine ("cpu") and of one core ("cpuN"). */
+function busy() {
+  const out = {};
+  for (const line of fs.readFileSync("/proc/stat", "latin1").split("\n")) {
+    if (!line.startsWith("cpu")) break;
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+    const parts = line.split(/\s+/);
+    const v = parts.slice(1, 9).map(Number);
+    out[parts[0]] = (v.reduce((a, b) => a + b, 0) - v[3] - v[4]) / CLK_TCK;
+  }
+  return out;
 }
 
 function selfCpu() {
@@ -42,12 +49,14 @@ function selfCpu() {
 }
 
 function snapshot(count) {
+  const b = busy();
   return {
     t: performance.now() / 1000,
     count,
     server: spec.pids.reduce((a, pid) => a + procCpu(pid), 0),
     gen: selfCpu(),
-    machine: machineBusy(),
+    machine: b.cpu,
+    serverCore: spec.server_core === null ? null : b[`cpu${spec.server_core}`],
   };
 }
 
@@ -324,6 +333,7 @@ async function measure(count) {
     server_cpu_s: b.server - a.server,
     gen_cpu_s: b.gen - a.gen,
     machine_cpu_s: b.machine - a.machine,
+    server_core_busy_s: a.serverCore === null ? null : b.serverCore - a.serverCore,
   };
 }
 
@@ -338,8 +348,9 @@ function closeAll(conns) {
 const isEvent = (buf, s) => buf[s] === 0x34 && buf[s + 1] === 0x32; // "42"
 
 /** Pairs ping-pong: every client starts `window` messages to its partner, and every message a
- * client receives makes it send one more, so each client keeps `window` in flight. The frames
- * are built once per client; `send(conn)` is used for frames that must change per message. */
+ * client receives makes it send one more, so each client keeps `window` in flight (a refused
+ * message is replaced too). Frames are built once per client (`conn.frameText`), or per message
+ * by `build(conn)` where they must change (signatures). */
 async function pingPong(conns, isDelivery, build) {
   let delivered = 0;
   for (let i = 0; i < conns.length; i += 2) {
@@ -349,10 +360,9 @@ async function pingPong(conns, isDelivery, build) {
   for (const c of conns) {
     c.out = build ? null : new Repeated(c.frameText(c.partner.sid));
     c.onMessage = (conn, buf, s, e) => {
-      if (isDelivery(buf, s, e)) {
-        delivered++;
-        conn.pending++;
-      }
+      const what = isDelivery(buf, s, e); // 1: a delivery, 2: a refusal, to be replaced
+      if (what === 1) delivered++;
+      if (what !== 0) conn.pending++;
     };
     c.onChunk = (conn) => {
       const k = conn.pending;
@@ -378,7 +388,7 @@ async function pingPong(conns, isDelivery, build) {
 async function relay() {
   const conns = await openMany(2 * spec.pairs, 50, () => openSio(spec.ports[0]));
   for (const c of conns) c.frameText = (to) => `42["relay",{"to":"${to}","text":"${TEXT}"}]`;
-  const m = await pingPong(conns, isEvent);
+  const m = await pingPong(conns, (buf, s) => (isEvent(buf, s) ? 1 : 0));
   return { ...m, clients: conns.length };
 }
 
@@ -395,12 +405,14 @@ function coreCounter() {
   const counts = { deny: 0, firstDeny: null };
   const isExchange = (buf, s, e) => {
     const text = buf.latin1Slice(s, e);
-    if (text.includes('"action":"exchange"')) return true;
+    if (text.includes('"action":"exchange"')) return 1;
     if (text.includes('"action":"deny"')) {
+      // The message will never arrive: the sender sends another to keep its window full.
       counts.deny++;
       if (counts.firstDeny === null) counts.firstDeny = buf.toString("utf8", s, e);
+      return 2;
     }
-    return false;
+    return 0;
   };
   return [counts, isExchange];
 }
