@@ -83,13 +83,14 @@ def run_pysio_server(port: int) -> None:
     app = web.Application()
     sio.attach(app)
 
-    @sio.on("relay")  # type: ignore[misc]
     async def relay(sid: str, data: Any) -> None:
         await sio.emit("msg", data, to=data["to"])
 
-    @sio.on("bcast")  # type: ignore[misc]
     async def bcast(sid: str, data: Any) -> None:
         await sio.emit("msg", data)
+
+    sio.on("relay", relay)
+    sio.on("bcast", bcast)
 
     print(f"python-socketio serving on {port}", flush=True)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
@@ -171,6 +172,7 @@ class Server:
 @dataclass
 class Settings:
     rounds: int
+    idle_rounds: int
     duration: float
     warmup: float
     loop: str
@@ -178,7 +180,9 @@ class Settings:
     gen_cpu: int | None
     redis_url: str
     tmp: Path
-    prefix: str = field(default_factory=lambda: f"wxio-compare-{os.getpid()}-{secrets.token_hex(3)}")
+    prefix: str = field(
+        default_factory=lambda: f"wxio-compare-{os.getpid()}-{secrets.token_hex(3)}"
+    )
 
 
 def uvloop_available() -> bool:
@@ -268,7 +272,7 @@ def generate(
     timeout: float,
     cpu_of: list[Server] | None = None,
     **spec: Any,
-) -> Any:
+) -> dict[str, Any]:
     """Run the Node load generator once against ``srvs`` (their ports, in order), timing the CPU
     of ``cpu_of`` (default: the same servers); its JSON result, or raise with the servers' logs."""
     spec = {
@@ -297,10 +301,12 @@ def generate(
     lines = out.stdout.strip().splitlines()
     if not lines:
         raise RuntimeError(f"the generator printed nothing (exit {out.returncode}): {out.stderr}")
-    result = json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
     if "error" in result:
-        logs = "; ".join(f"{x.name}: {x.tail(3)}" for x in srvs if x.tail(3))
-        raise RuntimeError(result["error"] + (f" [server log: {logs}]" if logs else ""))
+        logs = "; ".join(
+            f"{x.name}: {x.tail(2).replace(chr(10), ' | ')}" for x in (cpu_of or srvs) if x.tail(2)
+        )
+        raise RuntimeError(result["error"] + (f" [server log ends: {logs}]" if logs else ""))
     return result
 
 
@@ -394,14 +400,14 @@ def sc_cross(s: Settings, kind: str) -> dict[str, Any]:
     nodes: list[Server] = []
     try:
         for node in ("a", "b"):
-            nodes.append(start_wxio(s, f"node-{node}", core=True, cluster=cluster | {"node_id": node}))
+            nodes.append(
+                start_wxio(s, f"node-{node}", core=True, cluster=cluster | {"node_id": node})
+            )
         for n in nodes:
             n.wait_ready()
         time.sleep(0.3)  # both heartbeats in Redis
         ends = nodes if kind == "cross" else nodes[:1]
-        r = generate(
-            s, "cross", ends, 90 + s.duration, cpu_of=nodes, pairs=PAIRS, window=WINDOW
-        )
+        r = generate(s, "cross", ends, 90 + s.duration, cpu_of=nodes, pairs=PAIRS, window=WINDOW)
     finally:
         for n in nodes:
             n.stop()
@@ -507,6 +513,8 @@ def run_all(
         if extra_relay:
             plan.append((BY_NAME["relay"], "node"))
         for sc in chosen:
+            if sc.name == "idle" and rnd > s.idle_rounds:
+                continue  # slow (tens of thousands of connects) and steady: fewer rounds
             plan += [(sc, k) for k in sc.kinds]
         for sc, kind in plan:
             if progress:
@@ -548,7 +556,9 @@ def render(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for n, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         out.append("  ".join(cells).rstrip())
         if n == 0:
             out.append("-" * len(out[0]))
@@ -596,7 +606,7 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
         else:
             if sc.name.startswith("core-"):
                 ref_label = "vs node relay"
-            head = ["server", sc.unit, ref_label, f"{sc.unit} per srv CPU-s"]
+            head = ["server", sc.unit, ref_label, "per srv CPU-s", "per CPU-s " + ref_label]
         head += ["srv CPU", "srv core", "gen CPU", "other CPU", f"spread ({sc.unit})"]
         rows.append(head)
         for kind, rs in mine.items():
@@ -636,6 +646,7 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
                     fmt(med(rs, "value")),
                     fmt(ratio_per_round(rs, ref), ".2f", "x"),
                     fmt(med(rs, "per_server_cpu_s")),
+                    fmt(ratio_per_round(rs, ref, "per_server_cpu_s"), ".2f", "x"),
                 ]
             row += [
                 fmt(med(rs, "server_cpu_pct"), ".0f", " %"),
@@ -648,21 +659,31 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
             notes += [f"{name}: {e}" for e in errors_of(rs)]
             denied = sum(r.get("denied", 0) for r in rs if "error" not in r)
             if denied:
-                notes.append(f"{name}: {denied} denied, e.g. {rs[0].get('first_deny')}")
+                first = next(r["first_deny"] for r in rs if r.get("first_deny"))
+                notes.append(f"{name}: {denied} message(s) denied ({deny_reason(first)}), resent")
             gen = med(rs, "gen_cpu_pct")
             if gen is not None and gen >= 85:
-                notes.append(f"{name}: the generator used {gen:.0f} % of its core; it may be the limit")
+                notes.append(
+                    f"{name}: the generator used {gen:.0f} % of its core; it may be the limit"
+                )
             srv, core = med(rs, "server_cpu_pct"), med(rs, "server_core_pct")
             if srv is not None and core is not None and core - srv >= 15:
                 notes.append(
-                    f"{name}: other processes took {core - srv:.0f} % of the server's core; "
-                    "the server was short of CPU (compare per srv CPU-s rather than rates)"
+                    f"{name}: other processes took {core - srv:.0f} % of the server's core"
                 )
         lines.append(render(rows))
         if sc.name == "cross":
             notes.append("srv CPU is node a + node b (both pinned to the server core)")
     lines += [f"  note: {n}" for n in notes]
     return "\n".join(lines)
+
+
+def deny_reason(envelope: str) -> str:
+    try:
+        payload = json.loads(envelope)["data"]["payload"]
+        return f"{payload['reason']}: {payload.get('message', '')}"
+    except (ValueError, KeyError, TypeError):
+        return envelope[:120]
 
 
 def environment(s: Settings) -> dict[str, str]:
@@ -684,7 +705,8 @@ def environment(s: Settings) -> dict[str, str]:
         "wxio": f"{ver('wxio')} (aiohttp {ver('aiohttp')}), loop {loop}",
         "python-socketio": f"{ver('python-socketio')} (python-engineio {ver('python-engineio')})",
         "cpus": f"{os.cpu_count()}: servers on {s.server_cpu}, generator on {s.gen_cpu}",
-        "runs": f"{s.rounds} round(s), {s.warmup:g} s warm-up + {s.duration:g} s timed per run",
+        "runs": f"{s.rounds} round(s) (idle: {min(s.idle_rounds, s.rounds)}), {s.warmup:g} s "
+        f"warm-up + {s.duration:g} s timed per run, every server started afresh for every run",
     }
 
 
@@ -701,12 +723,14 @@ def machine_busy_pct(seconds: float = 1.0) -> float:
 
 LEGEND = """\
 Figures are medians over the rounds; "vs node" is the median of the per-round ratios to Node
-socket.io (for p99 and KB/conn, below 1 means better than Node). srv CPU: the server process(es)
-(utime + stime, /proc/PID/stat) over the timed part, in % of one core: near 100 % means the
-server is the limit. srv core: how busy the server's core was, whoever used it (/proc/stat); well
-above srv CPU means other processes took CPU from the server. gen CPU: the Node load generator
-(its own core); other CPU: the rest of the machine, both cores. per srv CPU-s: messages per second of server CPU, which does not depend on how busy the
-machine was. spread: min-max over the rounds."""
+socket.io (above 1: more than Node; for p99 and KB/conn, below 1 is better than Node).
+srv CPU: the server process(es) (utime + stime, /proc/PID/stat) over the timed part, in % of one
+  core; near 100 % means the server was the limit.
+srv core: how busy the server's core was, whoever used it (/proc/stat). Well above srv CPU means
+  other processes took CPU from the server: its rate is then low, and "per srv CPU-s" (messages,
+  deliveries or connections per second of server CPU) is the fairer comparison.
+gen CPU: the Node load generator, on its own core; other CPU: the rest of the machine (2 cores).
+spread: min-max over the rounds."""
 
 
 def clean_redis(url: str, prefix: str) -> None:
@@ -728,7 +752,10 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated, of: " + ", ".join(sc.name for sc in SCENARIOS),
     )
     ap.add_argument("--rounds", type=int, default=3, help="runs of everything (default 3)")
-    ap.add_argument("--duration", type=float, default=3.0, help="timed seconds per run (3)")
+    ap.add_argument(
+        "--idle-rounds", type=int, default=1, help="rounds that include idle (default 1, the first)"
+    )
+    ap.add_argument("--duration", type=float, default=2.0, help="timed seconds per run (2)")
     ap.add_argument("--warmup", type=float, default=1.0, help="untimed seconds before (1)")
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="wxio's loop")
     ap.add_argument("--server-cpu", type=int, default=1, help="core of the servers (1; -1: none)")
@@ -758,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = [None if c < 0 or ncpu < 2 else c for c in (args.server_cpu, args.gen_cpu)]
     s = Settings(
         rounds=args.rounds,
+        idle_rounds=args.idle_rounds,
         duration=args.duration,
         warmup=args.warmup,
         loop=args.loop,
@@ -792,6 +820,19 @@ def main(argv: list[str] | None = None) -> int:
     for sc in chosen:
         print(report(sc, runs))
         print()
+    wxio_runs = [
+        r
+        for name, by_kind in runs.items()
+        for kind, rs in by_kind.items()
+        if kind in ("wxio", "same", "cross")
+        for r in rs
+    ]
+    failed = [r for r in wxio_runs if "error" in r]
+    if failed:
+        print(
+            f"wxio FAILED in {len(failed)} of {len(wxio_runs)} runs under the {s.loop} loop "
+            f"(first: {failed[0]['error'][:300]})\n"
+        )
     print(LEGEND)
     print(f"\n{len(chosen)} scenario(s) x {s.rounds} round(s) in {elapsed:.0f} s")
 
