@@ -2,7 +2,7 @@
 
 Run by hand, not by pytest::
 
-    .venv/bin/python bench/compare.py                         # every scenario, 3 rounds, ~4 min
+    .venv/bin/python bench/compare.py                         # every scenario, 3 rounds, ~5 min
     .venv/bin/python bench/compare.py --scenarios relay,latency --rounds 5 --duration 5
     .venv/bin/python bench/compare.py --json results.json     # also write every round as JSON
     .venv/bin/python bench/compare.py --loop uvloop           # wxio under uvloop (if installed)
@@ -600,7 +600,8 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
         if sc.name == "latency":
             head = ["server", "p50 ms", "p99 ms", "max ms", "p99 vs node", "delivered/s"]
         elif sc.name == "connect":
-            head = ["server", "conn/s", "vs node", "connect p50 ms", "p99 ms", "errors"]
+            head = ["server", "conn/s", "vs node", "per srv CPU-s", "per CPU-s vs node"]
+            head += ["connect p50 ms", "p99 ms"]
         elif sc.name == "cross":
             head = ["case", "msg/s", "cross/same"]
         else:
@@ -624,14 +625,18 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
                     fmt(med(rs, "rate")),
                 ]
             elif sc.name == "connect":
-                errs = [r.get("errors", 0) for r in rs if "error" not in r]
+                errs = sum(r.get("errors", 0) for r in rs if "error" not in r)
+                if errs:
+                    first = next(r["first_error"] for r in rs if r.get("first_error"))
+                    notes.append(f"{name}: {errs} connect(s) failed, first: {first}")
                 row = [
                     name,
                     fmt(med(rs, "value")),
                     fmt(ratio_per_round(rs, ref), ".2f", "x"),
+                    fmt(med(rs, "per_server_cpu_s")),
+                    fmt(ratio_per_round(rs, ref, "per_server_cpu_s"), ".2f", "x"),
                     fmt(med(rs, "p50_ms"), ".1f"),
                     fmt(med(rs, "p99_ms"), ".1f"),
-                    str(sum(errs)),
                 ]
             elif sc.name == "cross":
                 same = mine.get("same", [])
