@@ -603,7 +603,7 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
             head = ["server", "conn/s", "vs node", "per srv CPU-s", "per CPU-s vs node"]
             head += ["connect p50 ms", "p99 ms"]
         elif sc.name == "cross":
-            head = ["case", "msg/s", "cross/same"]
+            head = ["case", "msg/s", "cross/same", "per srv CPU-s", "per CPU-s cross/same"]
         else:
             if sc.name.startswith("core-"):
                 ref_label = "vs node relay"
@@ -640,10 +640,13 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
                 ]
             elif sc.name == "cross":
                 same = mine.get("same", [])
+                cross = kind == "cross"
                 row = [
                     name,
                     fmt(med(rs, "value")),
-                    fmt(ratio_per_round(rs, same), ".2f", "x") if kind == "cross" else "",
+                    fmt(ratio_per_round(rs, same), ".2f", "x") if cross else "",
+                    fmt(med(rs, "per_server_cpu_s")),
+                    fmt(ratio_per_round(rs, same, "per_server_cpu_s"), ".2f", "x") if cross else "",
                 ]
             else:
                 row = [
