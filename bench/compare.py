@@ -665,6 +665,17 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
             ]
             rows.append(row)
             notes += [f"{name}: {e}" for e in errors_of(rs)]
+            lost = sum(r.get("undelivered", 0) for r in rs if "error" not in r)
+            if lost > 0:
+                notes.append(
+                    f"{name}: {lost} message(s) sent but neither delivered nor refused within 3 s "
+                    "of the end"
+                )
+            elif lost < 0:
+                notes.append(
+                    f"{name}: at least {-lost} message(s) refused and delivered all the same "
+                    "(deliveries + refusals exceed messages sent)"
+                )
             denied = sum(r.get("denied", 0) for r in rs if "error" not in r)
             if denied:
                 first = next(r["first_deny"] for r in rs if r.get("first_deny"))

@@ -353,6 +353,8 @@ const isEvent = (buf, s) => buf[s] === 0x34 && buf[s + 1] === 0x32; // "42"
  * by `build(conn)` where they must change (signatures). */
 async function pingPong(conns, isDelivery, build) {
   let delivered = 0;
+  let refused = 0;
+  let sent = 0;
   for (let i = 0; i < conns.length; i += 2) {
     conns[i].partner = conns[i + 1];
     conns[i + 1].partner = conns[i];
@@ -362,12 +364,14 @@ async function pingPong(conns, isDelivery, build) {
     c.onMessage = (conn, buf, s, e) => {
       const what = isDelivery(buf, s, e); // 1: a delivery, 2: a refusal, to be replaced
       if (what === 1) delivered++;
+      else if (what === 2) refused++;
       if (what !== 0) conn.pending++;
     };
     c.onChunk = (conn) => {
       const k = conn.pending;
       if (k === 0 || !running) return;
       conn.pending = 0;
+      sent += k;
       if (conn.out !== null) conn.write(conn.out.times(k));
       else {
         const parts = [];
@@ -379,8 +383,15 @@ async function pingPong(conns, isDelivery, build) {
   for (const c of conns) {
     if (c.out !== null) c.write(c.out.times(spec.window));
     else for (let j = 0; j < spec.window; j++) c.write(build(c));
+    sent += spec.window;
   }
   const m = await measure(() => delivered);
+  // Stop sending, let what is in flight arrive (up to 3 s): every message sent must have been
+  // delivered or refused, or the server lost it.
+  running = false;
+  const until = performance.now() + 3000;
+  while (delivered + refused < sent && performance.now() < until) await sleep(0.05);
+  m.undelivered = sent - delivered - refused;
   closeAll(conns);
   return m;
 }
