@@ -303,10 +303,12 @@ async function openMany(n, concurrency, open) {
   return out;
 }
 
-/** Warm up, then time `spec.duration` seconds; fails when the count stops moving for 5 s. */
-async function measure(count) {
+/** Warm up, then time `spec.duration` seconds (`onStart()` when timing starts); fails when the
+ * count stops moving for 5 s. */
+async function measure(count, onStart = () => {}) {
   await sleep(spec.warmup);
   if (failure) throw new Error(failure);
+  onStart();
   const a = snapshot(count());
   let last = a.count;
   let lastMove = a.t;
@@ -487,9 +489,10 @@ async function latency() {
       c.write(frame(`42["relay",{"to":"${c.partner.sid}","t":${nowUs()},"text":"${TEXT}"}]`));
     }
   }, 1);
-  await sleep(spec.warmup);
-  record = true;
-  const m = await measure(() => delivered);
+  const m = await measure(
+    () => delivered,
+    () => (record = true),
+  );
   record = false;
   clearInterval(timer);
   closeAll(conns);
@@ -553,9 +556,10 @@ async function connectRate() {
   }
   const workers = Array.from({ length: spec.concurrency }, worker);
   const run = (async () => {
-    await sleep(spec.warmup);
-    record = true;
-    const r = await measure(() => done);
+    const r = await measure(
+      () => done,
+      () => (record = true),
+    );
     running = false;
     return r;
   })();
