@@ -102,6 +102,23 @@ def make_app(
     return app, apps, hub
 
 
+def use_event_loop(choice: str) -> str:
+    """``auto``: uvloop when installed (``pip install 'wxio[speed]'``), else asyncio's loop;
+    ``uvloop`` or ``asyncio`` to choose (``WXIO_LOOP``). Returns the loop in use."""
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError(f"WXIO_LOOP: {choice!r} is not auto, uvloop or asyncio")
+    if choice == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("WXIO_LOOP=uvloop but uvloop is not installed") from None
+        return "asyncio"
+    uvloop.install()
+    return "uvloop"
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
@@ -115,19 +132,14 @@ def serve(args: argparse.Namespace) -> int:
         )
         if args.workers > 1:
             return run_workers(args, config)
+        loop = use_event_loop(os.environ.get("WXIO_LOOP", "auto"))
         app, apps, hub = make_app(config, args.profile, args.app)
     except ConfigError as exc:
         print(f"wxio: {exc}", file=sys.stderr)
         return 2
-    try:
-        import uvloop  # type: ignore[import-not-found, unused-ignore]
-
-        uvloop.install()
-    except ImportError:
-        pass
     banner = [
         f"wxio serving Socket.IO (EIO 3 and 4) at http://{config.host}:{config.port}"
-        f"{config.engine.path} (profile {args.profile})"
+        f"{config.engine.path} (profile {args.profile}, {loop} event loop)"
     ]
     if apps is not None:
         if DEMO_APP in apps.apps and len(apps.apps) == 1 and not config.extra.get("apps"):
