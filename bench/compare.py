@@ -216,20 +216,16 @@ def start_wxio(
     s: Settings, name: str, *, core: bool, cluster: dict[str, str] | None = None
 ) -> Server:
     """``wxio serve``: the routing core on ``/`` (``core``), or the benchmark's handlers on ``/``
-    and the core on ``/core``. ``wxio serve`` installs uvloop whenever it can import it, so for
-    ``--loop asyncio`` with uvloop installed the same CLI runs with the import blocked."""
+    and the core on ``/core``; on the event loop of ``--loop`` (``WXIO_LOOP``)."""
     port = free_port()
     config = s.tmp / f"{name}.toml"
     config.write_text(wxio_config("/" if core else "/core", cluster))
     args = ["serve", "--port", str(port), "--config", str(config)]
     if not core:
         args += ["--app", "bench.compare:wxio_setup"]
-    if s.loop == "asyncio" and uvloop_available():
-        block = "import sys; sys.modules['uvloop'] = None; from wxio.adapter.cli import main; "
-        argv = [str(VENV_BIN / "python"), "-c", block + "sys.exit(main())", *args]
-    else:
-        argv = [str(VENV_BIN / "wxio"), *args]
+    argv = [str(VENV_BIN / "wxio"), *args]
     env = dict(os.environ)
+    env["WXIO_LOOP"] = s.loop
     env.pop("WXIO_REDIS_URL", None)  # would override the file's [cluster]
     env.pop(f"WXIO_KEY_{APP.upper()}", None)
     return Server(name, argv, port, s.tmp / f"{name}.log", s.server_cpu, env)
@@ -716,8 +712,8 @@ def environment(s: Settings) -> dict[str, str]:
     sio_pkg = NODE_DIR / "node_modules" / "socket.io" / "package.json"
     sio = json.loads(sio_pkg.read_text())["version"] if sio_pkg.exists() else "?"
     loop = s.loop
-    if s.loop == "asyncio":
-        loop += " (uvloop blocked in wxio)" if uvloop_available() else " (uvloop not installed)"
+    if s.loop == "uvloop":
+        loop += f" {ver('uvloop')}"
     return {
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "node": f"{node}, socket.io {sio}",
@@ -820,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in env.items():
         print(f"{k:16} {v}")
     if args.loop == "uvloop" and not uvloop_available():
-        print("note: uvloop is not importable in .venv: wxio runs on asyncio's loop")
+        print("note: uvloop is not installed in .venv (make install-test): wxio will not start")
     print(flush=True)
 
     start = time.monotonic()
