@@ -475,7 +475,9 @@ class SocketIOServer:
         # Nothing in progress for this socket: run the handler now. Most handlers finish
         # without waiting on anything; only one that does is carried on by a task, and the
         # socket's later events queue behind it.
-        coro = socket.nsp._dispatch(socket, packet)
+        coro = socket.nsp.dispatch(socket, packet)
+        if coro is None:
+            return
         try:
             waiting_on = coro.send(None)
         except StopIteration:
@@ -487,7 +489,9 @@ class SocketIOServer:
         try:
             await first
             while queue:
-                await socket.nsp._dispatch(socket, queue.popleft())
+                coro = socket.nsp.dispatch(socket, queue.popleft())
+                if coro is not None:
+                    await coro
         finally:
             socket._worker = None
 
