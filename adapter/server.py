@@ -64,6 +64,17 @@ def core_setup(config: ServerConfig) -> tuple[AppRegistry, CoreOptions]:
     return apps, CoreOptions(**core)
 
 
+def _need_redis() -> None:
+    """A cluster needs the optional ``redis`` extra; say so instead of a raw import error."""
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "a cluster ([cluster] redis_url or WXIO_REDIS_URL) needs the redis package: "
+            "pip install 'wxio[redis]'"
+        ) from None
+
+
 def make_backplane(config: ServerConfig) -> Backplane:
     """Redis when ``[cluster] redis_url`` or ``WXIO_REDIS_URL`` is set, else in memory."""
     cluster = dict(config.extra.get("cluster", {}))
@@ -78,6 +89,7 @@ def make_backplane(config: ServerConfig) -> Backplane:
         cluster["node_id"] = f"{cluster.get('node_id') or secrets.token_hex(3)}-{worker}"
     if not url:
         return MemoryBackplane(cluster.get("node_id"))
+    _need_redis()
     from .cluster.redis import RedisBackplane
 
     return RedisBackplane(url, **cluster)
@@ -216,6 +228,11 @@ def run_workers(args: argparse.Namespace, config: ServerConfig) -> int:
             "wxio: --workers needs a cluster backplane: set [cluster] redis_url or WXIO_REDIS_URL",
             file=sys.stderr,
         )
+        return 2
+    try:
+        _need_redis()  # before starting N children that would each fail the same way
+    except ConfigError as exc:
+        print(f"wxio: {exc}", file=sys.stderr)
         return 2
     argv = [sys.executable, "-m", "wxio.adapter", "serve", "--reuse-port"]
     for flag in ("host", "port", "config", "app", "profile", "log_format", "certfile", "keyfile"):

@@ -35,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ...protocol import jsonutil
-from ...protocol.errors import RemoteProtocolError
+from ...protocol.errors import LocalProtocolError, RemoteProtocolError
 from ...protocol.signing import NonceClaim
 from ..core.backplane import BackplaneError, NodeHandler
 from ..core.directory import MAX_ALIAS_HOPS, Directory, Location
@@ -338,11 +338,12 @@ class RedisBackplane:
             return
         if message.get("t") == "batch":
             for inner in message["msgs"]:
-                await self._on_one(sender, inner)
+                inner["from"] = sender
+                await self._on_one(inner)
         else:
-            await self._on_one(sender, message)
+            await self._on_one(message)
 
-    async def _on_one(self, sender: str, message: dict[str, Any]) -> None:
+    async def _on_one(self, message: dict[str, Any]) -> None:
         if "re" in message:
             fut = self._pending.get(message["re"])
             if fut is not None and not fut.done():
@@ -355,9 +356,23 @@ class RedisBackplane:
         except Exception:
             log.exception("node %s: handling a %s message failed", self.node_id, message.get("t"))
             return
-        if reply is not None and "id" in message:
-            # The listener does not wait for its replies: they go out with the next flush.
-            self._post(self.key("ch", sender), {"re": message["id"], "body": reply}, None)
+        if reply is not None:
+            self.reply(message, reply)
+
+    def reply(self, message: dict[str, Any], body: dict[str, Any]) -> None:
+        """Answer a request from another node. A handler that has to wait (for its clients'
+        acks, for user code) returns None at once, so that the listener goes on, and calls this
+        when it has the answer. One-way messages (no ``id``) get no answer. The listener does
+        not wait for replies either: they go out with the next flush."""
+        if "id" not in message:
+            return
+        answer = {"re": message["id"], "body": body}
+        try:
+            wire.encode(answer)  # one bad answer must not spoil the batch it would join
+        except (wire.SchemaError, RemoteProtocolError, LocalProtocolError) as exc:
+            log.warning("node %s: a reply to %s was dropped: %s", self.node_id, message["t"], exc)
+            return
+        self._post(self.key("ch", message["from"]), answer, None)
 
     # -- the outbox: what this node publishes, batched per channel and loop turn ---------------
 
@@ -384,15 +399,21 @@ class RedisBackplane:
             outbox, self._outbox = self._outbox, {}
             count = sum(len(items) for items in outbox.values())
             publishes: list[tuple[list[asyncio.Future[int] | None], bytes]] = []
+            channels: list[str] = []
             for channel, items in outbox.items():
                 for start in range(0, len(items), wire.MAX_BATCH):
                     chunk = items[start : start + wire.MAX_BATCH]
-                    publishes.append(([fut for _, fut in chunk], self._frame(chunk)))
-            channels = [
-                channel
-                for channel, items in outbox.items()
-                for _ in range(0, len(items), wire.MAX_BATCH)
-            ]
+                    futures = [fut for _, fut in chunk]
+                    try:
+                        data = self._frame(chunk)
+                    except wire.SchemaError as exc:  # e.g. a batch over the size limit
+                        log.warning("node %s: %d message(s) dropped: %s", self.node_id, len(chunk), exc)
+                        for fut in futures:
+                            if fut is not None and not fut.done():
+                                fut.set_exception(BackplaneError(str(exc)))
+                        continue
+                    publishes.append((futures, data))
+                    channels.append(channel)
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for channel, (_, data) in zip(channels, publishes, strict=True):
@@ -442,6 +463,14 @@ class RedisBackplane:
             self._pending.pop(rid, None)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        replies, _ = await self.request_all_counted(message, timeout)
+        return replies
+
+    async def request_all_counted(
+        self, message: dict[str, Any], timeout: float
+    ) -> tuple[list[dict[str, Any]], int]:
+        """:meth:`request_all`, plus how many nodes got the request (so a caller can tell that
+        some did not answer in time)."""
         rid = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
         replies: list[dict[str, Any]] = []
@@ -457,7 +486,7 @@ class RedisBackplane:
                     await asyncio.wait_for(asyncio.shield(done), timeout)
                 except TimeoutError:
                     pass
-            return list(replies)
+            return list(replies), collector.expected
         finally:
             self._pending.pop(rid, None)
 

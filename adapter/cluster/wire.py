@@ -34,6 +34,20 @@ _SCHEMAS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "deliver": {"app": str, "client": str, "env": dict},
     "broadcast": {"app": str, "env": dict},
     "sio": {"nsp": str, "text": str, "atts": list, "rooms": list, "except": list},
+    # The Socket.IO cluster API (cluster/rooms.py): fetch_sockets, sockets_join/leave and
+    # disconnect_sockets, server-side emits.
+    "sio_fetch": {"nsp": str, "rooms": list, "except": list},
+    "sio_op": {"nsp": str, "rooms": list, "except": list, "op": str, "args": list},
+    "sio_sse": {"event": str, "args": list},
+    "sio_ack": {
+        "nsp": str,
+        "text": str,
+        "atts": list,
+        "rooms": list,
+        "except": list,
+        "ack": int,
+        "timeout": (int, float),
+    },
 }
 
 
