@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import hashlib
 import json
 import os
@@ -420,15 +421,24 @@ class Ledger:
         samples = []
         for msg_id, a in lost:
             life = self.clients.get(a.target)
+            # A connection of the target's user that was open at acceptance and closed soon
+            # after: what the message was most likely written to.
+            closing = [
+                c
+                for c in self.clients.values()
+                if c.user == a.target_user
+                and c.opened <= a.at
+                and c.closed is not None
+                and -0.05 <= c.closed - a.at <= 1.0
+            ]
             if life is None:
                 where = "unknown target"
+            elif closing:
+                where = f"a connection of the target's user closed ({closing[0].kind}) within 1 s"
             elif life.closed is None:
                 where = "target still open"
             else:
-                dt = life.closed - a.at
-                where = f"target closed ({life.kind}) " + (
-                    "within 1 s after" if -0.5 <= dt <= 1.0 else "more than 1 s from acceptance"
-                )
+                where = f"target closed earlier ({life.kind}), no user connection closing"
             by[f"{a.status}: {where}"] += 1
             if len(samples) < 10:
                 samples.append(
@@ -572,7 +582,11 @@ class Session:
                 "payload": {"n": ledger.sent, "from": self.user.index, "tu": target_user},
             },
         }
-        reply = await self.request("send", [orjson.dumps(envelope).decode()])
+        try:
+            reply = await self.request("send", [orjson.dumps(envelope).decode()])
+        except asyncio.CancelledError:  # dropped with this request in flight
+            ledger.unanswered += 1
+            raise
         if reply is None:
             ledger.unanswered += 1
             return
@@ -724,10 +738,14 @@ class User:
         soak = self.soak
         loop = asyncio.get_running_loop()
         while True:
+            if soak.stopping and self.session is None:
+                return
             session = self.session or await self.open()
             if self.reconnects and len(self.ids) > 1:
                 await session.reconnect_and_updates(self.ids[-5:-1])
             self.drop = loop.create_future()
+            if soak.stopping:  # it stopped while this user was coming back
+                self.drop.set_result("clean")
             sender = loop.create_task(self.sender(session))
             closed = loop.create_task(session.closed.wait())
             await asyncio.wait([self.drop, closed], return_when=asyncio.FIRST_COMPLETED)
@@ -1050,6 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-dir", type=Path, help="keep the servers' logs here")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: where is it stuck?
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     config = SoakConfig(
         users=args.users,
@@ -1067,8 +1086,20 @@ def main(argv: list[str] | None = None) -> int:
         keep_logs=args.log_dir is not None,
         cluster_options={"max_connections": args.max_connections} if args.max_connections else {},
     )
+
+    async def run() -> dict[str, Any]:
+        # SIGTERM (or SIGINT, also when started in the background) stops the servers too.
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+        return await run_soak(config)
+
     try:
-        report = asyncio.run(run_soak(config))
+        report = asyncio.run(run())
+    except asyncio.CancelledError:
+        print("soak.py: interrupted", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         print(f"soak.py: {exc}", file=sys.stderr)
         return 2
