@@ -59,6 +59,7 @@ import argparse
 import asyncio
 import faulthandler
 import hashlib
+import io
 import json
 import os
 import random
@@ -71,7 +72,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("abort", "close-nowait", "clean")
 #: What a request waiting for its answer gets when the connection ends first.
 CLOSED: dict[str, Any] = {"data": {"action": "(connection closed)"}}
+#: The answer to each kind of request.
+EXPECTED = {"result": "send", "reConnectUpdated": "reconnect", "pong": "acks"}
 #: Seconds a request waits for its answer before the connection is given up.
 REQUEST_TIMEOUT = 10.0
 
@@ -295,7 +298,8 @@ def _traceback_key(block: str) -> str:
     lines = block.splitlines()
     frames = [ln.strip() for ln in lines if ln.strip().startswith("File ")]
     where = re.sub(r", line \d+", "", frames[-1]) if frames else ""
-    return f"{lines[-1].strip()} @ {where}"
+    exception = lines[-1].strip().split(":", 1)[0]
+    return f"{exception} @ {where}"
 
 
 def clean_prefix(redis_url: str, prefix: str) -> int:
@@ -379,9 +383,21 @@ class Ledger:
         self.replaced = 0
         self.acks_sent = 0
         self.timeouts = 0
+        self.late_answers = 0
 
     def now(self) -> float:
         return time.monotonic() - self.t0
+
+    def result(self, data: dict[str, Any], target: Any) -> None:
+        """Count the ``result`` answer to a ``sendToOthers`` to ``target``."""
+        payload = data.get("payload") or {}
+        status, msg_id = payload.get("status"), payload.get("msgId")
+        self.statuses[str(status)] += 1
+        life = self.clients.get(target) if isinstance(target, str) else None
+        if status in ("delivered", "queued") and isinstance(msg_id, str) and life is not None:
+            self.accepted[msg_id] = Accepted(life.user, target, status, self.now())
+        for dropped in payload.get("dropped") or ():
+            self.dropped.add(dropped)
 
     def receive(self, user: int, message: dict[str, Any]) -> str | None:
         """Count one ``exchange`` read by ``user``; returns its msgId (to acknowledge)."""
@@ -480,6 +496,11 @@ class Session:
         self.last_exchange = time.monotonic()
         self.reader: asyncio.Task[None] | None = None
         self.acker: asyncio.Task[None] | None = None
+        #: Set when the client starts to go away: no new requests.
+        self.leaving = False
+        #: Requests given up (their task cancelled) after they were sent: their answers still
+        #: come, in order, before those of later requests.
+        self.abandoned: deque[str] = deque()
 
     def start(self, early: list[dict[str, Any]]) -> None:
         for message in early:
@@ -516,14 +537,31 @@ class Session:
                 self.ack_wake.set()
             return
         ledger.frames[str(action)] += 1
-        expected = {"result": "send", "reConnectUpdated": "reconnect", "pong": "acks"}
+        answers = EXPECTED.get(str(action))
+        if self.abandoned:  # answers to requests given up come first
+            kind = self.abandoned[0]
+            if action == "deny":
+                reason = (data.get("payload") or {}).get("reason", "?")
+                ledger.denials[f"{kind}:{reason}"] += 1
+                if kind != "acks":  # denies before an ack batch's pong are the batch's
+                    self.abandoned.popleft()
+                    ledger.late_answers += 1
+                    ledger.unanswered -= kind == "send"
+                return
+            if answers == kind:
+                self.abandoned.popleft()
+                ledger.late_answers += 1
+                ledger.unanswered -= kind == "send"
+                if action == "result":  # the server's answer reached the client: it counts
+                    ledger.result(data, (message.get("meta") or {}).get("target"))
+                return
         if action == "deny":
             reason = (data.get("payload") or {}).get("reason", "?")
             kind = waiter[0] if waiter is not None else "unsolicited"
             ledger.denials[f"{kind}:{reason}"] += 1
             if waiter is not None and kind != "acks" and not waiter[1].done():
                 waiter[1].set_result(message)
-        elif waiter is not None and expected.get(str(action)) == waiter[0]:
+        elif waiter is not None and answers == waiter[0]:
             if not waiter[1].done():
                 waiter[1].set_result(message)
         else:
@@ -533,27 +571,34 @@ class Session:
         """Send ``frames`` and wait for the answer to the last one; None if the connection went
         away (or the answer did not come within REQUEST_TIMEOUT: then it is given up)."""
         async with self.lock:
-            if self.closed.is_set():
+            if self.closed.is_set() or self.leaving:
                 return None
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self.waiter = (kind, fut)
             try:
                 for frame in frames:
                     await self.ws.send(frame)
-                reply = await asyncio.wait_for(fut, REQUEST_TIMEOUT)
+                # Not wait_for: on Python 3.11 it can swallow a cancellation that comes as the
+                # answer does, and a task that ignores its cancellation hangs its owner.
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    reply = await fut
             except TimeoutError:
                 self.user.soak.ledger.timeouts += 1
                 self.ws.transport.abort()
                 return None
             except ConnectionClosed:
                 return None
+            except asyncio.CancelledError:
+                if not fut.done():
+                    self.abandoned.append(kind)
+                raise
             finally:
                 self.waiter = None
             return None if reply is CLOSED else reply
 
     async def _ack_loop(self) -> None:
         ledger = self.user.soak.ledger
-        while True:
+        while not self.leaving:
             await self.ack_wake.wait()
             self.ack_wake.clear()
             await asyncio.sleep(0.02)  # gather a batch
@@ -591,15 +636,8 @@ class Session:
             ledger.unanswered += 1
             return
         data = reply["data"]
-        if data.get("action") != "result":
-            return  # a deny, counted by dispatch
-        payload = data.get("payload") or {}
-        status, msg_id = payload.get("status"), payload.get("msgId")
-        ledger.statuses[str(status)] += 1
-        if status in ("delivered", "queued") and isinstance(msg_id, str):
-            ledger.accepted[msg_id] = Accepted(target_user, target, status, ledger.now())
-        for dropped in payload.get("dropped") or ():
-            ledger.dropped.add(dropped)
+        if data.get("action") == "result":  # else a deny, counted by dispatch
+            ledger.result(data, target)
 
     async def reconnect_and_updates(self, old: list[str]) -> None:
         soak = self.user.soak
@@ -613,10 +651,12 @@ class Session:
         if reply is not None and reply["data"].get("action") == "reConnectUpdated":
             soak.ledger.replaced += len((reply["data"].get("payload") or {}).get("replaced", []))
 
-    async def disconnect(self, kind: str) -> None:
-        """Go away in one of the three ways of KINDS."""
+    async def disconnect(self, kind: str, count: str | None = None) -> None:
+        """Go away in one of the three ways of KINDS (``server``: it is gone already); counted
+        as ``count`` (default: the kind)."""
         ledger = self.user.soak.ledger
-        ledger.disconnects[kind] += 1
+        ledger.disconnects[count or kind] += 1
+        self.leaving = True
         life = ledger.clients[self.client_id]
         life.closed, life.kind = ledger.now(), kind
         if self.acker is not None:
@@ -645,15 +685,10 @@ class Session:
             except Exception:
                 ws.transport.abort()
         if self.reader is not None:
-            try:
-                await asyncio.wait_for(self.reader, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                self.reader.cancel()
+            await asyncio.wait([self.reader], timeout=10)
+            self.reader.cancel()
         if self.acker is not None:
-            try:
-                await self.acker
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait([self.acker], timeout=REQUEST_TIMEOUT)
 
 
 class User:
@@ -727,7 +762,7 @@ class User:
         rate = self.soak.config.rate
         while not session.closed.is_set():
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) / rate)
-            if self.soak.stopping:
+            if self.soak.stopping or session.leaving:
                 return
             target = self.pick_target()
             if target is not None:
@@ -751,17 +786,12 @@ class User:
             await asyncio.wait([self.drop, closed], return_when=asyncio.FIRST_COMPLETED)
             closed.cancel()
             if soak.stopping:  # let the request in flight finish, then leave cleanly
-                try:
-                    await asyncio.wait_for(sender, REQUEST_TIMEOUT + 1)
-                except (TimeoutError, Exception):
-                    pass
+                await asyncio.wait([sender], timeout=REQUEST_TIMEOUT + 1)
             sender.cancel()
-            try:
-                await sender
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait([sender], timeout=REQUEST_TIMEOUT + 1)
             if self.drop.done():
-                await session.disconnect(self.drop.result())
+                kind = self.drop.result()
+                await session.disconnect(kind, "at the end" if soak.stopping else None)
             else:  # the server (or a killed node) closed it
                 await session.disconnect("server")
             self.session = None
@@ -783,6 +813,8 @@ class Soak:
         self.stopping = False
         self.rss: list[dict[str, Any]] = []
         self.events: list[str] = []
+        #: Phases that did not end in time, with where their tasks were.
+        self.stuck: list[str] = []
         self._kind = 0
 
     def event(self, text: str) -> None:
@@ -837,7 +869,7 @@ class Soak:
                 if idle >= cfg.quiet and not session.to_ack and not session.lock.locked():
                     break
                 await asyncio.sleep(0.1)
-            await session.disconnect("clean")
+            await session.disconnect("clean", "after the final drain")
 
         await asyncio.gather(*(drain(u) for u in self.users))
         return {
@@ -892,7 +924,14 @@ class Soak:
             for user in self.users:
                 if user.drop is not None and not user.drop.done():
                     user.drop.set_result("clean")
-            await asyncio.gather(*lives, return_exceptions=True)
+            # Every user finishes its request in flight and closes: bounded, or the soak says
+            # where it is stuck instead of hanging.
+            _, stuck = await asyncio.wait(lives, timeout=3 * REQUEST_TIMEOUT + 5)
+            if stuck:
+                self.stuck.append(f"{len(stuck)} user(s) did not stop:\n{task_dump(stuck)}")
+                for task in stuck:
+                    task.cancel()
+                await asyncio.gather(*stuck, return_exceptions=True)
             send_seconds = time.monotonic() - send_start
             sent = self.ledger.sent - sent0
             self.event("sending stopped; every user disconnected")
@@ -901,7 +940,10 @@ class Soak:
                     node.start()
                     await node.wait_ready(redis_url, prefix, 30)
             self.live = list(self.nodes)
-            drain = await self.final_drain()
+            try:
+                drain = await asyncio.wait_for(self.final_drain(), cfg.drain_timeout + 60)
+            except TimeoutError:
+                self.stuck.append("the final drain did not finish")
             self.event(f"final drain done: {drain}")
         finally:
             for task in tasks:
@@ -970,6 +1012,7 @@ class Soak:
             "before_greeting": ledger.before_greeting,
             "unexpected": dict(ledger.unexpected),
             "request_timeouts": ledger.timeouts,
+            "late_answers": ledger.late_answers,
             "connects": ledger.connects,
             "connect_failures": dict(ledger.connect_failures),
             "disconnects": dict(ledger.disconnects),
@@ -990,8 +1033,17 @@ class Soak:
             "client_cpu_pct": round(extra["cpu"] / max(extra["send_seconds"], 1e-9) * 100, 1),
             "redis_keys_cleaned": extra["cleaned"],
         }
-        out["ok"] = not (out["lost"] or out["misrouted"] or out["tracebacks"])
+        out["stuck"] = self.stuck
+        out["ok"] = not (out["lost"] or out["misrouted"] or out["tracebacks"] or self.stuck)
         return out
+
+
+def task_dump(tasks: Any = None) -> str:
+    """The stacks of ``tasks`` (default: every task of the loop)."""
+    out = io.StringIO()
+    for task in tasks if tasks is not None else asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    return out.getvalue()
 
 
 async def run_soak(config: SoakConfig) -> dict[str, Any]:
@@ -1047,7 +1099,8 @@ def summary(r: dict[str, Any]) -> str:
     for t in r["traceback_kinds"]:
         lines.append(f"--- {t['count']} x {t['where']} (first in {t['log']})\n{t['text']}")
     lines.extend(f"  {e}" for e in r["events"])
-    lines.append("OK" if r["ok"] else "FAILED: lost, misrouted or server traceback")
+    lines.extend(f"STUCK: {s}" for s in r["stuck"])
+    lines.append("OK" if r["ok"] else "FAILED: lost, misrouted, server traceback or stuck")
     return "\n".join(lines)
 
 
@@ -1091,8 +1144,11 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM (or SIGINT, also when started in the background) stops the servers too.
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, task.cancel)
+        # `kill -USR2 <pid>`: every task's stack on stderr.
+        loop.add_signal_handler(signal.SIGUSR2, lambda: print(task_dump(), file=sys.stderr))
         return await run_soak(config)
 
     try:
