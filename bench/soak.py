@@ -469,6 +469,20 @@ class Ledger:
                         if life and life.closed is not None
                         else None,
                         "target_close_kind": life.kind if life else None,
+                        # The user's connections around then: (id, node, opened, closed, how).
+                        "user_connections": [
+                            (
+                                cid,
+                                c.node,
+                                round(c.opened, 3),
+                                round(c.closed, 3) if c.closed is not None else None,
+                                c.kind,
+                            )
+                            for cid, c in self.clients.items()
+                            if c.user == a.target_user
+                            and c.opened <= a.at + 2
+                            and (c.closed is None or c.closed >= a.at - 2)
+                        ],
                     }
                 )
         return {"by_situation": dict(by.most_common()), "samples": samples}
