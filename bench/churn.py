@@ -13,7 +13,10 @@ WebSocket ways in:
 * socket.io: ``/socket.io/?EIO=4&transport=websocket``, the Engine.IO open packet, a CONNECT to
   the core's namespace with the credentials in the auth payload, until the CONNECT reply.
 
-The close alternates too: a clean close handshake, or a TCP reset (SO_LINGER 0, then abort).
+Raw cycles connect with a ``userId`` (one of 100), so the inbox is looked at; the app's
+``inbox_ttl`` is 2 s (``--inbox-ttl``), because a node remembers a gone client's user that long
+by design. The close alternates too: a clean close handshake, or a TCP reset (SO_LINGER 0, then
+abort).
 ``--streams`` connections are open at any time. The server's VmRSS (/proc/<pid>/status) is read
 after ``--warmup`` cycles and then every ``--sample-every`` cycles; after the last cycle the
 server gets a second to finish its own part of the closes, and is read once more. The figure is
@@ -51,6 +54,13 @@ class ChurnConfig:
     streams: int = 4
     warmup: int = 2_000
     sample_every: int = 2_000
+    #: Ways in, used in turn: "raw" and/or "sio".
+    kinds: tuple[str, ...] = ("raw", "sio")
+    #: The app's inbox_ttl. A node remembers a gone client's user that long (a message to the
+    #: old id then goes to the user's inbox): with the default, a day, every cycle would leave
+    #: that binding behind, by design. Short, so that what is measured is what a connection
+    #: leaves behind for good.
+    inbox_ttl: int = 2
     #: Where the server's log goes (default: a temporary directory).
     log_dir: Path | None = None
 
@@ -110,11 +120,9 @@ async def churn(node: NodeProc, config: ChurnConfig, progress: Any = None) -> di
     async def stream() -> None:
         nonlocal done, warm
         for n in counter:
+            kind = config.kinds[n % len(config.kinds)]
             try:
-                if n % 2:
-                    await sio_cycle(node.port, signer, n)
-                else:
-                    await raw_cycle(node.port, signer, n)
+                await (sio_cycle if kind == "sio" else raw_cycle)(node.port, signer, n)
             except Exception as exc:
                 key = f"{exc.__class__.__name__}: {exc}"[:120]
                 errors[key] = errors.get(key, 0) + 1
@@ -138,6 +146,7 @@ async def churn(node: NodeProc, config: ChurnConfig, progress: Any = None) -> di
         print(file=progress)
     base = warm if warm is not None else samples[0][1]
     return {
+        "kinds": list(config.kinds),
         "cycles": done,
         "streams": config.streams,
         "seconds": round(elapsed, 1),
@@ -160,7 +169,7 @@ async def run_churn(config: ChurnConfig, progress: Any = None) -> dict[str, Any]
     if log_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="wxio-churn-")
         log_dir = Path(tmp.name)
-    node = NodeProc("churn", log_dir, None)
+    node = NodeProc("churn", log_dir, None, inbox_ttl=config.inbox_ttl)
     try:
         node.start()
         await node.wait_ready(None, None, 30)
@@ -179,9 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=4, help="connections open at a time")
     ap.add_argument("--warmup", type=int, default=2_000, help="cycles before the base reading")
     ap.add_argument("--sample-every", type=int, default=2_000)
+    ap.add_argument("--inbox-ttl", type=int, default=2, help="the app's inbox_ttl, seconds")
+    ap.add_argument(
+        "--kinds", default="raw,sio", help="ways in, in turn: raw (/ws), sio (socket.io)"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    config = ChurnConfig(args.cycles, args.streams, args.warmup, args.sample_every)
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    if not kinds or set(kinds) - {"raw", "sio"}:
+        ap.error("--kinds: raw and/or sio")
+    config = ChurnConfig(
+        args.cycles, args.streams, args.warmup, args.sample_every, kinds, args.inbox_ttl
+    )
     progress = sys.stderr if sys.stderr.isatty() and not args.json else None
     try:
         report = asyncio.run(run_churn(config, progress))
@@ -192,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(
-        f"{report['cycles']} cycles ({report['streams']} streams) in {report['seconds']} s, "
+        f"{report['cycles']} cycles ({'/'.join(report['kinds'])}, {report['streams']} streams) "
+        f"in {report['seconds']} s, "
         f"{report['cycles_per_s']}/s; errors {report['errors'] or 0}"
     )
     print("RSS (cycles: MB): " + ", ".join(f"{n}: {kb / 1024:.1f}" for n, kb in report["rss_kb"]))

@@ -133,7 +133,7 @@ class SoakConfig:
 # Server processes
 
 
-def config_text(cluster: dict[str, Any] | None) -> str:
+def config_text(cluster: dict[str, Any] | None, *, inbox_ttl: int = 3600) -> str:
     lines = [
         "[server]",
         'log_level = "WARNING"',
@@ -146,7 +146,7 @@ def config_text(cluster: dict[str, Any] | None) -> str:
         "rate = 1000000000",
         "burst = 1000000000",
         "inbox_size = 1000000",
-        "inbox_ttl = 3600",
+        f"inbox_ttl = {inbox_ttl}",
     ]
     if cluster:
         lines += ["", "[cluster]"]
@@ -176,14 +176,16 @@ class NodeProc:
     """One ``wxio serve`` process; :meth:`start` again after :meth:`kill` restarts it on the same
     port with the same configuration (a new log file per start)."""
 
-    def __init__(self, name: str, log_dir: Path, cluster: dict[str, Any] | None) -> None:
+    def __init__(
+        self, name: str, log_dir: Path, cluster: dict[str, Any] | None, *, inbox_ttl: int = 3600
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.log_dir = log_dir
         self.cluster = cluster
         self.node_id = cluster.get("node_id") if cluster else None
         self.config = log_dir / f"{name}.toml"
-        self.config.write_text(config_text(cluster), encoding="utf-8")
+        self.config.write_text(config_text(cluster, inbox_ttl=inbox_ttl), encoding="utf-8")
         self.logs: list[Path] = []
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0

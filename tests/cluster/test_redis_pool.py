@@ -7,7 +7,6 @@ import asyncio
 
 import pytest
 from redis.asyncio.connection import BlockingConnectionPool
-
 from wxio.adapter.cluster.redis import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_POOL_TIMEOUT,

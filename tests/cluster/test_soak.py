@@ -33,7 +33,9 @@ def check(report: dict[str, Any]) -> None:
     # The run exercised what it is about (else a broken soak would pass by doing nothing).
     assert report["accepted"] > USERS * 10
     assert report["queued"] > 0
-    assert all(report["disconnects"].get(kind, 0) > 0 for kind in ("abort", "close-nowait", "clean"))
+    assert all(
+        report["disconnects"].get(kind, 0) > 0 for kind in ("abort", "close-nowait", "clean")
+    )
     assert report["reconnect_requests"] > 0
     assert report["stuck"] == []
     # What the soak is for.
