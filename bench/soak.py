@@ -436,7 +436,7 @@ class Ledger:
     def lost_detail(self, lost: list[tuple[str, Accepted]]) -> dict[str, Any]:
         """What the target client was doing around the time a lost message was accepted."""
         by: Counter[str] = Counter()
-        samples = []
+        samples: list[dict[str, Any]] = []
         for msg_id, a in lost:
             life = self.clients.get(a.target)
             # A connection of the target's user that was open at acceptance and closed soon
@@ -794,12 +794,13 @@ class User:
             session = self.session or await self.open()
             if self.reconnects and len(self.ids) > 1:
                 await session.reconnect_and_updates(self.ids[-5:-1])
-            self.drop = loop.create_future()
+            drop: asyncio.Future[Any] = loop.create_future()
+            self.drop = drop
             if soak.stopping:  # it stopped while this user was coming back
-                self.drop.set_result("clean")
+                drop.set_result("clean")
             sender = loop.create_task(self.sender(session))
-            closed = loop.create_task(session.closed.wait())
-            await asyncio.wait([self.drop, closed], return_when=asyncio.FIRST_COMPLETED)
+            closed: asyncio.Future[Any] = loop.create_task(session.closed.wait())
+            await asyncio.wait([drop, closed], return_when=asyncio.FIRST_COMPLETED)
             closed.cancel()
             if soak.stopping:  # let the request in flight finish, then leave cleanly
                 await asyncio.wait([sender], timeout=REQUEST_TIMEOUT + 1)
