@@ -76,6 +76,7 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -170,6 +171,31 @@ def rss_kb(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def tcp_connections(pid: int, remote_port: int) -> int | None:
+    """Established TCP connections of a process to ``remote_port`` (from /proc; None if gone)."""
+    try:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    port = int(fields[2].rsplit(":", 1)[1], 16)
+                    if port == remote_port and fields[3] == "01" and fields[9] in inodes:
+                        count += 1
+        return count
+    except OSError:
+        return None
 
 
 class NodeProc:
@@ -830,6 +856,8 @@ class Soak:
         self.stopping = False
         self.rss: list[dict[str, Any]] = []
         self.events: list[str] = []
+        #: The most Redis connections seen open by each node.
+        self.redis_peak: dict[str, int] = {}
         #: Phases that did not end in time, with where their tasks were.
         self.stuck: list[str] = []
         self._kind = 0
@@ -850,11 +878,19 @@ class Soak:
                 user.drop.set_result(kind)
 
     async def sample_rss(self) -> None:
+        redis_port = urlsplit(self.config.redis_url).port or 6379
         while True:
             point: dict[str, Any] = {"t": round(self.ledger.now(), 1)}
             for node in self.nodes:
                 if node.alive():
                     point[node.name] = rss_kb(node.pid)
+                    if self.config.cluster:  # the node's pool (and its subscription)
+                        conns = tcp_connections(node.pid, redis_port)
+                        point[f"{node.name}:redis"] = conns
+                        if conns is not None:
+                            self.redis_peak[node.name] = max(
+                                self.redis_peak.get(node.name, 0), conns
+                            )
             self.rss.append(point)
             await asyncio.sleep(self.config.rss_interval)
 
@@ -1042,6 +1078,7 @@ class Soak:
             "rss_kb": rss,
             "rss_end_kb": extra["rss_end"],
             "rss_series": self.rss,
+            "redis_connections_max": self.redis_peak,
             "events": self.events,
             "send_rate": {
                 "target_per_s": target_rate,
@@ -1108,6 +1145,8 @@ def summary(r: dict[str, Any]) -> str:
             f"RSS {name}: first {v['first_kb'] / 1024:.1f} MB, last {v['last_kb'] / 1024:.1f} MB,"
             f" max {v['max_kb'] / 1024:.1f} MB"
         )
+    if r["redis_connections_max"]:
+        lines.append(f"Redis connections, most seen open per node: {r['redis_connections_max']}")
     if r["lost"]:
         lines.append(f"lost, by situation: {r['lost_detail']['by_situation']}")
     if r["unexpected"]:
