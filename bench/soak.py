@@ -402,7 +402,8 @@ class Ledger:
         self.duplicates = 0
         self.misrouted = 0
         self.misrouted_samples: list[dict[str, Any]] = []
-        self.before_greeting = 0
+        #: Frames on a connection before its ``connect`` greeting, by action.
+        self.before_greeting: Counter[str] = Counter()
         self.unexpected: Counter[str] = Counter()
         self.disconnects: Counter[str] = Counter()
         self.connects = 0
@@ -631,7 +632,8 @@ class Session:
             except ConnectionClosed:
                 return None
             except asyncio.CancelledError:
-                if not fut.done():
+                # Cancelling this task cancelled the future too: no answer has come yet.
+                if fut.cancelled() or not fut.done():
                     self.abandoned.append(kind)
                 raise
             finally:
@@ -771,7 +773,7 @@ class User:
                     if data.get("action") == "connect":
                         client_id = message["meta"]["client"]
                         break
-                    ledger.before_greeting += 1
+                    ledger.before_greeting[str(data.get("action"))] += 1
                     early.append(message)
             except (ConnectionClosed, TimeoutError) as exc:
                 ledger.connect_failures[f"greeting {exc.__class__.__name__}"] += 1
@@ -1062,7 +1064,7 @@ class Soak:
             "misrouted": ledger.misrouted,
             "misrouted_samples": ledger.misrouted_samples,
             "denials": dict(ledger.denials.most_common()),
-            "before_greeting": ledger.before_greeting,
+            "before_greeting": dict(ledger.before_greeting),
             "unexpected": dict(ledger.unexpected),
             "request_timeouts": ledger.timeouts,
             "late_answers": ledger.late_answers,
@@ -1131,8 +1133,8 @@ def summary(r: dict[str, Any]) -> str:
         f"{r['queued']})  unanswered {r['unanswered']}",
         f"received {r['received']}  LOST {r['lost']} {r['lost_by_status'] or ''}  dropped "
         f"{r['dropped']}  duplicates {r['duplicates']}  misrouted {r['misrouted']}",
-        f"denials {r['denials'] or 0}  before greeting {r['before_greeting']}  request timeouts "
-        f"{r['request_timeouts']}",
+        f"denials {r['denials'] or 0}  before greeting {r['before_greeting'] or 0}  "
+        f"request timeouts {r['request_timeouts']}  late answers {r['late_answers']}",
         f"connects {r['connects']} (failures {r['connect_failures'] or 0})  disconnects "
         f"{r['disconnects']}  reConnectAndUpdates {r['reconnect_requests']} (ids replaced "
         f"{r['replaced_ids']})",
