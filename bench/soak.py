@@ -466,20 +466,22 @@ class Ledger:
         samples: list[dict[str, Any]] = []
         for msg_id, a in lost:
             life = self.clients.get(a.target)
-            # A connection of the target's user that was open at acceptance and closed soon
-            # after: what the message was most likely written to.
+            # A connection of the target's user that the client closed within a second of the
+            # sender reading ``result`` (before it, too: the server answers after it has written
+            # the message, and may not have seen the close yet): what the message was most
+            # likely written to.
             closing = [
                 c
                 for c in self.clients.values()
                 if c.user == a.target_user
                 and c.opened <= a.at
                 and c.closed is not None
-                and -0.05 <= c.closed - a.at <= 1.0
+                and -1.0 <= c.closed - a.at <= 1.0
             ]
             if life is None:
                 where = "unknown target"
             elif closing:
-                where = f"a connection of the target's user closed ({closing[0].kind}) within 1 s"
+                where = f"a connection of the target's user closed ({closing[0].kind}) within +-1 s"
             elif life.closed is None:
                 where = "target still open"
             else:
