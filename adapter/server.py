@@ -76,6 +76,7 @@ def make_backplane(config: ServerConfig) -> Backplane:
     """Redis when ``[cluster] redis_url`` or ``WXIO_REDIS_URL`` is set, else in memory."""
     cluster = dict(config.extra.get("cluster", {}))
     known = {"redis_url", "prefix", "node_id", "advertise_url", "node_ttl"}
+    known |= {"max_connections", "pool_timeout"}  # the Redis connection pool
     unknown = set(cluster) - known
     if unknown:
         raise ConfigError(f"[cluster]: unknown key(s) {', '.join(sorted(unknown))}")
