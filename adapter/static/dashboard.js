@@ -59,7 +59,7 @@
     ctx.lineWidth = 2;
     ctx.beginPath();
     rates.forEach(function (r, i) {
-      var x = rates.length < 2 ? 0 : (i / (120 - 1)) * w;
+      var x = w - (rates.length - 1 - i) * (w / (120 - 1)); // newest at the right edge
       var y = h - 2 - (r / max) * (h - 4);
       if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
     });

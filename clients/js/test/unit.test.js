@@ -70,3 +70,9 @@ test('duplicates by msgId are dropped, with bounded memory', () => {
   // '1' and '2' repeat while remembered; after 3 and 4 the oldest ('1', then '2') are forgotten.
   assert.deepEqual(got, ['1', '2', '3', '4', '1']);
 });
+
+test('index.d.ts declares every export', () => {
+  const dts = require('node:fs').readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8');
+  const declared = new Set([...dts.matchAll(/^export declare (?:const|function|class) (\w+)/gm)].map((m) => m[1]));
+  assert.deepEqual(Object.keys(wxio).filter((k) => !declared.has(k)), []);
+});
