@@ -273,7 +273,7 @@ def add_dashboard(
 ) -> Dashboard | None:
     """Add the dashboard's routes when it is on (see the module docstring); raises ConfigError
     for a production dashboard without credentials."""
-    demo = hub.apps.demo
+    demo = hub.apps.is_demo
     enabled = config.dashboard if config.dashboard is not None else demo
     if not enabled:
         return None

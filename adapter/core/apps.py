@@ -64,7 +64,7 @@ class AppRegistry:
         self.apps = apps
         #: Built by :meth:`demo` (no apps configured): the only case where anything may sign
         #: with an app's key on a client's behalf (the dashboard's demo credentials).
-        self.demo = demo
+        self.is_demo = demo
 
     def get(self, name: str | None) -> AppConfig | None:
         return self.apps.get(name) if name is not None else None
