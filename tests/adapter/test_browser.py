@@ -21,6 +21,7 @@ from wxio.adapter.http import HttpServer
 from wxio.adapter.sio import SocketIOServer
 
 from .conftest import RunningServer, StartServer
+from .jspeer import JsPeer, requires_node
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is in the test extras: make install-test"
@@ -196,3 +197,42 @@ async def test_production_dashboard_behind_basic_auth(
     await page.click("#connect")
     await page.locator("#log li.deny", has_text="bad_signature").wait_for(timeout=10_000)
     await context.close()
+
+
+def tutorial_app_js() -> str:
+    """The mini program's app.js from docs/tutorial.md, as a reader copies it."""
+    text = (ROOT / "docs" / "tutorial.md").read_text()
+    start = text.index("```js", text.index("In `app.js`:")) + len("```js")
+    return text[start : text.index("```", start)]
+
+
+@requires_node
+async def test_tutorial_mini_program_talks_to_the_dashboard(
+    browser: Any, demo_server: str, tmp_path: Path
+) -> None:
+    """docs/tutorial.md sections 4 and 5: its app.js, with the client copied next to it, runs
+    as a mini program; a dashboard tab lists it, sends to it, and gets its answer."""
+    (tmp_path / "utils").mkdir()
+    shutil.copy(DIST, tmp_path / "utils" / "wxio.js")
+    app_js = tutorial_app_js().replace("http://127.0.0.1:3000", demo_server)
+    (tmp_path / "app.js").write_text(app_js)
+
+    page = await browser.new_page()
+    await page.goto(demo_server + "/")
+    await page.wait_for_selector("#status.open", timeout=10_000)
+    peer = await JsPeer.start("wxio", script="sdk_peer.js")
+    try:
+        cid = await peer.command("app", file=str(tmp_path / "app.js"))
+        await peer.expect("done", id=cid)
+        option = page.locator("#peer option", has_text="mini program")
+        await option.wait_for(state="attached", timeout=10_000)
+        await page.select_option("#peer", await option.get_attribute("value"))
+        await page.fill("#text", "hello mini program")
+        await page.click("#send")
+        toast = await peer.expect("toast", timeout=10)
+        assert toast["title"] == "hello mini program"
+        reply = page.locator("#log li.in", has_text="got it: hello mini program")
+        await reply.wait_for(timeout=10_000)
+        assert (await reply.inner_text()).startswith("from mini program:")
+    finally:
+        await peer.close()

@@ -18,12 +18,15 @@
  *   {"cmd":"broadcast","name":"a","payload":...}   likewise
  *   {"cmd":"close","name":"a"}
  *   {"cmd":"stats","name":"a"}  -> {"ev":"stats","stats":{received,duplicates,acks,reconnects}}
+ *   {"cmd":"app","file":"/abs/app.js"}   run a mini program's app.js (App, wx.request, wx.showToast
+ *        are provided; toasts come out as {"ev":"toast","title":..})
  *   {"cmd":"background","cutMs":N} / {"cmd":"foreground"}   wx.onAppHide/onAppShow, then the cut
  *   {"cmd":"exit"}
  * Events: {"ev":"client","name":..,"type":"connect"|"disconnect"|"reconnecting"|"exchange"|
  *   "broadcast"|"deny"|"result"|"error","data":{...}} (envelopes left out), in order.
  */
 
+const http = require('node:http');
 const path = require('node:path');
 const readline = require('node:readline');
 const { WxShim } = require('./wx_shim');
@@ -97,6 +100,26 @@ const commands = {
   },
   stats(cmd) {
     out({ ev: 'stats', id: cmd.id ?? null, name: cmd.name ?? 'main', stats: plain(get(cmd).stats) });
+  },
+  /** Run a mini program's app.js (its require()s resolve next to it): App(), wx.request and
+   * wx.showToast are provided; each toast is reported as {"ev":"toast","title":..}. */
+  app(cmd) {
+    let config = null;
+    shim.context.App = (c) => { config = c; };
+    shim.wx.showToast = (opts) => out({ ev: 'toast', title: String(opts && opts.title) });
+    shim.wx.request = (opts) => {
+      http.get(opts.url, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => { body += chunk; });
+        res.on('end', () => shim.invoke(opts.success, {
+          statusCode: res.statusCode, data: shim.realm.JSON.parse(body),
+        }));
+      }).on('error', (err) => shim.invoke(opts.fail, { errMsg: `request:fail ${err.message}` }));
+    };
+    shim.loadMiniprogramModule(cmd.file);
+    if (!config) throw new Error('app.js did not call App()');
+    if (typeof config.onLaunch === 'function') config.onLaunch.call(config, {});
   },
   background(cmd) {
     shim.enterBackground({ cutMs: cmd.cutMs });
