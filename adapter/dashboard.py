@@ -18,7 +18,6 @@ inbox only (a cluster keeps them in Redis).
 from __future__ import annotations
 
 import hmac
-import logging
 import os
 import time
 from base64 import b64decode
@@ -38,8 +37,6 @@ from .core.inbox import MemoryInbox
 
 if TYPE_CHECKING:
     from .engine import EngineServer
-
-log = logging.getLogger("wxio")
 
 __all__ = ["add_dashboard", "Dashboard", "STATIC_DIR"]
 
@@ -292,5 +289,4 @@ def add_dashboard(
     app.router.add_get("/static/{name}", board.static)  # the public client library and styles
     if demo:
         app.router.add_get("/dashboard/demo-credentials", board.guarded(board.demo_credentials))
-    log.info("dashboard at / (%s)", "demo mode" if demo else "basic auth")
     return board

@@ -230,3 +230,33 @@ async def test_server_restart_reconnects_with_backoff_and_rebinds() -> None:
     finally:
         await peer.close()
         await http.stop()
+
+
+async def test_connect_timeout_closes_the_socket_before_retrying() -> None:
+    """A server that accepts TCP and never answers: every attempt times out (wx.connectSocket
+    gets the same timeout, and the client closes the socket itself, for browsers), no socket is
+    left dialing (a mini program has 5), and the retries go on."""
+    held: list[asyncio.StreamWriter] = []  # kept referenced, so the connections stay open
+    silent = await asyncio.start_server(lambda r, w: held.append(w), "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    peer = await sdk_peer()
+    try:
+        await new_client(
+            peer,
+            "c",
+            f"http://127.0.0.1:{port}",
+            wait=False,
+            connectTimeout=150,
+            minDelay=20,
+            maxDelay=40,
+            jitter=0,
+        )
+        for attempt in range(1, 8):
+            event = await peer.expect("client", name="c", type="reconnecting", timeout=5)
+            assert event["data"]["attempt"] == attempt
+            assert event["data"]["reason"] == "connect timeout"
+        cid = await peer.command("stats", name="c")
+        assert (await peer.expect("stats", id=cid))["sockets"] <= 1
+    finally:
+        await peer.close()
+        silent.close()

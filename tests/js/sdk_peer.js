@@ -17,7 +17,7 @@
  *        or {"ev":"rejected","id":..,"reason":..,"message":..}
  *   {"cmd":"broadcast","name":"a","payload":...}   likewise
  *   {"cmd":"close","name":"a"}
- *   {"cmd":"stats","name":"a"}  -> {"ev":"stats","stats":{received,duplicates,acks,reconnects}}
+ *   {"cmd":"stats","name":"a"}  -> {"ev":"stats","stats":{...},"sockets":N}
  *   {"cmd":"app","file":"/abs/app.js"}   run a mini program's app.js (App, wx.request, wx.showToast
  *        are provided; toasts come out as {"ev":"toast","title":..})
  *   {"cmd":"background","cutMs":N} / {"cmd":"foreground"}   wx.onAppHide/onAppShow, then the cut
@@ -99,7 +99,10 @@ const commands = {
     get(cmd).close();
   },
   stats(cmd) {
-    out({ ev: 'stats', id: cmd.id ?? null, name: cmd.name ?? 'main', stats: plain(get(cmd).stats) });
+    out({
+      ev: 'stats', id: cmd.id ?? null, name: cmd.name ?? 'main', stats: plain(get(cmd).stats),
+      sockets: shim.live.size, // wx sockets not yet closed, all clients together
+    });
   },
   /** Run a mini program's app.js (its require()s resolve next to it): App(), wx.request and
    * wx.showToast are provided; each toast is reported as {"ev":"toast","title":..}. */

@@ -500,7 +500,14 @@ var wxio = (function () {
             },
             close: (code, reason) => {
               if (!current()) return;
+              const c = conn;
               this.onClose(code, reason);
+              // A connect timeout leaves the socket dialing: close it (a mini program has 5 at most).
+              try {
+                c.close(1000, 'closing');
+              } catch (err) {
+                // already closed
+              }
             },
           };
         }
