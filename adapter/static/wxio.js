@@ -410,6 +410,7 @@
           return {
             status: p.status,
             msgId: p.msgId || meta.msgId,
+            guarantee: p.guarantee || null,
             delivered: p.delivered,
             dropped: p.dropped || [],
             target: meta.target || null,

@@ -94,6 +94,9 @@ export interface Delivery<P = unknown> {
 export interface Result {
   status: 'delivered' | 'queued';
   msgId: string;
+  /** 'until_acked': kept in the target user's inbox until its client acknowledges it;
+   * 'sent': written to a connection (a client without a user id), lost if it drops first. */
+  guarantee: 'until_acked' | 'sent' | null;
   /** How many connections got it (broadcast: every other client of the app). */
   delivered?: number;
   /** Inbox messages dropped to make room (oldest first). */

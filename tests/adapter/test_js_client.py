@@ -105,6 +105,7 @@ async def test_connect_send_and_broadcast(server: RunningServer, transport: str)
         sent = await request(peer, "send", "a", target=b["id"], payload={"text": "hi"})
         assert sent["ev"] == "sent", sent
         assert sent["result"]["status"] == "delivered" and sent["result"]["msgId"]
+        assert sent["result"]["guarantee"] == "until_acked"  # b has a user id
         got = await peer.expect("client", name="b", type="exchange")
         assert got["data"]["payload"] == {"text": "hi"}
         assert got["data"]["from"] == a["id"] and got["data"]["userId"] == "ua"

@@ -402,6 +402,7 @@ var wxio = (function () {
           return {
             status: p.status,
             msgId: p.msgId || meta.msgId,
+            guarantee: p.guarantee || null,
             delivered: p.delivered,
             dropped: p.dropped || [],
             target: meta.target || null,

@@ -398,6 +398,7 @@ class Client extends Emitter {
     return {
       status: p.status,
       msgId: p.msgId || meta.msgId,
+      guarantee: p.guarantee || null,
       delivered: p.delivered,
       dropped: p.dropped || [],
       target: meta.target || null,
