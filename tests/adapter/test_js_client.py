@@ -261,3 +261,38 @@ async def test_connect_timeout_closes_the_socket_before_retrying() -> None:
     finally:
         await peer.close()
         silent.close()
+
+
+@pytest.mark.xfail(
+    reason="acks take from the same rate bucket as messages, so a receiver of a burst from "
+    "several senders is rate limited for acknowledging, then closed after 50 denials in a row "
+    "(every message to a user now waits for its ack); the hub should budget acks apart",
+    strict=False,
+)
+async def test_a_busy_receiver_is_not_cut_off_for_acknowledging(server: RunningServer) -> None:
+    import aiohttp
+    from wxio.protocol.signing import md5_sign
+
+    ts = int(time.time() * 1000)
+    sign = md5_sign("demo", KEY, ts)
+    query = f"app=demo&timestamp={ts}&sign={sign}"
+    async with aiohttp.ClientSession() as session:
+        rx = await session.ws_connect(f"{server.ws_url}/ws?{query}&userId=rx")
+        rx_id = (await rx.receive_json())["meta"]["client"]
+        senders = [
+            await session.ws_connect(f"{server.ws_url}/ws?{query}&userId=s{i}") for i in range(3)
+        ]
+        meta = {"app": "demo", "timestamp": ts, "sign": sign, "target": rx_id}
+        for tx in senders:
+            await tx.receive_json()
+            for _ in range(40):  # each sender within its own burst
+                await tx.send_json({"meta": meta, "data": {"action": "sendToOthers"}})
+        received = 0
+        while received < 120:
+            msg = await asyncio.wait_for(rx.receive(), 5)
+            assert msg.type == aiohttp.WSMsgType.TEXT, f"closed after {received}: {rx.close_code}"
+            envelope = msg.json()
+            if envelope["data"]["action"] == "exchange":
+                received += 1
+                ack = {"meta": {"msgId": envelope["meta"]["msgId"]}, "data": {"action": "ack"}}
+                await rx.send_json(ack)
