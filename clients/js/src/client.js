@@ -417,7 +417,8 @@ class Client extends Emitter {
     const maxAge = this.options.credentialsMaxAge;
     if (!force && this.creds && Date.now() - this.credsAt < maxAge) return Promise.resolve(this.creds);
     const source = this.options.credentials;
-    return Promise.resolve(typeof source === 'function' ? source() : source).then((creds) => {
+    // A callback that throws is a rejected promise like one that rejects.
+    return new Promise((resolve) => resolve(typeof source === 'function' ? source() : source)).then((creds) => {
       if (!creds || typeof creds !== 'object') throw new WxioError('malformed', 'credentials() returned nothing');
       this.creds = Object.assign({}, creds);
       if (this.creds.userId === undefined && this.options.userId !== undefined) {

@@ -76,3 +76,20 @@ test('index.d.ts declares every export', () => {
   const declared = new Set([...dts.matchAll(/^export declare (?:const|function|class) (\w+)/gm)].map((m) => m[1]));
   assert.deepEqual(Object.keys(wxio).filter((k) => !declared.has(k)), []);
 });
+
+test('a credentials callback that throws is reported and retried, not thrown', async () => {
+  const fakeWs = class { send() {} close() {} };
+  let calls = 0;
+  const client = new wxio.Client('ws://h', {
+    WebSocket: fakeWs, minDelay: 10, maxDelay: 10, jitter: 0,
+    credentials: () => { calls += 1; throw new Error('backend down'); },
+  });
+  const errors = [];
+  client.on('error', (err) => errors.push(err.message));
+  const retried = new Promise((resolve) => client.on('reconnecting', (e) => e.attempt === 2 && resolve()));
+  client.open();
+  await retried;
+  client.close();
+  assert.ok(calls >= 2);
+  assert.equal(errors[0], 'backend down');
+});
