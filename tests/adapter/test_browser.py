@@ -6,6 +6,7 @@ dashboard screenshot to docs/img/dashboard.png (otherwise to the test's temporar
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "clients" / "js" / "dist" / "wxio.js"
+SIO_BUNDLE = ROOT / "tests" / "js" / "node_modules" / "socket.io-client" / "dist" / "socket.io.js"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 KEY = "browser-test-key"
 
@@ -63,11 +65,12 @@ async def demo_server() -> AsyncIterator[str]:
 
 # One async function evaluated in the page: two clients talk, a bad signature is denied, and a
 # paused client gets what was queued for it once it resumes.
-SCENARIO = """async ({url, key}) => {
+SCENARIO = """async ({url, key, transport}) => {
   const once = (client, event) => new Promise((resolve) => client.once(event, resolve));
   const creds = (userId) => () => Object.assign(wxio.signMd5('demo', key), {userId});
-  const a = wxio.connect(url, {credentials: creds('alice')});
-  const b = wxio.connect(url, {credentials: creds('bob')});
+  const opts = transport === 'socketio' ? {transport, io: window.io} : {};
+  const a = wxio.connect(url, Object.assign({credentials: creds('alice')}, opts));
+  const b = wxio.connect(url, Object.assign({credentials: creds('bob')}, opts));
   const [ca, cb] = await Promise.all([once(a, 'connect'), once(b, 'connect')]);
   const got = once(b, 'exchange');
   const sent = await a.send(cb.id, {text: 'hello from alice'});
@@ -76,9 +79,9 @@ SCENARIO = """async ({url, key}) => {
   const cast = await b.broadcast({text: 'to everyone'});
   const broadcast = await gotCast;
 
-  const bad = wxio.connect(url, {credentials: {app: 'demo', timestamp: Date.now(), sign: 'x'}});
-  const deny = await once(bad, 'deny');
-  const badGone = await once(bad, 'disconnect');
+  const bad = wxio.connect(url, Object.assign(
+    {credentials: {app: 'demo', timestamp: Date.now(), sign: 'x'}}, opts));
+  const [deny, badGone] = await Promise.all([once(bad, 'deny'), once(bad, 'disconnect')]);
 
   b.pause();
   await new Promise((r) => setTimeout(r, 300));
@@ -99,15 +102,23 @@ SCENARIO = """async ({url, key}) => {
 }"""
 
 
-async def test_js_client_in_chromium(browser: Any, start_server: StartServer) -> None:
+@pytest.mark.parametrize("transport", ["ws", "socketio"])
+async def test_js_client_in_chromium(
+    browser: Any, start_server: StartServer, transport: str
+) -> None:
+    """The raw endpoint through the browser's WebSocket, and the core namespace through
+    socket.io-client 4's browser bundle (``transport: 'socketio'``)."""
     server: RunningServer = await start_server(
         apps={"demo": {"key": KEY, "client_broadcast": True}}
     )
     page = await browser.new_page()
     await page.goto(server.url + "/api/none")  # any page of the server's origin
     await page.add_script_tag(path=str(DIST))
+    if transport == "socketio":
+        await page.add_script_tag(path=str(SIO_BUNDLE))
     assert await page.evaluate("typeof window.wxio.connect") == "function"
-    result = await page.evaluate(SCENARIO, {"url": server.url, "key": KEY})
+    args = {"url": server.url, "key": KEY, "transport": transport}
+    result = await asyncio.wait_for(page.evaluate(SCENARIO, args), 60)  # fail, never hang
     a_id, b_id = result["ids"]
     assert result["sent"] == "delivered"
     assert result["exchange"] == [a_id, "hello from alice"]

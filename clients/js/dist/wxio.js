@@ -506,7 +506,10 @@
             envelope: (envelope, ack) => {
               if (!current()) return;
               this.onEnvelope(envelope);
-              if (typeof ack === 'function') ack();
+              if (typeof ack === 'function') {
+                this.stats.acks += 1;
+                ack();
+              }
             },
             close: (code, reason) => {
               if (!current()) return;
