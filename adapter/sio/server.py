@@ -470,6 +470,8 @@ class SocketIOServer:
 
     def _enqueue(self, socket: Socket, packet: Packet) -> None:
         if socket._worker is not None:
+            if socket._queue is None:
+                socket._queue = deque()
             socket._queue.append(packet)
             return
         # Nothing in progress for this socket: run the handler now. Most handlers finish
@@ -485,11 +487,10 @@ class SocketIOServer:
         socket._worker = self.spawn(self._work(socket, _Resume(coro, waiting_on)))
 
     async def _work(self, socket: Socket, first: _Resume) -> None:
-        queue: deque[Packet] = socket._queue
         try:
             await first
-            while queue:
-                coro = socket.nsp.dispatch(socket, queue.popleft())
+            while socket._queue:
+                coro = socket.nsp.dispatch(socket, socket._queue.popleft())
                 if coro is not None:
                     await coro
         finally:
