@@ -8,7 +8,6 @@ hands every envelope to :meth:`Hub.handle`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from ...protocol import jsonutil
 from ...protocol.envelope import Action, DenyReason
 from ...protocol.errors import RemoteProtocolError
 from ..sio import ConnectionRefused, EventContext, Socket, SocketIOServer
+from ..transports.outbox import FrameWriter
 from .connection import CLOSE_CODES, Outgoing, RawConnection, SocketIOConnection
 from .hub import Denied, Hub
 
@@ -48,8 +48,10 @@ class CoreOptions:
     api_prefix: str = "/api"
     #: Seconds between WebSocket pings on the raw endpoint (0: off).
     raw_heartbeat: float = 25.0
-    #: Outbound bytes a raw client may have queued before it is closed as a slow reader.
+    #: Outbound bytes a raw client may have queued before it is closed as a slow reader...
     raw_max_buffered_bytes: int = 4 * 1024 * 1024
+    #: ...if it stays over them this many seconds (the Engine.IO sessions' policy too).
+    raw_slow_grace: float = 5.0
     #: Largest raw WebSocket frame or API body accepted, in bytes.
     max_frame_bytes: int = 1_000_000
 
@@ -87,8 +89,7 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     async def on_connect(socket: Socket) -> None:
         conn: SocketIOConnection | None = socket.data.get("core")
         if conn is not None:
-            conn.flush_early()
-            await hub.welcome(conn)
+            await hub.welcome(conn)  # the inbox, then what came since the CONNECT reply
 
     async def on_gone(socket: Socket, *reason: str) -> None:
         conn = socket.data.pop("core", None)
@@ -154,16 +155,23 @@ class RawEndpoint:
             await ws.close(code=code, message=str(denied.reason).encode())
             return ws
         user = auth.get("userId")
+        assert request.transport is not None  # prepared: the connection is open
+        writer = FrameWriter(
+            request.transport,
+            max_bytes=opts.raw_max_buffered_bytes,
+            grace=opts.raw_slow_grace,
+            on_slow=lambda: log.info("%s closed: slow reader", conn.client_id),
+        )
         conn = RawConnection(
             secrets.token_urlsafe(15),
             app,
             str(user) if user not in (None, "") else None,
             hub.clock(),
             ws,
-            opts.raw_max_buffered_bytes,
+            writer,
         )
-        writer = asyncio.get_running_loop().create_task(conn.run_writer())
-        await hub.register(conn)  # reachable before the greeting tells the client its id
+        # Greeted first, then reachable: nothing can reach the client before its greeting, and
+        # what comes during registration and the inbox is held, in order, until the welcome.
         greeting = env.message(
             Action.CONNECT,
             None,
@@ -175,6 +183,7 @@ class RawEndpoint:
         conn.send_text(env.encode(greeting))
         log.info("%s connected (raw, app %s)", conn.client_id, app.name)
         try:
+            await hub.register(conn)
             await hub.welcome(conn)
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
@@ -183,14 +192,14 @@ class RawEndpoint:
                     conn.deliver(hub.deny(Denied(DenyReason.MALFORMED, "text frames only"), conn))
                 else:
                     break
+                if writer.backlog.over:
+                    await writer.backlog.wait_drained()  # a client that does not read is not read
         finally:
-            await hub.detach(conn)
+            await hub.detach(conn)  # unroutable before the transport goes
             log.info("%s disconnected (raw)", conn.client_id)
-            conn.stop()
-            try:
-                await writer
-            except Exception:
-                pass
+            writer.close()
+            if not ws.closed:
+                await ws.close()
         return ws
 
     async def _on_text(self, conn: RawConnection, text: str) -> None:

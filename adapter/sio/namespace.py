@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ...protocol.socketio import Packet, PacketType, encode
-from .context import EventContext, Middleware
+from ...protocol.socketio import Packet, PacketType
+from ..transports.outbox import message_frame
+from .context import NO_ACK, EventContext, Middleware
 
 if TYPE_CHECKING:
     from .server import SocketIOServer
@@ -65,7 +66,9 @@ class Namespace:
     # -- registration --------------------------------------------------------------------------
 
     def on(self, event: str, handler: Handler | None = None) -> Any:
-        """Register ``handler(socket, *args)`` for ``event``; usable as a decorator. ``"*"``
+        """Register ``handler(socket, *args)`` for ``event``; usable as a decorator. Its return
+        value answers the client's ack (a tuple gives several arguments; None an empty ack;
+        :data:`~.context.NO_ACK` no ack at all). ``"*"``
         catches every event without a handler: ``handler(socket, event, *args)``. Lifecycle
         events: ``connect`` (after the CONNECT reply), ``disconnecting`` and ``disconnect``
         (``handler(socket, reason)``), ``error`` (``handler(socket, exc)``), ``refused``
@@ -125,9 +128,45 @@ class Namespace:
     def except_(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
         return BroadcastOperator(self).except_(*rooms)
 
-    def emit(self, event: str, *args: Any) -> None:
+    def emit(self, event: str, *args: Any) -> int:
         """Send to every socket of the namespace (encoded once)."""
-        BroadcastOperator(self).emit(event, *args)
+        return self.emit_to(None, event, *args)
+
+    def emit_to(self, room: str | None, event: str, *args: Any) -> int:
+        """Send to one room (a socket id is a room) or, with None, to every socket, here and on
+        every other node: no operator object, one encoding, one frame for all. Returns how many
+        sockets of this node it went to."""
+        text, attachments = self.server.encode(Packet(PacketType.EVENT, self.name, [event, *args]))
+        cluster = self.server.cluster
+        if cluster is not None:
+            rooms = () if room is None else (room,)
+            cluster.publish(self.name, text, attachments, rooms, ())
+        if room is None:
+            targets: Iterable[Socket] = list(self.sockets.values())
+        else:
+            members = self.rooms.get(room)
+            if not members:
+                return 0
+            targets = list(members)
+        return _send_to(targets, text, attachments)
+
+    # The cluster-wide server API (see .remote): every socket of the namespace, on every node.
+    async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+        return await BroadcastOperator(self).fetch_sockets(timeout)
+
+    def sockets_join(self, *rooms: str | Iterable[str]) -> int:
+        return BroadcastOperator(self).sockets_join(*rooms)
+
+    def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        return BroadcastOperator(self).sockets_leave(*rooms)
+
+    def disconnect_sockets(self, close: bool = False) -> int:
+        return BroadcastOperator(self).disconnect_sockets(close)
+
+    async def emit_with_ack(
+        self, event: str, *args: Any, timeout: float | None = None
+    ) -> list[Any]:
+        return await BroadcastOperator(self).emit_with_ack(event, *args, timeout=timeout)
 
     def _targets(self, rooms: set[str], excluded: set[str], skip: set[str]) -> Iterable[Socket]:
         if rooms:
@@ -156,6 +195,38 @@ class Namespace:
 
     # -- events from clients -------------------------------------------------------------------
 
+    def dispatch(self, socket: Socket, packet: Packet) -> Coroutine[Any, Any, None] | None:
+        """Run an event's handler now. A plain handler (``io.on``) that does not return an
+        awaitable costs no coroutine and no context object; otherwise (an ``async def``
+        handler, packet middleware, a route) the coroutine that finishes the work is returned
+        for the caller to drive."""
+        h = self.handlers
+        data = packet.data
+        handler = h.events.get(data[0]) if not h.packet_middleware else None
+        if handler is None or data[0] in h.routes:
+            return self._dispatch(socket, packet)
+        try:
+            result = handler(socket, *data[1:])
+        except Exception as exc:
+            log.exception("%s: handler for %r failed", self.name, data[0])
+            self._emit_local("error", socket, exc)
+            return None
+        if result is not None and inspect.isawaitable(result):
+            return self._finish(socket, packet, result)
+        if packet.id is not None:
+            _answer(EventContext(socket, self.server, packet), result)
+        return None
+
+    async def _finish(self, socket: Socket, packet: Packet, result: Awaitable[Any]) -> None:
+        try:
+            value = await result
+        except Exception as exc:
+            log.exception("%s: handler for %r failed", self.name, packet.data[0])
+            self._emit_local("error", socket, exc)
+            return
+        if packet.id is not None:
+            _answer(EventContext(socket, self.server, packet), value)
+
     async def _dispatch(self, socket: Socket, packet: Packet) -> None:
         """Run packet middleware, then the handler; answer the ack if one was asked for."""
         ctx = EventContext(socket, self.server, packet)
@@ -168,7 +239,10 @@ class Namespace:
                 await self._call_handler(ctx)
 
         try:
-            await run(0)
+            if chain:
+                await run(0)
+            else:
+                await self._call_handler(ctx)
         except Exception as exc:
             log.exception("%s: handler for %r failed", self.name, ctx.event)
             self._emit_local("error", socket, exc)
@@ -192,15 +266,10 @@ class Namespace:
             else:
                 log.debug("%s: no handler for %r", self.name, ctx.event)
                 return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             result = await result
-        if ctx.wants_ack and not ctx.acked:
-            if result is None:
-                ctx.ack()
-            elif isinstance(result, tuple):
-                ctx.ack(*result)
-            else:
-                ctx.ack(result)
+        if ctx.wants_ack:
+            _answer(ctx, result)
 
 
 class BroadcastOperator:
@@ -253,23 +322,89 @@ class BroadcastOperator:
     def emit(self, event: str, *args: Any) -> int:
         """Send to the selected sockets, here and (in a cluster) on every other node; the packet
         is encoded once. Returns how many sockets of this node were sent to."""
-        text, attachments = encode(Packet(PacketType.EVENT, self.nsp.name, [event, *args]))
-        server = self.nsp.server
-        if server.cluster is not None:
-            server.cluster.publish_emit(self.nsp.name, text, attachments, self)
+        text, attachments = self.nsp.server.encode(
+            Packet(PacketType.EVENT, self.nsp.name, [event, *args])
+        )
+        cluster = self.nsp.server.cluster
+        if cluster is not None:
+            # A skipped socket id is a room too (every socket is in its own).
+            cluster.publish(self.nsp.name, text, attachments, self.rooms, self.excluded | self.skip)
         return self.send_local(text, attachments)
 
-    def send_local(self, text: str, attachments: list[bytes]) -> int:
-        items: list[str | bytes] = [text, *attachments]
-        count = 0
-        for socket in self.nsp._targets(self.rooms, self.excluded, self.skip):
-            if socket.connected:
-                if attachments:
-                    socket.client.esock.send_many(items)
-                else:
-                    socket.client.esock.send(text)
-                count += 1
-        return count
+    def send_local(self, text: str | bytes, attachments: list[bytes]) -> int:
+        return _send_to(self.nsp._targets(self.rooms, self.excluded, self.skip), text, attachments)
 
     def sockets(self) -> list[Socket]:
         return list(self.nsp._targets(self.rooms, self.excluded, self.skip))
+
+    # -- the cluster-wide server API (socket.io 4 with an adapter; see .remote) ----------------
+
+    async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+        """The selected sockets on every node: this node's :class:`Socket` objects, then a
+        :class:`~.remote.RemoteSocket` for each socket of another node that answered within
+        ``timeout`` seconds (default 5)."""
+        from .remote import FETCH_TIMEOUT, fetch_sockets
+
+        return await fetch_sockets(self, FETCH_TIMEOUT if timeout is None else timeout)
+
+    def sockets_join(self, *rooms: str | Iterable[str]) -> int:
+        """Make the selected sockets, on every node, join ``rooms``. Applied here at once and on
+        the other nodes when the message reaches them; returns this node's count."""
+        from .remote import apply
+
+        return apply(self, "join", sorted(self._names(rooms)))
+
+    def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        from .remote import apply
+
+        return apply(self, "leave", sorted(self._names(rooms)))
+
+    def disconnect_sockets(self, close: bool = False) -> int:
+        """Disconnect the selected sockets on every node (``close``: their whole connection)."""
+        from .remote import apply
+
+        return apply(self, "disconnect", [close])
+
+    async def emit_with_ack(
+        self, event: str, *args: Any, timeout: float | None = None
+    ) -> list[Any]:
+        """Emit to the selected sockets on every node and wait up to ``timeout`` seconds
+        (default the server's ``ack_timeout``) for each client's ack: Node's
+        ``io.timeout(ms).emitWithAck(...)``. Returns the first argument of every ack; raises
+        :class:`~.remote.BroadcastAckTimeout` (with the partial ``responses``) when a client
+        did not answer in time."""
+        from .remote import emit_with_ack
+
+        wait = self.nsp.server.options.ack_timeout if timeout is None else timeout
+        return await emit_with_ack(self, event, list(args), wait)
+
+def _answer(ctx: EventContext, result: Any) -> None:
+    """Answer an event's ack from its handler's return value (unless answered already)."""
+    if ctx.acked:
+        return
+    if result is NO_ACK:
+        ctx.no_ack()
+    elif result is None:
+        ctx.ack()
+    elif isinstance(result, tuple):
+        ctx.ack(*result)
+    else:
+        ctx.ack(result)
+
+
+def _send_to(targets: Iterable[Socket], text: str | bytes, attachments: list[bytes]) -> int:
+    """Send one encoded packet to sockets of this node; the WebSocket frame is built once."""
+    count = 0
+    if attachments or not isinstance(text, str):  # (bytes: a binary parser, msgpack)
+        items: list[str | bytes] = [text, *attachments]
+        for socket in targets:
+            if socket.connected:
+                socket.client.esock.send_many(items)
+                count += 1
+        return count
+    frame = message_frame(text)
+    for socket in targets:
+        if socket.connected:
+            socket.client.esock.send_frame(frame, text)
+            count += 1
+    return count

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ...protocol.socketio import Packet, PacketType, encode
+from ...protocol.socketio import Packet, PacketType
 
 if TYPE_CHECKING:
     from .namespace import Namespace
@@ -17,28 +17,122 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wxio.socketio")
 
-__all__ = ["Socket", "Handshake", "AckTimeout"]
+__all__ = ["Socket", "Handshake", "Headers", "AckTimeout"]
 
 
 class AckTimeout(asyncio.TimeoutError):
     """The client did not acknowledge an emit in time."""
 
 
-class Handshake:
-    """``socket.handshake``: the Engine.IO handshake request plus the CONNECT auth."""
+class Headers(dict[str, str]):
+    """Request headers as Node gives them: lower-case names, a repeated header joined with
+    ``", "`` (``cookie`` with ``"; "``). A plain dict (JSON-serialisable); lookups by
+    ``[]``, ``get`` and ``in`` ignore case, so ``headers.get("Origin")`` works too."""
 
-    __slots__ = ("headers", "query", "address", "auth", "time", "issued", "url", "secure")
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, items: Any) -> Headers:
+        headers = cls()
+        for name, value in items:
+            key = name.lower()
+            old = dict.get(headers, key)
+            if old is None:
+                dict.__setitem__(headers, key, value)
+            else:
+                sep = "; " if key == "cookie" else ", "
+                dict.__setitem__(headers, key, old + sep + value)
+        return headers
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict.get(self, key.lower(), default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+
+def _query(items: Any) -> dict[str, str | list[str]]:
+    """The query string as Node's ``querystring.parse`` gives it: a repeated key is a list."""
+    query: dict[str, str | list[str]] = {}
+    for key, value in items:
+        old = query.get(key)
+        if old is None:
+            query[key] = value
+        elif isinstance(old, list):
+            old.append(value)
+        else:
+            query[key] = [old, value]
+    return query
+
+
+class Handshake(dict[str, Any]):
+    """``socket.handshake``, shaped as in socket.io 4 and JSON-serialisable as it is
+    (``json.dumps(socket.handshake)``): ``headers`` (:class:`Headers`), ``time`` (the
+    handshake's date as JavaScript's ``Date.toString()`` writes it, in UTC), ``address``,
+    ``xdomain`` (an ``Origin`` header was sent), ``secure``, ``issued`` (ms since the epoch),
+    ``url``, ``query`` (a plain dict; a repeated key is a list) and ``auth`` (the CONNECT
+    payload). Keys and attributes are the same thing: ``socket.handshake.query`` is
+    ``socket.handshake["query"]``."""
+
+    __slots__ = ()
 
     def __init__(self, client: Client, auth: dict[str, Any]) -> None:
         info = client.esock.handshake
-        self.headers = info.headers
-        self.query = info.query
-        self.address = info.address
-        self.auth = auth
-        self.issued = info.issued_ms
-        self.time = time.strftime("%a %b %d %Y %H:%M:%S GMT", time.gmtime(info.issued_ms / 1000))
-        self.url = info.url
-        self.secure = info.secure
+        headers = Headers.of(info.headers.items())
+        issued = info.issued_ms
+        super().__init__(
+            headers=headers,
+            time=time.strftime(
+                "%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)",
+                time.gmtime(issued / 1000),
+            ),
+            address=info.address,
+            xdomain="origin" in headers,
+            secure=info.secure,
+            issued=issued,
+            url=info.url,
+            query=_query(info.query.items()),
+            auth=auth,
+        )
+
+    @property
+    def headers(self) -> Headers:
+        return self["headers"]  # type: ignore[no-any-return]
+
+    @property
+    def time(self) -> str:
+        return self["time"]  # type: ignore[no-any-return]
+
+    @property
+    def address(self) -> str:
+        return self["address"]  # type: ignore[no-any-return]
+
+    @property
+    def xdomain(self) -> bool:
+        return self["xdomain"]  # type: ignore[no-any-return]
+
+    @property
+    def secure(self) -> bool:
+        return self["secure"]  # type: ignore[no-any-return]
+
+    @property
+    def issued(self) -> int:
+        return self["issued"]  # type: ignore[no-any-return]
+
+    @property
+    def url(self) -> str:
+        return self["url"]  # type: ignore[no-any-return]
+
+    @property
+    def query(self) -> dict[str, Any]:
+        return self["query"]  # type: ignore[no-any-return]
+
+    @property
+    def auth(self) -> dict[str, Any]:
+        return self["auth"]  # type: ignore[no-any-return]
 
 
 class Socket:
@@ -46,7 +140,8 @@ class Socket:
         "id",
         "nsp",
         "client",
-        "handshake",
+        "_auth",
+        "_handshake",
         "rooms",
         "data",
         "connected",
@@ -62,7 +157,8 @@ class Socket:
         self.id = sid
         self.nsp = nsp
         self.client = client
-        self.handshake = Handshake(client, auth)
+        self._auth = auth
+        self._handshake: Handshake | None = None
         self.rooms: set[str] = set()
         #: Free for the application (user id, app name...).
         self.data: dict[str, Any] = {}
@@ -71,7 +167,8 @@ class Socket:
         self.was_connected = False
         self._acks: dict[int, tuple[Callable[..., Any], asyncio.TimerHandle | None]] = {}
         self._next_ack = 0
-        self._queue: deque[Packet] = deque()
+        #: Events waiting while a handler of this socket waits (made when first needed).
+        self._queue: deque[Packet] | None = None
         self._worker: asyncio.Task[None] | None = None
         #: Set at disconnect: releases connection middleware waiting after ``await next()``.
         self._after_connect: asyncio.Future[None] | None = None
@@ -80,13 +177,20 @@ class Socket:
         return f"<Socket {self.id} {self.nsp.name}>"
 
     @property
+    def handshake(self) -> Handshake:
+        """``socket.handshake`` (built on first use: most sockets never ask)."""
+        if self._handshake is None:
+            self._handshake = Handshake(self.client, self._auth)
+        return self._handshake
+
+    @property
     def sid(self) -> str:
         return self.id
 
     # -- sending -------------------------------------------------------------------------------
 
     def _send_packet(self, packet: Packet) -> None:
-        text, attachments = encode(packet)
+        text, attachments = self.nsp.server.encode(packet)
         if attachments:
             self.client.esock.send_many([text, *attachments])
         else:
@@ -105,7 +209,7 @@ class Socket:
             return
         ack_id = None
         if callback is not None:
-            ack_id = self._register_ack(callback, timeout)
+            ack_id = self.register_ack(callback, timeout)
         self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
 
     def send(self, *args: Any, callback: Callable[..., Any] | None = None) -> None:
@@ -127,16 +231,18 @@ class Socket:
 
         if not self.connected:
             raise ConnectionError("socket is not connected")
-        ack_id = self._register_ack(done, timeout, on_timeout=expired)
+        ack_id = self.register_ack(done, timeout, on_timeout=expired)
         self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
         return await fut
 
-    def _register_ack(
+    def register_ack(
         self,
         callback: Callable[..., Any],
-        timeout: float | None,
+        timeout: float | None = None,
         on_timeout: Callable[[], None] | None = None,
     ) -> int:
+        """Reserve an ack id for a packet you encode yourself: ``callback(*args)`` runs when the
+        client acknowledges it; dropped after ``timeout`` seconds (0: kept until disconnect)."""
         ack_id = self._next_ack
         self._next_ack += 1
         delay = self.nsp.server.options.ack_timeout if timeout is None else timeout
@@ -149,6 +255,11 @@ class Socket:
         timer = loop.call_later(delay, expire) if delay > 0 else None
         self._acks[ack_id] = (callback, timer)
         return ack_id
+
+    def _expect_ack(self, ack_id: int, callback: Callable[..., Any]) -> None:
+        """Wait for the ack of a packet sent with ``ack_id`` by someone else (a broadcast with
+        acks, see .remote); the caller bounds the wait."""
+        self._acks[ack_id] = (callback, None)
 
     def _send_ack(self, ack_id: int, args: list[Any]) -> None:
         if self.connected:
@@ -217,7 +328,7 @@ class Socket:
             if timer is not None:
                 timer.cancel()
         self._acks.clear()
-        self._queue.clear()
+        self._queue = None
         if self._after_connect is not None and not self._after_connect.done():
             self._after_connect.set_result(None)
         self.nsp._emit_local("disconnect", self, reason)

@@ -1,8 +1,8 @@
 """The WebSocket transport: sessions opened directly on WebSocket (what WeChat mini programs do)
 and polling sessions upgraded through the probe sequence.
 
-One reader (the request handler's task) per socket and one writer task per socket: aiohttp allows
-a single reader, and writes must not wait behind a slow read. ``maxPayload`` is aiohttp's
+One reader (the request handler's task) per socket; writes go through the session's
+:class:`~.outbox.FrameWriter`, so they never wait behind a read. ``maxPayload`` is aiohttp's
 ``max_msg_size``, checked when a frame header announces its length (aiohttp >= 3.14.1).
 """
 
@@ -31,9 +31,10 @@ log = logging.getLogger("wxio.engine")
 
 
 def refuse(error: RequestError) -> web.Response:
-    """An upgrade refused before the 101, as the reference does it: a plain 400 with the text."""
+    """An upgrade refused before the 101, as the reference does it: a plain 400 with the text
+    (400 whatever the error, ``Forbidden`` from ``allow_request`` included)."""
     response = web.Response(
-        status=error.status,
+        status=400,
         text=error.message,
         content_type="text/html",
         headers={"Connection": "close"},
@@ -85,9 +86,8 @@ async def handle(
     ws = _response(server)
     await ws.prepare(request)
     sock = server.open_session(request, req, int(time.time() * 1000))
-    sock.ws = ws
-    sock.ws_transport = request.transport
-    sock.start_writer()
+    assert request.transport is not None  # prepared: the connection is open
+    sock.attach_websocket(ws, request.transport)
     server.connected(sock)
     await _read(sock, ws)
     return ws
@@ -121,7 +121,8 @@ async def _probe(
             await write_packets(ws, replies, sock.eio)
             sock.pump()
             if sock.ws is ws:  # upgraded: this socket is the transport now
-                sock.ws_transport = request.transport
+                assert request.transport is not None
+                sock.attach_websocket(ws, request.transport)
                 await _read(sock, ws)
                 return ws
     finally:
@@ -136,21 +137,36 @@ async def _probe(
 async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     """The reader loop of the active WebSocket."""
     session = sock.session
+    on_message = sock.server.handler.on_message
+    backlog = sock.writer.backlog if sock.writer is not None else sock.backlog
     try:
         async for msg in ws:
-            try:
-                packet = _decode(msg.type, msg.data, sock.eio)
-            except RemoteProtocolError:
-                session.decode_failed()
+            data = msg.data
+            if msg.type is WSMsgType.TEXT and data[:1] == "4" and session.state is State.OPEN:
+                # A message on an open session changes no session state: straight to the
+                # layer above, without the session's event queue and timer bookkeeping.
+                try:
+                    on_message(sock, data[1:])
+                except Exception:
+                    log.exception("%s: message handler failed", sock.sid)
+                    session.close(CloseReason.TRANSPORT_ERROR)
+                    sock.pump()
+                    break
+            else:
+                try:
+                    packet = _decode(msg.type, data, sock.eio)
+                except RemoteProtocolError:
+                    session.decode_failed()
+                    sock.pump()
+                    break
+                if packet is None:  # ERROR (e.g. a frame over max_msg_size): aiohttp closed it
+                    break
+                session.receive(packet, sock.now())
                 sock.pump()
-                break
-            if packet is None:  # ERROR (e.g. a frame over max_msg_size): aiohttp closed it
-                break
-            session.receive(packet, sock.now())
-            sock.pump()
             if session.state is State.CLOSED:
                 break
-            await sock.wait_drained()  # a client that does not read stops being read
+            if backlog.over:
+                await backlog.wait_drained()  # a client that does not read stops being read
     except (ConnectionError, asyncio.CancelledError):
         pass
     except Exception:
@@ -158,13 +174,6 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     finally:
         if session.state is not State.CLOSED:
             session.close(CloseReason.TRANSPORT_CLOSE)
-            sock.pump()
-        # Let the writer flush the close packet, then it closes the socket.
-        writer = sock._writer
-        if writer is not None and not writer.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(writer), timeout=1.0)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
+            sock.pump()  # the writer flushes the close packet and takes no more
         if not ws.closed:
             await ws.close()

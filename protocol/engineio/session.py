@@ -33,7 +33,6 @@ Timers start at the handshake, so a client that never answers is gone at
 
 from __future__ import annotations
 
-from collections import deque
 from enum import Enum, StrEnum
 from typing import NamedTuple
 
@@ -144,7 +143,8 @@ class EngineSession:
         self.state = State.OPEN
         #: Sum of the data lengths waiting in the outbox: the adapter's slow-consumer gauge.
         self.queued_bytes = 0
-        self._outbox: deque[Packet] = deque()
+        # A list, not a deque: an empty deque holds a 64-slot block, in every idle session.
+        self._outbox: list[Packet] = []
         self._events: list[Event] = []
         self._get_pending = False
         self._post_pending = False
@@ -183,16 +183,21 @@ class EngineSession:
         if self.state is not State.CLOSED:
             self._queue(Packet(PacketType.MESSAGE, data))
 
-    def take_outbox(self) -> list[Packet]:
-        """Everything queued, in order, for one polling response or a WebSocket writer.
+    def take_outbox(self, limit: int = 0) -> list[Packet]:
+        """Everything queued, in order, for one polling response or a WebSocket writer; with a
+        ``limit`` (polling), at most that many packets while the session is open, the rest
+        staying for the next poll. A closed session gives everything: no poll follows it.
 
         While upgrading, a poll that finds nothing queued gets a ``noop`` at once, so the client
         can let its polling transport go.
         """
         if not self._outbox:
             return [_NOOP] if self.state is State.UPGRADING else []
-        packets = list(self._outbox)
-        self._outbox.clear()
+        if 0 < limit < len(self._outbox) and self.state is not State.CLOSED:
+            taken, self._outbox = self._outbox[:limit], self._outbox[limit:]
+            self.queued_bytes -= sum(_size(p.data) for p in taken)
+            return taken
+        packets, self._outbox = self._outbox, []
         self.queued_bytes = 0
         return packets
 
@@ -309,7 +314,7 @@ class EngineSession:
             self._upgrade_deadline = None
             # Noops were for the polling transport only; a stray one must not reach the WebSocket.
             if any(p.type is PacketType.NOOP for p in self._outbox):
-                self._outbox = deque(p for p in self._outbox if p.type is not PacketType.NOOP)
+                self._outbox = [p for p in self._outbox if p.type is not PacketType.NOOP]
             self._events.append(Upgraded())
             return []
         self.abort_upgrade("unexpected packet on the probe transport")
