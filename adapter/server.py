@@ -163,6 +163,8 @@ def serve(args: argparse.Namespace) -> int:
             )
         else:
             banner.append(f"apps: {', '.join(sorted(apps.apps))}")
+        if config.dashboard or (apps.is_demo and config.dashboard is None):
+            banner.append(f"dashboard: http://{config.host}:{config.port}/")
     asyncio.run(_run(app, config, hub, reuse_port=args.reuse_port, banner=banner))
     return 0
 

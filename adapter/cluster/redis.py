@@ -41,6 +41,7 @@ from ..config import ConfigError
 from ..core.backplane import BackplaneError, NodeHandler
 from ..core.directory import MAX_ALIAS_HOPS, Directory, Location
 from ..core.inbox import Inbox, InboxEntry
+from ..core.singleflight import SingleFlight
 from . import wire
 
 log = logging.getLogger("wxio.cluster")
@@ -170,6 +171,7 @@ class RedisBackplane:
         #: What to publish, per channel, until the next flush (see _post).
         self._outbox: dict[str, list[tuple[dict[str, Any], asyncio.Future[int] | None]]] = {}
         self._queued = 0
+        self._alive_lookups: SingleFlight[str, bool] = SingleFlight()
         self._flushing: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
@@ -279,8 +281,11 @@ class RedisBackplane:
         cached = self._alive_cache.get(node)
         if cached is not None and cached[1] > loop.time():
             return cached[0]
+        return await self._alive_lookups.run(node, lambda: self._ask_alive(node))
+
+    async def _ask_alive(self, node: str) -> bool:
         alive = bool(await self.call(self.redis.exists(self.key("node", node))))
-        self._alive_cache[node] = (alive, loop.time() + 1.0)
+        self._alive_cache[node] = (alive, asyncio.get_running_loop().time() + 1.0)
         return alive
 
     async def node_url(self, node: str) -> str | None:

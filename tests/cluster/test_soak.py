@@ -46,13 +46,11 @@ def check(report: dict[str, Any]) -> None:
     assert report["before_greeting"] == {}
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 delivery fix pending")
 async def test_one_node(tmp_path: Path) -> None:
     report = await run_soak(config(duration=15, log_dir=tmp_path))
     check(report)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 delivery fix pending")
 async def test_two_nodes_one_killed_and_restarted(tmp_path: Path, redis_prefix: str) -> None:
     report = await run_soak(
         config(
