@@ -70,6 +70,11 @@ def build_app(
         emitter = ClusterEmitter(io, hub.backplane)
         if hub.backplane.shared:  # one node alone publishes nothing
             io.cluster = emitter
+            if io.recovery is not None and hasattr(hub.backplane, "redis"):
+                from .sio.recovery import RedisRecovery
+
+                # Sessions and the packet log in Redis: a client recovers on any node.
+                io.recovery = RedisRecovery(io, io.recovery.options, hub.backplane)
         emitter.register(hub.node_handlers)
         options = core_options or CoreOptions()
         bind_socketio(hub, io, options)

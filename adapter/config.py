@@ -49,6 +49,9 @@ class SocketIOOptions:
     #: "default" (JSON text, socket.io-parser) or "msgpack" (socket.io-msgpack-parser; needs
     #: ``pip install 'wxio[msgpack]'``). Every client of the server must use the same one.
     parser: str = "default"
+    #: Connection state recovery (socket.io 4.6+): off by default; ``true`` or a table
+    #: ``{max_disconnection_duration = 120, skip_middlewares = true}`` (seconds) turns it on.
+    connection_state_recovery: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType
+from .recovery import RECOVERABLE
 
 if TYPE_CHECKING:
     from .namespace import Namespace
@@ -150,6 +151,9 @@ class Socket:
         "_queue",
         "_worker",
         "_after_connect",
+        "pid",
+        "recovered",
+        "_restored",
     )
 
     def __init__(self, nsp: Namespace, client: Client, sid: str, auth: dict[str, Any]) -> None:
@@ -169,6 +173,11 @@ class Socket:
         self._worker: asyncio.Task[None] | None = None
         #: Set at disconnect: releases connection middleware waiting after ``await next()``.
         self._after_connect: asyncio.Future[None] | None = None
+        #: Connection state recovery: the private session id sent in the CONNECT reply (None
+        #: when recovery is off), and whether this connection took over a previous session.
+        self.pid: str | None = None
+        self.recovered = False
+        self._restored: Any = None
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.nsp.name}>"
@@ -200,6 +209,13 @@ class Socket:
         ack_id = None
         if callback is not None:
             ack_id = self.register_ack(callback, timeout)
+        elif self.pid is not None:
+            # As in the reference: with recovery on, an emit without ack goes through the log
+            # (to this socket's own room), so that the client gets it back if it reconnects.
+            recovery = self.nsp.server.recovery
+            if recovery is not None:
+                recovery.emit(self.nsp, (self.id,), (), [event, *args])
+                return
         self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
 
     def send(self, *args: Any, callback: Callable[..., Any] | None = None) -> None:
@@ -298,6 +314,8 @@ class Socket:
         """Leave the namespace (the client gets a DISCONNECT); with ``close``, end the whole
         connection."""
         if close:
+            # A server-side disconnect is final: no session is kept for recovery.
+            self.client.no_recovery = True
             self.client.close()
             return
         if self.connected:
@@ -309,6 +327,10 @@ class Socket:
         if not self.connected:
             return
         self.nsp._emit_local("disconnecting", self, reason)
+        if self.pid is not None and reason in RECOVERABLE and not self.client.no_recovery:
+            recovery = self.nsp.server.recovery
+            if recovery is not None:
+                recovery.persist(self)
         self.connected = False
         for room in list(self.rooms):
             self.nsp._remove_from_room(room, self)
