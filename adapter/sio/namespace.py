@@ -141,7 +141,7 @@ class Namespace:
         sockets of this node it went to."""
         recovery = self.server.recovery
         if recovery is not None and self.recoverable:
-            return recovery.emit(self, () if room is None else (room,), (), [event, *args])  # type: ignore[no-any-return]
+            return recovery.emit(self, () if room is None else (room,), (), [event, *args])
         text, attachments = self.server.encode(Packet(PacketType.EVENT, self.name, [event, *args]))
         cluster = self.server.cluster
         if cluster is not None:
@@ -305,7 +305,7 @@ class BroadcastOperator:
         is encoded once. Returns how many sockets of this node were sent to."""
         recovery = self.nsp.server.recovery
         if recovery is not None and self.nsp.recoverable:
-            return recovery.emit(self.nsp, self.rooms, self.excluded | self.skip, [event, *args])  # type: ignore[no-any-return]
+            return recovery.emit(self.nsp, self.rooms, self.excluded | self.skip, [event, *args])
         text, attachments = self.nsp.server.encode(
             Packet(PacketType.EVENT, self.nsp.name, [event, *args])
         )

@@ -212,7 +212,9 @@ class _Store:
         if not lists:
             del self._watching[nsp]
 
-    def _seen(self, nsp: str, key: Any, frame: Frame, rooms: list[str], excluded: list[str]) -> None:
+    def _seen(
+        self, nsp: str, key: Any, frame: Frame, rooms: list[str], excluded: list[str]
+    ) -> None:
         for buffer in self._watching.get(nsp, ()):
             buffer.append((key, frame, rooms, excluded))
 
@@ -268,7 +270,10 @@ class MemoryRecovery(_Store):
             if sessions[key][1] >= threshold:
                 break
             del sessions[key]
-        sessions[(socket.nsp.name, socket.pid)] = (self.session_of(socket, jsonable=False), now)
+        sessions[(socket.nsp.name, socket.pid or "")] = (
+            self.session_of(socket, jsonable=False),
+            now,
+        )
 
     def has_session(self, nsp: str, pid: str) -> bool:
         entry = self._sessions.get((nsp, pid))
@@ -360,9 +365,7 @@ class RedisRecovery(_Store):
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
         # Delivered once the stream gave the packet its id; the count is of now.
-        return sum(
-            1 for s in nsp._targets(set(rooms), set(excluded), set()) if s.connected
-        )
+        return sum(1 for s in nsp._targets(set(rooms), set(excluded), set()) if s.connected)
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # this loop turn's other emits join the batch
@@ -391,13 +394,17 @@ class RedisRecovery(_Store):
                 )
                 ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
             except Exception as exc:  # BackplaneError, or anything unexpected: deliver anyway
-                log.warning("recovery: %d packet(s) not logged (%s); sent without offset", len(batch), exc)
+                log.warning(
+                    "recovery: %d packet(s) not logged (%s); sent without offset", len(batch), exc
+                )
                 ids = None
             for i, (nsp, rooms, excluded, (first, atts)) in enumerate(batch):
                 if ids is None:
                     self._deliver(nsp, rooms, excluded, first, atts, None)
                 else:
-                    self._deliver(nsp, rooms, excluded, with_offset(self.server, first, ids[i]), atts, ids[i])
+                    self._deliver(
+                        nsp, rooms, excluded, with_offset(self.server, first, ids[i]), atts, ids[i]
+                    )
 
     def _deliver(
         self,
@@ -417,11 +424,13 @@ class RedisRecovery(_Store):
                 self._seen(nsp.name, key, (first, atts), rooms, excluded)
             if self._replayed:
                 now = time.monotonic()
-                for sid, (last, since) in list(self._replayed.items()):
+                for sid, (_, since) in list(self._replayed.items()):
                     if now - since > 30:
                         del self._replayed[sid]
                 targets = [
-                    s for s in targets if s.id not in self._replayed or key > self._replayed[s.id][0]
+                    s
+                    for s in targets
+                    if s.id not in self._replayed or key > self._replayed[s.id][0]
                 ]
         _send_to(targets, first, atts)
 
@@ -429,7 +438,9 @@ class RedisRecovery(_Store):
         """Another node's logged packets (the script's message): deliver them here."""
         entries, ids = message["entries"], message["ids"]
         if len(entries) != len(ids):
-            log.warning("recovery: a sio_log message with %d entries and %d ids", len(entries), len(ids))
+            log.warning(
+                "recovery: a sio_log message with %d entries and %d ids", len(entries), len(ids)
+            )
             return
         for entry, entry_id in zip(entries, ids, strict=True):
             parsed = _parse_entry(entry)
@@ -439,7 +450,9 @@ class RedisRecovery(_Store):
             nsp = self.server.namespaces.get(name)
             if nsp is None:
                 continue
-            self._deliver(nsp, rooms, excluded, with_offset(self.server, first, entry_id), atts, entry_id)
+            self._deliver(
+                nsp, rooms, excluded, with_offset(self.server, first, entry_id), atts, entry_id
+            )
 
     # -- sessions --------------------------------------------------------------------------------
 
@@ -489,7 +502,9 @@ class RedisRecovery(_Store):
             last = _stream_key(offset)
             start = f"({offset}"
             for _ in range(_RANGE_CALLS):
-                chunk = await self.bp.call(redis.xrange(self.stream, start, "+", count=_RANGE_COUNT))
+                chunk = await self.bp.call(
+                    redis.xrange(self.stream, start, "+", count=_RANGE_COUNT)
+                )
                 for raw_id, fields in chunk:
                     entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
                     last = _stream_key(entry_id)
@@ -520,7 +535,9 @@ class RedisRecovery(_Store):
             await asyncio.wait(list(self._tasks), timeout=2)
 
 
-def _entry(nsp: str, first: str | bytes, atts: list[bytes], rooms: list[str], excluded: list[str]) -> str:
+def _entry(
+    nsp: str, first: str | bytes, atts: list[bytes], rooms: list[str], excluded: list[str]
+) -> str:
     entry: dict[str, Any] = {"nsp": nsp, "rooms": rooms, "except": excluded}
     if isinstance(first, bytes):
         entry["text"] = ""

@@ -514,7 +514,9 @@ class SocketIOServer:
             client._connect_timer = None
         data: dict[str, Any] | None = None
         if client.protocol == 5:
-            data = {"sid": socket.id} if socket.pid is None else {"sid": socket.id, "pid": socket.pid}
+            data = {"sid": socket.id}
+            if socket.pid is not None:
+                data["pid"] = socket.pid
         client.send_packet(Packet(PacketType.CONNECT, nsp.name, data))
         if restored is not None:
             esock = client.esock
