@@ -204,6 +204,8 @@ class Namespace:
     async def _dispatch(self, socket: Socket, packet: Packet) -> None:
         """Run packet middleware, then the handler; answer the ack if one was asked for."""
         ctx = EventContext(socket, self.server, packet)
+        if self.server.observer is not None:
+            self.server.observer.event_received(socket, ctx.event, ctx.args)
         chain = self.handlers.packet_middleware
 
         async def run(i: int) -> None:

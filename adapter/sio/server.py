@@ -232,6 +232,13 @@ class SocketIOServer:
             MemoryRecovery(self, recovery) if recovery is not None else None
         )
         self.of("/")
+        #: Told about clients, sockets, rooms and events (the admin UI); None: nobody asked.
+        self.observer: Any = None
+        #: The Socket.IO Admin UI's server side, when on (see .admin.instrument).
+        self.admin: Any = None
+        from .admin import admin_from_options
+
+        admin_from_options(self, self.options)
 
     # -- namespaces ----------------------------------------------------------------------------
 
@@ -364,6 +371,8 @@ class SocketIOServer:
     def on_connect(self, esock: EngineSocket) -> None:
         client = Client(self, esock)
         esock.context = client
+        if self.observer is not None:
+            self.observer.client_opened(esock)
         if client.protocol == 4:
             # Socket.IO v4 has an implicit main namespace, joined at once with the query as auth.
             auth = {k: v for k, v in esock.handshake.query.items() if k not in _ENGINE_KEYS}
@@ -382,12 +391,16 @@ class SocketIOServer:
 
     def on_message(self, esock: EngineSocket, data: str | bytes) -> None:
         client: Client = esock.context
+        if self.observer is not None:
+            self.observer.message_in(data)
         client.on_message(data)
 
     def on_close(self, esock: EngineSocket, reason: str) -> None:
         client: Client | None = esock.context
         if client is not None:
             client.on_close(reason)
+        if self.observer is not None:
+            self.observer.client_closed(esock, reason)
 
     # -- connecting a namespace ----------------------------------------------------------------
 
@@ -538,6 +551,8 @@ class SocketIOServer:
 
     def _connected(self, socket: Socket) -> None:
         if socket.connected:
+            if self.observer is not None:
+                self.observer.socket_connected(socket)
             socket.nsp._emit_local("connect", socket)
 
     def _refuse(self, client: Client, name: str, exc: ConnectionRefused) -> None:

@@ -206,6 +206,9 @@ class Socket:
         (dropped after ``timeout`` seconds, default the server's ack timeout)."""
         if not self.connected:
             return
+        observer = self.nsp.server.observer
+        if observer is not None:
+            observer.event_sent(self, event, args)
         ack_id = None
         if callback is not None:
             ack_id = self.register_ack(callback, timeout)
@@ -293,12 +296,18 @@ class Socket:
             if room not in self.rooms:
                 self.rooms.add(room)
                 self.nsp._add_to_room(room, self)
+                observer = self.nsp.server.observer
+                if observer is not None:
+                    observer.room_joined(self, room)
 
     def leave(self, *rooms: str) -> None:
         for room in rooms:
             if room in self.rooms:
                 self.rooms.discard(room)
                 self.nsp._remove_from_room(room, self)
+                observer = self.nsp.server.observer
+                if observer is not None:
+                    observer.room_left(self, room)
 
     def to(self, *rooms: str | Iterable[str]) -> Any:
         """Broadcast to rooms, leaving this socket out (``socket.to(room).emit(...)``)."""
@@ -332,8 +341,11 @@ class Socket:
             if recovery is not None:
                 recovery.persist(self)
         self.connected = False
+        observer = self.nsp.server.observer
         for room in list(self.rooms):
             self.nsp._remove_from_room(room, self)
+            if observer is not None:
+                observer.room_left(self, room)
         self.rooms.clear()
         self.nsp.sockets.pop(self.id, None)
         for _, timer in self._acks.values():
@@ -343,4 +355,6 @@ class Socket:
         self._queue.clear()
         if self._after_connect is not None and not self._after_connect.done():
             self._after_connect.set_result(None)
+        if observer is not None:
+            observer.socket_disconnected(self, reason)
         self.nsp._emit_local("disconnect", self, reason)
