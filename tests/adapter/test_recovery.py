@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from wxio.adapter.config import ConfigError
 from wxio.adapter.sio import ConnectionRefused, SocketIOServer
-from wxio.adapter.sio.recovery import MemoryRecovery, RecoveryOptions, recovery_options
+from wxio.adapter.sio.recovery import (
+    MemoryRecovery,
+    RecoveryOptions,
+    _parse_entry,
+    recovery_options,
+    with_offset,
+)
+from wxio.protocol.socketio import Packet, PacketType
 
 from .conftest import StartServer
 from .jspeer import JsPeer, requires_node
@@ -239,6 +246,28 @@ async def test_off_by_default(start_server: StartServer) -> None:
         assert (await peer.expect("event", name="tick"))["args"] == [1]  # no offset
     finally:
         await peer.close()
+
+
+def test_offsets_and_log_entries() -> None:
+    io = SocketIOServer()
+    assert with_offset(io, '42/chat,["x",1]', "5-1") == '42/chat,["x",1,"5-1"]'
+    assert with_offset(io, '451-["x",{"_placeholder":true,"num":0}]', "5-2").endswith(',"5-2"]')
+    packed = SocketIOServer(parser="msgpack")
+    first, _ = packed.encode(Packet(PacketType.EVENT, "/", ["x", b"\x01"]))
+    decoded = packed._new_decoder().feed_binary(with_offset(packed, first, "5-3"))
+    assert decoded.data == ["x", b"\x01", "5-3"]
+    # What comes from Redis is checked before use.
+    good = {"nsp": "/", "text": '42["x"]', "atts": [], "rooms": ["r"], "except": []}
+    assert _parse_entry(good) == ("/", '42["x"]', [], ["r"], [])
+    for bad in (
+        {**good, "text": 3},
+        {**good, "text": '42["x"'},
+        {**good, "atts": ["!!"]},
+        {**good, "rooms": "r"},
+        {**good, "bin": True},
+        [good],
+    ):
+        assert _parse_entry(bad) is None, bad
 
 
 def test_options() -> None:
