@@ -148,22 +148,47 @@ async def test_recovers_id_rooms_data_and_missed_packets(start_server: StartServ
 @requires_node
 @pytest.mark.node
 async def test_middlewares_run_again_when_not_skipped(start_server: StartServer) -> None:
-    app = App()
+    app = App(missed_on_disconnect=False)
+    in_middleware = asyncio.Event()
+
+    def setup(io: SocketIOServer) -> None:
+        async def slow(ctx: Any, next: Any) -> None:
+            if app.middleware_calls == 2:  # the reconnection: take a while
+                in_middleware.set()
+                await asyncio.sleep(0.3)
+            await next()
+
+        app.setup(io)
+        io.of(NSP).use(slow)
+
     server = await start_server(
-        socketio={"connection_state_recovery": {"skip_middlewares": False}}, setup=app.setup
+        socketio={"connection_state_recovery": {"skip_middlewares": False}}, setup=setup
     )
+    nsp = server.io.of(NSP)
     peer = await JsPeer.start("sio4")
     try:
         first = await peer.connect(
-            server.url, nsp=NSP, transports=["websocket"], reconnectionDelay=200,
+            server.url,
+            nsp=NSP,
+            transports=["websocket"],
+            reconnectionDelay=200,
             randomizationFactor=0,
         )
-        server.io.of(NSP).emit("hello")
+        nsp.emit("hello", 0)
         await peer.expect("event", name="hello")
         await peer.command("dropTransport")
+        await peer.expect("disconnect")
+        nsp.to("room1").emit("hello", 1)  # missed while away
+        await asyncio.wait_for(in_middleware.wait(), 10)
+        nsp.to("room1").emit("hello", 2)  # while its checks run: not lost, not doubled
         again = await peer.expect("connect", timeout=10)
         assert again["sid"] == first["sid"] and again["recovered"] is True
         assert app.middleware_calls == 2
+        nsp.to("room1").emit("hello", 3)
+        got = [(await peer.expect("event", name="hello"))["args"][0] for _ in range(3)]
+        assert got == [1, 2, 3]
+        with pytest.raises(AssertionError):
+            await peer.expect("event", name="hello", timeout=0.3)
     finally:
         await peer.close()
 
