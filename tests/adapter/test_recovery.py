@@ -91,7 +91,10 @@ async def first_event(peer: JsPeer, name: str) -> list[Any]:
 
 @requires_node
 @pytest.mark.node
-async def test_recovers_id_rooms_data_and_missed_packets(start_server: StartServer) -> None:
+@pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"], ["polling"]])
+async def test_recovers_id_rooms_data_and_missed_packets(
+    start_server: StartServer, transports: list[str]
+) -> None:
     app = App()
     server = await start_server(
         socketio={"connection_state_recovery": {"max_disconnection_duration": 30}},
@@ -103,7 +106,7 @@ async def test_recovers_id_rooms_data_and_missed_packets(start_server: StartServ
         first = await peer.connect(
             server.url,
             nsp=NSP,
-            transports=["websocket"],
+            transports=transports,
             reconnectionDelay=300,
             randomizationFactor=0,
         )
