@@ -130,6 +130,19 @@ def _included(session_rooms: Iterable[str], rooms: Iterable[str], excluded: Iter
     return (not rooms or not mine.isdisjoint(rooms)) and mine.isdisjoint(excluded)
 
 
+def _local_targets(
+    nsp: Namespace, rooms: tuple[str, ...] | list[str], excluded: tuple[str, ...] | list[str]
+) -> Iterable[Socket]:
+    """This node's sockets for a logged packet: the common cases (everyone, one room) without
+    building sets."""
+    if not excluded:
+        if not rooms:
+            return list(nsp.sockets.values())
+        if len(rooms) == 1:
+            return list(nsp.rooms.get(rooms[0], ()))
+    return nsp._targets(set(rooms), set(excluded), set())
+
+
 def _jsonable(value: Any) -> bool:
     from ...protocol.errors import LocalProtocolError
 
@@ -238,8 +251,12 @@ class MemoryRecovery(_Store):
         super().__init__(server, options)
         self._boot = secrets.token_hex(4)
         self._seq = itertools.count(1)
-        #: (n, emitted at, nsp, rooms, except, frame), oldest first; n increases by one.
-        self._log: deque[tuple[int, float, str, list[str], list[str], Frame]] = deque()
+        #: (n, emitted at, nsp, rooms, except, first message, attachments), oldest first; n
+        #: increases by one. Tuples of strings only, which the garbage collector stops tracking:
+        #: a full log costs its collections nothing.
+        self._log: deque[
+            tuple[int, float, str, tuple[str, ...], tuple[str, ...], str | bytes, tuple[bytes, ...]]
+        ] = deque()
         #: (nsp, pid) -> (session, disconnected at), in disconnection order.
         self._sessions: OrderedDict[tuple[str, str], tuple[dict[str, Any], float]] = OrderedDict()
 
@@ -249,17 +266,19 @@ class MemoryRecovery(_Store):
         from .namespace import _send_to
 
         n = next(self._seq)
-        rooms, excluded = list(rooms), list(excluded)
-        frame = self.server.encode(Packet(PacketType.EVENT, nsp.name, [*data, f"{self._boot}.{n}"]))
+        rooms, excluded = tuple(rooms), tuple(excluded)
+        first, atts = self.server.encode(
+            Packet(PacketType.EVENT, nsp.name, [*data, f"{self._boot}.{n}"])
+        )
         now = time.monotonic()
         entries = self._log
-        entries.append((n, now, nsp.name, rooms, excluded, frame))
+        entries.append((n, now, nsp.name, rooms, excluded, first, tuple(atts)))
         threshold = now - self.options.max_disconnection_duration
         while entries and (entries[0][1] < threshold or len(entries) > MAX_LOG):
             entries.popleft()
         if self._watching:
-            self._seen(nsp.name, n, frame, rooms, excluded)
-        return _send_to(nsp._targets(set(rooms), set(excluded), set()), *frame)
+            self._seen(nsp.name, n, (first, atts), list(rooms), list(excluded))
+        return _send_to(_local_targets(nsp, rooms, excluded), first, atts)
 
     def persist(self, socket: Socket) -> None:
         now = time.monotonic()
@@ -295,9 +314,9 @@ class MemoryRecovery(_Store):
         first = self._log[0][0]
         if not first <= n <= self._log[-1][0]:
             return None
-        missed = [
-            (key, frame)
-            for key, _, name, rooms, excluded, frame in itertools.islice(
+        missed: list[tuple[Any, Frame]] = [
+            (key, (message, list(atts)))
+            for key, _, name, rooms, excluded, message, atts in itertools.islice(
                 self._log, n - first + 1, None
             )
             if name == nsp.name and _included(session["rooms"], rooms, excluded)
@@ -417,7 +436,7 @@ class RedisRecovery(_Store):
     ) -> None:
         from .namespace import _send_to
 
-        targets = nsp._targets(set(rooms), set(excluded), set())
+        targets = _local_targets(nsp, rooms, excluded)
         if entry_id is not None:
             key = _stream_key(entry_id)
             if self._watching:
