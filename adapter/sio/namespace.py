@@ -208,6 +208,8 @@ class Namespace:
         for the caller to drive."""
         h = self.handlers
         data = packet.data
+        if self.server.observer is not None:  # the admin UI
+            self.server.observer.event_received(socket, data[0], data[1:])
         handler = h.events.get(data[0]) if not h.packet_middleware else None
         if handler is None or data[0] in h.routes:
             return self._dispatch(socket, packet)
@@ -236,8 +238,6 @@ class Namespace:
     async def _dispatch(self, socket: Socket, packet: Packet) -> None:
         """Run packet middleware, then the handler; answer the ack if one was asked for."""
         ctx = EventContext(socket, self.server, packet)
-        if self.server.observer is not None:
-            self.server.observer.event_received(socket, ctx.event, ctx.args)
         chain = self.handlers.packet_middleware
 
         async def run(i: int) -> None:
