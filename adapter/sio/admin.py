@@ -287,6 +287,18 @@ class AdminUI:
         self._clients[esock] = None
         self._count("rawConnection")
 
+    def client_upgraded(self, client: Any) -> None:
+        transport = client.esock.transport
+        for socket in list(client.sockets.values()):
+            admin = socket.data.get("_admin")
+            if isinstance(admin, dict):
+                admin["transport"] = transport
+            if self.development and socket.connected:
+                self.nsp.emit(
+                    "socket_updated",
+                    {"id": socket.id, "nsp": socket.nsp.name, "transport": transport},
+                )
+
     def client_closed(self, esock: EngineSocket, reason: str) -> None:
         self._clients.pop(esock, None)
         self._count("rawDisconnection", reason)

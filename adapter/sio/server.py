@@ -395,6 +395,12 @@ class SocketIOServer:
             self.observer.message_in(data)
         client.on_message(data)
 
+    def on_upgrade(self, esock: EngineSocket) -> None:
+        if self.observer is not None:
+            client: Client | None = esock.context
+            if client is not None:
+                self.observer.client_upgraded(client)
+
     def on_close(self, esock: EngineSocket, reason: str) -> None:
         client: Client | None = esock.context
         if client is not None:

@@ -189,6 +189,15 @@ async def test_the_admin_namespace(
         assert isinstance(got[3], str) and got[3].endswith("Z")  # a JSON Date
         await admin_event(peer, "event_sent", "/", alice.get_sid("/"), ["pong_you", 1])
 
+        # A client that starts on polling and upgrades: socket_updated tells the new transport.
+        carol = await peer.connect(server.url, sock="carol", transports=["polling", "websocket"])
+        connected = await admin_event(peer, "socket_connected")
+        while connected[0]["id"] != carol["sid"]:
+            connected = await admin_event(peer, "socket_connected")
+        assert connected[0]["transport"] == "polling"
+        update = {"id": carol["sid"], "nsp": "/", "transport": "websocket"}
+        await admin_event(peer, "socket_updated", update)
+
         sid = alice.get_sid("/")
         await peer.emit("join", "/", "garden", sid, sock="ok")
         await eventually(lambda: "garden" in server.io.of("/").sockets[sid].rooms, "joined")
