@@ -4,13 +4,14 @@ operator commands it sends. Opt-in (``[socketio] admin_ui = true``, or :func:`in
 
 Events sent to the admin sockets (every node's, in a cluster):
 
-- ``session`` (basic auth: a session id the UI reconnects with), ``config``
+- ``session`` (basic auth: a session id the UI reconnects with; in a cluster kept in Redis as
+  ``P:admin:s:<id>`` for 24 h, so any node takes it), ``config``
   (``{supportedFeatures}``), ``all_sockets`` (development mode: every socket of every namespace,
   from every node, via ``fetch_sockets``);
 - ``server_stats`` every 2 s per node (``serverId``, ``hostname``, ``pid``, ``uptime``,
   ``clientsCount``, ``pollingClientsCount``, ``aggregatedEvents``, ``namespaces``);
 - development mode: ``socket_connected``, ``socket_disconnected``, ``room_joined``,
-  ``room_left``, ``event_received``, ``event_sent``.
+  ``room_left``, ``event_received``, ``event_sent``, ``socket_updated`` (transport upgrades).
 
 Commands from the UI (unless ``readonly``): ``emit``, ``join``, ``leave``, ``_disconnect``, each
 on the sockets of a namespace (optionally in a room or with an id), on every node.
@@ -185,7 +186,11 @@ class AdminUI:
         auth = ctx.auth if isinstance(ctx.auth, dict) else {}
         session = auth.get("sessionId")
         now = time.monotonic()
-        if isinstance(session, str) and self._sessions.get(session, 0.0) > now:
+        if (
+            isinstance(session, str)
+            and 0 < len(session) <= 64
+            and (self._sessions.get(session, 0.0) > now or await self._shared_session(session))
+        ):
             await next()
             return
         username, password = auth.get("username"), auth.get("password")
@@ -200,12 +205,38 @@ class AdminUI:
         ):
             for old in [s for s, expiry in self._sessions.items() if expiry <= now]:
                 del self._sessions[old]
-            session = secrets.token_hex(8)
+            session = secrets.token_hex(16)
             self._sessions[session] = now + SESSION_TTL
+            await self._share_session(session)
             self._new_session[ctx.socket] = session
             await next()
             return
         raise ConnectionRefused("invalid credentials")
+
+    def _redis(self) -> Any:
+        """The cluster's Redis backplane, if any: admin sessions are shared through it (the
+        npm package's RedisStore), so the UI reconnects to any node without a new login."""
+        cluster = self.io.cluster
+        backplane = getattr(cluster, "backplane", None)
+        return backplane if hasattr(backplane, "redis") else None
+
+    async def _share_session(self, session: str) -> None:
+        bp = self._redis()
+        if bp is not None:
+            try:
+                await bp.call(bp.redis.set(bp.key("admin", "s", session), 1, ex=int(SESSION_TTL)))
+            except Exception as exc:
+                log.warning("admin UI: session not shared with the other nodes: %s", exc)
+
+    async def _shared_session(self, session: str) -> bool:
+        bp = self._redis()
+        if bp is None:
+            return False
+        try:
+            return bool(await bp.call(bp.redis.exists(bp.key("admin", "s", session))))
+        except Exception as exc:
+            log.warning("admin UI: shared sessions unavailable: %s", exc)
+            return False
 
     async def _admin_connected(self, socket: Socket) -> None:
         session = self._new_session.pop(socket, None)

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import jsonutil
-from ...protocol.errors import RemoteProtocolError
 from ...protocol.socketio import Packet, PacketType
 
 if TYPE_CHECKING:
@@ -538,7 +537,7 @@ class RedisRecovery(_Store):
                 if len(chunk) < _RANGE_COUNT:
                     break
             return Restored(self, nsp.name, session, missed, last, watch)
-        except (RemoteProtocolError, Exception) as exc:
+        except Exception as exc:  # Redis, or an entry that is not JSON
             self._unwatch(nsp.name, watch)
             log.warning("recovery: a session could not be restored: %s", exc)
             return None

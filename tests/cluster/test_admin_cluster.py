@@ -1,6 +1,7 @@
 """The Admin UI's namespace on a cluster of two ``wxio serve`` processes: an admin connected to one
 node sees the sockets of both (``all_sockets``), the ``server_stats`` of both, live events from the
-other node, and its commands act on a socket of the other node."""
+other node, and its commands act on a socket of the other node; its login session is good on
+either node (kept in Redis)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ async def test_admin_sees_and_acts_on_every_node(
             transports=["websocket"],
             wait_timeout=5,
         )
+        admin_session = await next_event("session")
         sockets = await next_event("all_sockets")
         chat = {s["id"]: s for s in sockets[0] if s["nsp"] == "/chat"}
         sid_a, sid_b = on_a.get_sid("/chat"), on_b.get_sid("/chat")
@@ -95,6 +97,19 @@ async def test_admin_sees_and_acts_on_every_node(
         while on_b.connected and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert not on_b.connected and on_a.connected
+
+        # The login's session id is taken by the other node too (shared through Redis).
+        session = admin_session[0]
+        again = socketio.AsyncClient(reconnection=False)
+        await again.connect(
+            b.url, namespaces=["/admin"], auth={"sessionId": session}, wait_timeout=5
+        )
+        await again.disconnect()
+        refused = socketio.AsyncClient(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await refused.connect(
+                b.url, namespaces=["/admin"], auth={"sessionId": "0" * 32}, wait_timeout=5
+            )
     finally:
         for client in (admin, on_a, on_b):
             await client.disconnect()
