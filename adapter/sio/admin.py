@@ -64,7 +64,7 @@ def _password_check(secret: str) -> Callable[[str], bool]:
         except ImportError:
             raise ConfigError(
                 "[socketio] admin password: a bcrypt hash needs the bcrypt package "
-                "(pip install bcrypt), or give the password itself"
+                "(pip install 'wxio[admin]'), or give the password itself"
             ) from None
         hashed = secret.encode()
 

@@ -210,6 +210,35 @@ async def test_the_admin_namespace(
         await alice.disconnect()
 
 
+async def test_a_bcrypt_hash_as_password(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bcrypt = pytest.importorskip("bcrypt")
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    monkeypatch.setenv(PASSWORD_ENV, hashed)
+    server = await start_server(
+        socketio={
+            "admin_ui": True,
+            "admin_username": "admin",
+            "admin_password_env": PASSWORD_ENV,
+        }
+    )
+    for password, ok in (("nope", False), (hashed, False), (PASSWORD, True)):
+        client = socketio.AsyncClient(reconnection=False)
+        try:
+            await client.connect(
+                server.url,
+                namespaces=["/admin"],
+                auth={"username": "admin", "password": password},
+                wait_timeout=5,
+            )
+            assert ok, password
+        except socketio.exceptions.ConnectionError:
+            assert not ok, password
+        finally:
+            await client.disconnect()
+
+
 def test_config_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     with pytest.raises(ConfigError, match="admin_username"):
