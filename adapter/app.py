@@ -160,6 +160,10 @@ def build_app(
 
         app.on_startup.append(start_admin)
         app.on_shutdown.append(stop_admin)
+    if hub is not None:
+        from .dashboard import add_dashboard
+
+        add_dashboard(app, config, hub, engines)
     app.router.add_route("*", "/{tail:.*}", mounts.dispatch)
 
     async def on_shutdown(app: web.Application) -> None:
