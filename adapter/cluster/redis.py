@@ -41,6 +41,7 @@ from ..config import ConfigError
 from ..core.backplane import BackplaneError, NodeHandler
 from ..core.directory import MAX_ALIAS_HOPS, Directory, Location
 from ..core.inbox import Inbox, InboxEntry
+from ..core.singleflight import SingleFlight
 from . import wire
 
 log = logging.getLogger("wxio.cluster")
@@ -170,6 +171,7 @@ class RedisBackplane:
         #: What to publish, per channel, until the next flush (see _post).
         self._outbox: dict[str, list[tuple[dict[str, Any], asyncio.Future[int] | None]]] = {}
         self._queued = 0
+        self._alive_lookups: SingleFlight[str, bool] = SingleFlight()
         self._flushing: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
@@ -279,8 +281,11 @@ class RedisBackplane:
         cached = self._alive_cache.get(node)
         if cached is not None and cached[1] > loop.time():
             return cached[0]
+        return await self._alive_lookups.run(node, lambda: self._ask_alive(node))
+
+    async def _ask_alive(self, node: str) -> bool:
         alive = bool(await self.call(self.redis.exists(self.key("node", node))))
-        self._alive_cache[node] = (alive, loop.time() + 1.0)
+        self._alive_cache[node] = (alive, asyncio.get_running_loop().time() + 1.0)
         return alive
 
     async def node_url(self, node: str) -> str | None:
@@ -379,7 +384,9 @@ class RedisBackplane:
         if self._queued >= MAX_QUEUED_MESSAGES:
             # Redis is too slow to take what we publish: the requester times out and falls
             # back (inbox); this node must not buffer without bound meanwhile.
-            log.warning("node %s: message dropped, %d waiting for Redis", self.node_id, self._queued)
+            log.warning(
+                "node %s: message dropped, %d waiting for Redis", self.node_id, self._queued
+            )
             if receivers is not None and not receivers.done():
                 receivers.set_exception(BackplaneError("too many messages waiting for Redis"))
             return
@@ -402,7 +409,9 @@ class RedisBackplane:
                     try:
                         data = self._frame(chunk)
                     except wire.SchemaError as exc:  # e.g. a batch over the size limit
-                        log.warning("node %s: %d message(s) dropped: %s", self.node_id, len(chunk), exc)
+                        log.warning(
+                            "node %s: %d message(s) dropped: %s", self.node_id, len(chunk), exc
+                        )
                         for fut in futures:
                             if fut is not None and not fut.done():
                                 fut.set_exception(BackplaneError(str(exc)))
@@ -445,16 +454,21 @@ class RedisBackplane:
         if not await self.node_alive(node):
             return None
         rid = secrets.token_hex(8)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        receivers: asyncio.Future[int] = loop.create_future()
         self._pending[rid] = fut
+        # One timer bounds both waits (cheaper than asyncio.timeout on every request).
+        timer = loop.call_later(timeout, _time_out, receivers, fut)
         try:
-            async with asyncio.timeout(timeout):
-                if not await self._publish(self.key("ch", node), {**message, "id": rid}):
-                    return None
-                return await fut
+            self._post(self.key("ch", node), {**message, "id": rid}, receivers)
+            if not await receivers:
+                return None
+            return await fut
         except TimeoutError:
             return None
         finally:
+            timer.cancel()
             self._pending.pop(rid, None)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
@@ -504,6 +518,13 @@ class _Collector:
         self.replies.append(body)
         if len(self.replies) >= self.expected and not self.done_future.done():
             self.done_future.set_result(body)
+
+
+def _time_out(*futures: asyncio.Future[Any]) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(TimeoutError())
+            fut.exception()  # retrieved: the waiter may have gone already
 
 
 def _text(value: bytes | str) -> str:

@@ -26,7 +26,9 @@ from ..metrics import Metrics
 from .apps import AppConfig, AppRegistry
 from .backplane import Backplane, BackplaneError, MemoryBackplane, NodeHandler
 from .connection import Connection, Outgoing
+from .directory import Location
 from .inbox import InboxEntry
+from .singleflight import SingleFlight
 
 log = logging.getLogger("wxio.core")
 
@@ -73,7 +75,7 @@ class Outcome(NamedTuple):
     kept: bool = False
 
 
-Respond = Callable[[Outgoing], None]
+Respond = Callable[[Outgoing], object]  # what it returns is not used
 
 
 class Hub:
@@ -115,6 +117,7 @@ class Hub:
         self._routes: dict[tuple[str, str], tuple[str, str, str | None, float]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._keep_off_until = 0.0
+        self._locating: SingleFlight[tuple[str, str], Location | None] = SingleFlight()
         self._id_prefix = secrets.token_urlsafe(9)
         self._id_counter = itertools.count(1)
         #: Handlers of other layers' node messages, by type (e.g. "sio" room emits).
@@ -456,7 +459,9 @@ class Hub:
                 client, node, user = cached[0], cached[1], cached[2]
             else:
                 self._routes.pop(key, None)  # (another send may have dropped it already)
-                where = await self.directory.locate(app.name, target)
+                where = await self._locating.run(
+                    key, lambda: self.directory.locate(app.name, target)
+                )
                 if where is not None:
                     client, node, user = where.client, where.node, where.user
                     if node is not None and node != self.node:
@@ -538,7 +543,12 @@ class Hub:
             return conn is not None and conn.deliver(out)
         if unanswered is not None and node in unanswered:
             return False
-        message = {"t": "deliver", "app": app, "client": client, "env": out.envelope}
+        message: dict[str, Any] = {
+            "t": "deliver",
+            "app": app,
+            "client": client,
+            "env": out.envelope,
+        }
         if out.kept:
             message["kept"] = True
         reply = await self.backplane.request(node, message, timeout=NODE_TIMEOUT)

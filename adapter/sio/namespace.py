@@ -389,6 +389,7 @@ class BroadcastOperator:
         wait = self.nsp.server.options.ack_timeout if timeout is None else timeout
         return await emit_with_ack(self, event, list(args), wait)
 
+
 def _answer(ctx: EventContext, result: Any) -> None:
     """Answer an event's ack from its handler's return value (unless answered already)."""
     if ctx.acked:
