@@ -22,7 +22,7 @@ from ...protocol.errors import RemoteProtocolError
 from ..sio import ConnectionRefused, EventContext, Socket, SocketIOServer
 from ..transports.outbox import FrameWriter
 from .connection import CLOSE_CODES, Outgoing, RawConnection, SocketIOConnection
-from .hub import Denied, Hub
+from .hub import Denied, Hub, Respond
 
 log = logging.getLogger("wxio.core")
 
@@ -68,6 +68,8 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     or the query string for EIO=3 and libraries that cannot send auth), envelopes in as
     ``requestMessage``, replies and deliveries out as ``responseMessage``."""
     nsp = io.of(options.namespace)
+    # The core has its own redelivery (the inbox): connection state recovery leaves it alone.
+    nsp.recoverable = False
 
     async def authorize(socket: Socket) -> None:
         auth = socket.handshake.auth if "sign" in socket.handshake.auth else None
@@ -106,12 +108,12 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
                 raw = jsonutil.loads(raw)
             except RemoteProtocolError:
                 pass
+        respond: Respond = conn.deliver
         if ctx.wants_ack:
 
             def respond(out: Outgoing) -> None:
                 ctx.ack(out.envelope)
-        else:
-            respond = conn.deliver
+
         await hub.handle(conn, raw, respond)
 
     nsp.authorize(authorize)
@@ -192,8 +194,8 @@ class RawEndpoint:
                     conn.deliver(hub.deny(Denied(DenyReason.MALFORMED, "text frames only"), conn))
                 else:
                     break
-                if writer.backlog.over:
-                    await writer.backlog.wait_drained()  # a client that does not read is not read
+                if writer.behind:
+                    await writer.wait_drained()  # a client that does not read is not read
         finally:
             await hub.detach(conn)  # unroutable before the transport goes
             log.info("%s disconnected (raw)", conn.client_id)
