@@ -96,13 +96,25 @@ class Outgoing:
 
     @staticmethod
     def _sio_head(nsp: str, event: str, ack_id: int | None) -> str:
-        # `2["event"` plus a comma: the envelope's JSON is spliced in, it is encoded once.
-        head, _ = encode(Packet(PacketType.EVENT, nsp, [event], ack_id))
-        return head[:-1] + ","
+        # `2["event",` (the envelope's JSON is spliced in: it is encoded once). The part after
+        # the ack id is the same for every message of a namespace and event: made once.
+        parts = _HEADS.get((nsp, event))
+        if parts is None:
+            head, _ = encode(Packet(PacketType.EVENT, nsp, [event]))
+            # `2` + (`/nsp,`) | `["event"]` -> the ack id goes between the two.
+            split = head.index("[")
+            parts = _HEADS[(nsp, event)] = (head[:split], head[split:-1] + ",")
+        if ack_id is None:
+            return parts[0] + parts[1]
+        return f"{parts[0]}{ack_id}{parts[1]}"
 
     def size(self) -> int:
         """The encoded size in UTF-8 bytes (what the app's message limit applies to)."""
         return len(self.utf8())
+
+
+#: (namespace, event) -> the two halves of an EVENT packet's head around its ack id.
+_HEADS: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 class Connection:
