@@ -98,6 +98,8 @@ def test_wire_values() -> None:
         "ack",
         "ping",
         "pong",
+        "refresh",
+        "refreshed",
     ]
     assert {r.value for r in DenyReason} == {
         "bad_signature",
@@ -110,6 +112,7 @@ def test_wire_values() -> None:
         "too_large",
         "rate_limited",
         "unavailable",
+        "too_many_denials",
     }
 
 
