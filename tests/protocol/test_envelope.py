@@ -158,6 +158,7 @@ _envelopes = st.builds(
         _opt_id,
         _opt_id,
         _opt_id,
+        info=st.none(),  # written by the server only: parse never reads it
     ),
     st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=64),
     _payload,
