@@ -151,6 +151,10 @@ class AppRegistry:
                 table.get("token_public_key"),
                 table.get("token_jwks"),
             )
+            if tokens is None and {"token_algorithm", "token_jti", "token_grace"} & set(table):
+                algorithm = options.get("token_algorithm", "HS256")
+                need = "token_secret" if algorithm == "HS256" else "token_public_key or token_jwks"
+                raise ConfigError(f"[apps.{name}]: {algorithm} tokens need {need}")
             policy = options.setdefault("user_id", "token" if tokens is not None else "client")
             if policy not in ("token", "client"):
                 raise ConfigError(f'[apps.{name}]: user_id must be "token" or "client"')
