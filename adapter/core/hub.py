@@ -105,8 +105,6 @@ class Hub:
         self._actions[Action.REFRESH] = self.ingress.refresh
 
     async def start(self) -> None:
-        for warning in self.apps.warnings():
-            log.warning("%s", warning)
         self.backplane.on_resync = self.resync
         await self.backplane.start(self._on_node_message)
         self.ingress.start()
