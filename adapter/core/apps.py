@@ -132,7 +132,9 @@ class AppRegistry:
             upper = name.upper().replace("-", "_")
             key = _secret(env, table, "key", f"WXIO_KEY_{upper}")
             if not key:
-                raise ConfigError(f"[apps.{name}]: no key (set key, or the WXIO_KEY_{upper} variable)")
+                raise ConfigError(
+                    f"[apps.{name}]: no key (set key, or the WXIO_KEY_{upper} variable)"
+                )
             server_key = _secret(env, table, "server_key", f"WXIO_SERVER_KEY_{upper}")
             token_secret = _secret(env, table, "token_secret", f"WXIO_TOKEN_SECRET_{upper}")
             if server_key is not None and server_key == key:

@@ -235,10 +235,11 @@ class Authenticator:
             user_id = str(user) if user not in (None, "") else None
             if user_id is not None and not 0 < len(user_id) <= env.MAX_ID_LEN:
                 raise Denied(DenyReason.MALFORMED, f"userId must be 1 to {env.MAX_ID_LEN} chars")
-            app = self.apps.get(app_name)
+            signed_app = self.apps.get(app_name)
             body = {"userId": user_id} if user_id is not None else None
-            await self.verify(app, app_name, timestamp, sign, creds.get("nonce"), body)
-            assert app is not None  # verify refuses unknown apps
+            await self.verify(signed_app, app_name, timestamp, sign, creds.get("nonce"), body)
+            assert signed_app is not None  # verify refuses unknown apps
+            app = signed_app
             if user_id is not None and app.user_id == "token":
                 raise Denied(
                     DenyReason.NOT_ALLOWED, "this app takes user ids only from tokens (send token)"
@@ -287,7 +288,9 @@ class Authenticator:
             # The algorithm is the app's, never the token's choice ("none", HS256-with-a-public-
             # key confusion).
             if header.get("alg") != keys.algorithm:
-                raise Denied(DenyReason.BAD_SIGNATURE, f"token must be signed with {keys.algorithm}")
+                raise Denied(
+                    DenyReason.BAD_SIGNATURE, f"token must be signed with {keys.algorithm}"
+                )
             key = keys.key_for(header.get("kid"))
             if key is None:
                 raise Denied(DenyReason.BAD_SIGNATURE, "unknown token key id (kid)")
@@ -307,7 +310,8 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise Denied(DenyReason.BAD_SIGNATURE, f"invalid token: {exc}") from None
         now = self.clock()
-        exp, iat, nbf = payload.get("exp"), payload.get("iat"), payload.get("nbf")
+        # exp and iat are present ("require" above).
+        exp, iat, nbf = payload["exp"], payload["iat"], payload.get("nbf")
         for name, value in (("exp", exp), ("iat", iat), ("nbf", nbf)):
             if value is not None and type(value) not in (int, float):
                 raise Denied(DenyReason.BAD_SIGNATURE, f"token {name} must be a number")
@@ -419,7 +423,10 @@ class Authenticator:
                 )
                 return Identity(app, None, "server")
             except Denied as denied:
-                if denied.reason != DenyReason.BAD_SIGNATURE or denied.detail == "nonce already used":
+                if (
+                    denied.reason != DenyReason.BAD_SIGNATURE
+                    or denied.detail == "nonce already used"
+                ):
                     raise
         await self.verify(app, app_name, timestamp, sign, nonce, signed)
         assert app is not None
@@ -436,4 +443,3 @@ def _timestamp(value: Any) -> int:
         return env.parse_timestamp(value, "timestamp")
     except EnvelopeError as exc:
         raise Denied(DenyReason.MALFORMED, str(exc)) from None
-

@@ -31,6 +31,7 @@ log = logging.getLogger("wxio.core")
 
 __all__ = ["CoreOptions", "bind_socketio", "RawEndpoint", "RawSocket", "AUTH_HEADERS"]
 
+
 @dataclass(frozen=True, slots=True)
 class CoreOptions:
     namespace: str = "/"

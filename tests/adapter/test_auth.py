@@ -101,7 +101,9 @@ async def raw_token(
     core: RunningServer, token: str, app: str = "tok", how: str = "query", **extra: Any
 ) -> RawClient:
     if how == "query":
-        ws = await websockets.connect(f"{core.ws_url}/ws?{urlencode({'app': app, 'token': token, **extra})}")
+        ws = await websockets.connect(
+            f"{core.ws_url}/ws?{urlencode({'app': app, 'token': token, **extra})}"
+        )
     else:  # Authorization: Bearer, app in a header
         ws = await websockets.connect(
             f"{core.ws_url}/ws",
@@ -137,12 +139,11 @@ async def api(
     headers: dict[str, str] | None = None,
     method: str = "POST",
 ) -> tuple[int, Any, Any]:
-    async with aiohttp.ClientSession() as session:
-        async with session.request(
-            method, f"{core.url}/api/{path}", json=body, headers=headers or {}
-        ) as resp:
-            data = await resp.json() if resp.content_type == "application/json" else None
-            return resp.status, data, resp.headers
+    async with aiohttp.ClientSession() as session, session.request(
+        method, f"{core.url}/api/{path}", json=body, headers=headers or {}
+    ) as resp:
+        data = await resp.json() if resp.content_type == "application/json" else None
+        return resp.status, data, resp.headers
 
 
 def signed_body(signer: Signer, **fields: Any) -> dict[str, Any]:
@@ -261,7 +262,10 @@ async def test_client_policy_keeps_the_seed_behaviour(core: RunningServer) -> No
         (mint("a", ttl=-10), "expired"),
         (mint("a", now=time.time() + 3600), "bad_signature"),  # issued in the future
         (jwt.encode({"sub": "a", "iat": int(time.time())}, SECRET), "bad_signature"),  # no exp
-        (jwt.encode({"iat": int(time.time()), "exp": int(time.time()) + 60}, SECRET), "bad_signature"),
+        (
+            jwt.encode({"iat": int(time.time()), "exp": int(time.time()) + 60}, SECRET),
+            "bad_signature",
+        ),
         (mint("a", algorithm="HS384", secret=SECRET * 2), "bad_signature"),
         (
             jwt.encode(
@@ -357,9 +361,7 @@ async def test_refresh_within_the_grace_keeps_the_connection(
 # -- key files: RS256 public key, ES256 JWKS ----------------------------------------------------
 
 
-async def test_rs256_public_key_and_es256_jwks(
-    start_server: StartServer, tmp_path: Path
-) -> None:
+async def test_rs256_public_key_and_es256_jwks(start_server: StartServer, tmp_path: Path) -> None:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = rsa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -394,9 +396,9 @@ async def test_rs256_public_key_and_es256_jwks(
     # unknown kid; the public key used as an HS256 secret (algorithm confusion)
     wrong_kid = jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": "k2"})
     assert (await raw_refused(core, {"app": "es", "token": wrong_kid}))[0] == "bad_signature"
-    import hmac as _hmac
-    import hashlib
     import base64
+    import hashlib
+    import hmac as _hmac
 
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

@@ -85,7 +85,12 @@ def _big_env(target: str) -> dict[str, Any]:
 CASES: list[Case] = [
     ("invalid JSON", lambda t: "{", lambda t: "{", "malformed"),
     ("not an object", lambda t: "[1]", lambda t: "[1]", "malformed"),
-    ("timestamp true", lambda t: _env(t, timestamp=True), lambda t: _api(t, timestamp=True), "malformed"),
+    (
+        "timestamp true",
+        lambda t: _env(t, timestamp=True),
+        lambda t: _api(t, timestamp=True),
+        "malformed",
+    ),
     (
         "timestamp float",
         lambda t: _env(t, timestamp=float(now_ms())),
@@ -93,7 +98,12 @@ CASES: list[Case] = [
         "malformed",
     ),
     ("numeric target", lambda t: _env(t, target=42), lambda t: _api(t, target=42), "malformed"),
-    ("bad signature", lambda t: _env(t, sign="0" * 32), lambda t: _api(t, sign="0" * 32), "bad_signature"),
+    (
+        "bad signature",
+        lambda t: _env(t, sign="0" * 32),
+        lambda t: _api(t, sign="0" * 32),
+        "bad_signature",
+    ),
     ("expired", _stale_env, _stale_api, "expired"),
     ("too large (UTF-8 bytes)", _big_env, lambda t: _api(t, message=BIG), "too_large"),
     ("target offline", lambda t: _env("gone"), lambda t: _api("gone"), "target_offline"),
@@ -101,9 +111,7 @@ CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-async def test_same_bad_input_same_reason_on_every_way_in(
-    core: RunningServer, case: Case
-) -> None:
+async def test_same_bad_input_same_reason_on_every_way_in(core: RunningServer, case: Case) -> None:
     name, socket_input, api_input, expected = case
     target = await RawClient.connect(core.ws_url, TBL)
     raw = await RawClient.connect(core.ws_url, TBL)
@@ -118,13 +126,12 @@ async def test_same_bad_input_same_reason_on_every_way_in(
         # HTTP API
         body = api_input(target.client_id)
         data = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(
-                f"{core.url}/api/transportMessage",
-                data=data,
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                answer = await resp.json()
+        async with aiohttp.ClientSession() as http, http.post(
+            f"{core.url}/api/transportMessage",
+            data=data,
+            headers={"Content-Type": "application/json"},
+        ) as resp:
+            answer = await resp.json()
         assert answer["error"] == expected, answer
         # nothing reached the target
         with pytest.raises(asyncio.TimeoutError):
@@ -220,7 +227,7 @@ async def test_garbage_frames_are_rate_limited_and_close_after_fifty(core: Runni
             reasons.append(reason(await raw.recv()))
     except websockets.ConnectionClosed as closed:
         code = closed.rcvd.code if closed.rcvd is not None else None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     assert reasons.count("malformed") <= 5 and "rate_limited" in reasons
     assert len(reasons) == 50 and code == 4010
@@ -260,7 +267,10 @@ async def test_engine_versions_option_refuses_eio3(start_server: StartServer) ->
     server = await start_server(apps=APPS, engine={"versions": (4,)})
     async with Polling(server, "/socket.io/") as p:
         r = await p.request("GET", EIO=3, transport="polling")
-        assert r.status == 400 and r.json() == {"code": 5, "message": "Unsupported protocol version"}
+        assert r.status == 400 and r.json() == {
+            "code": 5,
+            "message": "Unsupported protocol version",
+        }
         await p.handshake(4)
     async with aiohttp.ClientSession() as http:
         url = f"{server.ws_url}/socket.io/?EIO=3&transport=websocket"
@@ -279,10 +289,12 @@ async def test_engine_versions_option_refuses_eio3(start_server: StartServer) ->
 async def test_duplicate_engine_parameters_are_refused(
     core: RunningServer, query: str, code: int
 ) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{core.url}/socket.io/?{query}") as resp:
-            assert resp.status == 400
-            assert (await resp.json())["code"] == code
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{core.url}/socket.io/?{query}") as resp,
+    ):
+        assert resp.status == 400
+        assert (await resp.json())["code"] == code
 
 
 async def test_refused_socketio_2x_client_gets_reason_and_message(core: RunningServer) -> None:
