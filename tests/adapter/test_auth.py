@@ -139,9 +139,10 @@ async def api(
     headers: dict[str, str] | None = None,
     method: str = "POST",
 ) -> tuple[int, Any, Any]:
-    async with aiohttp.ClientSession() as session, session.request(
-        method, f"{core.url}/api/{path}", json=body, headers=headers or {}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{core.url}/api/{path}", json=body, headers=headers or {}) as resp,
+    ):
         data = await resp.json() if resp.content_type == "application/json" else None
         return resp.status, data, resp.headers
 
@@ -637,3 +638,35 @@ async def test_hmac_nonce_replay_on_connect_and_message(core: RunningServer) -> 
         assert reason(await first.request(envelope)) == "bad_signature"
     finally:
         await first.close()
+
+
+# -- npm clients: socket.io-client 4.x (auth payload) and 2.x (EIO=3, query string) -------------
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("lib", ["sio4", "sio2"])
+async def test_npm_socketio_clients_with_tokens(core: RunningServer, lib: str) -> None:
+    from .jspeer import JsPeer
+
+    def opts(token: str) -> dict[str, Any]:
+        o: dict[str, Any] = {"transports": ["websocket"], "forceNew": True, "reconnection": False}
+        if lib == "sio4":
+            o["auth"] = {"app": "tok", "token": token}
+        else:
+            o["query"] = urlencode({"app": "tok", "token": token})
+        return o
+
+    peer = await JsPeer.start(lib)
+    try:
+        await peer.connect(core.url, subscribe=("responseMessage",), **opts(mint("alice")))
+        (reply,) = await peer.call("requestMessage", {"data": {"action": "requestId"}})
+        assert reply["data"]["action"] == "saveId" and reply["meta"]["userId"] == "alice"
+        await peer.command(
+            "connect", sock="bad", url=core.url, nsp="/", opts=opts(mint("a", ttl=-5))
+        )
+        refused = await peer.expect("connect_error", sock="bad")
+        expected = {"reason": "expired", "message": "token expired"}
+        # 4.x: err.data; 2.x: the "error" event's argument, as the 2.x reference server sent it
+        assert (refused["data"] if lib == "sio4" else refused["raw"]) == expected, refused
+    finally:
+        await peer.close()
