@@ -1,10 +1,11 @@
 """The routing core: who is connected, for which app and user, and what each action does.
 
-Every way in (socket.io, raw WebSocket, HTTP API) ends here with an authenticated
-:class:`~.connection.Connection` (or, for the API, a signed request) and a decoded JSON value. The
-hub parses it as an envelope, checks the per-message signature, applies the action and answers
-through ``respond``. Identities written by the server (``meta.client`` and ``meta.userId`` of a
-delivery) come from the sender's authenticated connection, never from what it wrote.
+Every way in (socket.io, raw WebSocket, HTTP API) reaches the hub through the ingress pipeline
+(:mod:`.ingress`: rate limit, size, parse, authenticate, dispatch, deny and count), with an
+identity checked by :mod:`.auth` (a signature or a token). The hub parses the envelope, applies
+the action and answers through ``respond``. Identities written by the server (``meta.client``,
+``meta.userId`` and ``meta.info`` of a delivery) come from the sender's authenticated connection,
+never from what it wrote.
 
 Tenancy: every map is keyed by app name first; nothing looks up a client id across apps.
 """
