@@ -45,6 +45,7 @@ APPS: dict[str, dict[str, Any]] = {
         "origins": ["https://ok.example"],
     },
     "tiny": {"key": "tiny-key", "server_key": "tiny-server", "api_rate": 2, "api_burst": 3},
+    "tokapi": {"key": "tokapi-key", "token_secret": SECRET, "api_client_key": True},
 }
 TOK = Signer("tok", "tok-key")
 TOK_SERVER = Signer("tok", "tok-server-key")
@@ -670,3 +671,60 @@ async def test_npm_socketio_clients_with_tokens(core: RunningServer, lib: str) -
         assert (refused["data"] if lib == "sio4" else refused["raw"]) == expected, refused
     finally:
         await peer.close()
+
+
+async def test_api_client_key_cannot_name_a_user_on_a_token_app(core: RunningServer) -> None:
+    signer = Signer("tokapi", "tokapi-key")
+    status, body, _ = await api(core, "broadcast", signed_body(signer, message=1))
+    assert status == 200, body
+    status, body, _ = await api(
+        core, "transportMessage", signed_body(signer, target="x", userId="alice", message=1)
+    )
+    assert (status, body["error"]) == (403, "not_allowed")
+
+
+async def test_socketio_flood_closes_after_fifty_denials(core: RunningServer) -> None:
+    client = await SioClient.connect(core.url, TOK)
+    gone = asyncio.Event()
+    client.sio.on("disconnect", lambda *reason: gone.set())
+    for _ in range(60):
+        await client.sio.emit("requestMessage", {"data": {"action": "fly"}})
+    await asyncio.wait_for(gone.wait(), 5)
+    denials = [client.inbox.get_nowait() for _ in range(client.inbox.qsize())]
+    assert len(denials) == 50
+    assert {reason(d) for d in denials} == {"unknown_action", "rate_limited"}  # burst 40
+
+
+@pytest.mark.slow
+async def test_serve_warns_about_client_policy_apps(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    from .conftest import free_port
+
+    config = tmp_path / "wxio.toml"
+    config.write_text(
+        f'[apps.old]\nkey = "old-key"\n[apps.new]\nkey = "new-key"\ntoken_secret = "{SECRET}"\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wxio.adapter",
+        "serve",
+        "--port",
+        str(free_port()),
+        "--config",
+        str(config),
+        env=dict(os.environ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), 10)).decode() for _ in range(3)]
+        assert "wxio serving" in lines[0]
+        warnings = [line for line in lines if "WARNING" in line]
+        assert len(warnings) == 1 and "'old'" in warnings[0] and "any user id" in warnings[0]
+    finally:
+        proc.terminate()
+        await proc.wait()
