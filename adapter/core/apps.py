@@ -26,6 +26,8 @@
     token_jwks = "keys/shop.jwks.json"           # ...or a JWKS file (keys chosen by kid)
     token_jti = false             # require a jti in every token and accept each one once
     token_grace = 5               # seconds an expired, unrefreshed connection stays open
+    token_audience = "shop"       # require this aud in tokens (a token's aud, when it has one,
+                                  # must always name this app or this value)
 
 See docs/guide.md for what each policy allows.
 """
@@ -73,6 +75,8 @@ class AppConfig:
     token_grace: float = 5.0
     #: Require ``jti`` in tokens and accept each one once (the replay store of the backplane).
     token_jti: bool = False
+    #: Required ``aud`` of tokens (None: ``aud`` optional, but when present it must name the app).
+    token_audience: str | None = None
     #: How tokens are verified (None: this app takes no tokens).
     tokens: TokenKeys | None = None
 
@@ -85,6 +89,9 @@ class AppConfig:
 
     def __repr__(self) -> str:  # never print the keys
         return f"AppConfig(name={self.name!r}, scheme={self.scheme!r})"
+
+
+_TOKEN_OPTIONS = {"token_algorithm", "token_jti", "token_grace", "token_audience"}
 
 
 def _secret(env: Any, table: dict[str, Any], name: str, default_env: str) -> str | None:
@@ -153,7 +160,7 @@ class AppRegistry:
                 table.get("token_public_key"),
                 table.get("token_jwks"),
             )
-            if tokens is None and {"token_algorithm", "token_jti", "token_grace"} & set(table):
+            if tokens is None and _TOKEN_OPTIONS & set(table):
                 algorithm = options.get("token_algorithm", "HS256")
                 need = "token_secret" if algorithm == "HS256" else "token_public_key or token_jwks"
                 raise ConfigError(f"[apps.{name}]: {algorithm} tokens need {need}")
@@ -174,14 +181,28 @@ class AppRegistry:
         return cls(apps)
 
     def warnings(self) -> list[str]:
-        """What the start-up log says about apps whose policy lets clients claim identities."""
-        return [
+        """What the start-up log says about apps whose policy lets clients claim identities, and
+        about apps whose tokens are valid on each other."""
+        out = [
             f'app {app.name!r}: user_id = "client": any client that holds the app\'s key (every '
             "copy of the app has it) may connect as any user id, receive that user's messages and "
             'drain their offline inbox. Issue tokens from your backend and set user_id = "token".'
             for app in self.apps.values()
             if app.user_id == "client"
         ]
+        by_secret: dict[str, list[str]] = {}
+        for app in self.apps.values():
+            if app.tokens is not None and app.tokens.algorithm == "HS256":
+                if app.token_audience is None:
+                    by_secret.setdefault(str(app.tokens.key), []).append(app.name)
+        for names in by_secret.values():
+            if len(names) > 1:
+                out.append(
+                    f"apps {', '.join(sorted(names))} share a token secret: a token without aud "
+                    "is valid on each of them. Put the app in the tokens' aud and set "
+                    "token_audience, or give each app its own secret."
+                )
+        return out
 
     @classmethod
     def demo(cls, environ: dict[str, str] | None = None) -> AppRegistry:

@@ -8,7 +8,8 @@ Two kinds of credential reach the routing core:
   id (the mobile-sdk's behaviour); under ``user_id = "token"`` it connects without one.
 - **A token** (JWT) that the app's backend issued after its own login: ``sub`` is the user id,
   ``exp`` and ``iat`` are required, ``info`` (optional) travels to receivers as the sender's
-  info, ``jti`` is accepted once where the app sets ``token_jti``. HS256 with a ``token_secret``
+  info, ``jti`` is accepted once where the app sets ``token_jti``, ``aud`` (where present, or
+  where the app sets ``token_audience``) must name the app. HS256 with a ``token_secret``
   that is neither the client key nor the server key, or RS256/ES256 with a public key or JWKS
   file. The user id of a token connection comes only from the token.
 
@@ -319,6 +320,13 @@ class Authenticator:
             raise Denied(DenyReason.BAD_SIGNATURE, "token not valid yet")
         if now >= exp:
             raise Denied(DenyReason.EXPIRED, "token expired")
+        audience = payload.get("aud")
+        if audience is not None or app.token_audience is not None:
+            names = audience if isinstance(audience, list) else [audience]
+            wanted = {app.name} if app.token_audience is None else {app.token_audience}
+            if not wanted & {a for a in names if isinstance(a, str)}:
+                # A backend that signs for several apps with one key names the app in aud.
+                raise Denied(DenyReason.BAD_SIGNATURE, "token aud does not name this app")
         sub = payload.get("sub")
         if not isinstance(sub, str) or not 0 < len(sub) <= env.MAX_ID_LEN:
             raise Denied(DenyReason.BAD_SIGNATURE, f"token sub must be 1 to {env.MAX_ID_LEN} chars")

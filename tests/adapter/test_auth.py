@@ -728,3 +728,23 @@ async def test_serve_warns_about_client_policy_apps(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_token_aud_keeps_apps_that_share_a_secret_apart(start_server: StartServer) -> None:
+    apps = {
+        "a": {"key": "a-key", "token_secret": SECRET},
+        "b": {"key": "b-key", "token_secret": SECRET},
+        "c": {"key": "c-key", "token_secret": SECRET, "token_audience": "c"},
+    }
+    warnings = AppRegistry.from_config(apps, environ={}).warnings()
+    assert any("a, b share a token secret" in w for w in warnings)
+    core = await start_server(apps=apps)
+    for_a = mint("alice", aud="a")
+    client = await raw_token(core, for_a, app="a")
+    await client.close()
+    assert (await raw_refused(core, {"app": "b", "token": for_a}))[0] == "bad_signature"
+    assert (await raw_refused(core, {"app": "c", "token": for_a}))[0] == "bad_signature"
+    # token_audience: aud is required
+    assert (await raw_refused(core, {"app": "c", "token": mint("alice")}))[0] == "bad_signature"
+    client = await raw_token(core, mint("alice", aud=["x", "c"]), app="c")
+    await client.close()
