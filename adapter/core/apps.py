@@ -192,9 +192,9 @@ class AppRegistry:
         ]
         by_secret: dict[str, list[str]] = {}
         for app in self.apps.values():
-            if app.tokens is not None and app.tokens.algorithm == "HS256":
-                if app.token_audience is None:
-                    by_secret.setdefault(str(app.tokens.key), []).append(app.name)
+            tokens = app.tokens
+            if tokens is not None and tokens.algorithm == "HS256" and app.token_audience is None:
+                by_secret.setdefault(str(tokens.key), []).append(app.name)
         for names in by_secret.values():
             if len(names) > 1:
                 out.append(
