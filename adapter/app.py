@@ -68,7 +68,8 @@ def build_app(
         from .cluster.rooms import ClusterEmitter
 
         emitter = ClusterEmitter(io, hub.backplane)
-        io.cluster = emitter
+        if hub.backplane.shared:  # one node alone publishes nothing
+            io.cluster = emitter
         hub.node_handlers["sio"] = emitter.on_message
         options = core_options or CoreOptions()
         bind_socketio(hub, io, options)

@@ -33,8 +33,11 @@ from ..protocol.engineio.session import (
     UpgradeAborted,
     Upgraded,
 )
+from ..protocol.engineio.packets import Packet, PacketType, encode_binary, encode_text
+from ..protocol.wsframe import binary_frame, text_frame
 from .cluster.forward import Forwarder
 from .config import EngineOptions
+from .transports.outbox import Backlog, FrameWriter, message_frame
 
 log = logging.getLogger("wxio.engine")
 
@@ -78,13 +81,11 @@ class EngineSocket:
         "get_waiter",
         "ws",
         "probe_ws",
-        "ws_transport",
-        "_wakeup",
-        "_writer",
+        "writer",
+        "backlog",
         "_timer",
         "_timer_at",
-        "_slow_timer",
-        "_drained",
+        "_closing_ws",
         "_closed_reported",
         "__weakref__",
     )
@@ -102,15 +103,16 @@ class EngineSocket:
         self.get_waiter: asyncio.Future[None] | None = None
         self.ws: web.WebSocketResponse | None = None
         self.probe_ws: web.WebSocketResponse | None = None
-        #: The TCP transport under ``ws``, so a slow reader can be cut off (see _slow_check).
-        self.ws_transport: asyncio.Transport | None = None
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        #: The outbox of the active WebSocket (None on polling).
+        self.writer: FrameWriter | None = None
+        opts = server.options
+        #: The slow-reader policy while on polling (the WebSocket writer has its own).
+        self.backlog = Backlog(
+            opts.max_buffered_bytes, opts.slow_grace, self._slow, self._polling_backlog
+        )
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._slow_timer: asyncio.TimerHandle | None = None
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self._closing_ws = False
         self._closed_reported = False
 
     @property
@@ -133,59 +135,95 @@ class EngineSocket:
 
     def send(self, data: str | bytes) -> None:
         """Queue one Engine.IO message."""
+        writer = self.writer
+        if writer is not None and self.session.state is State.OPEN:
+            # On an open WebSocket a message goes straight to the outbox as a ready frame.
+            writer.write_frame(self._frame(data))
+            return
         self.session.send_message(data)
+        self._after_send()
+
+    def send_frame(self, text_frame: bytes, text: str) -> None:
+        """Queue a message whose WebSocket frame was built once for many receivers
+        (:func:`~.transports.outbox.message_frame`); ``text`` is used on polling."""
+        writer = self.writer
+        if writer is not None and self.session.state is State.OPEN:
+            writer.write_frame(text_frame)
+            return
+        self.session.send_message(text)
         self._after_send()
 
     def send_many(self, items: list[str | bytes]) -> None:
         """Queue several messages (a Socket.IO packet and its attachments) and wake once."""
+        writer = self.writer
+        if writer is not None and self.session.state is State.OPEN:
+            for data in items:
+                writer.write_frame(self._frame(data))
+            return
         for data in items:
             self.session.send_message(data)
         self._after_send()
 
+    def _frame(self, data: str | bytes) -> bytes:
+        if isinstance(data, str):
+            return message_frame(data)
+        return binary_frame(encode_binary(Packet(PacketType.MESSAGE, data), self.session.eio))
+
+    def _frames(self) -> list[bytes]:
+        """The session's own queue (open, ping, noop, close packets...) as WebSocket frames."""
+        eio = self.session.eio
+        return [
+            binary_frame(encode_binary(p, eio))
+            if isinstance(p.data, bytes)
+            else text_frame(encode_text(p))
+            for p in self.session.take_outbox()
+        ]
+
     def _after_send(self) -> None:
-        session, opts = self.session, self.server.options
-        if (
-            session.queued_bytes > opts.max_buffered_bytes
-            or session.outbox_len > opts.max_buffered_packets
-        ):
-            self._drained.clear()
-            if self._slow_timer is None and not self.closed:
-                loop = asyncio.get_running_loop()
-                self._slow_timer = loop.call_later(opts.slow_grace, self._slow_check)
+        self.backlog.check()
         self._kick()
 
-    def _slow_check(self) -> None:
-        self._slow_timer = None
-        session, opts = self.session, self.server.options
-        if (
-            session.queued_bytes > opts.max_buffered_bytes
-            or session.outbox_len > opts.max_buffered_packets
-        ):
-            log.info("%s closed: slow reader (%d bytes queued)", self.sid, session.queued_bytes)
-            self.close(CloseReason.TRANSPORT_ERROR)
-            # A client that does not read takes neither the close packet nor a WebSocket close
-            # frame: a graceful close would leave the writer blocked on the full socket, and the
-            # connection (with its buffers) open, for as long as the client likes. Cut it.
-            if self.ws_transport is not None:
-                self.ws_transport.abort()
+    def _polling_backlog(self) -> int:
+        session = self.session
+        if session.outbox_len > self.server.options.max_buffered_packets:
+            return self.server.options.max_buffered_bytes + 1
+        return session.queued_bytes
+
+    def _slow(self) -> None:
+        log.info("%s closed: slow reader", self.sid)
+        self.session.close(CloseReason.TRANSPORT_ERROR)
+        self.pump()
 
     def outbox_drained(self) -> None:
-        """Called by a transport after it took the outbox."""
-        if not self._drained.is_set():
-            self._drained.set()
+        """Called by the polling transport after it took the outbox."""
+        self.backlog.cancel()
 
     async def wait_drained(self) -> None:
         """Readers await this before taking more input from a client that does not read."""
-        await self._drained.wait()
+        writer = self.writer
+        await (writer.backlog if writer is not None else self.backlog).wait_drained()
 
     def _kick(self) -> None:
-        if not self.session.has_outbox() and self.session.state is State.OPEN:
+        session = self.session
+        if not session.has_outbox() and session.state is State.OPEN:
             return
         waiter = self.get_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self.ws is not None:
-            self._wakeup.set()
+        writer = self.writer
+        if writer is not None:
+            if session.state is State.CLOSED:
+                # The close packet goes out after everything queued, then the socket closes.
+                writer.close()
+                self._close_ws()
+            else:
+                writer.schedule()
+
+    def _close_ws(self) -> None:
+        ws = self.ws
+        if ws is not None and not ws.closed and not self._closing_ws:
+            self._closing_ws = True
+            self.server.spawn(ws.close())
 
     def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
         """Close the session from the server side: a close packet goes out, then the transport."""
@@ -246,7 +284,21 @@ class EngineSocket:
         waiter = self.get_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)  # the held GET ends with a noop (see polling.handle_get)
-        self.start_writer()
+        self.backlog.cancel()
+
+    def attach_websocket(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport) -> None:
+        """Make ``ws`` (over ``transport``) the session's writer; what the session queued before
+        goes out first."""
+        opts = self.server.options
+        self.ws = ws
+        self.writer = FrameWriter(
+            transport,
+            max_bytes=opts.max_buffered_bytes,
+            grace=opts.slow_grace,
+            on_slow=self._slow,
+            pull=self._frames,
+        )
+        self.writer.flush()
 
     def _close_probe(self) -> None:
         ws, self.probe_ws = self.probe_ws, None
@@ -259,46 +311,15 @@ class EngineSocket:
         self._closed_reported = True
         log.debug("%s closed (%s)", self.sid, reason.value)
         self.server.sessions.pop(self.sid, None)
-        for timer in (self._timer, self._slow_timer):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._slow_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
         self._timer_at = None
-        self._drained.set()
+        self.backlog.cancel()
         try:
             self.server.handler.on_close(self, reason.value)
         except Exception:
             log.exception("%s: close handler failed", self.sid)
-
-    # -- WebSocket writer ----------------------------------------------------------------------
-
-    def start_writer(self) -> None:
-        if self._writer is None and self.ws is not None:
-            self._writer = self.server.spawn(self._write_loop(self.ws))
-            self._wakeup.set()
-
-    async def _write_loop(self, ws: web.WebSocketResponse) -> None:
-        from .transports.websocket import write_packets
-
-        session = self.session
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                packets = session.take_outbox()
-                self.outbox_drained()
-                if packets:
-                    await write_packets(ws, packets, session.eio)
-                if session.state is State.CLOSED and not session.has_outbox():
-                    break
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
-            pass
-        finally:
-            if not ws.closed:
-                await ws.close()
-            if not self.closed:
-                self.session.close(CloseReason.TRANSPORT_CLOSE)
-                self.pump()
 
 
 class EngineServer:

@@ -106,6 +106,8 @@ return dropped
 class RedisBackplane:
     """See the module docstring. ``url`` is a redis:// URL; ``prefix`` names the cluster."""
 
+    shared = True
+
     def __init__(
         self,
         url: str,

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..core.backplane import Backplane, BackplaneError
 
 if TYPE_CHECKING:
     from ..sio import SocketIOServer
-    from ..sio.namespace import BroadcastOperator
 
 log = logging.getLogger("wxio.cluster")
 
@@ -29,17 +29,23 @@ class ClusterEmitter:
         #: memory.
         self.in_flight = 0
 
-    def publish_emit(
-        self, nsp: str, text: str, attachments: list[bytes], op: BroadcastOperator
+    def publish(
+        self,
+        nsp: str,
+        text: str,
+        attachments: list[bytes],
+        rooms: Iterable[str],
+        excluded: Iterable[str],
     ) -> None:
+        """Send an encoded packet to the sockets of ``rooms`` (all when empty) but those in
+        ``excluded``, on every other node."""
         message = {
             "t": "sio",
             "nsp": nsp,
             "text": text,
             "atts": [base64.b64encode(a).decode("ascii") for a in attachments],
-            "rooms": sorted(op.rooms),
-            # A skipped socket id is a room too (every socket is in its own).
-            "except": sorted(op.excluded | op.skip),
+            "rooms": sorted(rooms),
+            "except": sorted(excluded),
         }
         if self.in_flight >= MAX_IN_FLIGHT:
             log.warning(

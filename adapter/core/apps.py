@@ -11,6 +11,7 @@
     verify_message_sign = true    # check meta.sign on every message, not only at connect
     inbox_size = 100              # offline messages kept per user
     inbox_ttl = 86400             # seconds an offline message is kept
+    keep_until_ack = true         # a message to a user is kept until acknowledged, not just sent
     max_message_bytes = 65536     # an encoded envelope larger than this is denied
     rate = 20                     # messages per second per connection (token bucket)
     burst = 40
@@ -58,6 +59,9 @@ class AppConfig:
     verify_message_sign: bool = True
     inbox_size: int = 100
     inbox_ttl: float = 86400.0
+    #: A message to a client with a user id stays in the user's inbox until the client
+    #: acknowledges its msgId (redelivered after a dropped connection), not only while offline.
+    keep_until_ack: bool = True
     max_message_bytes: int = 65536
     rate: float = 20.0
     burst: int = 40

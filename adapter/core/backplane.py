@@ -35,6 +35,8 @@ class Backplane(Protocol):
     directory: Directory
     inbox: Inbox
     replay: Any
+    #: Whether other nodes share this state (False: one node, nothing to publish).
+    shared: bool
     #: Set by the hub: re-register local state after the shared state was lost.
     on_resync: Callable[[], Awaitable[None]] | None
 
@@ -56,6 +58,9 @@ class Backplane(Protocol):
 
 class MemoryBackplane:
     """One node, everything in this process."""
+
+    #: No other node shares this state: nothing needs publishing.
+    shared = False
 
     def __init__(self, node_id: str | None = None) -> None:
         self.node_id = node_id or secrets.token_hex(4)

@@ -9,7 +9,6 @@ Each authenticates a client with the same credentials (a ``token``, or ``app``, 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ from ...protocol import jsonutil
 from ...protocol.envelope import Action, DenyReason
 from ...protocol.errors import RemoteProtocolError
 from ..sio import ConnectionRefused, EventContext, Socket, SocketIOServer
+from ..transports.outbox import FrameWriter
 from .auth import AUTH_HEADERS, credentials
 from .connection import CLOSE_CODES, Outgoing, RawConnection, SocketIOConnection
-from .hub import Denied, Hub
+from .hub import Denied, Hub, Respond
 from .ingress import Ingress
 
 log = logging.getLogger("wxio.core")
@@ -41,8 +41,10 @@ class CoreOptions:
     api_prefix: str = "/api"
     #: Seconds between WebSocket pings on the raw endpoint (0: off).
     raw_heartbeat: float = 25.0
-    #: Outbound bytes a raw client may have queued before it is closed as a slow reader.
+    #: Outbound bytes a raw client may have queued before it is closed as a slow reader...
     raw_max_buffered_bytes: int = 4 * 1024 * 1024
+    #: ...if it stays over them this many seconds (the Engine.IO sessions' policy too).
+    raw_slow_grace: float = 5.0
     #: Largest raw WebSocket frame or API body accepted, in bytes: a larger frame is answered
     #: with ``deny too_large`` and the connection closes with 4009 (the rest of the frame cannot
     #: be skipped); a larger API body is a 413.
@@ -78,8 +80,7 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     async def on_connect(socket: Socket) -> None:
         conn: SocketIOConnection | None = socket.data.get("core")
         if conn is not None:
-            conn.flush_early()
-            await hub.welcome(conn)
+            await hub.welcome(conn)  # the inbox, then what came since the CONNECT reply
 
     async def on_gone(socket: Socket, *reason: str) -> None:
         conn = socket.data.pop("core", None)
@@ -96,12 +97,13 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
                 raw = jsonutil.loads(raw)
             except RemoteProtocolError:
                 pass
+        respond: Respond = conn.deliver
         if ctx.wants_ack:
 
-            def respond(out: Outgoing) -> None:
+            def answer(out: Outgoing) -> None:
                 ctx.ack(out.envelope)
-        else:
-            respond = conn.deliver
+
+            respond = answer
         await hub.handle(conn, raw, respond)
 
     nsp.authorize(authorize)
@@ -144,18 +146,25 @@ class RawEndpoint:
             await ws.close(code=code, message=str(denied.reason).encode())
             return ws
         app = ident.app
+        assert request.transport is not None  # prepared: the connection is open
+        writer = FrameWriter(
+            request.transport,
+            max_bytes=opts.raw_max_buffered_bytes,
+            grace=opts.raw_slow_grace,
+            on_slow=lambda: log.info("%s closed: slow reader", conn.client_id),
+        )
         conn = RawConnection(
             secrets.token_urlsafe(15),
             app,
             ident.user_id,
             hub.clock(),
             ws,
-            opts.raw_max_buffered_bytes,
+            writer,
         )
         hub.ingress.attach(conn, ident)
         ws.conn = conn
-        writer = asyncio.get_running_loop().create_task(conn.run_writer())
-        await hub.register(conn)  # reachable before the greeting tells the client its id
+        # Greeted first, then reachable: nothing can reach the client before its greeting, and
+        # what comes during registration and the inbox is held, in order, until the welcome.
         greeting = env.message(
             Action.CONNECT,
             None,
@@ -167,6 +176,7 @@ class RawEndpoint:
         conn.send_text(env.encode(greeting))
         log.info("%s connected (raw, app %s)", conn.client_id, app.name)
         try:
+            await hub.register(conn)
             await hub.welcome(conn)
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
@@ -175,14 +185,13 @@ class RawEndpoint:
                     hub.ingress.binary(conn, conn.deliver)
                 else:
                     break
+                await writer.backlog.wait_drained()  # a client that does not read is not read
         finally:
-            await hub.detach(conn)
+            await hub.detach(conn)  # unroutable before the transport goes
             log.info("%s disconnected (raw)", conn.client_id)
-            conn.stop()
-            try:
-                await writer
-            except Exception:
-                pass
+            writer.close()
+            if not ws.closed:
+                await ws.close()
         return ws
 
     async def _on_text(self, conn: RawConnection, text: str) -> None:
@@ -204,9 +213,15 @@ class RawSocket(web.WebSocketResponse):
         self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
     ) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
-            try:
-                await self.send_str(self.ingress.oversized(self.conn, self.limit))
-            except (ConnectionError, RuntimeError):
-                pass
+            deny = self.ingress.oversized(self.conn, self.limit)
+            conn = self.conn
+            if conn is not None:  # after what the connection has queued, then no more
+                conn.writer.write_text(deny)
+                conn.writer.close()
+            else:
+                try:
+                    await self.send_str(deny)
+                except (ConnectionError, RuntimeError):
+                    pass
             code, message = CLOSE_CODES[DenyReason.TOO_LARGE], b"too_large"
         return await super().close(code=code, message=message, drain=drain)

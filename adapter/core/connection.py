@@ -1,7 +1,7 @@
 """A client as the routing core sees it, whatever way it came in.
 
-The hub only calls :meth:`Connection.deliver` and :meth:`Connection.close`; each kind of client
-turns an envelope into its own wire form. An :class:`Outgoing` caches those forms so that a
+The hub only calls :meth:`Connection.deliver`, :meth:`Connection.send` and
+:meth:`Connection.close`; each kind of client turns an envelope into its own wire form. An :class:`Outgoing` caches those forms so that a
 broadcast is encoded once per kind of client, not once per client.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import jsonutil
 from ...protocol.envelope import DenyReason
 from ...protocol.socketio import Packet, PacketType, encode
+from ...protocol.wsframe import text_frame
+from ..transports.outbox import FrameWriter, message_frame
 from .apps import AppConfig
 from .limits import TokenBucket
 
@@ -42,45 +43,84 @@ CLOSE_CODES: dict[DenyReason, int] = {
 }
 
 
-#: Deliveries held for a socket.io client between its registration and its CONNECT reply.
-MAX_EARLY = 1000
+#: Deliveries held for a client while it is being welcomed (greeting, CONNECT reply, inbox).
+MAX_HELD = 1000
 
 
 class Outgoing:
-    """One envelope on its way to one or many clients, encoded at most once per wire form."""
+    """One envelope on its way to one or many clients, encoded at most once per wire form.
+    ``kept``: the envelope is in its user's inbox until acknowledged (ask for the ack)."""
 
-    __slots__ = ("envelope", "msg_id", "_json", "_sio")
+    __slots__ = ("envelope", "msg_id", "kept", "_json", "_frame", "_sio")
 
-    def __init__(self, envelope: dict[str, Any], msg_id: str | None = None) -> None:
+    def __init__(
+        self, envelope: dict[str, Any], msg_id: str | None = None, *, kept: bool = False
+    ) -> None:
         self.envelope = envelope
         self.msg_id = msg_id
+        self.kept = kept
         self._json: str | None = None
-        self._sio: dict[tuple[str, str], str] = {}
+        self._frame: bytes | None = None
+        self._sio: dict[tuple[str, str], tuple[str, bytes]] = {}
 
     def json(self) -> str:
         if self._json is None:
             self._json = jsonutil.dumps(self.envelope)
         return self._json
 
-    def sio_text(self, nsp: str, event: str) -> str:
+    def frame(self) -> bytes:
+        """The raw endpoint's WebSocket frame, built once for every receiver."""
+        if self._frame is None:
+            self._frame = text_frame(self.json())
+        return self._frame
+
+    def sio_text(self, nsp: str, event: str, ack_id: int | None = None) -> str:
+        if ack_id is not None:
+            return self._sio_head(nsp, event, ack_id) + self.json() + "]"
+        return self.sio_message(nsp, event)[0]
+
+    def sio_message(self, nsp: str, event: str) -> tuple[str, bytes]:
+        """``2["event",<envelope>]`` and its Engine.IO WebSocket frame, built once."""
         key = (nsp, event)
-        text = self._sio.get(key)
-        if text is None:
-            # `2["event"]` with the envelope's JSON spliced in: it is encoded once, already.
-            head, _ = encode(Packet(PacketType.EVENT, nsp, [event]))
-            text = head[:-1] + "," + self.json() + "]"
-            self._sio[key] = text
-        return text
+        cached = self._sio.get(key)
+        if cached is None:
+            text = self._sio_head(nsp, event, None) + self.json() + "]"
+            cached = self._sio[key] = (text, message_frame(text))
+        return cached
+
+    @staticmethod
+    def _sio_head(nsp: str, event: str, ack_id: int | None) -> str:
+        # `2["event"` plus a comma: the envelope's JSON is spliced in, it is encoded once.
+        head, _ = encode(Packet(PacketType.EVENT, nsp, [event], ack_id))
+        return head[:-1] + ","
 
     def size(self) -> int:
-        return len(self.json())
+        """The encoded size in UTF-8 bytes (what the app's message limit applies to)."""
+        text = self.json()
+        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 class Connection:
-    """Base class: identity, limits, and what every kind of client must implement."""
+    """Base class: identity, limits, the welcome hold and ack bookkeeping; each kind of client
+    implements :meth:`write` (put an envelope on its wire) and :meth:`close`.
+
+    Lifecycle: created *held* (deliveries queue in order while the client is greeted and its
+    inbox delivered), then :meth:`release`-d; :meth:`stop` makes it unroutable before its
+    transport goes away, so :meth:`deliver` says False and the hub keeps the message instead.
+    """
 
     kind = "abstract"
-    __slots__ = ("client_id", "app", "user_id", "bucket", "denials")
+    __slots__ = (
+        "client_id",
+        "app",
+        "user_id",
+        "bucket",
+        "denials",
+        "on_ack",
+        "unacked",
+        "_held",
+        "_routable",
+    )
 
     def __init__(self, client_id: str, app: AppConfig, user_id: str | None, now: float) -> None:
         self.client_id = client_id
@@ -89,9 +129,59 @@ class Connection:
         self.bucket = TokenBucket(app.rate, app.burst, now)
         #: Denials in a row; a client that keeps sending garbage or flooding is cut off.
         self.denials = 0
+        #: ``on_ack(msg_id)``: the hub's inbox acknowledgement, for clients that ack by callback.
+        self.on_ack: Callable[[str], None] | None = None
+        #: Kept messages written here and not acknowledged yet (insertion-ordered, bounded):
+        #: they are not written again when the inbox is delivered to this connection.
+        self.unacked: dict[str, None] = {}
+        self._held: list[Outgoing] | None = []
+        self._routable = True
 
-    def deliver(self, out: Outgoing, on_ack: Callable[[], None] | None = None) -> None:
-        """Send an envelope; ``on_ack`` runs if the client acknowledges it (inbox messages)."""
+    @property
+    def routable(self) -> bool:
+        return self._routable
+
+    def deliver(self, out: Outgoing) -> bool:
+        """Send an envelope, or hold it during the welcome. False when this connection can no
+        longer take it (the caller keeps it elsewhere or reports it undelivered)."""
+        if not self._routable:
+            return False
+        held = self._held
+        if held is not None:
+            if len(held) >= MAX_HELD:
+                return False
+            held.append(out)
+            return True
+        return self.send(out)
+
+    def send(self, out: Outgoing) -> bool:
+        """Write now, bypassing the hold (the greeting and the inbox go first)."""
+        msg_id = out.msg_id
+        if out.kept and msg_id is not None:
+            if msg_id in self.unacked:
+                return True  # written here already; the client acks it once
+            unacked = self.unacked
+            unacked[msg_id] = None
+            if len(unacked) > self.app.inbox_size:
+                del unacked[next(iter(unacked))]
+        return self.write(out)
+
+    def acked(self, msg_id: str) -> None:
+        self.unacked.pop(msg_id, None)
+
+    def release(self) -> None:
+        """End the welcome: held deliveries go out, in order (ones already written are skipped
+        by :meth:`send`)."""
+        held, self._held = self._held, None
+        for out in held or ():
+            self.send(out)
+
+    def stop(self) -> None:
+        """Stop being routable; what is held is dropped (kept messages stay in the inbox)."""
+        self._routable = False
+        self._held = None
+
+    def write(self, out: Outgoing) -> bool:
         raise NotImplementedError
 
     def close(self, reason: DenyReason) -> None:
@@ -99,35 +189,35 @@ class Connection:
 
 
 class SocketIOConnection(Connection):
-    """A socket.io client on the core's namespace: envelopes travel as ``responseMessage``."""
+    """A socket.io client on the core's namespace: envelopes travel as ``responseMessage``;
+    kept messages ask for an ack callback, which acknowledges them in the inbox."""
 
     kind = "socketio"
-    __slots__ = ("socket", "event", "early")
+    __slots__ = ("socket", "event")
 
     def __init__(self, socket: Socket, app: AppConfig, user_id: str | None, now: float, event: str):
         super().__init__(socket.id, app, user_id, now)
         self.socket = socket
         self.event = event
-        #: Deliveries that came between registration and the CONNECT reply.
-        self.early: list[tuple[Outgoing, Callable[[], None] | None]] | None = []
 
-    def flush_early(self) -> None:
-        early, self.early = self.early, None
-        for out, on_ack in early or ():
-            self.deliver(out, on_ack)
-
-    def deliver(self, out: Outgoing, on_ack: Callable[[], None] | None = None) -> None:
+    def write(self, out: Outgoing) -> bool:
         socket = self.socket
-        if self.early is not None:  # until the connect handler flushes them, in order
-            if len(self.early) < MAX_EARLY:
-                self.early.append((out, on_ack))
-            return
         if not socket.connected:
-            return
-        if on_ack is None:
-            socket.client.esock.send(out.sio_text(socket.nsp.name, self.event))
+            return False
+        esock = socket.client.esock
+        on_ack, msg_id = self.on_ack, out.msg_id
+        if out.kept and on_ack is not None and msg_id is not None:
+
+            def acked(*_: Any) -> None:
+                self.acked(msg_id)
+                on_ack(msg_id)
+
+            ack_id = socket.register_ack(acked, timeout=0)
+            esock.send(out.sio_text(socket.nsp.name, self.event, ack_id))
         else:
-            socket.emit(self.event, out.envelope, callback=lambda *args: on_ack())
+            text, frame = out.sio_message(socket.nsp.name, self.event)
+            esock.send_frame(frame, text)
+        return True
 
     def close(self, reason: DenyReason) -> None:
         self.socket.disconnect()
@@ -135,22 +225,11 @@ class SocketIOConnection(Connection):
 
 class RawConnection(Connection):
     """A plain WebSocket client (``wx.connectSocket`` with no library): one JSON envelope per
-    text frame. Acks come back as ``ack`` envelopes (the hub handles them), so ``on_ack`` is
-    not used here.
-
-    Frames wait in a bounded outbox drained by one writer task (:meth:`run_writer`); a client
-    that stops reading while the outbox is full is closed as a slow reader."""
+    text frame, through the connection's :class:`~..transports.outbox.FrameWriter` (one
+    slow-reader policy for every WebSocket client). Acks come back as ``ack`` envelopes."""
 
     kind = "raw"
-    __slots__ = (
-        "ws",
-        "outbox",
-        "queued_bytes",
-        "max_bytes",
-        "_wakeup",
-        "_closing",
-        "_stopped",
-    )
+    __slots__ = ("ws", "writer", "_closing")
 
     def __init__(
         self,
@@ -159,59 +238,33 @@ class RawConnection(Connection):
         user_id: str | None,
         now: float,
         ws: web.WebSocketResponse,
-        max_bytes: int,
+        writer: FrameWriter,
     ) -> None:
         super().__init__(client_id, app, user_id, now)
         self.ws = ws
-        self.outbox: deque[str] = deque()
-        self.queued_bytes = 0
-        self.max_bytes = max_bytes
-        self._wakeup = asyncio.Event()
-        self._closing: DenyReason | None = None
-        self._stopped = False
+        self.writer = writer
+        self._closing = False
+
+    def write(self, out: Outgoing) -> bool:
+        if self.ws.closed:
+            return False
+        return self.writer.write_frame(out.frame())
 
     def send_text(self, text: str) -> None:
-        if self._closing is not None:
-            return
-        if self.queued_bytes + len(text) > self.max_bytes:
-            log.info("%s closed: slow reader", self.client_id)
-            self.close(DenyReason.RATE_LIMITED)
-            return
-        self.outbox.append(text)
-        self.queued_bytes += len(text)
-        self._wakeup.set()
-
-    def deliver(self, out: Outgoing, on_ack: Callable[[], None] | None = None) -> None:
-        self.send_text(out.json())
+        self.writer.write_text(text)
 
     def close(self, reason: DenyReason) -> None:
-        if self._closing is None:
-            self._closing = reason
-            self._wakeup.set()
+        """Deny-close: what is queued goes first, then a close frame with the reason's code."""
+        if self._closing:
+            return
+        self._closing = True
+        self.stop()
+        self.writer.close()
+        code = CLOSE_CODES.get(reason, 4000)
+        task = asyncio.ensure_future(self.ws.close(code=code, message=str(reason).encode()))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
 
-    def stop(self) -> None:
-        """End the writer after what is queued (the transport is going away)."""
-        if self._closing is None:
-            self._closing = DenyReason.MALFORMED
-            self._stopped = True
-            self._wakeup.set()
 
-    async def run_writer(self) -> None:
-        ws = self.ws
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self.outbox:
-                    text = self.outbox.popleft()
-                    self.queued_bytes -= len(text)
-                    await ws.send_str(text)
-                if self._closing is not None:
-                    if self._stopped:
-                        await ws.close()
-                        return
-                    code = CLOSE_CODES.get(self._closing, 4000)
-                    await ws.close(code=code, message=str(self._closing).encode())
-                    return
-        except (ConnectionError, RuntimeError):
-            pass
+#: Close handshakes under way (referenced until done).
+_CLOSING: set[asyncio.Task[Any]] = set()

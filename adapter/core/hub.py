@@ -41,6 +41,11 @@ NODE_TIMEOUT = 2.0
 #: How long, and for how many targets, a remote target's node is remembered.
 ROUTE_CACHE_TTL = 1.0
 ROUTE_CACHE_SIZE = 100_000
+#: Seconds after a shared-state failure during which sends to connected clients do not wait on
+#: the inbox (they are delivered "sent", not kept): a stalled Redis must not stall local sends.
+KEEP_RETRY = 5.0
+#: Seconds a send to a connected client waits for the shared inbox before it goes out unkept.
+KEEP_WAIT = 1.0
 
 
 class Outcome(NamedTuple):
@@ -48,9 +53,13 @@ class Outcome(NamedTuple):
     msg_id: str
     delivered: int = 0
     dropped: tuple[str, ...] = ()
+    #: True: kept in the user's inbox until acknowledged; False: written to the connection
+    #: (lost if the connection drops before the client reads it).
+    kept: bool = False
 
 
-Respond = Callable[[Outgoing], None]
+#: Where an answer goes (what it returns, e.g. whether it was sent, is not used).
+Respond = Callable[[Outgoing], object]
 
 
 class Hub:
@@ -88,9 +97,10 @@ class Hub:
         #: This node's connections.
         self.connections: dict[tuple[str, str], Connection] = {}
         self.by_app: dict[str, dict[str, Connection]] = {}
-        #: (app, target) -> (client, node, until): recent remote routes (see _remember_route).
-        self._routes: dict[tuple[str, str], tuple[str, str, float]] = {}
+        #: (app, target) -> (client, node, user, until): recent remote routes.
+        self._routes: dict[tuple[str, str], tuple[str, str, str | None, float]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._keep_off_until = 0.0
         #: Handlers of other layers' node messages, by type (e.g. "sio" room emits).
         self.node_handlers: dict[str, NodeHandler] = {}
         self._actions = {
@@ -136,8 +146,11 @@ class Hub:
 
     async def register(self, conn: Connection) -> None:
         """Make a connection reachable by its client id (and its user id), here and in the
-        cluster. Follow with :meth:`welcome` so that a user coming back gets their inbox."""
+        cluster. It is still held: deliveries queue until :meth:`welcome` has delivered the
+        user's inbox, so a client that was greeted first gets everything after, in order."""
         app = conn.app.name
+        if conn.user_id is not None:
+            conn.on_ack = self._acker(app, conn.user_id)
         self.connections[(app, conn.client_id)] = conn
         self.by_app.setdefault(app, {})[conn.client_id] = conn
         try:
@@ -149,12 +162,18 @@ class Hub:
             log.warning("%s: not registered in the cluster: %s", conn.client_id, exc)
 
     async def welcome(self, conn: Connection) -> None:
+        """Deliver the user's inbox, then what came for the connection meanwhile."""
         try:
             await self._drain_inbox(conn)
         except BackplaneError as exc:
             log.warning("%s: inbox not delivered: %s", conn.client_id, exc)
+        finally:
+            conn.release()
 
     async def detach(self, conn: Connection) -> None:
+        """Unroutable first (deliveries now go to the user's other clients or inbox), then gone
+        from this node and the cluster."""
+        conn.stop()
         app = conn.app.name
         if self.connections.get((app, conn.client_id)) is conn:
             del self.connections[(app, conn.client_id)]
@@ -242,7 +261,11 @@ class Hub:
         respond(self._result(conn, outcome, target=target))
 
     def _result(self, conn: Connection, outcome: Outcome, **meta: Any) -> Outgoing:
-        payload: dict[str, Any] = {"status": outcome.status, "msgId": outcome.msg_id}
+        payload: dict[str, Any] = {
+            "status": outcome.status,
+            "msgId": outcome.msg_id,
+            "guarantee": "until_acked" if outcome.kept else "sent",
+        }
         if outcome.status == "delivered":
             payload["delivered"] = outcome.delivered
         if outcome.dropped:
@@ -287,8 +310,10 @@ class Hub:
         msg_id = message.meta.msgId
         if msg_id is None:
             raise Denied(DenyReason.MALFORMED, "meta.msgId: required")
+        conn.acked(msg_id)
         if conn.user_id is not None:
-            await self.inbox.ack(conn.app.name, conn.user_id, msg_id)
+            # An ack gets no answer, also when it cannot be recorded (the message comes again).
+            await self._ack_quietly(conn.app.name, conn.user_id, msg_id)
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -311,6 +336,7 @@ class Hub:
                 app, target, payload, sender=sender, user_id=user_id, info=info
             )
         except BackplaneError as exc:
+            self._keep_off_until = self.clock() + KEEP_RETRY
             raise unavailable(f"send to {target}", exc) from None
         key = (("app", app.name), ("outcome", outcome.status))
         self._sent[key] = self._sent.get(key, 0.0) + 1
@@ -339,39 +365,64 @@ class Hub:
         )
         out = self._outgoing(app, exchange, msg_id)
         conn = self.connections.get((app.name, target))
-        if conn is not None:  # the common case costs no shared-state lookup
-            conn.deliver(out)
-            return Outcome("delivered", msg_id, 1)
+        if conn is not None and conn.user_id is None and conn.deliver(out):
+            return Outcome("delivered", msg_id, 1)  # the common case costs no shared state
+        # Where is the target? Here, on another node (cached for a moment), or gone.
         key = (app.name, target)
-        cached = self._routes.get(key)
-        if cached is not None:
-            client, node, until = cached
-            if until > self.clock() and await self._deliver_to(app.name, client, node, out):
-                return Outcome("delivered", msg_id, 1)
-            del self._routes[key]  # stale: the target moved or left; ask the directory
-        where = await self.directory.locate(app.name, target)
-        # Re-bound to a new id, or connected on some node (maybe this one, under the new id).
-        if (
-            where is not None
-            and (where.client != target or where.node is not None)
-            and await self._deliver_to(app.name, where.client, where.node, out)
-        ):
-            if where.node is not None and where.node != self.node:
-                self._remember_route(key, where.client, where.node)
-            return Outcome("delivered", msg_id, 1)
-        if where is None or where.user is None:
+        client: str | None = None
+        node: str | None = None
+        user: str | None = None
+        if conn is not None:
+            client, node, user = target, self.node, conn.user_id
+        else:
+            cached = self._routes.get(key)
+            if cached is not None and cached[3] > self.clock():
+                client, node, user = cached[0], cached[1], cached[2]
+            else:
+                self._routes.pop(key, None)  # (another send may have dropped it already)
+                where = await self.directory.locate(app.name, target)
+                if where is not None:
+                    client, node, user = where.client, where.node, where.user
+                    if node is not None and node != self.node:
+                        self._remember_route(key, client, node, user)
+        if client is None:
+            raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
+        dropped: tuple[str, ...] = ()
+        if user is not None and app.keep_until_ack and self.clock() >= self._keep_off_until:
+            # Kept before it is written: an ack, not the socket write, is what ends it.
+            try:
+                if self.backplane.shared:  # a slow Redis must not hold up a connected target
+                    dropped = await asyncio.wait_for(self._keep(app, user, out), KEEP_WAIT)
+                else:
+                    dropped = await self._keep(app, user, out)
+            except (BackplaneError, TimeoutError) as exc:
+                # A connected target is still served; the result says "sent", not "kept".
+                log.warning("%s not kept (delivered if connected): %r", msg_id, exc)
+                self._keep_off_until = self.clock() + KEEP_RETRY
+        if node is not None and await self._deliver_to(app.name, client, node, out):
+            return Outcome("delivered", msg_id, 1, dropped, out.kept)
+        self._routes.pop(key, None)
+        if user is None:
             raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
         # The same user may be back under another id and not have re-bound yet.
         delivered = 0
-        for client, node in await self.directory.user_clients(app.name, where.user):
-            if await self._deliver_to(app.name, client, node, out):
+        for other, where_node in await self.directory.user_clients(app.name, user):
+            if other != client and await self._deliver_to(app.name, other, where_node, out):
                 delivered += 1
         if delivered:
-            return Outcome("delivered", msg_id, delivered)
+            return Outcome("delivered", msg_id, delivered, dropped, out.kept)
+        if not out.kept:
+            dropped = await self._keep(app, user, out)
+        return Outcome("queued", msg_id, 0, dropped, True)
+
+    async def _keep(self, app: AppConfig, user: str, out: Outgoing) -> tuple[str, ...]:
+        """Put ``out`` in ``user``'s inbox; returns the msgIds pushed out by the size cap."""
+        assert out.msg_id is not None
         now = self.clock()
-        entry = InboxEntry(msg_id, out.envelope, now + app.inbox_ttl)
-        dropped = await self.inbox.put(app.name, where.user, entry, cap=app.inbox_size, now=now)
-        return Outcome("queued", msg_id, 0, tuple(d.msg_id for d in dropped))
+        entry = InboxEntry(out.msg_id, out.envelope, now + app.inbox_ttl)
+        dropped = await self.inbox.put(app.name, user, entry, cap=app.inbox_size, now=now)
+        out.kept = True
+        return tuple(d.msg_id for d in dropped)
 
     @staticmethod
     def _outgoing(app: AppConfig, message: Envelope, msg_id: str) -> Outgoing:
@@ -381,27 +432,25 @@ class Hub:
             raise Denied(DenyReason.TOO_LARGE, f"message over {app.max_message_bytes} bytes")
         return out
 
-    def _remember_route(self, key: tuple[str, str], client: str, node: str) -> None:
+    def _remember_route(
+        self, key: tuple[str, str], client: str, node: str, user: str | None
+    ) -> None:
         """Cache a remote target's node for a moment: the target node's answer is the truth, so
         a stale entry only costs one fallback to the directory."""
         if len(self._routes) >= ROUTE_CACHE_SIZE:
             self._routes.clear()
-        self._routes[key] = (client, node, self.clock() + ROUTE_CACHE_TTL)
+        self._routes[key] = (client, node, user, self.clock() + ROUTE_CACHE_TTL)
 
     async def _deliver_to(self, app: str, client: str, node: str | None, out: Outgoing) -> bool:
         """Deliver to ``client`` here (node None or ours) or on ``node``; True if it was
         connected there."""
         if node is None or node == self.node:
             conn = self.connections.get((app, client))
-            if conn is None:
-                return False
-            conn.deliver(out)
-            return True
-        reply = await self.backplane.request(
-            node,
-            {"t": "deliver", "app": app, "client": client, "env": out.envelope},
-            timeout=NODE_TIMEOUT,
-        )
+            return conn is not None and conn.deliver(out)
+        message = {"t": "deliver", "app": app, "client": client, "env": out.envelope}
+        if out.kept:
+            message["kept"] = True
+        reply = await self.backplane.request(node, message, timeout=NODE_TIMEOUT)
         return bool(reply and reply.get("ok"))
 
     async def broadcast(
@@ -454,9 +503,8 @@ class Hub:
 
     def _broadcast_local(self, app: str, out: Outgoing, sender: str | None) -> int:
         count = 0
-        for client_id, conn in self.by_app.get(app, {}).items():
-            if client_id != sender:
-                conn.deliver(out)
+        for client_id, conn in list(self.by_app.get(app, {}).items()):
+            if client_id != sender and conn.deliver(out):
                 count += 1
         return count
 
@@ -465,10 +513,9 @@ class Hub:
         kind = message.get("t")
         if kind == "deliver":
             conn = self.connections.get((message["app"], message["client"]))
-            if conn is None:
-                return {"ok": False}
-            conn.deliver(Outgoing(message["env"], message["env"].get("meta", {}).get("msgId")))
-            return {"ok": True}
+            msg_id = message["env"].get("meta", {}).get("msgId")
+            out = Outgoing(message["env"], msg_id, kept=message.get("kept") is True)
+            return {"ok": conn is not None and conn.deliver(out)}
         if kind == "broadcast":
             out = Outgoing(message["env"])
             return {"count": self._broadcast_local(message["app"], out, message.get("except"))}
@@ -476,17 +523,27 @@ class Hub:
         return await handler(message) if handler is not None else None
 
     async def _drain_inbox(self, conn: Connection) -> None:
+        """Write the user's inbox to ``conn``, oldest first (what it has already had and not
+        acknowledged is skipped: it is acknowledged once)."""
         if conn.user_id is None:
             return
-        app, user = conn.app.name, conn.user_id
-        for entry in await self.inbox.pending(app, user, now=self.clock()):
-            out = Outgoing(entry.envelope, entry.msg_id)
-            conn.deliver(out, on_ack=self._acker(app, user, entry.msg_id))
+        for entry in await self.inbox.pending(conn.app.name, conn.user_id, now=self.clock()):
+            if conn.routable:
+                conn.send(Outgoing(entry.envelope, entry.msg_id, kept=True))
 
-    def _acker(self, app: str, user: str, msg_id: str) -> Callable[[], None]:
-        def acked() -> None:
-            task = asyncio.ensure_future(self.inbox.ack(app, user, msg_id))
+    def _acker(self, app: str, user: str) -> Callable[[str], None]:
+        """``ack(msg_id)`` for clients that acknowledge by callback (socket.io)."""
+
+        def acked(msg_id: str) -> None:
+            task = asyncio.ensure_future(self._ack_quietly(app, user, msg_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         return acked
+
+    async def _ack_quietly(self, app: str, user: str, msg_id: str) -> None:
+        try:
+            await self.inbox.ack(app, user, msg_id)
+        except BackplaneError as exc:
+            # The message stays kept and comes again; the client de-duplicates by msgId.
+            log.warning("ack of %s not recorded: %s", msg_id, exc)

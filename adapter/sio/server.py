@@ -15,7 +15,7 @@ import logging
 import re
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from ...protocol.engineio.session import CloseReason
@@ -34,6 +34,36 @@ __all__ = ["SocketIOServer", "Client"]
 NamespaceMatcher = re.Pattern[str] | Callable[[str, dict[str, Any]], bool]
 # Engine.IO's own query keys are not auth for EIO=3 clients.
 _ENGINE_KEYS = frozenset({"EIO", "transport", "t", "sid", "b64", "j"})
+
+
+class _Resume:
+    """Awaiting this carries on a coroutine that was started by hand and suspended on
+    ``waiting_on`` (what it yielded): the task awaiting it takes over where it stopped."""
+
+    __slots__ = ("coro", "waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self.coro = coro
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, waiting_on = self.coro, self.waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # e.g. the task's cancellation: the coroutine's to handle
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = coro.send(sent)
+                except StopIteration:
+                    return
 
 
 class Client:
@@ -198,8 +228,11 @@ class SocketIOServer:
         self.of(namespace).use_packet(middleware)
 
     def emit(self, event: str, *args: Any, to: str | None = None, namespace: str = "/") -> int:
-        op = self.of(namespace).to(to) if to is not None else self.of(namespace).to()
-        return op.emit(event, *args)
+        """Send to every socket of ``namespace``, or to the room ``to`` (a socket id is a room
+        holding that socket), here and on every other node; encoded once. Returns how many
+        sockets of this node it went to."""
+        nsp = self.namespaces.get(namespace) or self.of(namespace)
+        return nsp.emit_to(to, event, *args)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -339,16 +372,26 @@ class SocketIOServer:
             data = exc.data if exc.data is not None else exc.message
         client.send_packet(Packet(PacketType.CONNECT_ERROR, name, data))
 
-    # -- events: one worker per socket, in order, only while there is work ----------------------
+    # -- events: in order per socket; a task only while a handler really waits ----------------
 
     def _enqueue(self, socket: Socket, packet: Packet) -> None:
-        socket._queue.append(packet)
-        if socket._worker is None:
-            socket._worker = self.spawn(self._work(socket))
+        if socket._worker is not None:
+            socket._queue.append(packet)
+            return
+        # Nothing in progress for this socket: run the handler now. Most handlers finish
+        # without waiting on anything; only one that does is carried on by a task, and the
+        # socket's later events queue behind it.
+        coro = socket.nsp._dispatch(socket, packet)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        socket._worker = self.spawn(self._work(socket, _Resume(coro, waiting_on)))
 
-    async def _work(self, socket: Socket) -> None:
+    async def _work(self, socket: Socket, first: _Resume) -> None:
         queue: deque[Packet] = socket._queue
         try:
+            await first
             while queue:
                 await socket.nsp._dispatch(socket, queue.popleft())
         finally:

@@ -105,7 +105,7 @@ class Socket:
             return
         ack_id = None
         if callback is not None:
-            ack_id = self._register_ack(callback, timeout)
+            ack_id = self.register_ack(callback, timeout)
         self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
 
     def send(self, *args: Any, callback: Callable[..., Any] | None = None) -> None:
@@ -127,16 +127,18 @@ class Socket:
 
         if not self.connected:
             raise ConnectionError("socket is not connected")
-        ack_id = self._register_ack(done, timeout, on_timeout=expired)
+        ack_id = self.register_ack(done, timeout, on_timeout=expired)
         self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
         return await fut
 
-    def _register_ack(
+    def register_ack(
         self,
         callback: Callable[..., Any],
-        timeout: float | None,
+        timeout: float | None = None,
         on_timeout: Callable[[], None] | None = None,
     ) -> int:
+        """Reserve an ack id for a packet you encode yourself: ``callback(*args)`` runs when the
+        client acknowledges it; dropped after ``timeout`` seconds (0: kept until disconnect)."""
         ack_id = self._next_ack
         self._next_ack += 1
         delay = self.nsp.server.options.ack_timeout if timeout is None else timeout

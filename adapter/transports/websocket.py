@@ -1,8 +1,8 @@
 """The WebSocket transport: sessions opened directly on WebSocket (what WeChat mini programs do)
 and polling sessions upgraded through the probe sequence.
 
-One reader (the request handler's task) per socket and one writer task per socket: aiohttp allows
-a single reader, and writes must not wait behind a slow read. ``maxPayload`` is aiohttp's
+One reader (the request handler's task) per socket; writes go through the session's
+:class:`~.outbox.FrameWriter`, so they never wait behind a read. ``maxPayload`` is aiohttp's
 ``max_msg_size``, checked when a frame header announces its length (aiohttp >= 3.14.1).
 """
 
@@ -85,9 +85,8 @@ async def handle(
     ws = _response(server)
     await ws.prepare(request)
     sock = server.open_session(request, req, int(time.time() * 1000))
-    sock.ws = ws
-    sock.ws_transport = request.transport
-    sock.start_writer()
+    assert request.transport is not None  # prepared: the connection is open
+    sock.attach_websocket(ws, request.transport)
     server.connected(sock)
     await _read(sock, ws)
     return ws
@@ -121,7 +120,8 @@ async def _probe(
             await write_packets(ws, replies, sock.eio)
             sock.pump()
             if sock.ws is ws:  # upgraded: this socket is the transport now
-                sock.ws_transport = request.transport
+                assert request.transport is not None
+                sock.attach_websocket(ws, request.transport)
                 await _read(sock, ws)
                 return ws
     finally:
@@ -158,13 +158,6 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     finally:
         if session.state is not State.CLOSED:
             session.close(CloseReason.TRANSPORT_CLOSE)
-            sock.pump()
-        # Let the writer flush the close packet, then it closes the socket.
-        writer = sock._writer
-        if writer is not None and not writer.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(writer), timeout=1.0)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
+            sock.pump()  # the writer flushes the close packet and takes no more
         if not ws.closed:
             await ws.close()
