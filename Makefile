@@ -19,8 +19,10 @@ install-test: $(BIN)/python
 run: install
 	$(BIN)/wxio serve
 
+# The whole suite on both event loops: asyncio's and uvloop (what `wxio serve` picks when installed).
 test: install-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	WXIO_LOOP=asyncio $(BIN)/python -m pytest $(PYTEST_ARGS)
+	WXIO_LOOP=uvloop $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # mypy checks the packages under their installed names (wxio.protocol, wxio.adapter).
 lint: install-test

@@ -70,7 +70,7 @@ def build_app(
         emitter = ClusterEmitter(io, hub.backplane)
         if hub.backplane.shared:  # one node alone publishes nothing
             io.cluster = emitter
-        hub.node_handlers["sio"] = emitter.on_message
+        emitter.register(hub.node_handlers)
         options = core_options or CoreOptions()
         bind_socketio(hub, io, options)
         mounts.add(options.raw_path, RawEndpoint(hub, options).handle)
@@ -87,7 +87,11 @@ def build_app(
             poll_timeout=config.engine.ping_interval + config.engine.ping_timeout + 5,
         )
     main = EngineServer(
-        config.engine, io, generate_id=generate_id or io.generate_id, forwarder=forwarder
+        config.engine,
+        io,
+        generate_id=generate_id or io.generate_id,
+        forwarder=forwarder,
+        allow_request=io.allow_request,
     )
     engines.append(main)
     mounts.add(config.engine.path, main.handle)

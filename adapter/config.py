@@ -35,6 +35,9 @@ class EngineOptions:
     max_buffered_packets: int = 10_000
     #: Seconds a slow reader may stay over the bounds before it is disconnected.
     slow_grace: float = 5.0
+    #: Packets in one polling response at most (0: no cap); the rest wait for the next poll.
+    #: python-engineio clients drop the connection on a payload of more than 16 packets.
+    max_polling_packets: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,9 @@ class SocketIOOptions:
     connect_timeout: float = 45.0
     #: Seconds a server-side emit waits for its ack by default.
     ack_timeout: float = 30.0
+    #: "default" (JSON text, socket.io-parser) or "msgpack" (socket.io-msgpack-parser; needs
+    #: ``pip install 'wxio[msgpack]'``). Every client of the server must use the same one.
+    parser: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

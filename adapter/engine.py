@@ -14,6 +14,7 @@ conformance echo) and wakes whichever transport holds the outbox.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,7 +42,31 @@ from .transports.outbox import Backlog, FrameWriter, message_frame
 
 log = logging.getLogger("wxio.engine")
 
-__all__ = ["EngineHandler", "EngineSocket", "EngineServer", "HandshakeInfo"]
+__all__ = [
+    "EngineHandler",
+    "EngineSocket",
+    "EngineServer",
+    "HandshakeInfo",
+    "AllowRequest",
+    "RequestRefused",
+]
+
+
+class RequestRefused(Exception):
+    """Raise from an ``allow_request`` hook to refuse a new session with this message (the
+    client sees it as the error's message; the default is ``Forbidden``)."""
+
+    def __init__(self, message: str = "Forbidden") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+#: ``allow_request(request) -> bool`` (or an awaitable of it): engine.io's ``allowRequest``.
+#: Consulted for every request that would open a session (a polling handshake or a direct
+#: WebSocket), never for requests of an existing session. False or :class:`RequestRefused`
+#: refuses: a polling handshake gets 403 ``{"code":4,"message":"Forbidden"}``, a WebSocket
+#: upgrade a 400 whose body is the message, before the 101 (as the reference does).
+AllowRequest = Callable[[web.Request], "bool | Awaitable[bool]"]
 
 
 class HandshakeInfo:
@@ -332,10 +357,13 @@ class EngineServer:
         *,
         generate_id: Callable[[web.Request], str] | None = None,
         forwarder: Forwarder | None = None,
+        allow_request: AllowRequest | None = None,
     ) -> None:
         self.options = options
         self.handler = handler
         self.generate_id = generate_id
+        #: See :data:`AllowRequest`.
+        self.allow_request = allow_request
         #: In a cluster: session ids name this node, and other nodes' sessions are forwarded.
         self.forwarder = forwarder
         self.sessions: dict[str, EngineSocket] = {}
@@ -455,9 +483,30 @@ class EngineServer:
             return self.error_response(
                 request, RequestError.of(ErrorCode.BAD_REQUEST, "Server is shutting down")
             )
+        if req.sid is None and self.allow_request is not None:
+            refusal = await self._admit(request)
+            if refusal is not None:
+                if is_upgrade:
+                    return websocket.refuse(refusal)
+                return self.error_response(request, refusal)
         if req.transport == "websocket":
             return await websocket.handle(self, request, req)
         return await polling.handle(self, request, req)
+
+    async def _admit(self, request: web.Request) -> RequestError | None:
+        """Ask ``allow_request`` about a new session; the refusal to send, or None."""
+        assert self.allow_request is not None
+        try:
+            verdict = self.allow_request(request)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except RequestRefused as exc:
+            return RequestError.of(ErrorCode.FORBIDDEN, exc.message)
+        except Exception:
+            # A failing hook must not let the request through.
+            log.exception("allow_request failed; refusing the request")
+            return RequestError.of(ErrorCode.FORBIDDEN)
+        return None if verdict else RequestError.of(ErrorCode.FORBIDDEN)
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting sessions, close every session with a close packet, give transports up

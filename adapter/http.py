@@ -52,8 +52,8 @@ class HeaderGuard(asyncio.Protocol):
             self.transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Duck-typed: uvloop's TCP transport is not an asyncio.Transport subclass.
+        self.transport = transport  # type: ignore[assignment]
         _GUARDS[transport] = self
         self.inner.connection_made(transport)
         self.arm()

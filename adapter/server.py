@@ -61,6 +61,17 @@ def core_setup(config: ServerConfig) -> tuple[AppRegistry, CoreOptions]:
     return apps, CoreOptions(**core)
 
 
+def _need_redis() -> None:
+    """A cluster needs the optional ``redis`` extra; say so instead of a raw import error."""
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "a cluster ([cluster] redis_url or WXIO_REDIS_URL) needs the redis package: "
+            "pip install 'wxio[redis]'"
+        ) from None
+
+
 def make_backplane(config: ServerConfig) -> Backplane:
     """Redis when ``[cluster] redis_url`` or ``WXIO_REDIS_URL`` is set, else in memory."""
     cluster = dict(config.extra.get("cluster", {}))
@@ -75,6 +86,7 @@ def make_backplane(config: ServerConfig) -> Backplane:
         cluster["node_id"] = f"{cluster.get('node_id') or secrets.token_hex(3)}-{worker}"
     if not url:
         return MemoryBackplane(cluster.get("node_id"))
+    _need_redis()
     from .cluster.redis import RedisBackplane
 
     return RedisBackplane(url, **cluster)
@@ -102,6 +114,23 @@ def make_app(
     return app, apps, hub
 
 
+def use_event_loop(choice: str) -> str:
+    """``auto``: uvloop when installed (``pip install 'wxio[speed]'``), else asyncio's loop;
+    ``uvloop`` or ``asyncio`` to choose (``WXIO_LOOP``). Returns the loop in use."""
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError(f"WXIO_LOOP: {choice!r} is not auto, uvloop or asyncio")
+    if choice == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("WXIO_LOOP=uvloop but uvloop is not installed") from None
+        return "asyncio"
+    uvloop.install()
+    return "uvloop"
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
@@ -115,19 +144,14 @@ def serve(args: argparse.Namespace) -> int:
         )
         if args.workers > 1:
             return run_workers(args, config)
+        loop = use_event_loop(os.environ.get("WXIO_LOOP", "auto"))
         app, apps, hub = make_app(config, args.profile, args.app)
     except ConfigError as exc:
         print(f"wxio: {exc}", file=sys.stderr)
         return 2
-    try:
-        import uvloop  # type: ignore[import-not-found, unused-ignore]
-
-        uvloop.install()
-    except ImportError:
-        pass
     banner = [
         f"wxio serving Socket.IO (EIO 3 and 4) at http://{config.host}:{config.port}"
-        f"{config.engine.path} (profile {args.profile})"
+        f"{config.engine.path} (profile {args.profile}, {loop} event loop)"
     ]
     if apps is not None:
         if DEMO_APP in apps.apps and len(apps.apps) == 1 and not config.extra.get("apps"):
@@ -186,6 +210,11 @@ def run_workers(args: argparse.Namespace, config: ServerConfig) -> int:
             "wxio: --workers needs a cluster backplane: set [cluster] redis_url or WXIO_REDIS_URL",
             file=sys.stderr,
         )
+        return 2
+    try:
+        _need_redis()  # before starting N children that would each fail the same way
+    except ConfigError as exc:
+        print(f"wxio: {exc}", file=sys.stderr)
         return 2
     argv = [sys.executable, "-m", "wxio.adapter", "serve", "--reuse-port"]
     for flag in ("host", "port", "config", "app", "profile"):

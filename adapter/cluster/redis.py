@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ...protocol import jsonutil
-from ...protocol.errors import RemoteProtocolError
+from ...protocol.errors import LocalProtocolError, RemoteProtocolError
 from ...protocol.signing import NonceClaim
 from ..core.backplane import BackplaneError, NodeHandler
 from ..core.directory import MAX_ALIAS_HOPS, Directory, Location
@@ -47,8 +47,8 @@ __all__ = ["RedisBackplane"]
 
 T = TypeVar("T")
 
-#: Replies waiting for Redis before new ones are dropped (see _queue_reply).
-MAX_QUEUED_REPLIES = 10_000
+#: Messages waiting to be published at most (past it, a slow Redis costs messages, not memory).
+MAX_QUEUED_MESSAGES = 10_000
 
 # Follow re-bindings, then read the client's hash and whether its node is alive: one round trip.
 _LOCATE = """
@@ -148,8 +148,10 @@ class RedisBackplane:
         #: Set while the listener is subscribed: a resync waits for it, else other nodes would
         #: find this node's clients registered but get no answer from it.
         self._subscribed = asyncio.Event()
-        self._replies: list[tuple[str, bytes]] = []
-        self._reply_flush: asyncio.Task[None] | None = None
+        #: What to publish, per channel, until the next flush (see _post).
+        self._outbox: dict[str, list[tuple[dict[str, Any], asyncio.Future[int] | None]]] = {}
+        self._queued = 0
+        self._flushing: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -310,6 +312,14 @@ class RedisBackplane:
         sender = message["from"]
         if sender == self.node_id:
             return
+        if message.get("t") == "batch":
+            for inner in message["msgs"]:
+                inner["from"] = sender
+                await self._on_one(inner)
+        else:
+            await self._on_one(message)
+
+    async def _on_one(self, message: dict[str, Any]) -> None:
         if "re" in message:
             fut = self._pending.get(message["re"])
             if fut is not None and not fut.done():
@@ -322,40 +332,93 @@ class RedisBackplane:
         except Exception:
             log.exception("node %s: handling a %s message failed", self.node_id, message.get("t"))
             return
-        if reply is not None and "id" in message:
-            answer = {"v": wire.VERSION, "from": self.node_id, "re": message["id"], "body": reply}
-            self._queue_reply(self.key("ch", sender), wire.encode(answer))
+        if reply is not None:
+            self.reply(message, reply)
 
-    def _queue_reply(self, channel: str, data: bytes) -> None:
-        # Replies go out in one pipeline per loop turn, and the listener does not wait for them:
-        # awaiting each PUBLISH made every delivery into this node wait one Redis round trip.
-        if len(self._replies) >= MAX_QUEUED_REPLIES:
-            # Redis is too slow to take our replies: the requester times out and falls back
-            # (inbox); this node must not buffer without bound meanwhile.
-            log.warning(
-                "node %s: reply dropped, %d waiting for Redis", self.node_id, len(self._replies)
-            )
+    def reply(self, message: dict[str, Any], body: dict[str, Any]) -> None:
+        """Answer a request from another node. A handler that has to wait (for its clients'
+        acks, for user code) returns None at once, so that the listener goes on, and calls this
+        when it has the answer. One-way messages (no ``id``) get no answer. The listener does
+        not wait for replies either: they go out with the next flush."""
+        if "id" not in message:
             return
-        self._replies.append((channel, data))
-        if self._reply_flush is None or self._reply_flush.done():
-            self._reply_flush = asyncio.get_running_loop().create_task(self._flush_replies())
+        answer = {"re": message["id"], "body": body}
+        try:
+            wire.encode(answer)  # one bad answer must not spoil the batch it would join
+        except (wire.SchemaError, RemoteProtocolError, LocalProtocolError) as exc:
+            log.warning("node %s: a reply to %s was dropped: %s", self.node_id, message["t"], exc)
+            return
+        self._post(self.key("ch", message["from"]), answer, None)
 
-    async def _flush_replies(self) -> None:
-        while self._replies:
-            batch, self._replies = self._replies, []
+    # -- the outbox: what this node publishes, batched per channel and loop turn ---------------
+
+    def _post(
+        self, channel: str, message: dict[str, Any], receivers: asyncio.Future[int] | None
+    ) -> None:
+        """Queue ``message`` for ``channel``; ``receivers`` (if given) gets the PUBLISH's count
+        of subscribers, or a :class:`BackplaneError`."""
+        if self._queued >= MAX_QUEUED_MESSAGES:
+            # Redis is too slow to take what we publish: the requester times out and falls
+            # back (inbox); this node must not buffer without bound meanwhile.
+            log.warning("node %s: message dropped, %d waiting for Redis", self.node_id, self._queued)
+            if receivers is not None and not receivers.done():
+                receivers.set_exception(BackplaneError("too many messages waiting for Redis"))
+            return
+        self._outbox.setdefault(channel, []).append((message, receivers))
+        self._queued += 1
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let this loop turn's other senders join the batch
+        while self._outbox:
+            outbox, self._outbox = self._outbox, {}
+            count = sum(len(items) for items in outbox.values())
+            publishes: list[tuple[list[asyncio.Future[int] | None], bytes]] = []
+            channels: list[str] = []
+            for channel, items in outbox.items():
+                for start in range(0, len(items), wire.MAX_BATCH):
+                    chunk = items[start : start + wire.MAX_BATCH]
+                    futures = [fut for _, fut in chunk]
+                    try:
+                        data = self._frame(chunk)
+                    except wire.SchemaError as exc:  # e.g. a batch over the size limit
+                        log.warning("node %s: %d message(s) dropped: %s", self.node_id, len(chunk), exc)
+                        for fut in futures:
+                            if fut is not None and not fut.done():
+                                fut.set_exception(BackplaneError(str(exc)))
+                        continue
+                    publishes.append((futures, data))
+                    channels.append(channel)
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for channel, data in batch:
+                    for channel, (_, data) in zip(channels, publishes, strict=True):
                         pipe.publish(channel, data)
-                    await self.call(pipe.execute())
+                    counts = await self.call(pipe.execute())
             except BackplaneError as exc:
-                log.warning("node %s: %d repl(ies) lost: %s", self.node_id, len(batch), exc)
+                log.warning("node %s: %d message(s) not published: %s", self.node_id, count, exc)
+                for futures, _ in publishes:
+                    for fut in futures:
+                        if fut is not None and not fut.done():
+                            fut.set_exception(exc)
+            else:
+                for (futures, _), subscribers in zip(publishes, counts, strict=True):
+                    for fut in futures:
+                        if fut is not None and not fut.done():
+                            fut.set_result(int(subscribers))
+            finally:
+                self._queued -= count
 
-    def _envelope(self, message: dict[str, Any], rid: str | None) -> bytes:
-        framed = {"v": wire.VERSION, "from": self.node_id, **message}
-        if rid is not None:
-            framed["id"] = rid
-        return wire.encode(framed)
+    def _frame(self, items: list[tuple[dict[str, Any], asyncio.Future[int] | None]]) -> bytes:
+        head = {"v": wire.VERSION, "from": self.node_id}
+        if len(items) == 1:
+            return wire.encode({**head, **items[0][0]})
+        return wire.encode({**head, "t": "batch", "msgs": [message for message, _ in items]})
+
+    async def _publish(self, channel: str, message: dict[str, Any]) -> int:
+        receivers: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._post(channel, message, receivers)
+        return await receivers
 
     async def request(
         self, node: str, message: dict[str, Any], timeout: float
@@ -366,18 +429,24 @@ class RedisBackplane:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
-            receivers = await self.call(
-                self.redis.publish(self.key("ch", node), self._envelope(message, rid))
-            )
-            if not receivers:
-                return None
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                if not await self._publish(self.key("ch", node), {**message, "id": rid}):
+                    return None
+                return await fut
         except TimeoutError:
             return None
         finally:
             self._pending.pop(rid, None)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        replies, _ = await self.request_all_counted(message, timeout)
+        return replies
+
+    async def request_all_counted(
+        self, message: dict[str, Any], timeout: float
+    ) -> tuple[list[dict[str, Any]], int]:
+        """:meth:`request_all`, plus how many nodes got the request (so a caller can tell that
+        some did not answer in time)."""
         rid = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
         replies: list[dict[str, Any]] = []
@@ -386,21 +455,19 @@ class RedisBackplane:
         collector = _Collector(replies, done)
         self._pending[rid] = collector  # type: ignore[assignment]
         try:
-            receivers = await self.call(
-                self.redis.publish(self.key("ch", "all"), self._envelope(message, rid))
-            )
+            receivers = await self._publish(self.key("ch", "all"), {**message, "id": rid})
             collector.expected = max(0, int(receivers) - 1)
             if collector.expected and len(replies) < collector.expected:
                 try:
                     await asyncio.wait_for(asyncio.shield(done), timeout)
                 except TimeoutError:
                     pass
-            return list(replies)
+            return list(replies), collector.expected
         finally:
             self._pending.pop(rid, None)
 
     async def publish_all(self, message: dict[str, Any]) -> None:
-        await self.call(self.redis.publish(self.key("ch", "all"), self._envelope(message, None)))
+        await self._publish(self.key("ch", "all"), message)
 
 
 class _Collector:

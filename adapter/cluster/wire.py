@@ -5,6 +5,11 @@ Every message on the backplane is one JSON object::
     {"v": 1, "from": "<node>", "id": "<request id>", "t": "deliver", ...}   a request
     {"v": 1, "from": "<node>", "re": "<request id>", "body": {...}}          its reply
     {"v": 1, "from": "<node>", "t": "sio", ...}                             one-way
+    {"v": 1, "from": "<node>", "t": "batch", "msgs": [{...}, ...]}          several of the above
+
+A batch carries what one node had for one channel in one turn of its event loop (requests,
+replies, one-way messages, without their own ``v``/``from``): one PUBLISH instead of many. Its
+messages are checked one by one; a batch never holds a batch.
 
 Anything that does not parse, is over :data:`MAX_MESSAGE_BYTES`, has another version, or does not
 fit the schema of its type is dropped (and logged) by the receiver. Nothing is ever unpickled.
@@ -17,16 +22,32 @@ from typing import Any
 from ...protocol import jsonutil
 from ...protocol.errors import RemoteProtocolError
 
-__all__ = ["VERSION", "MAX_MESSAGE_BYTES", "SchemaError", "encode", "decode"]
+__all__ = ["VERSION", "MAX_MESSAGE_BYTES", "MAX_BATCH", "SchemaError", "encode", "decode"]
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Messages in one batch at most.
+MAX_BATCH = 1000
 
 # Required fields and their types, per message type.
 _SCHEMAS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "deliver": {"app": str, "client": str, "env": dict},
     "broadcast": {"app": str, "env": dict},
     "sio": {"nsp": str, "text": str, "atts": list, "rooms": list, "except": list},
+    # The Socket.IO cluster API (cluster/rooms.py): fetch_sockets, sockets_join/leave and
+    # disconnect_sockets, server-side emits.
+    "sio_fetch": {"nsp": str, "rooms": list, "except": list},
+    "sio_op": {"nsp": str, "rooms": list, "except": list, "op": str, "args": list},
+    "sio_sse": {"event": str, "args": list},
+    "sio_ack": {
+        "nsp": str,
+        "text": str,
+        "atts": list,
+        "rooms": list,
+        "except": list,
+        "ack": int,
+        "timeout": (int, float),
+    },
 }
 
 
@@ -52,10 +73,25 @@ def decode(data: bytes | str) -> dict[str, Any]:
         raise SchemaError("not a version-1 message object")
     if not isinstance(message.get("from"), str):
         raise SchemaError("from: required")
+    if message.get("t") == "batch":
+        msgs = message.get("msgs")
+        if not isinstance(msgs, list) or not 0 < len(msgs) <= MAX_BATCH:
+            raise SchemaError(f"batch.msgs: a list of 1 to {MAX_BATCH} messages")
+        for inner in msgs:
+            if type(inner) is not dict or inner.get("t") == "batch":
+                raise SchemaError("batch.msgs: objects, no batch in a batch")
+            check(inner)
+        return message
+    check(message)
+    return message
+
+
+def check(message: dict[str, Any]) -> None:
+    """The schema of one message (a reply, or a request or one-way message of a known type)."""
     if "re" in message:
         if not isinstance(message["re"], str) or not isinstance(message.get("body"), dict):
             raise SchemaError("a reply needs re and body")
-        return message
+        return
     kind = message.get("t")
     schema = _SCHEMAS.get(kind) if isinstance(kind, str) else None
     if schema is None:
@@ -65,4 +101,3 @@ def decode(data: bytes | str) -> dict[str, Any]:
             raise SchemaError(f"{kind}.{field}: wrong or missing")
     if "id" in message and not isinstance(message["id"], str):
         raise SchemaError("id must be a string")
-    return message

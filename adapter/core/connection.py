@@ -213,10 +213,17 @@ class SocketIOConnection(Connection):
                 on_ack(msg_id)
 
             ack_id = socket.register_ack(acked, timeout=0)
-            esock.send(out.sio_text(socket.nsp.name, self.event, ack_id))
-        else:
+            if socket.nsp.server.json_parser:
+                esock.send(out.sio_text(socket.nsp.name, self.event, ack_id))
+            else:  # a binary parser (msgpack): the socket encodes it
+                socket._send_packet(
+                    Packet(PacketType.EVENT, socket.nsp.name, [self.event, out.envelope], ack_id)
+                )
+        elif socket.nsp.server.json_parser:
             text, frame = out.sio_message(socket.nsp.name, self.event)
             esock.send_frame(frame, text)
+        else:
+            socket.emit(self.event, out.envelope)
         return True
 
     def close(self, reason: DenyReason) -> None:

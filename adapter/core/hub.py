@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from ...protocol import envelope as env
-from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
+from ...protocol.envelope import Action, DenyReason, Envelope
 from ..metrics import Metrics
 from .apps import AppConfig, AppRegistry
 from .auth import Authenticator, Identity
@@ -196,12 +196,9 @@ class Hub:
         every outcome goes through ``respond``."""
         await self.ingress.value(conn, raw, respond)
 
-    async def _apply(self, conn: Connection, raw: Any, respond: Respond) -> None:
-        """Parse and dispatch (called by the ingress pipeline after the rate limit)."""
-        try:
-            message = env.parse(raw)
-        except EnvelopeError as exc:
-            raise Denied(DenyReason.MALFORMED, str(exc)) from None
+    async def _apply(self, conn: Connection, message: Envelope, raw: Any, respond: Respond) -> None:
+        """Authenticate and dispatch a parsed envelope (called by the ingress pipeline after the
+        size check, the parse and the rate limit)."""
         meta = message.meta
         if meta.app is not None and meta.app != conn.app.name:
             raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
@@ -399,7 +396,10 @@ class Hub:
                 # A connected target is still served; the result says "sent", not "kept".
                 log.warning("%s not kept (delivered if connected): %r", msg_id, exc)
                 self._keep_off_until = self.clock() + KEEP_RETRY
-        if node is not None and await self._deliver_to(app.name, client, node, out):
+        # A node that did not answer within this send is not asked again in it (a frozen node
+        # would otherwise cost NODE_TIMEOUT per client of the user it holds).
+        unanswered: set[str] = set()
+        if node is not None and await self._deliver_to(app.name, client, node, out, unanswered):
             return Outcome("delivered", msg_id, 1, dropped, out.kept)
         self._routes.pop(key, None)
         if user is None:
@@ -407,7 +407,9 @@ class Hub:
         # The same user may be back under another id and not have re-bound yet.
         delivered = 0
         for other, where_node in await self.directory.user_clients(app.name, user):
-            if other != client and await self._deliver_to(app.name, other, where_node, out):
+            if other != client and await self._deliver_to(
+                app.name, other, where_node, out, unanswered
+            ):
                 delivered += 1
         if delivered:
             return Outcome("delivered", msg_id, delivered, dropped, out.kept)
@@ -441,16 +443,28 @@ class Hub:
             self._routes.clear()
         self._routes[key] = (client, node, user, self.clock() + ROUTE_CACHE_TTL)
 
-    async def _deliver_to(self, app: str, client: str, node: str | None, out: Outgoing) -> bool:
+    async def _deliver_to(
+        self,
+        app: str,
+        client: str,
+        node: str | None,
+        out: Outgoing,
+        unanswered: set[str] | None = None,
+    ) -> bool:
         """Deliver to ``client`` here (node None or ours) or on ``node``; True if it was
-        connected there."""
+        connected there. A node in ``unanswered`` is not asked; one that does not answer is
+        added to it."""
         if node is None or node == self.node:
             conn = self.connections.get((app, client))
             return conn is not None and conn.deliver(out)
+        if unanswered is not None and node in unanswered:
+            return False
         message = {"t": "deliver", "app": app, "client": client, "env": out.envelope}
         if out.kept:
             message["kept"] = True
         reply = await self.backplane.request(node, message, timeout=NODE_TIMEOUT)
+        if reply is None and unanswered is not None:
+            unanswered.add(node)
         return bool(reply and reply.get("ok"))
 
     async def broadcast(

@@ -2,11 +2,13 @@
 
 For a connected client (raw ``/ws`` frame or socket.io ``requestMessage``):
 
-1. **rate limit**: one token of the connection's bucket (``rate``/``burst``), before any work;
-2. **size**: a raw frame over the app's ``max_message_bytes`` (UTF-8 bytes) is ``too_large``
+1. **size**: a raw frame over the app's ``max_message_bytes`` (UTF-8 bytes) is ``too_large``
    (socket.io packets are bounded by Engine.IO's ``maxPayload``; what is sent on is measured
    again, encoded, by the hub);
-3. **parse**: JSON, then the envelope (:func:`wxio.protocol.envelope.parse`);
+2. **parse**: JSON, then the envelope (:func:`wxio.protocol.envelope.parse`);
+3. **rate limit**: one token of the connection's bucket (``rate``/``burst``) for everything but
+   ``ack`` (acknowledging what one is sent must never be limited); input that failed steps 1-2
+   costs a token too, and is answered ``rate_limited`` once the bucket is empty;
 4. **authenticate**: an expired token allows only ``refresh``; a client-key connection's
    ``meta.sign`` is checked where the app asks for it;
 5. **dispatch** to the hub's action;
@@ -32,8 +34,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...protocol import envelope as env
 from ...protocol import jsonutil
-from ...protocol.envelope import Action, DenyReason, Envelope
+from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
 from ...protocol.errors import RemoteProtocolError
 from .apps import AppConfig
 from .auth import Identity
@@ -145,11 +148,23 @@ class Ingress:
             self.refuse(conn, Denied(DenyReason.MALFORMED, "text frames only"), respond)
 
     async def _run(self, conn: Connection, decode: Callable[[], Any], respond: Respond) -> None:
+        now = self.hub.clock()
         try:
-            if not conn.bucket.take(self.hub.clock()):
+            try:
+                raw = decode()
+                message = env.parse(raw)
+            except EnvelopeError as exc:
+                raise Denied(DenyReason.MALFORMED, str(exc)) from None
+            except Denied as denied:
+                # Garbage costs a token too: a flood of it is answered rate_limited (no parsing
+                # is saved by that, but the client learns to slow down) and closed at fifty.
+                if not conn.bucket.take(now):
+                    raise Denied(DenyReason.RATE_LIMITED, "too many messages") from None
+                raise denied from None
+            # Acks are exempt: a client acknowledging what it is sent must not be rate limited.
+            if message.action != Action.ACK and not conn.bucket.take(now):
                 raise Denied(DenyReason.RATE_LIMITED, "too many messages")
-            raw = decode()
-            await self.hub._apply(conn, raw, respond)
+            await self.hub._apply(conn, message, raw, respond)
         except Denied as denied:
             self.refuse(conn, denied, respond)
         else:

@@ -1,7 +1,9 @@
 """The Socket.IO layer: namespaces, sockets, rooms, acks, middleware, handlers."""
 
-from .context import ConnectContext, ConnectionRefused, EventContext
+from ..engine import RequestRefused
+from .context import NO_ACK, ConnectContext, ConnectionRefused, EventContext
 from .namespace import Namespace
+from .remote import BroadcastAckTimeout, RemoteSocket
 from .server import SocketIOServer
 from .socket import AckTimeout, Socket
 
@@ -13,4 +15,8 @@ __all__ = [
     "ConnectContext",
     "EventContext",
     "AckTimeout",
+    "NO_ACK",
+    "RequestRefused",
+    "RemoteSocket",
+    "BroadcastAckTimeout",
 ]

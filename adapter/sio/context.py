@@ -11,7 +11,33 @@ if TYPE_CHECKING:
     from .server import SocketIOServer
     from .socket import Socket
 
-__all__ = ["ConnectionRefused", "ConnectContext", "EventContext", "Next", "Middleware"]
+__all__ = [
+    "ConnectionRefused",
+    "ConnectContext",
+    "EventContext",
+    "Next",
+    "Middleware",
+    "NO_ACK",
+]
+
+
+class _NoAck:
+    """The type of :data:`NO_ACK` (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_ACK"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: Return this from an event handler to leave the client's ack callback unanswered, as a Node
+#: handler that ignores its callback does (the client's ``timeout()``/``retries`` then see no
+#: ack). By default an event that asks for an ack always gets one: the handler's return value,
+#: or an empty ack (``43<id>[]``) when it returns None.
+NO_ACK: Any = _NoAck()
 
 
 class ConnectionRefused(Exception):
@@ -47,7 +73,12 @@ class ConnectContext:
 
 
 class EventContext:
-    """Given to packet middleware and to router handlers (``io.route``)."""
+    """Given to packet middleware and to router handlers (``io.route``).
+
+    Acks: an event that asks for one is answered exactly once, by the first of ``ctx.ack(...)``,
+    the handler's return value, or an empty ack when the handler returns None. ``ctx.no_ack()``
+    (or returning :data:`NO_ACK`) leaves it unanswered. A packet middleware that does not call
+    ``next``, a handler that raises, and an event with no handler send no ack either."""
 
     __slots__ = ("socket", "app", "packet", "event", "args", "acked", "state")
 
@@ -57,6 +88,7 @@ class EventContext:
         self.packet = packet
         self.event: str = packet.data[0]
         self.args: list[Any] = packet.data[1:]
+        #: True once the ack was sent or declined (read it; use ack() or no_ack() to change it).
         self.acked = False
         self.state: dict[str, Any] = {}
 
@@ -70,6 +102,11 @@ class EventContext:
             return
         self.acked = True
         self.socket._send_ack(self.packet.id, list(args))
+
+    def no_ack(self) -> None:
+        """Leave the client's ack callback unanswered (its ``timeout()`` will fire): nothing is
+        sent, and later ``ack()`` calls and the handler's return value are ignored."""
+        self.acked = True
 
 
 Next = Callable[[], Awaitable[None]]

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ...protocol.socketio import Packet, PacketType, encode
+from ...protocol.socketio import Packet, PacketType
 from ..transports.outbox import message_frame
-from .context import EventContext, Middleware
+from .context import NO_ACK, EventContext, Middleware
 
 if TYPE_CHECKING:
     from .server import SocketIOServer
@@ -66,7 +66,9 @@ class Namespace:
     # -- registration --------------------------------------------------------------------------
 
     def on(self, event: str, handler: Handler | None = None) -> Any:
-        """Register ``handler(socket, *args)`` for ``event``; usable as a decorator. ``"*"``
+        """Register ``handler(socket, *args)`` for ``event``; usable as a decorator. Its return
+        value answers the client's ack (a tuple gives several arguments; None an empty ack;
+        :data:`~.context.NO_ACK` no ack at all). ``"*"``
         catches every event without a handler: ``handler(socket, event, *args)``. Lifecycle
         events: ``connect`` (after the CONNECT reply), ``disconnecting`` and ``disconnect``
         (``handler(socket, reason)``), ``error`` (``handler(socket, exc)``), ``refused``
@@ -134,7 +136,7 @@ class Namespace:
         """Send to one room (a socket id is a room) or, with None, to every socket, here and on
         every other node: no operator object, one encoding, one frame for all. Returns how many
         sockets of this node it went to."""
-        text, attachments = encode(Packet(PacketType.EVENT, self.name, [event, *args]))
+        text, attachments = self.server.encode(Packet(PacketType.EVENT, self.name, [event, *args]))
         cluster = self.server.cluster
         if cluster is not None:
             rooms = () if room is None else (room,)
@@ -147,6 +149,24 @@ class Namespace:
                 return 0
             targets = list(members)
         return _send_to(targets, text, attachments)
+
+    # The cluster-wide server API (see .remote): every socket of the namespace, on every node.
+    async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+        return await BroadcastOperator(self).fetch_sockets(timeout)
+
+    def sockets_join(self, *rooms: str | Iterable[str]) -> int:
+        return BroadcastOperator(self).sockets_join(*rooms)
+
+    def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        return BroadcastOperator(self).sockets_leave(*rooms)
+
+    def disconnect_sockets(self, close: bool = False) -> int:
+        return BroadcastOperator(self).disconnect_sockets(close)
+
+    async def emit_with_ack(
+        self, event: str, *args: Any, timeout: float | None = None
+    ) -> list[Any]:
+        return await BroadcastOperator(self).emit_with_ack(event, *args, timeout=timeout)
 
     def _targets(self, rooms: set[str], excluded: set[str], skip: set[str]) -> Iterable[Socket]:
         if rooms:
@@ -217,7 +237,9 @@ class Namespace:
         if result is not None and inspect.isawaitable(result):
             result = await result
         if ctx.wants_ack and not ctx.acked:
-            if result is None:
+            if result is NO_ACK:
+                ctx.no_ack()
+            elif result is None:
                 ctx.ack()
             elif isinstance(result, tuple):
                 ctx.ack(*result)
@@ -275,24 +297,66 @@ class BroadcastOperator:
     def emit(self, event: str, *args: Any) -> int:
         """Send to the selected sockets, here and (in a cluster) on every other node; the packet
         is encoded once. Returns how many sockets of this node were sent to."""
-        text, attachments = encode(Packet(PacketType.EVENT, self.nsp.name, [event, *args]))
+        text, attachments = self.nsp.server.encode(
+            Packet(PacketType.EVENT, self.nsp.name, [event, *args])
+        )
         cluster = self.nsp.server.cluster
         if cluster is not None:
             # A skipped socket id is a room too (every socket is in its own).
             cluster.publish(self.nsp.name, text, attachments, self.rooms, self.excluded | self.skip)
         return self.send_local(text, attachments)
 
-    def send_local(self, text: str, attachments: list[bytes]) -> int:
+    def send_local(self, text: str | bytes, attachments: list[bytes]) -> int:
         return _send_to(self.nsp._targets(self.rooms, self.excluded, self.skip), text, attachments)
 
     def sockets(self) -> list[Socket]:
         return list(self.nsp._targets(self.rooms, self.excluded, self.skip))
 
+    # -- the cluster-wide server API (socket.io 4 with an adapter; see .remote) ----------------
 
-def _send_to(targets: Iterable[Socket], text: str, attachments: list[bytes]) -> int:
+    async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+        """The selected sockets on every node: this node's :class:`Socket` objects, then a
+        :class:`~.remote.RemoteSocket` for each socket of another node that answered within
+        ``timeout`` seconds (default 5)."""
+        from .remote import FETCH_TIMEOUT, fetch_sockets
+
+        return await fetch_sockets(self, FETCH_TIMEOUT if timeout is None else timeout)
+
+    def sockets_join(self, *rooms: str | Iterable[str]) -> int:
+        """Make the selected sockets, on every node, join ``rooms``. Applied here at once and on
+        the other nodes when the message reaches them; returns this node's count."""
+        from .remote import apply
+
+        return apply(self, "join", sorted(self._names(rooms)))
+
+    def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        from .remote import apply
+
+        return apply(self, "leave", sorted(self._names(rooms)))
+
+    def disconnect_sockets(self, close: bool = False) -> int:
+        """Disconnect the selected sockets on every node (``close``: their whole connection)."""
+        from .remote import apply
+
+        return apply(self, "disconnect", [close])
+
+    async def emit_with_ack(
+        self, event: str, *args: Any, timeout: float | None = None
+    ) -> list[Any]:
+        """Emit to the selected sockets on every node and wait up to ``timeout`` seconds
+        (default the server's ``ack_timeout``) for each client's ack: Node's
+        ``io.timeout(ms).emitWithAck(...)``. Returns the first argument of every ack; raises
+        :class:`~.remote.BroadcastAckTimeout` (with the partial ``responses``) when a client
+        did not answer in time."""
+        from .remote import emit_with_ack
+
+        wait = self.nsp.server.options.ack_timeout if timeout is None else timeout
+        return await emit_with_ack(self, event, list(args), wait)
+
+def _send_to(targets: Iterable[Socket], text: str | bytes, attachments: list[bytes]) -> int:
     """Send one encoded packet to sockets of this node; the WebSocket frame is built once."""
     count = 0
-    if attachments:
+    if attachments or not isinstance(text, str):  # (bytes: a binary parser, msgpack)
         items: list[str | bytes] = [text, *attachments]
         for socket in targets:
             if socket.connected:

@@ -21,8 +21,8 @@ from typing import Any
 from ...protocol.engineio.session import CloseReason
 from ...protocol.errors import RemoteProtocolError
 from ...protocol.socketio import Decoder, Packet, PacketType, encode, split_namespace
-from ..config import SocketIOOptions
-from ..engine import EngineSocket
+from ..config import ConfigError, SocketIOOptions
+from ..engine import AllowRequest, EngineSocket
 from .context import ConnectContext, ConnectionRefused
 from .namespace import Handler, Namespace, _Handlers
 from .socket import Socket
@@ -74,7 +74,7 @@ class Client:
     def __init__(self, server: SocketIOServer, esock: EngineSocket) -> None:
         self.server = server
         self.esock = esock
-        self.decoder = Decoder()
+        self.decoder: Any = server._new_decoder()
         self.sockets: dict[str, Socket] = {}
         #: Socket.IO protocol revision: 5 over EIO=4, 4 over EIO=3.
         self.protocol = 5 if esock.eio == 4 else 4
@@ -156,7 +156,7 @@ class Client:
     # -- outbound ------------------------------------------------------------------------------
 
     def send_packet(self, packet: Packet) -> None:
-        text, attachments = encode(packet)
+        text, attachments = self.server.encode(packet)
         if attachments:
             self.esock.send_many([text, *attachments])
         else:
@@ -166,16 +166,48 @@ class Client:
 class SocketIOServer:
     """Namespaces and their handlers; the Engine.IO handler of a Socket.IO mount."""
 
-    def __init__(self, options: SocketIOOptions | None = None) -> None:
+    def __init__(
+        self,
+        options: SocketIOOptions | None = None,
+        *,
+        allow_request: AllowRequest | None = None,
+        parser: str | None = None,
+    ) -> None:
         self.options = options or SocketIOOptions()
+        #: The packet codec: "default" (JSON) or "msgpack" (socket.io-msgpack-parser).
+        self.parser = parser or self.options.parser
+        #: ``encode(packet) -> (first message, attachments)``; the first is text for the JSON
+        #: parser, bytes for msgpack.
+        self.encode: Callable[[Packet], tuple[Any, list[bytes]]] = encode
+        self._new_decoder: Callable[[], Any] = Decoder
+        #: False with a binary parser: the routing core then cannot splice pre-encoded JSON.
+        self.json_parser = True
+        if self.parser == "msgpack":
+            from ...protocol.socketio import msgpack
+
+            if not msgpack.available():
+                raise ConfigError(
+                    "parser = \"msgpack\" needs the msgpack package: pip install 'wxio[msgpack]'"
+                )
+            self.encode = msgpack.encode
+            self._new_decoder = msgpack.Decoder
+            self.json_parser = False
+        elif self.parser != "default":
+            raise ConfigError(f"[socketio] parser: {self.parser!r} is not default or msgpack")
         self.namespaces: dict[str, Namespace] = {}
         self._dynamic: list[tuple[NamespaceMatcher, _Handlers]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Set in a cluster: room emits reach the sockets of every node.
         self.cluster: Any = None
+        #: Handlers of server-side emits from other nodes (see on_server_side).
+        self.server_side_handlers: dict[str, Handler] = {}
         #: ``generate_id(request) -> str``: Engine.IO session ids of your own (default: 120
         #: random bits). They must be unique and unguessable; a duplicate falls back to random.
         self.generate_id: Callable[[Any], str] | None = None
+        #: ``allow_request(request) -> bool`` (or awaitable), engine.io's ``allowRequest``:
+        #: admits or refuses each new Engine.IO session (see :data:`..engine.AllowRequest`).
+        #: Set it before the app is built.
+        self.allow_request: AllowRequest | None = allow_request
         self.of("/")
 
     # -- namespaces ----------------------------------------------------------------------------
@@ -233,6 +265,70 @@ class SocketIOServer:
         sockets of this node it went to."""
         nsp = self.namespaces.get(namespace) or self.of(namespace)
         return nsp.emit_to(to, event, *args)
+
+    # -- the cluster-wide server API (socket.io 4 with an adapter; see .remote) ----------------
+
+    @property
+    def node_id(self) -> str | None:
+        """This node's id in a cluster (the routing core's backplane), else None."""
+        return self.cluster.backplane.node_id if self.cluster is not None else None
+
+    async def fetch_sockets(
+        self, *, namespace: str = "/", timeout: float | None = None
+    ) -> list[Any]:
+        """Every socket of ``namespace`` on every node (``io.of(ns).in_(room)`` narrows it)."""
+        return await self.of(namespace).fetch_sockets(timeout)
+
+    def sockets_join(self, *rooms: Any, namespace: str = "/") -> int:
+        return self.of(namespace).sockets_join(*rooms)
+
+    def sockets_leave(self, *rooms: Any, namespace: str = "/") -> int:
+        return self.of(namespace).sockets_leave(*rooms)
+
+    def disconnect_sockets(self, close: bool = False, *, namespace: str = "/") -> int:
+        return self.of(namespace).disconnect_sockets(close)
+
+    async def emit_with_ack(
+        self,
+        event: str,
+        *args: Any,
+        to: str | None = None,
+        namespace: str = "/",
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Emit to every socket of ``namespace`` (or room ``to``), on every node, and collect
+        their acks (see :meth:`.namespace.BroadcastOperator.emit_with_ack`)."""
+        nsp = self.of(namespace)
+        op = nsp.to(to) if to is not None else nsp.to()
+        return await op.emit_with_ack(event, *args, timeout=timeout)
+
+    def on_server_side(self, event: str, handler: Handler | None = None) -> Any:
+        """Register ``handler(*args)`` for server-side emits from the other nodes (Node's
+        ``io.on(event)`` for ``serverSideEmit``); usable as a decorator. Its return value (or
+        awaited value) answers :meth:`server_side_emit_with_ack`; ``NO_ACK`` answers nothing."""
+
+        def register(fn: Handler) -> Handler:
+            self.server_side_handlers[event] = fn
+            return fn
+
+        return register(handler) if handler is not None else register
+
+    def server_side_emit(self, event: str, *args: Any) -> None:
+        """Send ``event`` to every *other* node's :meth:`on_server_side` handler (not this
+        node's, as in Node). Arguments must be JSON-serialisable. Fire and forget."""
+        if self.cluster is not None:
+            self.cluster.server_side_emit(event, list(args))
+
+    async def server_side_emit_with_ack(
+        self, event: str, *args: Any, timeout: float = 5.0
+    ) -> list[Any]:
+        """Like :meth:`server_side_emit`, and wait up to ``timeout`` seconds for the answers:
+        one per other node whose handler answered in time (Node's ``serverSideEmitWithAck``,
+        which rejects instead when a node is missing)."""
+        if self.cluster is None:
+            return []
+        replies: list[Any] = await self.cluster.server_side_request(event, list(args), timeout)
+        return replies
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ...protocol.socketio import Packet, PacketType, encode
+from ...protocol.socketio import Packet, PacketType
 
 if TYPE_CHECKING:
     from .namespace import Namespace
@@ -17,28 +17,122 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wxio.socketio")
 
-__all__ = ["Socket", "Handshake", "AckTimeout"]
+__all__ = ["Socket", "Handshake", "Headers", "AckTimeout"]
 
 
 class AckTimeout(asyncio.TimeoutError):
     """The client did not acknowledge an emit in time."""
 
 
-class Handshake:
-    """``socket.handshake``: the Engine.IO handshake request plus the CONNECT auth."""
+class Headers(dict[str, str]):
+    """Request headers as Node gives them: lower-case names, a repeated header joined with
+    ``", "`` (``cookie`` with ``"; "``). A plain dict (JSON-serialisable); lookups by
+    ``[]``, ``get`` and ``in`` ignore case, so ``headers.get("Origin")`` works too."""
 
-    __slots__ = ("headers", "query", "address", "auth", "time", "issued", "url", "secure")
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, items: Any) -> Headers:
+        headers = cls()
+        for name, value in items:
+            key = name.lower()
+            old = dict.get(headers, key)
+            if old is None:
+                dict.__setitem__(headers, key, value)
+            else:
+                sep = "; " if key == "cookie" else ", "
+                dict.__setitem__(headers, key, old + sep + value)
+        return headers
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict.get(self, key.lower(), default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+
+def _query(items: Any) -> dict[str, str | list[str]]:
+    """The query string as Node's ``querystring.parse`` gives it: a repeated key is a list."""
+    query: dict[str, str | list[str]] = {}
+    for key, value in items:
+        old = query.get(key)
+        if old is None:
+            query[key] = value
+        elif isinstance(old, list):
+            old.append(value)
+        else:
+            query[key] = [old, value]
+    return query
+
+
+class Handshake(dict[str, Any]):
+    """``socket.handshake``, shaped as in socket.io 4 and JSON-serialisable as it is
+    (``json.dumps(socket.handshake)``): ``headers`` (:class:`Headers`), ``time`` (the
+    handshake's date as JavaScript's ``Date.toString()`` writes it, in UTC), ``address``,
+    ``xdomain`` (an ``Origin`` header was sent), ``secure``, ``issued`` (ms since the epoch),
+    ``url``, ``query`` (a plain dict; a repeated key is a list) and ``auth`` (the CONNECT
+    payload). Keys and attributes are the same thing: ``socket.handshake.query`` is
+    ``socket.handshake["query"]``."""
+
+    __slots__ = ()
 
     def __init__(self, client: Client, auth: dict[str, Any]) -> None:
         info = client.esock.handshake
-        self.headers = info.headers
-        self.query = info.query
-        self.address = info.address
-        self.auth = auth
-        self.issued = info.issued_ms
-        self.time = time.strftime("%a %b %d %Y %H:%M:%S GMT", time.gmtime(info.issued_ms / 1000))
-        self.url = info.url
-        self.secure = info.secure
+        headers = Headers.of(info.headers.items())
+        issued = info.issued_ms
+        super().__init__(
+            headers=headers,
+            time=time.strftime(
+                "%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)",
+                time.gmtime(issued / 1000),
+            ),
+            address=info.address,
+            xdomain="origin" in headers,
+            secure=info.secure,
+            issued=issued,
+            url=info.url,
+            query=_query(info.query.items()),
+            auth=auth,
+        )
+
+    @property
+    def headers(self) -> Headers:
+        return self["headers"]  # type: ignore[no-any-return]
+
+    @property
+    def time(self) -> str:
+        return self["time"]  # type: ignore[no-any-return]
+
+    @property
+    def address(self) -> str:
+        return self["address"]  # type: ignore[no-any-return]
+
+    @property
+    def xdomain(self) -> bool:
+        return self["xdomain"]  # type: ignore[no-any-return]
+
+    @property
+    def secure(self) -> bool:
+        return self["secure"]  # type: ignore[no-any-return]
+
+    @property
+    def issued(self) -> int:
+        return self["issued"]  # type: ignore[no-any-return]
+
+    @property
+    def url(self) -> str:
+        return self["url"]  # type: ignore[no-any-return]
+
+    @property
+    def query(self) -> dict[str, Any]:
+        return self["query"]  # type: ignore[no-any-return]
+
+    @property
+    def auth(self) -> dict[str, Any]:
+        return self["auth"]  # type: ignore[no-any-return]
 
 
 class Socket:
@@ -86,7 +180,7 @@ class Socket:
     # -- sending -------------------------------------------------------------------------------
 
     def _send_packet(self, packet: Packet) -> None:
-        text, attachments = encode(packet)
+        text, attachments = self.nsp.server.encode(packet)
         if attachments:
             self.client.esock.send_many([text, *attachments])
         else:
@@ -151,6 +245,11 @@ class Socket:
         timer = loop.call_later(delay, expire) if delay > 0 else None
         self._acks[ack_id] = (callback, timer)
         return ack_id
+
+    def _expect_ack(self, ack_id: int, callback: Callable[..., Any]) -> None:
+        """Wait for the ack of a packet sent with ``ack_id`` by someone else (a broadcast with
+        acks, see .remote); the caller bounds the wait."""
+        self._acks[ack_id] = (callback, None)
 
     def _send_ack(self, ack_id: int, args: list[Any]) -> None:
         if self.connected:

@@ -34,7 +34,8 @@ async def handle(
     if req.sid is None:
         fresh = server.open_session(request, req, int(time.time() * 1000))
         server.connected(fresh)
-        return _respond(server, request, fresh, fresh.session.take_outbox())
+        packets = fresh.session.take_outbox(server.options.max_polling_packets)
+        return _respond(server, request, fresh, packets)
     sock = server.sessions.get(req.sid)
     if sock is None:
         return server.error_response(request, RequestError.of(ErrorCode.UNKNOWN_SID))
@@ -69,7 +70,7 @@ async def _get(
         elif request.transport is None or request.transport.is_closing():
             packets = []  # the client left; keep its packets for the next poll
         else:
-            packets = session.take_outbox()
+            packets = session.take_outbox(server.options.max_polling_packets)
             sock.outbox_drained()
     finally:
         sock.get_waiter = None

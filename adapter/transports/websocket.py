@@ -31,9 +31,10 @@ log = logging.getLogger("wxio.engine")
 
 
 def refuse(error: RequestError) -> web.Response:
-    """An upgrade refused before the 101, as the reference does it: a plain 400 with the text."""
+    """An upgrade refused before the 101, as the reference does it: a plain 400 with the text
+    (400 whatever the error, ``Forbidden`` from ``allow_request`` included)."""
     response = web.Response(
-        status=error.status,
+        status=400,
         text=error.message,
         content_type="text/html",
         headers={"Connection": "close"},

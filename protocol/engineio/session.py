@@ -183,14 +183,21 @@ class EngineSession:
         if self.state is not State.CLOSED:
             self._queue(Packet(PacketType.MESSAGE, data))
 
-    def take_outbox(self) -> list[Packet]:
-        """Everything queued, in order, for one polling response or a WebSocket writer.
+    def take_outbox(self, limit: int = 0) -> list[Packet]:
+        """Everything queued, in order, for one polling response or a WebSocket writer; with a
+        ``limit`` (polling), at most that many packets while the session is open, the rest
+        staying for the next poll. A closed session gives everything: no poll follows it.
 
         While upgrading, a poll that finds nothing queued gets a ``noop`` at once, so the client
         can let its polling transport go.
         """
         if not self._outbox:
             return [_NOOP] if self.state is State.UPGRADING else []
+        if 0 < limit < len(self._outbox) and self.state is not State.CLOSED:
+            outbox = self._outbox
+            taken = [outbox.popleft() for _ in range(limit)]
+            self.queued_bytes -= sum(_size(p.data) for p in taken)
+            return taken
         packets = list(self._outbox)
         self._outbox.clear()
         self.queued_bytes = 0

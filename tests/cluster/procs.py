@@ -111,6 +111,10 @@ class Processes:
         # The config file decides: no WXIO_REDIS_URL / WXIO_KEY_* from the outer environment.
         env = {k: v for k, v in os.environ.items() if not k.startswith("WXIO_")}
         env["PYTHONUNBUFFERED"] = "1"
+        # --app modules of the tests (tests.cluster...) import from the repository's root.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")) if p
+        )
         return env
 
     def _spawn(
@@ -141,6 +145,7 @@ class Processes:
         node_ttl: float = 3,
         port: int | None = None,
         workers: int = 1,
+        app: str | None = None,
     ) -> Node:
         """``wxio serve`` on a free port with ``apps`` and a ``[cluster]``; returns once it
         answers on its port and has subscribed to its backplane channel."""
@@ -166,6 +171,8 @@ class Processes:
         ]
         if workers > 1:  # one node per worker process: <node_id>-0, <node_id>-1, ...
             argv += ["--workers", str(workers)]
+        if app is not None:  # module:callable, importable from the repository's root
+            argv += ["--app", app]
         node: Node = self._spawn(node_id, argv, port, Node, node_id=node_id)
         await wait_port(node)
         ids = [f"{node_id}-{i}" for i in range(workers)] if workers > 1 else [node_id]

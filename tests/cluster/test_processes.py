@@ -34,8 +34,8 @@ APPS = {
 }
 C = Signer("c", "c-key")
 NODE_TTL = 3
-#: A request to a node that does not answer waits NODE_TIMEOUT (2 s) at most, and a send may
-#: ask twice (the client's node, then the user's other clients): a send must answer within this.
+#: A request to a node that does not answer waits NODE_TIMEOUT (2 s) at most, and a send asks
+#: such a node once (tests/cluster/test_parity.py): a send must answer within this, with margin.
 SEND_BOUND = 5.0
 
 Client = RawClient | SioClient

@@ -24,6 +24,9 @@
  *        "subscribe": ["x", ...] subscribes at once, as "on" would (for libraries without onAny)
  *   {"cmd":"emit","sock":"main","event":"x","args":[...],"ack":true}
  *        with "ack" (needs an "id") the ack's arguments come back as {"ev":"ack","id":..,...}
+ *   {"cmd":"emit",...,"withAck":true[,"timeout":ms]}   sio4 only: emitWithAck (after
+ *        socket.timeout(ms) if given): {"ev":"ack","id":..,"args":[first ack arg],"error":null}
+ *        or, when no ack came in time (after the socket's `retries`), "args":null,"error":msg
  *   {"cmd":"on","sock":"main","event":"x","ackWith":[...]}
  *        subscribe to "x" (needed where the library has no onAny: sio2, wxapp) and/or set the
  *        reply sent when the server's "x" asks for an ack ("ackWith": null removes it)
@@ -190,6 +193,19 @@ const commands = {
     const entry = sockOf(cmd);
     if (typeof cmd.event !== 'string') throw new Error('emit needs an "event"');
     const args = lib.fromWire(cmd.args ?? []);
+    if (cmd.withAck) {
+      // socket.io-client 4: [socket.timeout(ms).]emitWithAck(...), a promise of the first ack
+      // argument that rejects when no ack comes in time (retries included).
+      if (cmd.id === undefined) throw new Error('emit with "withAck" needs an "id"');
+      const target = cmd.timeout !== undefined ? entry.socket.timeout(cmd.timeout) : entry.socket;
+      target.emitWithAck(cmd.event, ...args).then(
+        (reply) => out({ ev: 'ack', id: cmd.id, sock: entry.name, args: toWire([reply]), error: null }),
+        (err) => out({
+          ev: 'ack', id: cmd.id, sock: entry.name, args: null, error: err && err.message ? err.message : String(err),
+        }),
+      );
+      return;
+    }
     if (cmd.ack) {
       if (cmd.id === undefined) throw new Error('emit with "ack" needs an "id"');
       args.push((...reply) => out({ ev: 'ack', id: cmd.id, sock: entry.name, args: toWire(reply) }));

@@ -61,7 +61,9 @@ const LIBS = {
       shim: null,
       managerEvents: true,
       errorIsConnectError: false,
-      connect: (url, nsp, opts) => io(nspUrl(url, nsp), opts),
+      // opts.parser "msgpack": the npm socket.io-msgpack-parser (the reference's parser option).
+      connect: (url, nsp, opts) => io(nspUrl(url, nsp), opts.parser === 'msgpack'
+        ? { ...opts, parser: require('socket.io-msgpack-parser') } : opts),
       fromWire: nodeFromWire,
     };
   },

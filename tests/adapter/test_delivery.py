@@ -1,0 +1,117 @@
+"""Nothing accepted is lost: a burst at a target that leaves in the middle of it (close
+handshake, or the TCP connection cut) is all received once the target's user comes back,
+because a message to a user is kept until acknowledged, not until written to a socket."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from .conftest import RunningServer, StartServer
+from .core_clients import RawClient, Signer
+
+N = 2000
+APPS = {
+    "d": {
+        "key": "d-key",
+        "rate": 1_000_000,
+        "burst": 1_000_000,
+        "inbox_size": N + 100,
+        "verify_message_sign": False,
+    },
+    "legacy": {
+        "key": "legacy-key",
+        "rate": 1_000_000,
+        "burst": 1_000_000,
+        "inbox_size": N + 100,
+        "verify_message_sign": False,
+        "keep_until_ack": False,
+    },
+}
+D = Signer("d", "d-key")
+LEGACY = Signer("legacy", "legacy-key")
+
+
+@pytest.fixture
+async def core(start_server: StartServer) -> RunningServer:
+    return await start_server(apps=APPS)
+
+
+def meta(msg: dict[str, Any]) -> dict[str, Any]:
+    return dict(msg["meta"])
+
+
+async def _burst(sender: RawClient, signer: Signer, target: str) -> dict[str, str]:
+    """Send N messages without waiting, then read N results: msgId -> status accepted."""
+    for n in range(N):
+        await sender.send(signer.envelope("sendToOthers", {"n": n}, target=target))
+    accepted: dict[str, str] = {}
+    for _ in range(N):
+        reply = await sender.recv(timeout=10)
+        if reply["data"]["action"] == "result":
+            accepted[reply["data"]["payload"]["msgId"]] = reply["data"]["payload"]["status"]
+    return accepted
+
+
+@pytest.mark.parametrize("leave", ["close_handshake", "abort"])
+async def test_a_burst_at_a_leaving_target_is_all_received(core: RunningServer, leave: str) -> None:
+    sender = await RawClient.connect(core.ws_url, D, user="s")
+    target = await RawClient.connect(core.ws_url, D, user="t")
+    old_id = target.client_id
+    burst = asyncio.ensure_future(_burst(sender, D, old_id))
+    received: dict[str, int] = {}
+    try:
+        # Take (and acknowledge) some of the burst, then leave in the middle of it.
+        while len(received) < 200:
+            msg = await target.recv()
+            received[meta(msg)["msgId"]] = msg["data"]["payload"]["n"]
+            await target.send(D.envelope("ack", msgId=meta(msg)["msgId"]))
+        if leave == "abort":
+            target.ws.transport.abort()
+        else:
+            await target.close()
+        accepted = await burst
+        assert len(accepted) == N  # every message was accepted, as delivered or queued
+        assert set(accepted.values()) <= {"delivered", "queued"}
+
+        back = await RawClient.connect(core.ws_url, D, user="t")
+        try:
+            while not set(accepted) <= set(received):
+                msg = await back.recv()
+                assert msg["data"]["action"] == "exchange", msg
+                received[meta(msg)["msgId"]] = msg["data"]["payload"]["n"]
+        finally:
+            await back.close()
+        # In order: what comes again comes in the order it was sent.
+        assert list(received.values()) == sorted(received.values())
+    finally:
+        burst.cancel()
+        await sender.close()
+
+
+async def test_without_keep_until_ack_a_closing_target_is_never_reported_delivered(
+    core: RunningServer,
+) -> None:
+    """The predecessor's mode: a message to a connected client is written once. Once the target
+    is leaving, a send is no longer `delivered`: it is queued for the user's return."""
+    sender = await RawClient.connect(core.ws_url, LEGACY, user="s")
+    target = await RawClient.connect(core.ws_url, LEGACY, user="t")
+    try:
+        first = await sender.request(
+            LEGACY.envelope("sendToOthers", "while here", target=target.client_id)
+        )
+        assert first["data"]["payload"]["status"] == "delivered"
+        assert first["data"]["payload"]["guarantee"] == "sent"
+        assert (await target.recv())["data"]["payload"] == "while here"
+        await target.close()
+        reply = await sender.request(
+            LEGACY.envelope("sendToOthers", "after", target=target.client_id)
+        )
+        assert reply["data"]["payload"]["status"] == "queued"
+        back = await RawClient.connect(core.ws_url, LEGACY, user="t")
+        assert (await back.recv())["data"]["payload"] == "after"  # the first frame: not "while here"
+        await back.close()
+    finally:
+        await sender.close()

@@ -1,0 +1,60 @@
+"""The node-to-node schema (a trust boundary: anything on the Redis channel is untrusted)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from wxio.adapter.cluster import wire
+
+HEAD = {"v": wire.VERSION, "from": "n1"}
+DELIVER = {"t": "deliver", "id": "r1", "app": "a", "client": "c", "env": {}}
+REPLY = {"re": "r1", "body": {"ok": True}}
+
+
+def raw(message: Any) -> bytes:
+    return json.dumps(message).encode()
+
+
+@pytest.mark.parametrize("message", [DELIVER, REPLY, {"t": "broadcast", "app": "a", "env": {}}])
+def test_single_messages_round_trip(message: dict[str, Any]) -> None:
+    framed = {**HEAD, **message}
+    assert wire.decode(wire.encode(framed)) == framed
+
+
+def test_a_batch_carries_requests_replies_and_one_way_messages() -> None:
+    batch = {**HEAD, "t": "batch", "msgs": [DELIVER, REPLY, DELIVER]}
+    assert wire.decode(wire.encode(batch))["msgs"] == [DELIVER, REPLY, DELIVER]
+
+
+@pytest.mark.parametrize(
+    "message, why",
+    [
+        ({"v": 2, "from": "n1", **DELIVER}, "version"),
+        ({"v": 1, **DELIVER}, "from"),
+        ({**HEAD, "t": "deliver", "app": "a", "client": 7, "env": {}}, "client"),
+        ({**HEAD, "t": "nope"}, "unknown"),
+        ({**HEAD, "re": "r1", "body": "x"}, "reply"),
+        ({**HEAD, **DELIVER, "id": 5}, "id"),
+        ({**HEAD, "t": "batch", "msgs": []}, "batch"),
+        ({**HEAD, "t": "batch", "msgs": "x"}, "batch"),
+        ({**HEAD, "t": "batch", "msgs": [DELIVER] * (wire.MAX_BATCH + 1)}, "batch"),
+        ({**HEAD, "t": "batch", "msgs": [{"t": "batch", "msgs": [DELIVER]}]}, "batch"),
+        ({**HEAD, "t": "batch", "msgs": [DELIVER, {"t": "deliver", "app": "a"}]}, "client"),
+        ({**HEAD, "t": "batch", "msgs": [DELIVER, 3]}, "objects"),
+        ([1, 2], "object"),
+    ],
+)
+def test_bad_messages_are_refused(message: Any, why: str) -> None:
+    with pytest.raises(wire.SchemaError, match=why):
+        wire.decode(raw(message))
+
+
+def test_oversized_and_non_json_input_is_refused() -> None:
+    with pytest.raises(wire.SchemaError):
+        wire.decode(b"x" * (wire.MAX_MESSAGE_BYTES + 1))
+    with pytest.raises(wire.SchemaError):
+        wire.decode(b"\x80\x04pickle")
+    with pytest.raises(wire.SchemaError):
+        wire.decode(b"[" * 100 + b"]" * 100)  # deeper than the limit
