@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,9 +37,11 @@ from redis.exceptions import RedisError
 from ...protocol import jsonutil
 from ...protocol.errors import LocalProtocolError, RemoteProtocolError
 from ...protocol.signing import NonceClaim
+from ..config import ConfigError
 from ..core.backplane import BackplaneError, NodeHandler
 from ..core.directory import MAX_ALIAS_HOPS, Directory, Location
 from ..core.inbox import Inbox, InboxEntry
+from ..core.singleflight import SingleFlight
 from . import wire
 
 log = logging.getLogger("wxio.cluster")
@@ -49,6 +52,12 @@ T = TypeVar("T")
 
 #: Messages waiting to be published at most (past it, a slow Redis costs messages, not memory).
 MAX_QUEUED_MESSAGES = 10_000
+#: Redis connections a node opens at most (``[cluster] max_connections``), and the seconds a
+#: command waits for one of them when all are busy before it fails (``[cluster] pool_timeout``;
+#: the command's answer is then ``unavailable``). A burst (every client of a killed node
+#: reconnecting here at once) waits its turn instead of failing at once.
+DEFAULT_MAX_CONNECTIONS = 200
+DEFAULT_POOL_TIMEOUT = 2.0
 
 # Follow re-bindings, then read the client's hash and whether its node is alive: one round trip.
 _LOCATE = """
@@ -116,22 +125,33 @@ class RedisBackplane:
         node_id: str | None = None,
         advertise_url: str | None = None,
         node_ttl: float = 15.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.node_id = node_id or secrets.token_hex(4)
         self.advertise_url = advertise_url
         self.node_ttl = node_ttl
+        if type(max_connections) is not int or max_connections < 2:
+            # One connection is held by the subscription for the node's life.
+            raise ConfigError("[cluster] max_connections: must be an integer of at least 2")
+        if not isinstance(pool_timeout, (int, float)) or pool_timeout <= 0:
+            raise ConfigError("[cluster] pool_timeout: must be a positive number of seconds")
         # After a Redis restart every pooled connection is stale and fails its next command once.
         # One immediate retry on a *connection* error (not on a timeout, so a slow Redis still
-        # answers within socket_timeout) reconnects transparently.
-        self.redis = aioredis.from_url(
+        # answers within socket_timeout) reconnects transparently. The pool blocks when all its
+        # connections are busy (redis-py's default pool raises MaxConnectionsError at once).
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=float(pool_timeout),
             socket_connect_timeout=1.0,
             socket_timeout=3.0,
             health_check_interval=5,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self.redis = aioredis.Redis.from_pool(pool)
         self.directory: Directory = _Directory(self)
         self.inbox: Inbox = _Inbox(self)
         self.replay = _Replay(self)
@@ -151,6 +171,7 @@ class RedisBackplane:
         #: What to publish, per channel, until the next flush (see _post).
         self._outbox: dict[str, list[tuple[dict[str, Any], asyncio.Future[int] | None]]] = {}
         self._queued = 0
+        self._alive_lookups: SingleFlight[str, bool] = SingleFlight()
         self._flushing: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
@@ -260,8 +281,11 @@ class RedisBackplane:
         cached = self._alive_cache.get(node)
         if cached is not None and cached[1] > loop.time():
             return cached[0]
+        return await self._alive_lookups.run(node, lambda: self._ask_alive(node))
+
+    async def _ask_alive(self, node: str) -> bool:
         alive = bool(await self.call(self.redis.exists(self.key("node", node))))
-        self._alive_cache[node] = (alive, loop.time() + 1.0)
+        self._alive_cache[node] = (alive, asyncio.get_running_loop().time() + 1.0)
         return alive
 
     async def node_url(self, node: str) -> str | None:
@@ -426,16 +450,21 @@ class RedisBackplane:
         if not await self.node_alive(node):
             return None
         rid = secrets.token_hex(8)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        receivers: asyncio.Future[int] = loop.create_future()
         self._pending[rid] = fut
+        # One timer bounds both waits (cheaper than asyncio.timeout on every request).
+        timer = loop.call_later(timeout, _time_out, receivers, fut)
         try:
-            async with asyncio.timeout(timeout):
-                if not await self._publish(self.key("ch", node), {**message, "id": rid}):
-                    return None
-                return await fut
+            self._post(self.key("ch", node), {**message, "id": rid}, receivers)
+            if not await receivers:
+                return None
+            return await fut
         except TimeoutError:
             return None
         finally:
+            timer.cancel()
             self._pending.pop(rid, None)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
@@ -485,6 +514,13 @@ class _Collector:
         self.replies.append(body)
         if len(self.replies) >= self.expected and not self.done_future.done():
             self.done_future.set_result(body)
+
+
+def _time_out(*futures: asyncio.Future[Any]) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(TimeoutError())
+            fut.exception()  # retrieved: the waiter may have gone already
 
 
 def _text(value: bytes | str) -> str:

@@ -472,12 +472,16 @@ class SocketIOServer:
 
     def _enqueue(self, socket: Socket, packet: Packet) -> None:
         if socket._worker is not None:
+            if socket._queue is None:
+                socket._queue = deque()
             socket._queue.append(packet)
             return
         # Nothing in progress for this socket: run the handler now. Most handlers finish
         # without waiting on anything; only one that does is carried on by a task, and the
         # socket's later events queue behind it.
-        coro = socket.nsp._dispatch(socket, packet)
+        coro = socket.nsp.dispatch(socket, packet)
+        if coro is None:
+            return
         try:
             waiting_on = coro.send(None)
         except StopIteration:
@@ -485,11 +489,12 @@ class SocketIOServer:
         socket._worker = self.spawn(self._work(socket, _Resume(coro, waiting_on)))
 
     async def _work(self, socket: Socket, first: _Resume) -> None:
-        queue: deque[Packet] = socket._queue
         try:
             await first
-            while queue:
-                await socket.nsp._dispatch(socket, queue.popleft())
+            while socket._queue:
+                coro = socket.nsp.dispatch(socket, socket._queue.popleft())
+                if coro is not None:
+                    await coro
         finally:
             socket._worker = None
 

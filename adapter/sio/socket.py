@@ -140,7 +140,8 @@ class Socket:
         "id",
         "nsp",
         "client",
-        "handshake",
+        "_auth",
+        "_handshake",
         "rooms",
         "data",
         "connected",
@@ -156,7 +157,8 @@ class Socket:
         self.id = sid
         self.nsp = nsp
         self.client = client
-        self.handshake = Handshake(client, auth)
+        self._auth = auth
+        self._handshake: Handshake | None = None
         self.rooms: set[str] = set()
         #: Free for the application (user id, app name...).
         self.data: dict[str, Any] = {}
@@ -165,13 +167,21 @@ class Socket:
         self.was_connected = False
         self._acks: dict[int, tuple[Callable[..., Any], asyncio.TimerHandle | None]] = {}
         self._next_ack = 0
-        self._queue: deque[Packet] = deque()
+        #: Events waiting while a handler of this socket waits (made when first needed).
+        self._queue: deque[Packet] | None = None
         self._worker: asyncio.Task[None] | None = None
         #: Set at disconnect: releases connection middleware waiting after ``await next()``.
         self._after_connect: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.nsp.name}>"
+
+    @property
+    def handshake(self) -> Handshake:
+        """``socket.handshake`` (built on first use: most sockets never ask)."""
+        if self._handshake is None:
+            self._handshake = Handshake(self.client, self._auth)
+        return self._handshake
 
     @property
     def sid(self) -> str:
@@ -318,7 +328,7 @@ class Socket:
             if timer is not None:
                 timer.cancel()
         self._acks.clear()
-        self._queue.clear()
+        self._queue = None
         if self._after_connect is not None and not self._after_connect.done():
             self._after_connect.set_result(None)
         self.nsp._emit_local("disconnect", self, reason)
