@@ -24,6 +24,7 @@ from aiohttp import web
 
 from ..protocol.engineio import handshake
 from ..protocol.engineio.handshake import ErrorCode, RequestError
+from ..protocol.engineio.packets import Packet, PacketType, encode_binary, encode_text
 from ..protocol.engineio.session import (
     Closed,
     CloseReason,
@@ -34,7 +35,6 @@ from ..protocol.engineio.session import (
     UpgradeAborted,
     Upgraded,
 )
-from ..protocol.engineio.packets import Packet, PacketType, encode_binary, encode_text
 from ..protocol.wsframe import binary_frame, text_frame
 from .cluster.forward import Forwarder
 from .config import EngineOptions
@@ -91,6 +91,8 @@ class EngineHandler(Protocol):
     def on_message(self, sock: EngineSocket, data: str | bytes) -> None: ...
 
     def on_close(self, sock: EngineSocket, reason: str) -> None: ...
+
+    # Optional: ``on_upgrade(sock)`` after a session moved from polling to WebSocket.
 
 
 class EngineSocket:
@@ -313,6 +315,12 @@ class EngineSocket:
     def _on_upgraded(self) -> None:
         self.ws, self.probe_ws = self.probe_ws, None
         log.debug("%s upgraded to websocket", self.sid)
+        on_upgrade = getattr(self.server.handler, "on_upgrade", None)
+        if on_upgrade is not None:
+            try:
+                on_upgrade(self)
+            except Exception:
+                log.exception("%s: upgrade handler failed", self.sid)
         waiter = self.get_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)  # the held GET ends with a noop (see polling.handle_get)

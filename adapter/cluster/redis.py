@@ -384,7 +384,9 @@ class RedisBackplane:
         if self._queued >= MAX_QUEUED_MESSAGES:
             # Redis is too slow to take what we publish: the requester times out and falls
             # back (inbox); this node must not buffer without bound meanwhile.
-            log.warning("node %s: message dropped, %d waiting for Redis", self.node_id, self._queued)
+            log.warning(
+                "node %s: message dropped, %d waiting for Redis", self.node_id, self._queued
+            )
             if receivers is not None and not receivers.done():
                 receivers.set_exception(BackplaneError("too many messages waiting for Redis"))
             return
@@ -407,7 +409,9 @@ class RedisBackplane:
                     try:
                         data = self._frame(chunk)
                     except wire.SchemaError as exc:  # e.g. a batch over the size limit
-                        log.warning("node %s: %d message(s) dropped: %s", self.node_id, len(chunk), exc)
+                        log.warning(
+                            "node %s: %d message(s) dropped: %s", self.node_id, len(chunk), exc
+                        )
                         for fut in futures:
                             if fut is not None and not fut.done():
                                 fut.set_exception(BackplaneError(str(exc)))

@@ -59,6 +59,8 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     or the query string for EIO=3 and libraries that cannot send auth), envelopes in as
     ``requestMessage``, replies and deliveries out as ``responseMessage``."""
     nsp = io.of(options.namespace)
+    # The core has its own redelivery (the inbox): connection state recovery leaves it alone.
+    nsp.recoverable = False
 
     async def authorize(socket: Socket) -> None:
         shake = socket.handshake
@@ -100,10 +102,9 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
         respond: Respond = conn.deliver
         if ctx.wants_ack:
 
-            def answer(out: Outgoing) -> None:
+            def respond(out: Outgoing) -> None:
                 ctx.ack(out.envelope)
 
-            respond = answer
         await hub.handle(conn, raw, respond)
 
     nsp.authorize(authorize)

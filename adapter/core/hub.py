@@ -61,8 +61,7 @@ class Outcome(NamedTuple):
     kept: bool = False
 
 
-#: Where an answer goes (what it returns, e.g. whether it was sent, is not used).
-Respond = Callable[[Outgoing], object]
+Respond = Callable[[Outgoing], object]  # what it returns is not used
 
 
 class Hub:
@@ -466,7 +465,12 @@ class Hub:
             return conn is not None and conn.deliver(out)
         if unanswered is not None and node in unanswered:
             return False
-        message = {"t": "deliver", "app": app, "client": client, "env": out.envelope}
+        message: dict[str, Any] = {
+            "t": "deliver",
+            "app": app,
+            "client": client,
+            "env": out.envelope,
+        }
         if out.kept:
             message["kept"] = True
         reply = await self.backplane.request(node, message, timeout=NODE_TIMEOUT)

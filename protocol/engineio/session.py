@@ -98,6 +98,7 @@ class Closed(NamedTuple):
 
 Event = MessageReceived | Upgraded | UpgradeAborted | Closed
 
+
 def _size(data: str | bytes) -> int:
     """UTF-8 size: the slow-reader bound is in bytes (isascii is a C-speed scan)."""
     if isinstance(data, bytes) or data.isascii():

@@ -80,9 +80,12 @@ async def test_generate_id_hook(start_server: StartServer) -> None:
         )
 
     server = await start_server(setup=setup)
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{server.url}/socket.io/?EIO=4&transport=polling", headers={"X-Tenant": "t1"}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{server.url}/socket.io/?EIO=4&transport=polling", headers={"X-Tenant": "t1"}
+        ) as resp,
+    ):
         body = await resp.text()
     assert json.loads(body[1:])["sid"] == "custom-t1-0123456789abcdef"
 

@@ -496,7 +496,9 @@ async def test_events_during_async_connection_checks_close_the_connection(
 
 async def test_oversized_v4_namespace_query_closes_cleanly(conformance: RunningServer) -> None:
     async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(f"{conformance.ws_url}/socket.io/?EIO=3&transport=websocket") as ws:
+        async with http.ws_connect(
+            f"{conformance.ws_url}/socket.io/?EIO=3&transport=websocket"
+        ) as ws:
             assert (await ws.receive_str()).startswith("0")
             assert await ws.receive_str() == "40"
             await ws.send_str("40/custom?" + "&".join(f"k{i}=v" for i in range(200)) + ",")
