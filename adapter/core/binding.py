@@ -186,8 +186,8 @@ class RawEndpoint:
                     hub.ingress.binary(conn, conn.deliver)
                 else:
                     break
-                if writer.backlog.over:
-                    await writer.backlog.wait_drained()  # a client that does not read is not read
+                if writer.behind:
+                    await writer.wait_drained()  # a client that does not read is not read
         finally:
             await hub.detach(conn)  # unroutable before the transport goes
             log.info("%s disconnected (raw)", conn.client_id)

@@ -138,7 +138,7 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     """The reader loop of the active WebSocket."""
     session = sock.session
     on_message = sock.server.handler.on_message
-    backlog = sock.writer.backlog if sock.writer is not None else sock.backlog
+    writer = sock.writer
     try:
         async for msg in ws:
             data = msg.data
@@ -165,8 +165,8 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
                 sock.pump()
             if session.state is State.CLOSED:
                 break
-            if backlog.over:
-                await backlog.wait_drained()  # a client that does not read stops being read
+            if writer is not None and writer.behind:
+                await writer.wait_drained()  # a client that does not read stops being read
     except (ConnectionError, asyncio.CancelledError):
         pass
     except Exception:

@@ -131,7 +131,12 @@ async def test_recovers_id_rooms_data_and_missed_packets(
             (e["name"], e["args"][0], isinstance(e["args"][-1], str))
             for e in [await peer.expect("event") for _ in range(4)]
         ]
-        assert got == [("tick", 1, True), ("all", {"n": 2}, True), ("tick", 3, True), ("direct", 4, True)]
+        assert got == [
+            ("tick", 1, True),
+            ("all", {"n": 2}, True),
+            ("tick", 3, True),
+            ("direct", 4, True),
+        ]
 
         assert app.reasons == ["transport close"]
         assert app.connects[-1][0] == sid and app.connects[-1][1] is True
