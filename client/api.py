@@ -31,9 +31,11 @@ class Presence:
 
 
 class ApiClient:
-    """``ApiClient("https://example.com", Credentials("shop", key))``; every call is signed with
-    the credentials (``user_id`` of the credentials is not used: pass the sender's per call).
-    Errors raise :class:`~.errors.Denied` with the HTTP ``status``."""
+    """``ApiClient("https://example.com", Credentials("shop", server_key))``: every call is
+    signed with the credentials' key, which is the app's **server key** for a backend (the client
+    key only where the app sets ``api_client_key``), or authorised by ``Credentials(app,
+    token=...)``, which calls as that token's user. ``user_id`` of the credentials is not used:
+    pass the sender's per call. Errors raise :class:`~.errors.Denied` with the HTTP ``status``."""
 
     def __init__(
         self,

@@ -39,8 +39,8 @@ from .conftest import RunningServer, StartServer, free_port
 from .jspeer import JS_DIR, requires_node
 
 APPS: dict[str, dict[str, Any]] = {
-    "shop": {"key": "shop-key"},
-    "mac": {"key": "mac-key", "scheme": "hmac"},
+    "shop": {"key": "shop-key", "server_key": "shop-server"},
+    "mac": {"key": "mac-key", "scheme": "hmac", "server_key": "mac-server"},
 }
 
 
@@ -85,7 +85,7 @@ async def test_presence_is_authenticated_like_the_rest_of_the_api(
     wrong = hashlib.md5(f"shopnot-the-key{ts}".encode()).hexdigest()
     status, body = await get_json(url, params={"app": "shop", "timestamp": ts, "sign": wrong})
     assert (status, body["error"]) == (401, "bad_signature")
-    good = hashlib.md5(f"shopshop-key{ts}".encode()).hexdigest()
+    good = hashlib.md5(f"shopshop-server{ts}".encode()).hexdigest()  # the server key
     status, body = await get_json(url, params={"app": "shop", "timestamp": ts, "sign": good})
     assert (status, body) == (200, {"app": "shop", "users": [], "next": None})
     status, body = await get_json(
@@ -95,7 +95,7 @@ async def test_presence_is_authenticated_like_the_rest_of_the_api(
 
     # HMAC covers the query: a signature for userId=u1 does not answer for u2.
     nonce = "presence-nonce-0001"
-    sign = hmac_sign("mac", "mac-key", ts, nonce, {"userId": "u1"})
+    sign = hmac_sign("mac", "mac-server", ts, nonce, {"userId": "u1"})
     query = {"app": "mac", "timestamp": ts, "nonce": nonce, "sign": sign}
     status, body = await get_json(url, params={**query, "userId": "u2"})
     assert (status, body["error"]) == (401, "bad_signature")
@@ -226,7 +226,7 @@ async def test_https_and_wss_with_a_verified_certificate(
     async with (
         await WxioClient.connect(tls_server.ws_url, creds, ssl=trust) as a,
         await WxioClient.connect(tls_server.url, creds, ssl=trust) as b,
-        ApiClient(tls_server.url, Credentials("shop", "shop-key"), ssl=trust) as api,
+        ApiClient(tls_server.url, Credentials("shop", "shop-server"), ssl=trust) as api,
     ):
         assert (await a.send(b.client_id, "over tls")).status == "delivered"
         assert (await b.receive(timeout=5)).payload == "over tls"

@@ -1,9 +1,12 @@
-"""wxio.client.ApiClient against a real server: send, broadcast, presence, errors."""
+"""wxio.client.ApiClient against a real server: send, broadcast, presence, errors, and who may
+call presence (the server key; the client key where allowed; not a user's token)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import jwt
 import pytest
 from wxio.client import ApiClient, Credentials, Denied, WxioClient
 
@@ -11,11 +14,25 @@ from tests.adapter.conftest import RunningServer, StartServer
 
 from .conftest import gone
 
+SECRET = "tok-secret-0123456789abcdef0123456789abcdef"
 APPS: dict[str, dict[str, Any]] = {
-    "shop": {"key": "shop-key", "rate": 1000, "burst": 1000},
-    "mac": {"key": "mac-key", "scheme": "hmac", "rate": 1000, "burst": 1000},
-    "other": {"key": "other-key"},
+    "shop": {"key": "shop-key", "server_key": "shop-server", "rate": 1000, "burst": 1000},
+    "mac": {
+        "key": "mac-key",
+        "scheme": "hmac",
+        "server_key": "mac-server",
+        "rate": 1000,
+        "burst": 1000,
+    },
+    "other": {"key": "other-key", "server_key": "other-server"},
+    "legacy": {"key": "legacy-key", "api_client_key": True},
+    "tok": {"key": "tok-key", "server_key": "tok-server", "token_secret": SECRET},
 }
+
+
+def token(user: str) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": user, "iat": now, "exp": now + 60}, SECRET, algorithm="HS256")
 
 
 @pytest.fixture
@@ -24,12 +41,16 @@ async def core(start_server: StartServer) -> RunningServer:
 
 
 @pytest.mark.parametrize(
-    "creds", [Credentials("shop", "shop-key"), Credentials("mac", "mac-key", scheme="hmac")]
+    "app, client_key, server_key, scheme",
+    [("shop", "shop-key", "shop-server", "md5"), ("mac", "mac-key", "mac-server", "hmac")],
 )
-async def test_send_broadcast_and_presence(core: RunningServer, creds: Credentials) -> None:
-    as_user = Credentials(creds.app, creds.key, scheme=creds.scheme, user_id="u1")
+async def test_send_broadcast_and_presence(
+    core: RunningServer, app: str, client_key: str, server_key: str, scheme: Any
+) -> None:
+    as_user = Credentials(app, client_key, scheme=scheme, user_id="u1")
+    backend = Credentials(app, server_key, scheme=scheme)
     async with (
-        ApiClient(core.url, creds) as api,
+        ApiClient(core.url, backend) as api,
         await WxioClient.connect(core.url, as_user) as one,
         await WxioClient.connect(core.url, as_user) as two,
     ):
@@ -44,9 +65,9 @@ async def test_send_broadcast_and_presence(core: RunningServer, creds: Credentia
         assert presence.online and set(presence.clients) == {one.client_id, two.client_id}
         assert not (await api.presence("nobody")).online
         assert await api.online_users() == (["u1"], None)
-    await gone(core, creds.app, one.client_id)
-    await gone(core, creds.app, two.client_id)
-    async with ApiClient(core.url, creds) as api:
+    await gone(core, app, one.client_id)
+    await gone(core, app, two.client_id)
+    async with ApiClient(core.url, backend) as api:
         assert (await api.presence("u1")).online is False
         assert await api.online_users() == ([], None)
 
@@ -60,7 +81,7 @@ async def test_online_users_page_by_page(core: RunningServer) -> None:
     # Another app's users are never listed.
     outsider = await WxioClient.connect(core.url, Credentials("other", "other-key", user_id="x"))
     try:
-        async with ApiClient(core.url, Credentials("shop", "shop-key")) as api:
+        async with ApiClient(core.url, Credentials("shop", "shop-server")) as api:
             page, cursor = await api.online_users(limit=3)
             assert page == users[:3] and cursor == "user-02"
             page, cursor = await api.online_users(limit=3, after=cursor)
@@ -71,12 +92,36 @@ async def test_online_users_page_by_page(core: RunningServer) -> None:
             await client.close()
 
 
+async def test_who_may_ask_for_presence(core: RunningServer) -> None:
+    # The client key: only where the app allows it to call the API.
+    async with ApiClient(core.url, Credentials("shop", "shop-key")) as api:
+        with pytest.raises(Denied) as info:
+            await api.presence("u1")
+        assert (info.value.reason, info.value.status) == ("not_allowed", 403)
+    async with ApiClient(core.url, Credentials("legacy", "legacy-key")) as api:
+        assert not (await api.presence("u1")).online
+    # A user's token connects and sends as that user, but presence is for the backend.
+    async with (
+        await WxioClient.connect(core.url, Credentials("tok", token=token("t1"))) as t1,
+        ApiClient(core.url, Credentials("tok", token=token("t2"))) as as_t2,
+        ApiClient(core.url, Credentials("tok", "tok-server")) as backend,
+    ):
+        assert t1.user_id == "t1"
+        assert (await as_t2.send(t1.client_id, "hi")).delivered
+        got = await t1.receive(timeout=5)
+        assert (got.payload, got.user_id) == ("hi", "t2")
+        with pytest.raises(Denied) as info:
+            await as_t2.presence("t1")
+        assert (info.value.reason, info.value.status) == ("not_allowed", 403)
+        assert (await backend.presence("t1")).clients == (t1.client_id,)
+
+
 async def test_api_errors_carry_reason_and_status(core: RunningServer) -> None:
     async with ApiClient(core.url, Credentials("shop", "wrong")) as api:
         with pytest.raises(Denied) as info:
             await api.presence("u1")
         assert (info.value.reason, info.value.status) == ("bad_signature", 401)
-    async with ApiClient(core.url, Credentials("shop", "shop-key")) as api:
+    async with ApiClient(core.url, Credentials("shop", "shop-server")) as api:
         with pytest.raises(Denied) as info:
             await api.send("gone", "x")
         assert (info.value.reason, info.value.status) == ("target_offline", 404)

@@ -17,7 +17,10 @@ from .conftest import REDIS_URL
 
 pytestmark = pytest.mark.redis
 
-APPS = {"c": {"key": "c-key", "rate": 1000, "burst": 1000}, "d": {"key": "d-key"}}
+APPS = {
+    "c": {"key": "c-key", "server_key": "c-server", "rate": 1000, "burst": 1000},
+    "d": {"key": "d-key"},
+}
 
 
 async def test_directory_lists_online_users_by_page(redis_prefix: str) -> None:
@@ -65,7 +68,7 @@ async def test_presence_across_nodes(start_server: StartServer, redis_prefix: st
     other = await WxioClient.connect(b.url, Credentials("c", "c-key", user_id="u2"))
     tenant = await WxioClient.connect(b.url, Credentials("d", "d-key", user_id="x"))
     try:
-        async with ApiClient(a.url, Credentials("c", "c-key")) as api:
+        async with ApiClient(a.url, Credentials("c", "c-server")) as api:
             presence = await api.presence("u1")
             assert presence.online and set(presence.clients) == {on_a.client_id, on_b.client_id}
             assert await api.online_users() == (["u1", "u2"], None)
