@@ -33,7 +33,8 @@ from .apps import AppConfig
 from .auth import Identity, bearer
 from .backplane import BackplaneError
 from .binding import CoreOptions
-from .hub import Denied, Hub, unavailable
+from .errors import unavailable
+from .hub import Denied, Hub
 
 __all__ = ["HttpApi"]
 
