@@ -27,11 +27,12 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 _SECRET = re.compile(r"key|sign|secret|token|password|passwd|nonce|authorization|cookie", re.I)
 #: ``sign=...`` and the like inside a URL or a message.
 _SECRET_PARAM = re.compile(r"(?i)\b(sign|nonce|token|key|password|secret)=[^&\s'\"]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
 
 
 def redact(text: str) -> str:
     """Replace the values of credential-like ``name=value`` parameters in ``text``."""
-    return _SECRET_PARAM.sub(r"\1=[redacted]", text)
+    return _BEARER.sub(r"\1[redacted]", _SECRET_PARAM.sub(r"\1=[redacted]", text))
 
 
 class TextFormatter(logging.Formatter):

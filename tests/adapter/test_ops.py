@@ -168,6 +168,10 @@ def test_json_log_lines() -> None:
     for fmt in (formatter, TextFormatter(TEXT_FORMAT)):
         text = fmt.format(record)
         assert "abc123" not in text and "sign=[redacted]&EIO=3" in text
+    record = logging.LogRecord(
+        "wxio", logging.INFO, __file__, 1, "header %s", ("Authorization: Bearer eyJ.abc.def",), None
+    )
+    assert "eyJ" not in formatter.format(record) and "Bearer [redacted]" in formatter.format(record)
 
 
 # -- TLS ---------------------------------------------------------------------------------------
