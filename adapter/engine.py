@@ -38,6 +38,7 @@ from ..protocol.engineio.packets import Packet, PacketType, encode_binary, encod
 from ..protocol.wsframe import binary_frame, text_frame
 from .cluster.forward import Forwarder
 from .config import EngineOptions
+from .tasks import Tasks
 from .transports.outbox import Backlog, FrameWriter, message_frame
 
 log = logging.getLogger("wxio.engine")
@@ -358,6 +359,7 @@ class EngineServer:
         generate_id: Callable[[web.Request], str] | None = None,
         forwarder: Forwarder | None = None,
         allow_request: AllowRequest | None = None,
+        tasks: Tasks | None = None,
     ) -> None:
         self.options = options
         self.handler = handler
@@ -374,7 +376,8 @@ class EngineServer:
             upgrade_timeout=options.upgrade_timeout,
         )
         self.accepting = True
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Background tasks (closing WebSockets...), cancelled at shutdown.
+        self.tasks = tasks if tasks is not None else Tasks()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -385,10 +388,7 @@ class EngineServer:
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """A background task that is kept referenced until done and cancelled at shutdown."""
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.tasks.spawn(coro)
 
     def new_sid(self, request: web.Request) -> str:
         if self.generate_id is not None:
@@ -509,7 +509,5 @@ class EngineServer:
         self.accepting = False
         for sock in list(self.sessions.values()):
             sock.close(CloseReason.SERVER_SHUTTING_DOWN)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace)
-        for task in list(self._tasks):
-            task.cancel()
+        await self.tasks.wait(grace)
+        self.tasks.cancel()

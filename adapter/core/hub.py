@@ -22,6 +22,7 @@ from ...protocol import envelope as env
 from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
 from ...protocol.signing import SignatureError, verify_hmac, verify_md5
 from ..metrics import Metrics
+from ..tasks import Tasks
 from .apps import AppConfig, AppRegistry
 from .backplane import Backplane, BackplaneError, MemoryBackplane, NodeHandler
 from .connection import Connection, Outgoing
@@ -112,7 +113,7 @@ class Hub:
         self.by_app: dict[str, dict[str, Connection]] = {}
         #: (app, target) -> (client, node, user, until): recent remote routes.
         self._routes: dict[tuple[str, str], tuple[str, str, str | None, float]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks()
         self._keep_off_until = 0.0
         #: Handlers of other layers' node messages, by type (e.g. "sio" room emits).
         self.node_handlers: dict[str, NodeHandler] = {}
@@ -611,9 +612,7 @@ class Hub:
         """``ack(msg_id)`` for clients that acknowledge by callback (socket.io)."""
 
         def acked(msg_id: str) -> None:
-            task = asyncio.ensure_future(self._ack_quietly(app, user, msg_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._ack_quietly(app, user, msg_id))
 
         return acked
 

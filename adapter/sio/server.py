@@ -23,6 +23,7 @@ from ...protocol.errors import RemoteProtocolError
 from ...protocol.socketio import Decoder, Packet, PacketType, encode, split_namespace
 from ..config import ConfigError, SocketIOOptions
 from ..engine import AllowRequest, EngineSocket
+from ..tasks import Tasks
 from .context import ConnectContext, ConnectionRefused
 from .namespace import Handler, Namespace, _Handlers
 from .socket import Socket
@@ -196,7 +197,8 @@ class SocketIOServer:
             raise ConfigError(f"[socketio] parser: {self.parser!r} is not default or msgpack")
         self.namespaces: dict[str, Namespace] = {}
         self._dynamic: list[tuple[NamespaceMatcher, _Handlers]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Background tasks (handlers that wait, connection checks), cancelled at shutdown.
+        self.tasks = Tasks()
         #: Set in a cluster: room emits reach the sockets of every node.
         self.cluster: Any = None
         #: Handlers of server-side emits from other nodes (see on_server_side).
@@ -331,10 +333,8 @@ class SocketIOServer:
         return replies
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        """Run ``coro`` in the background, referenced until done and cancelled at shutdown."""
+        return self.tasks.spawn(coro)
 
     # -- EngineHandler -------------------------------------------------------------------------
 
@@ -492,5 +492,4 @@ class SocketIOServer:
             socket._worker = None
 
     async def shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self.tasks.cancel()
