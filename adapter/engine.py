@@ -369,12 +369,7 @@ class EngineServer:
         #: In a cluster: session ids name this node, and other nodes' sessions are forwarded.
         self.forwarder = forwarder
         self.sessions: dict[str, EngineSocket] = {}
-        self.config = EngineConfig(
-            ping_interval=options.ping_interval,
-            ping_timeout=options.ping_timeout,
-            max_payload=options.max_payload,
-            upgrade_timeout=options.upgrade_timeout,
-        )
+        self.config: EngineConfig = options.session_config()
         self.accepting = True
         #: Background tasks (closing WebSockets...), cancelled at shutdown.
         self.tasks = tasks if tasks is not None else Tasks()
