@@ -38,6 +38,7 @@ from ..protocol.engineio.packets import Packet, PacketType, encode_binary, encod
 from ..protocol.wsframe import binary_frame, text_frame
 from .cluster.forward import Forwarder
 from .config import EngineOptions
+from .metrics import Metrics
 from .tasks import Tasks
 from .transports.outbox import Backlog, FrameWriter, message_frame
 
@@ -160,7 +161,9 @@ class EngineSocket:
     # -- sending -------------------------------------------------------------------------------
 
     def send(self, data: str | bytes) -> None:
-        """Queue one Engine.IO message."""
+        """Queue one Engine.IO message (dropped once the session is closed)."""
+        if self.session.closed:
+            return
         writer = self.writer
         if writer is not None and self.session.state is State.OPEN:
             # On an open WebSocket a message goes straight to the outbox as a ready frame.
@@ -172,6 +175,8 @@ class EngineSocket:
     def send_frame(self, text_frame: bytes, text: str) -> None:
         """Queue a message whose WebSocket frame was built once for many receivers
         (:func:`~.transports.outbox.message_frame`); ``text`` is used on polling."""
+        if self.session.closed:
+            return
         writer = self.writer
         if writer is not None and self.session.state is State.OPEN:
             writer.write_frame(text_frame)
@@ -181,6 +186,8 @@ class EngineSocket:
 
     def send_many(self, items: list[str | bytes]) -> None:
         """Queue several messages (a Socket.IO packet and its attachments) and wake once."""
+        if self.session.closed:
+            return
         writer = self.writer
         if writer is not None and self.session.state is State.OPEN:
             for data in items:
@@ -216,9 +223,7 @@ class EngineSocket:
         return session.queued_bytes
 
     def _slow(self) -> None:
-        log.info("%s closed: slow reader", self.sid)
-        self.session.close(CloseReason.TRANSPORT_ERROR)
-        self.pump()
+        self.close(CloseReason.TRANSPORT_ERROR, "slow reader")
 
     def outbox_drained(self) -> None:
         """Called by the polling transport after it took the outbox."""
@@ -231,8 +236,8 @@ class EngineSocket:
 
     def _kick(self) -> None:
         session = self.session
-        if not session.has_outbox() and session.state is State.OPEN:
-            return
+        if not session.poll_ready():
+            return  # nothing queued, nothing changed
         waiter = self.get_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -251,9 +256,11 @@ class EngineSocket:
             self._closing_ws = True
             self.server.spawn(ws.close())
 
-    def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
-        """Close the session from the server side: a close packet goes out, then the transport."""
-        self.session.close(reason)
+    def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE, detail: str = "") -> None:
+        """Close the session from the server side: a close packet goes out, then the transport.
+        ``detail`` is logged with the reason. Closing a closed session does nothing."""
+        if not self.session.closed:
+            self.session.close(reason, detail)
         self.pump()
 
     # -- driving the session -------------------------------------------------------------------
@@ -276,13 +283,14 @@ class EngineSocket:
                     except Exception:
                         # One catch-all per connection: a bug above us closes this session only.
                         log.exception("%s: message handler failed", self.sid)
-                        session.close(CloseReason.TRANSPORT_ERROR)
+                        if not session.closed:
+                            session.close(CloseReason.TRANSPORT_ERROR, "message handler failed")
                 elif type(event) is Upgraded:
                     self._on_upgraded()
                 elif type(event) is UpgradeAborted:
                     self._close_probe()
                 elif type(event) is Closed:
-                    self._on_closed(event.reason)
+                    self._on_closed(event)
         self._kick()
         self._arm_timer()
 
@@ -301,7 +309,8 @@ class EngineSocket:
         self._timer_at = None
         # The loop may run a handle a clock tick early; never ask the session about the past.
         now = max(self.now(), at or 0.0)
-        self.session.handle_timers(now)
+        if not self.session.closed:
+            self.session.handle_timers(now)
         self.pump()
 
     def _on_upgraded(self) -> None:
@@ -331,11 +340,13 @@ class EngineSocket:
         if ws is not None and not ws.closed:
             self.server.spawn(ws.close())
 
-    def _on_closed(self, reason: CloseReason) -> None:
+    def _on_closed(self, event: Closed) -> None:
         if self._closed_reported:
             return
         self._closed_reported = True
-        log.debug("%s closed (%s)", self.sid, reason.value)
+        reason = event.reason
+        log.info("%s closed: %s (%s)", self.sid, reason.value, event.detail)
+        self.server.count_close(reason)
         self.server.sessions.pop(self.sid, None)
         if self._timer is not None:
             self._timer.cancel()
@@ -359,6 +370,7 @@ class EngineServer:
         generate_id: Callable[[web.Request], str] | None = None,
         forwarder: Forwarder | None = None,
         allow_request: AllowRequest | None = None,
+        metrics: Metrics | None = None,
         tasks: Tasks | None = None,
     ) -> None:
         self.options = options
@@ -373,6 +385,10 @@ class EngineServer:
         self.accepting = True
         #: Background tasks (closing WebSockets...), cancelled at shutdown.
         self.tasks = tasks if tasks is not None else Tasks()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._closes = self.metrics.counter(
+            "wxio_engine_closes_total", "Engine.IO sessions closed, by mount path and reason."
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -384,6 +400,11 @@ class EngineServer:
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """A background task that is kept referenced until done and cancelled at shutdown."""
         return self.tasks.spawn(coro)
+
+    def count_close(self, reason: CloseReason) -> None:
+        """Count a closed session by reason (``wxio_engine_closes_total``)."""
+        labels = (("path", self.options.path), ("reason", reason.value))
+        self._closes[labels] = self._closes.get(labels, 0.0) + 1
 
     def new_sid(self, request: web.Request) -> str:
         if self.generate_id is not None:
@@ -418,7 +439,8 @@ class EngineServer:
             self.handler.on_connect(sock)
         except Exception:
             log.exception("%s: connect handler failed", sock.sid)
-            sock.session.close(CloseReason.TRANSPORT_ERROR)
+            if not sock.session.closed:
+                sock.session.close(CloseReason.TRANSPORT_ERROR, "connect handler failed")
         sock.pump()
 
     # -- HTTP ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from ...protocol.engineio.packets import (
     encode_binary,
     encode_text,
 )
-from ...protocol.engineio.session import CloseReason, State
+from ...protocol.engineio.session import CloseReason
 from ...protocol.errors import RemoteProtocolError, StateError
 from ..engine import EngineServer, EngineSocket
 
@@ -115,7 +115,8 @@ async def _probe(
                     break
                 replies = session.receive_probe(packet, sock.now())
             except RemoteProtocolError:
-                session.abort_upgrade("bad probe packet")
+                if session.probing:  # (receive_probe aborts on a packet it refuses)
+                    session.abort_upgrade("bad probe packet")
                 sock.pump()
                 break
             await write_packets(ws, replies, sock.eio)
@@ -126,7 +127,7 @@ async def _probe(
                 await _read(sock, ws)
                 return ws
     finally:
-        if sock.probe_ws is ws:
+        if sock.probe_ws is ws and session.probing:
             session.abort_upgrade("probe transport closed")
             sock.pump()
     if not ws.closed:
@@ -139,6 +140,8 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     session = sock.session
     try:
         async for msg in ws:
+            if session.closed:  # closed while this reader waited (timer, slow reader, server)
+                break
             try:
                 packet = _decode(msg.type, msg.data, sock.eio)
             except RemoteProtocolError:
@@ -149,7 +152,7 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
                 break
             session.receive(packet, sock.now())
             sock.pump()
-            if session.state is State.CLOSED:
+            if session.closed:
                 break
             await sock.wait_drained()  # a client that does not read stops being read
     except (ConnectionError, asyncio.CancelledError):
@@ -157,8 +160,7 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     except Exception:
         log.exception("%s: websocket reader failed", sock.sid)
     finally:
-        if session.state is not State.CLOSED:
-            session.close(CloseReason.TRANSPORT_CLOSE)
-            sock.pump()  # the writer flushes the close packet and takes no more
+        if not session.closed:
+            sock.close(CloseReason.TRANSPORT_CLOSE, "websocket closed")
         if not ws.closed:
             await ws.close()

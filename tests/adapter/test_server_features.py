@@ -216,3 +216,26 @@ async def test_prometheus_metrics(start_server: StartServer) -> None:
     plain = await start_server(apps={"shop": {"key": "k"}})
     async with aiohttp.ClientSession() as http, http.get(f"{plain.url}/metrics") as resp:
         assert resp.status == 404  # off unless configured
+
+
+async def test_closed_sessions_are_logged_with_why_and_counted_by_reason(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session's ``Closed(reason, detail)`` reaches the log and the close counter."""
+    from wxio.adapter.config import ServerConfig
+
+    server = await start_server(config=ServerConfig(metrics_path="/metrics"))
+    caplog.set_level("INFO", logger="wxio.engine")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/socket.io/?EIO=4&transport=polling") as resp:
+            sid = json.loads((await resp.text())[1:])["sid"]
+        url = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+        async with http.post(url, data="1") as resp:  # the client closes
+            assert resp.status == 200
+        async with http.post(url, data="1") as resp:
+            assert resp.status == 400  # the session is gone
+        async with http.get(f"{server.url}/metrics") as resp:
+            text = await resp.text()
+    assert "# TYPE wxio_engine_closes_total counter" in text
+    assert 'wxio_engine_closes_total{path="/socket.io/",reason="transport close"} 1' in text
+    assert f"{sid} closed: transport close (client sent close)" in caplog.text
