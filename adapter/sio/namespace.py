@@ -183,8 +183,10 @@ class Namespace:
             banned.update(self.rooms.get(room, ()))
         return [s for s in candidates if s not in banned and s.id not in skip]
 
-    def _emit_local(self, event: str, socket: Socket, *args: Any) -> None:
-        """Run lifecycle handlers (``connect``, ``disconnect``...)."""
+    def emit_lifecycle(self, event: str, socket: Socket, *args: Any) -> None:
+        """Run the lifecycle handlers of ``event`` (``connect``, ``disconnecting``,
+        ``disconnect``, ``error``, ``refused``) for ``socket``; a handler that fails is logged
+        and the others still run."""
         for handler in self.handlers.lifecycle.get(event, ()):
             try:
                 result = handler(socket, *args)
@@ -195,7 +197,7 @@ class Namespace:
 
     # -- events from clients -------------------------------------------------------------------
 
-    async def _dispatch(self, socket: Socket, packet: Packet) -> None:
+    async def run_event(self, socket: Socket, packet: Packet) -> None:
         """Run packet middleware, then the handler; answer the ack if one was asked for."""
         ctx = EventContext(socket, self.server, packet)
         chain = self.handlers.packet_middleware
@@ -213,7 +215,7 @@ class Namespace:
                 await self._call_handler(ctx)
         except Exception as exc:
             log.exception("%s: handler for %r failed", self.name, ctx.event)
-            self._emit_local("error", socket, exc)
+            self.emit_lifecycle("error", socket, exc)
 
     async def _call_handler(self, ctx: EventContext) -> None:
         h = self.handlers

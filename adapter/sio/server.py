@@ -14,8 +14,7 @@ import inspect
 import logging
 import re
 import secrets
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...protocol.engineio.session import CloseReason
@@ -37,36 +36,6 @@ NamespaceMatcher = re.Pattern[str] | Callable[[str, dict[str, Any]], bool]
 _ENGINE_KEYS = frozenset({"EIO", "transport", "t", "sid", "b64", "j"})
 
 
-class _Resume:
-    """Awaiting this carries on a coroutine that was started by hand and suspended on
-    ``waiting_on`` (what it yielded): the task awaiting it takes over where it stopped."""
-
-    __slots__ = ("coro", "waiting_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-        self.coro = coro
-        self.waiting_on = waiting_on
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, waiting_on = self.coro, self.waiting_on
-        while True:
-            try:
-                sent = yield waiting_on
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # e.g. the task's cancellation: the coroutine's to handle
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    waiting_on = coro.send(sent)
-                except StopIteration:
-                    return
-
-
 class Client:
     """One Engine.IO session as Socket.IO sees it: its decoder and its namespace sockets."""
 
@@ -85,9 +54,8 @@ class Client:
         self.esock.close(reason)
 
     def _fail(self, why: str) -> None:
-        log.info("%s closed: %s", self.esock.sid, why)
         self.decoder.reset()
-        self.esock.close(CloseReason.PARSE_ERROR)
+        self.esock.close(CloseReason.PARSE_ERROR, why)  # (the engine logs why)
 
     # -- inbound -------------------------------------------------------------------------------
 
@@ -120,11 +88,11 @@ class Client:
             self._fail(f"{ptype.name} for namespace {packet.nsp!r} not joined")
             return
         if ptype is PacketType.EVENT or ptype is PacketType.BINARY_EVENT:
-            self.server._enqueue(socket, packet)
+            socket.receive_event(packet)
         elif ptype is PacketType.ACK or ptype is PacketType.BINARY_ACK:
             socket._on_ack(packet)
         elif ptype is PacketType.DISCONNECT:
-            self._socket_left(socket, "client namespace disconnect")
+            self.socket_left(socket, "client namespace disconnect")
 
     def _on_connect(self, packet: Packet) -> None:
         if self.protocol == 4:
@@ -141,22 +109,24 @@ class Client:
             return
         self.server._connect(self, name, auth)
 
-    def _socket_left(self, socket: Socket, reason: str) -> None:
+    def socket_left(self, socket: Socket, reason: str) -> None:
+        """``socket`` leaves its namespace (whoever asked): forget it, run its disconnect."""
         if self.sockets.get(socket.nsp.name) is socket:
             del self.sockets[socket.nsp.name]
         log.info("%s left %s (%s)", socket.id, socket.nsp.name, reason)
-        socket._closed(reason)
+        socket.handle_disconnect(reason)
 
     def on_close(self, reason: str) -> None:
         if self._connect_timer is not None:
             self._connect_timer.cancel()
         self.decoder.reset()
         for socket in list(self.sockets.values()):
-            self._socket_left(socket, reason)
+            self.socket_left(socket, reason)
 
     # -- outbound ------------------------------------------------------------------------------
 
     def send_packet(self, packet: Packet) -> None:
+        """Encode ``packet`` with the server's parser and queue it (and its attachments)."""
         text, attachments = self.server.encode(packet)
         if attachments:
             self.esock.send_many([text, *attachments])
@@ -354,8 +324,7 @@ class SocketIOServer:
     def _connect_timeout(self, client: Client) -> None:
         client._connect_timer = None
         if not client.sockets and not client.esock.closed:
-            log.info("%s closed: no namespace joined in time", client.esock.sid)
-            client.close(CloseReason.FORCED_CLOSE)
+            client.esock.close(CloseReason.FORCED_CLOSE, "no namespace joined in time")
 
     def on_message(self, esock: EngineSocket, data: str | bytes) -> None:
         client: Client = esock.context
@@ -389,7 +358,6 @@ class SocketIOServer:
         handlers = socket.nsp.handlers
         chain = handlers.middleware
         ctx = ConnectContext(socket, self)
-        loop = asyncio.get_running_loop()
 
         def still_wanted() -> bool:
             return not client.esock.closed and client.sockets.get(socket.nsp.name) is socket
@@ -401,8 +369,7 @@ class SocketIOServer:
             if not still_wanted():
                 return
             self._accept(client, socket)
-            socket._after_connect = loop.create_future()
-            await socket._after_connect  # released at disconnect; outer middleware resumes
+            await socket.wait_disconnected()  # outer middleware resumes at disconnect
 
         try:
             for check in handlers.authorizers:
@@ -423,9 +390,10 @@ class SocketIOServer:
             if not socket.connected and not socket.was_connected:
                 # Checks may have set things up (the routing core registers the client): the
                 # socket never connected, so no disconnect will come to undo them.
-                socket.nsp._emit_local("refused", socket)
+                socket.nsp.emit_lifecycle("refused", socket)
 
     def _refused(self, client: Client, socket: Socket, exc: ConnectionRefused) -> None:
+        socket.refuse()
         if client.sockets.get(socket.nsp.name) is socket and not socket.connected:
             del client.sockets[socket.nsp.name]
             self._refuse(client, socket.nsp.name, exc)
@@ -434,9 +402,7 @@ class SocketIOServer:
         nsp = socket.nsp
         client.sockets[nsp.name] = socket
         nsp.sockets[socket.id] = socket
-        socket.connected = True
-        socket.was_connected = True
-        socket.join(socket.id)
+        socket.accept()
         if client._connect_timer is not None:
             client._connect_timer.cancel()
             client._connect_timer = None
@@ -455,7 +421,7 @@ class SocketIOServer:
 
     def _connected(self, socket: Socket) -> None:
         if socket.connected:
-            socket.nsp._emit_local("connect", socket)
+            socket.nsp.emit_lifecycle("connect", socket)
 
     def _refuse(self, client: Client, name: str, exc: ConnectionRefused) -> None:
         if client.protocol == 5:
@@ -465,31 +431,6 @@ class SocketIOServer:
         else:
             data = exc.message
         client.send_packet(Packet(PacketType.CONNECT_ERROR, name, data))
-
-    # -- events: in order per socket; a task only while a handler really waits ----------------
-
-    def _enqueue(self, socket: Socket, packet: Packet) -> None:
-        if socket._worker is not None:
-            socket._queue.append(packet)
-            return
-        # Nothing in progress for this socket: run the handler now. Most handlers finish
-        # without waiting on anything; only one that does is carried on by a task, and the
-        # socket's later events queue behind it.
-        coro = socket.nsp._dispatch(socket, packet)
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return
-        socket._worker = self.spawn(self._work(socket, _Resume(coro, waiting_on)))
-
-    async def _work(self, socket: Socket, first: _Resume) -> None:
-        queue: deque[Packet] = socket._queue
-        try:
-            await first
-            while queue:
-                await socket.nsp._dispatch(socket, queue.popleft())
-        finally:
-            socket._worker = None
 
     async def shutdown(self) -> None:
         self.tasks.cancel()

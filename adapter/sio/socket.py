@@ -6,10 +6,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType
+from ...protocol.socketio.state import NamespaceConnection, SocketState, SocketTransition
 
 if TYPE_CHECKING:
     from .namespace import Namespace
@@ -136,6 +137,13 @@ class Handshake(dict[str, Any]):
 
 
 class Socket:
+    """One client's connection to one namespace: what handlers receive as ``socket``.
+
+    Its state (:attr:`state`) follows the table of :mod:`wxio.protocol.socketio.state`:
+    connecting (connection checks running), connected, disconnecting (the ``disconnecting``
+    handlers run; still :attr:`connected`), disconnected. Events from the client are handled in
+    order, one at a time (:meth:`receive_event`)."""
+
     __slots__ = (
         "id",
         "nsp",
@@ -143,8 +151,7 @@ class Socket:
         "handshake",
         "rooms",
         "data",
-        "connected",
-        "was_connected",
+        "_conn",
         "_acks",
         "_next_ack",
         "_queue",
@@ -160,9 +167,7 @@ class Socket:
         self.rooms: set[str] = set()
         #: Free for the application (user id, app name...).
         self.data: dict[str, Any] = {}
-        self.connected = False
-        #: Set once connected, never cleared: tells "left" from "never joined".
-        self.was_connected = False
+        self._conn = NamespaceConnection()
         self._acks: dict[int, tuple[Callable[..., Any], asyncio.TimerHandle | None]] = {}
         self._next_ack = 0
         self._queue: deque[Packet] = deque()
@@ -175,7 +180,23 @@ class Socket:
 
     @property
     def sid(self) -> str:
+        """The socket id (``socket.id`` in Node)."""
         return self.id
+
+    @property
+    def state(self) -> SocketState:
+        """Where the namespace connection is (see :mod:`wxio.protocol.socketio.state`)."""
+        return self._conn.state
+
+    @property
+    def connected(self) -> bool:
+        """Connected to the namespace (also while the ``disconnecting`` handlers run)."""
+        return self._conn.connected
+
+    @property
+    def was_connected(self) -> bool:
+        """Set once connected, never cleared: tells "left" from "never joined"."""
+        return self._conn.was_connected
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -203,6 +224,7 @@ class Socket:
         self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
 
     def send(self, *args: Any, callback: Callable[..., Any] | None = None) -> None:
+        """``emit("message", *args)``, as in Node."""
         self.emit("message", *args, callback=callback)
 
     async def call(self, event: str, *args: Any, timeout: float | None = None) -> list[Any]:
@@ -273,12 +295,14 @@ class Socket:
     # -- rooms and broadcasting ------------------------------------------------------------------
 
     def join(self, *rooms: str) -> None:
+        """Join rooms on this node (every socket is in the room named by its id)."""
         for room in rooms:
             if room not in self.rooms:
                 self.rooms.add(room)
                 self.nsp._add_to_room(room, self)
 
     def leave(self, *rooms: str) -> None:
+        """Leave rooms; leaving one this socket is not in does nothing."""
         for room in rooms:
             if room in self.rooms:
                 self.rooms.discard(room)
@@ -300,16 +324,68 @@ class Socket:
         if close:
             self.client.close()
             return
-        if self.connected:
+        if self._conn.can(SocketTransition.DISCONNECT):
             self._send_packet(Packet(PacketType.DISCONNECT, self.nsp.name))
-            self.client._socket_left(self, "server namespace disconnect")
+            self.client.socket_left(self, "server namespace disconnect")
 
-    def _closed(self, reason: str) -> None:
-        """The disconnect sequence: ``disconnecting`` (still in rooms), leave, ``disconnect``."""
-        if not self.connected:
+    # -- lifecycle, driven by the server ---------------------------------------------------------
+
+    def accept(self) -> None:
+        """The server answered CONNECT: the socket is connected and in its own room. Raises
+        :class:`~wxio.protocol.errors.LocalProtocolError` unless it was connecting."""
+        self._conn.apply(SocketTransition.ACCEPT)
+        self.join(self.id)
+
+    def refuse(self) -> None:
+        """The connection checks refused the socket (a no-op unless it is connecting)."""
+        if self._conn.can(SocketTransition.REFUSE):
+            self._conn.apply(SocketTransition.REFUSE)
+
+    async def wait_disconnected(self) -> None:
+        """Wait until the socket has disconnected (or never connected and never will): what
+        connection middleware awaits after ``await next()``."""
+        if self._conn.state is SocketState.DISCONNECTED:
             return
-        self.nsp._emit_local("disconnecting", self, reason)
-        self.connected = False
+        if self._after_connect is None:
+            self._after_connect = asyncio.get_running_loop().create_future()
+        await self._after_connect
+
+    def receive_event(self, packet: Packet) -> None:
+        """Handle an EVENT from the client, after the ones still being handled (in order, one at
+        a time). A handler that finishes without waiting runs now; only one that waits gets a
+        task, and the socket's later events queue behind it."""
+        if self._worker is not None:
+            self._queue.append(packet)
+            return
+        coro = self.nsp.run_event(self, packet)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        self._worker = self.nsp.server.spawn(self._work(_Resume(coro, waiting_on)))
+
+    async def _work(self, first: _Resume) -> None:
+        queue = self._queue
+        try:
+            await first
+            while queue:
+                await self.nsp.run_event(self, queue.popleft())
+        finally:
+            self._worker = None
+
+    def handle_disconnect(self, reason: str) -> None:
+        """The disconnect sequence: ``disconnecting`` (still in rooms), leave, ``disconnect``.
+        Runs once; a socket still connecting is refused instead (the client left first)."""
+        conn = self._conn
+        if conn.can(SocketTransition.REFUSE):
+            conn.apply(SocketTransition.REFUSE)
+            self._release()
+            return
+        if not conn.can(SocketTransition.DISCONNECT):
+            return  # already disconnecting or disconnected
+        conn.apply(SocketTransition.DISCONNECT)
+        self.nsp.emit_lifecycle("disconnecting", self, reason)
+        conn.apply(SocketTransition.FINISH)
         for room in list(self.rooms):
             self.nsp._remove_from_room(room, self)
         self.rooms.clear()
@@ -319,6 +395,39 @@ class Socket:
                 timer.cancel()
         self._acks.clear()
         self._queue.clear()
+        self._release()
+        self.nsp.emit_lifecycle("disconnect", self, reason)
+
+    def _release(self) -> None:
         if self._after_connect is not None and not self._after_connect.done():
             self._after_connect.set_result(None)
-        self.nsp._emit_local("disconnect", self, reason)
+
+
+class _Resume:
+    """Awaiting this carries on a coroutine that was started by hand and suspended on
+    ``waiting_on`` (what it yielded): the task awaiting it takes over where it stopped."""
+
+    __slots__ = ("coro", "waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self.coro = coro
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, waiting_on = self.coro, self.waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # e.g. the task's cancellation: the coroutine's to handle
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = coro.send(sent)
+                except StopIteration:
+                    return

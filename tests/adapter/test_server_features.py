@@ -239,3 +239,45 @@ async def test_closed_sessions_are_logged_with_why_and_counted_by_reason(
     assert "# TYPE wxio_engine_closes_total counter" in text
     assert 'wxio_engine_closes_total{path="/socket.io/",reason="transport close"} 1' in text
     assert f"{sid} closed: transport close (client sent close)" in caplog.text
+
+
+async def test_socket_states_as_handlers_see_them(start_server: StartServer) -> None:
+    """connected in ``connect``; still connected (DISCONNECTING) in ``disconnecting``, where a
+    second disconnect does not run the sequence again; DISCONNECTED in ``disconnect``."""
+    from wxio.protocol.socketio.state import SocketState
+
+    seen: list[tuple[str, SocketState, bool]] = []
+    done = asyncio.Event()
+
+    def setup(io: Any) -> None:
+        nsp = io.of("/states")
+
+        @nsp.on("connect")
+        def connect(socket: Any) -> None:
+            seen.append(("connect", socket.state, socket.connected))
+
+        @nsp.on("disconnecting")
+        def disconnecting(socket: Any, reason: str) -> None:
+            seen.append(("disconnecting", socket.state, socket.connected))
+            socket.disconnect()  # refused by the table: the sequence runs once
+
+        @nsp.on("disconnect")
+        def disconnect(socket: Any, reason: str) -> None:
+            seen.append((reason, socket.state, socket.connected))
+            done.set()
+
+        nsp.on("bye", lambda socket: socket.disconnect())
+
+    server = await start_server(setup=setup)
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(server.url, namespaces=["/states"], wait_timeout=5)
+    try:
+        await client.emit("bye", namespace="/states")
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        await client.disconnect()
+    assert seen == [
+        ("connect", SocketState.CONNECTED, True),
+        ("disconnecting", SocketState.DISCONNECTING, True),
+        ("server namespace disconnect", SocketState.DISCONNECTED, False),
+    ]
