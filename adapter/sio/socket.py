@@ -200,13 +200,6 @@ class Socket:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def _send_packet(self, packet: Packet) -> None:
-        text, attachments = self.nsp.server.encode(packet)
-        if attachments:
-            self.client.esock.send_many([text, *attachments])
-        else:
-            self.client.esock.send(text)
-
     def emit(
         self,
         event: str,
@@ -221,7 +214,7 @@ class Socket:
         ack_id = None
         if callback is not None:
             ack_id = self.register_ack(callback, timeout)
-        self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
+        self.client.send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
 
     def send(self, *args: Any, callback: Callable[..., Any] | None = None) -> None:
         """``emit("message", *args)``, as in Node."""
@@ -244,7 +237,7 @@ class Socket:
         if not self.connected:
             raise ConnectionError("socket is not connected")
         ack_id = self.register_ack(done, timeout, on_timeout=expired)
-        self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
+        self.client.send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
         return await fut
 
     def register_ack(
@@ -275,7 +268,7 @@ class Socket:
 
     def _send_ack(self, ack_id: int, args: list[Any]) -> None:
         if self.connected:
-            self._send_packet(Packet(PacketType.ACK, self.nsp.name, args, ack_id))
+            self.client.send_packet(Packet(PacketType.ACK, self.nsp.name, args, ack_id))
 
     def _on_ack(self, packet: Packet) -> None:
         entry = self._acks.pop(packet.id, None) if packet.id is not None else None
@@ -325,7 +318,7 @@ class Socket:
             self.client.close()
             return
         if self._conn.can(SocketTransition.DISCONNECT):
-            self._send_packet(Packet(PacketType.DISCONNECT, self.nsp.name))
+            self.client.send_packet(Packet(PacketType.DISCONNECT, self.nsp.name))
             self.client.socket_left(self, "server namespace disconnect")
 
     # -- lifecycle, driven by the server ---------------------------------------------------------
