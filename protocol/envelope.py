@@ -57,6 +57,9 @@ class Action(StrEnum):
     #: Application-level keepalive for raw WebSocket clients.
     PING = "ping"
     PONG = "pong"
+    #: The server's outcome reply to ``sendToOthers``, ``broadcast`` and ``ack`` (never sent by
+    #: a client: the hub answers it ``unknown_action``).
+    RESULT = "result"
 
 
 class DenyReason(StrEnum):

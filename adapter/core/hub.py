@@ -33,7 +33,7 @@ log = logging.getLogger("wxio.core")
 __all__ = ["Hub", "Denied", "Outcome", "RESULT"]
 
 #: The action of the outcome reply to ``sendToOthers``, ``broadcast`` and ``ack``.
-RESULT = "result"
+RESULT = Action.RESULT
 #: A connection that is denied this many times in a row is closed.
 MAX_DENIALS = 50
 #: Seconds to wait for another node's answer before treating the target as gone.

@@ -98,6 +98,7 @@ def test_wire_values() -> None:
         "ack",
         "ping",
         "pong",
+        "result",
     ]
     assert {r.value for r in DenyReason} == {
         "bad_signature",
