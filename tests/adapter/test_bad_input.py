@@ -311,8 +311,13 @@ async def test_reader_that_catches_up_is_not_closed(start_server: StartServer) -
 # Heartbeat abuse
 
 
-async def test_pong_flood_schedules_nothing(conformance: RunningServer) -> None:
-    """CVE-2026-48802: each unsolicited pong must not schedule work (a ping, a task)."""
+async def test_pong_flood_schedules_nothing(start_server: StartServer) -> None:
+    """CVE-2026-48802: each unsolicited pong must not schedule work (a ping, a task).
+
+    The ping timeout is long, so the test does not depend on how fast the server gets through
+    the flood: what it checks is that the first ping comes no earlier than pingInterval (the
+    pongs moved no timer) and the session still works after it, however long the flood took."""
+    conformance = await start_server(profile="conformance", engine={"ping_timeout": 30.0})
     tasks_before = len(asyncio.all_tasks())
     t_before = now()
     ws, _ = await raw_open(conformance)
@@ -324,7 +329,11 @@ async def test_pong_flood_schedules_nothing(conformance: RunningServer) -> None:
     assert now() - t_before >= 0.3 - TICK
     await ws.send_text("3")
     await ws.send_text("4alive")
-    assert await ws.recv_data() == "4alive"
+    # A flood pong that arrives after a ping answers it, so while the server is still working
+    # through the flood (a slow machine) more pings may come before the echo: skip them.
+    while (data := await ws.recv_data()) == "2":
+        pass
+    assert data == "4alive"
     ws.close()
     async with Polling(conformance) as p:
         sid, _, _ = await p.handshake(4)
