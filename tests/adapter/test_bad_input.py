@@ -404,16 +404,23 @@ async def test_header_deadline_spares_requests_in_progress(start_server: StartSe
             await ws.close()
 
 
-async def test_many_slowloris_connections_do_not_block_others(conformance: RunningServer) -> None:
+async def test_many_slowloris_connections_do_not_block_others(start_server: StartServer) -> None:
+    """50 connections that never finish their headers: others are served meanwhile, and every
+    one of the 50 is cut at the header deadline (no response, just the hang-up)."""
+    server = await start_server(profile="conformance", config=ServerConfig(header_timeout=1.0))
     conns = []
+    t_start = now()
     for _ in range(50):
-        _, writer = await asyncio.open_connection("127.0.0.1", conformance.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-A: ")
-        conns.append(writer)
+        conns.append((reader, writer))
     try:
-        await asyncio.wait_for(assert_healthy(conformance), T)
+        await asyncio.wait_for(assert_healthy(server), T)
+        hang_ups = await asyncio.gather(*(wait_eof(reader, T) for reader, _ in conns))
+        assert hang_ups == [b""] * 50
+        assert now() - t_start >= 1.0 - TICK  # cut at the deadline, not before
     finally:
-        for w in conns:
+        for _, w in conns:
             w.close()
 
 
