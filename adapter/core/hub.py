@@ -64,6 +64,8 @@ def unavailable(what: str, exc: BackplaneError) -> Denied:
 
 
 class Outcome(NamedTuple):
+    """What a send did: ``delivered`` to connected clients or ``queued`` in the inbox."""
+
     status: str  # "delivered" | "queued"
     msg_id: str
     delivered: int = 0
@@ -77,6 +79,11 @@ Respond = Callable[[Outgoing], None]
 
 
 class Hub:
+    """The routing core of one node (see the module docstring): authenticates connections,
+    keeps this node's registry of them, applies each envelope's action and routes deliveries,
+    locally or through the :class:`~.backplane.Backplane` to other nodes. ``clock`` (seconds)
+    is injected, for signatures and inbox expiry; ``metrics`` gets its counters."""
+
     def __init__(
         self,
         apps: AppRegistry,
@@ -126,6 +133,7 @@ class Hub:
         }
 
     async def start(self) -> None:
+        """Start the backplane (listening for other nodes' requests); the app's startup hook."""
         self.backplane.on_resync = self.resync
         await self.backplane.start(self._on_node_message)
 
@@ -138,9 +146,11 @@ class Hub:
             )
 
     async def close(self) -> None:
+        """Stop the backplane; the app's cleanup hook."""
         await self.backplane.close()
 
     def now_ms(self) -> int:
+        """The injected clock, in ms."""
         return int(self.clock() * 1000)
 
     # -- authentication ------------------------------------------------------------------------
@@ -324,6 +334,7 @@ class Hub:
         return Outgoing(env.to_dict(reply))
 
     def deny(self, denied: Denied, conn: Connection | None) -> Outgoing:
+        """The ``deny`` envelope that answers ``denied``, addressed to ``conn``'s app and id."""
         meta: dict[str, Any] = {}
         if conn is not None:
             meta = {"app": conn.app.name, "client": conn.client_id}

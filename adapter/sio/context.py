@@ -64,10 +64,12 @@ class ConnectContext:
 
     @property
     def auth(self) -> dict[str, Any]:
+        """The CONNECT payload (``socket.handshake.auth``)."""
         return self.socket.handshake.auth
 
     @property
     def handshake(self) -> Any:
+        """``socket.handshake``."""
         return self.socket.handshake
 
 
@@ -93,6 +95,7 @@ class EventContext:
 
     @property
     def wants_ack(self) -> bool:
+        """Whether the client asked for an ack (the packet has an id)."""
         return self.packet.id is not None
 
     def ack(self, *args: Any) -> None:

@@ -53,6 +53,10 @@ _LIFECYCLE = ("connect", "connection", "disconnecting", "disconnect", "error", "
 
 
 class Namespace:
+    """A Socket.IO namespace (``io.of("/chat")``): its handlers and middleware, its connected
+    sockets (:attr:`sockets`, by id) and its rooms on this node, and emitting to them.
+    In a cluster, emits and the cluster-wide API reach the namespace's sockets on every node."""
+
     def __init__(self, server: SocketIOServer, name: str, handlers: _Handlers | None = None):
         self.server = server
         self.name = name
@@ -121,11 +125,14 @@ class Namespace:
     # -- emitting ------------------------------------------------------------------------------
 
     def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """An emitter to the sockets in any of ``rooms`` (``io.of(ns).to("room").emit(...)``);
+        chain ``.to``, ``.except_`` and end with ``.emit`` or a cluster-wide call."""
         return BroadcastOperator(self).to(*rooms)
 
     in_ = to
 
     def except_(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """An emitter to every socket except those in ``rooms``."""
         return BroadcastOperator(self).except_(*rooms)
 
     def emit(self, event: str, *args: Any) -> int:
@@ -152,20 +159,28 @@ class Namespace:
 
     # The cluster-wide server API (see .remote): every socket of the namespace, on every node.
     async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+        """Every socket of the namespace, on every node (see
+        :meth:`BroadcastOperator.fetch_sockets`)."""
         return await BroadcastOperator(self).fetch_sockets(timeout)
 
     def sockets_join(self, *rooms: str | Iterable[str]) -> int:
+        """Make every socket of the namespace, on every node, join ``rooms``."""
         return BroadcastOperator(self).sockets_join(*rooms)
 
     def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        """Make every socket of the namespace, on every node, leave ``rooms``."""
         return BroadcastOperator(self).sockets_leave(*rooms)
 
     def disconnect_sockets(self, close: bool = False) -> int:
+        """Disconnect every socket of the namespace, on every node (``close``: their whole
+        connection)."""
         return BroadcastOperator(self).disconnect_sockets(close)
 
     async def emit_with_ack(
         self, event: str, *args: Any, timeout: float | None = None
     ) -> list[Any]:
+        """Emit to every socket of the namespace and collect their acks (see
+        :meth:`BroadcastOperator.emit_with_ack`)."""
         return await BroadcastOperator(self).emit_with_ack(event, *args, timeout=timeout)
 
     def _targets(self, rooms: set[str], excluded: set[str], skip: set[str]) -> Iterable[Socket]:
@@ -280,6 +295,7 @@ class BroadcastOperator:
         return names
 
     def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """A copy that also targets the sockets in ``rooms``."""
         other = self._copy()
         other.rooms |= self._names(rooms)
         return other
@@ -287,11 +303,13 @@ class BroadcastOperator:
     in_ = to
 
     def except_(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """A copy that leaves out the sockets in ``rooms``."""
         other = self._copy()
         other.excluded |= self._names(rooms)
         return other
 
     def except_sid(self, sid: str) -> BroadcastOperator:
+        """A copy that leaves out the socket ``sid`` (how ``socket.to(...)`` skips its sender)."""
         other = self._copy()
         other.skip.add(sid)
         return other
@@ -309,9 +327,12 @@ class BroadcastOperator:
         return self.send_local(text, attachments)
 
     def send_local(self, text: str | bytes, attachments: list[bytes]) -> int:
+        """Send an already encoded packet to the selected sockets of this node only; returns
+        how many."""
         return _send_to(self.nsp._targets(self.rooms, self.excluded, self.skip), text, attachments)
 
     def sockets(self) -> list[Socket]:
+        """The selected sockets of this node."""
         return list(self.nsp._targets(self.rooms, self.excluded, self.skip))
 
     # -- the cluster-wide server API (socket.io 4 with an adapter; see .remote) ----------------
@@ -332,6 +353,7 @@ class BroadcastOperator:
         return apply(self, "join", sorted(self._names(rooms)))
 
     def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        """Make the selected sockets, on every node, leave ``rooms``; returns this node's count."""
         from .remote import apply
 
         return apply(self, "leave", sorted(self._names(rooms)))

@@ -53,6 +53,7 @@ class RemoteSocket:
 
     @property
     def sid(self) -> str:
+        """The socket id."""
         return self.id
 
     def emit(self, event: str, *args: Any) -> None:
@@ -60,14 +61,17 @@ class RemoteSocket:
         self.nsp.to(self.id).emit(event, *args)
 
     def join(self, *rooms: str) -> None:
+        """Make this socket join ``rooms`` (on its node)."""
         self.nsp.to(self.id).sockets_join(*rooms)
         self.rooms.update(rooms)
 
     def leave(self, *rooms: str) -> None:
+        """Make this socket leave ``rooms`` (on its node)."""
         self.nsp.to(self.id).sockets_leave(*rooms)
         self.rooms.difference_update(rooms)
 
     def disconnect(self, close: bool = False) -> None:
+        """Disconnect this socket (``close``: its whole connection)."""
         self.nsp.to(self.id).disconnect_sockets(close)
 
     async def emit_with_ack(self, event: str, *args: Any, timeout: float | None = None) -> Any:

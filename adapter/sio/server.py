@@ -51,6 +51,7 @@ class Client:
         self._connect_timer: asyncio.TimerHandle | None = None
 
     def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
+        """Close the whole Engine.IO session (every namespace of this client)."""
         self.esock.close(reason)
 
     def _fail(self, why: str) -> None:
@@ -60,6 +61,7 @@ class Client:
     # -- inbound -------------------------------------------------------------------------------
 
     def on_message(self, data: str | bytes) -> None:
+        """One Engine.IO message: decode it (attachments may follow) and handle the packet."""
         try:
             if isinstance(data, bytes):
                 packet = self.decoder.feed_binary(data)
@@ -117,6 +119,7 @@ class Client:
         socket.handle_disconnect(reason)
 
     def on_close(self, reason: str) -> None:
+        """The Engine.IO session closed: every namespace socket disconnects with ``reason``."""
         if self._connect_timer is not None:
             self._connect_timer.cancel()
         self.decoder.reset()
@@ -220,15 +223,20 @@ class SocketIOServer:
 
     # python-socketio / egg-style shortcuts on a namespace (default "/")
     def on(self, event: str, handler: Handler | None = None, *, namespace: str = "/") -> Any:
+        """``io.of(namespace).on(event, handler)``: see :meth:`.namespace.Namespace.on`; usable as
+        a decorator."""
         return self.of(namespace).on(event, handler)
 
     def route(self, event: str, handler: Handler, *, namespace: str = "/") -> None:
+        """``io.of(namespace).route(event, handler)``: an egg-socket.io style ``handler(ctx)``."""
         self.of(namespace).route(event, handler)
 
     def use(self, middleware: Any, *, namespace: str = "/") -> None:
+        """``io.of(namespace).use(middleware)``: connection middleware ``mw(ctx, next)``."""
         self.of(namespace).use(middleware)
 
     def use_packet(self, middleware: Any, *, namespace: str = "/") -> None:
+        """``io.of(namespace).use_packet(middleware)``: middleware around every event."""
         self.of(namespace).use_packet(middleware)
 
     def emit(self, event: str, *args: Any, to: str | None = None, namespace: str = "/") -> int:
@@ -252,12 +260,15 @@ class SocketIOServer:
         return await self.of(namespace).fetch_sockets(timeout)
 
     def sockets_join(self, *rooms: Any, namespace: str = "/") -> int:
+        """Make every socket of ``namespace``, on every node, join ``rooms``."""
         return self.of(namespace).sockets_join(*rooms)
 
     def sockets_leave(self, *rooms: Any, namespace: str = "/") -> int:
+        """Make every socket of ``namespace``, on every node, leave ``rooms``."""
         return self.of(namespace).sockets_leave(*rooms)
 
     def disconnect_sockets(self, close: bool = False, *, namespace: str = "/") -> int:
+        """Disconnect every socket of ``namespace`` on every node (``close``: the connections)."""
         return self.of(namespace).disconnect_sockets(close)
 
     async def emit_with_ack(
@@ -309,6 +320,7 @@ class SocketIOServer:
     # -- EngineHandler -------------------------------------------------------------------------
 
     def on_connect(self, esock: EngineSocket) -> None:
+        """EngineHandler: a new Engine.IO session (EIO=3 joins ``/`` at once)."""
         client = Client(self, esock)
         esock.context = client
         if client.protocol == 4:
@@ -327,10 +339,12 @@ class SocketIOServer:
             client.esock.close(CloseReason.FORCED_CLOSE, "no namespace joined in time")
 
     def on_message(self, esock: EngineSocket, data: str | bytes) -> None:
+        """EngineHandler: a message of ``esock``'s session."""
         client: Client = esock.context
         client.on_message(data)
 
     def on_close(self, esock: EngineSocket, reason: str) -> None:
+        """EngineHandler: ``esock``'s session closed."""
         client: Client | None = esock.context
         if client is not None:
             client.on_close(reason)
@@ -433,4 +447,5 @@ class SocketIOServer:
         client.send_packet(Packet(PacketType.CONNECT_ERROR, name, data))
 
     async def shutdown(self) -> None:
+        """Cancel the background tasks (handlers still waiting, connection checks)."""
         self.tasks.cancel()

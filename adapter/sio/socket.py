@@ -34,6 +34,7 @@ class Headers(dict[str, str]):
 
     @classmethod
     def of(cls, items: Any) -> Headers:
+        """Build from ``(name, value)`` pairs, joining repeated names as Node does."""
         headers = cls()
         for name, value in items:
             key = name.lower()
@@ -49,6 +50,7 @@ class Headers(dict[str, str]):
         return dict.__getitem__(self, key.lower())
 
     def get(self, key: str, default: Any = None) -> Any:
+        """``dict.get``, ignoring the case of ``key``."""
         return dict.get(self, key.lower(), default)
 
     def __contains__(self, key: object) -> bool:
@@ -101,38 +103,47 @@ class Handshake(dict[str, Any]):
 
     @property
     def headers(self) -> Headers:
+        """The request headers (lower-case names)."""
         return self["headers"]  # type: ignore[no-any-return]
 
     @property
     def time(self) -> str:
+        """The handshake's date, as JavaScript's ``Date.toString()`` writes it (UTC)."""
         return self["time"]  # type: ignore[no-any-return]
 
     @property
     def address(self) -> str:
+        """The client's address."""
         return self["address"]  # type: ignore[no-any-return]
 
     @property
     def xdomain(self) -> bool:
+        """Whether the request had an ``Origin`` header."""
         return self["xdomain"]  # type: ignore[no-any-return]
 
     @property
     def secure(self) -> bool:
+        """Whether the request came over TLS."""
         return self["secure"]  # type: ignore[no-any-return]
 
     @property
     def issued(self) -> int:
+        """The handshake time, in ms since the epoch."""
         return self["issued"]  # type: ignore[no-any-return]
 
     @property
     def url(self) -> str:
+        """The path and query of the first request."""
         return self["url"]  # type: ignore[no-any-return]
 
     @property
     def query(self) -> dict[str, Any]:
+        """The query string (a repeated key is a list)."""
         return self["query"]  # type: ignore[no-any-return]
 
     @property
     def auth(self) -> dict[str, Any]:
+        """The CONNECT payload (EIO=3: the query string without Engine.IO's own keys)."""
         return self["auth"]  # type: ignore[no-any-return]
 
 
