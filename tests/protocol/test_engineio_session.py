@@ -651,6 +651,17 @@ def test_closed_carries_why_the_session_closed() -> None:
     assert v3.events_received() == [Closed(CloseReason.PARSE_ERROR, "pong from an EIO=3 client")]
 
 
+def test_take_outbox_limit_while_open_and_everything_once_closed() -> None:
+    session = make(4)
+    for i in range(5):
+        session.send_message(f"m{i}")
+    assert session.take_outbox(2) == [msg("m0"), msg("m1")]
+    assert session.outbox_len == 3 and session.queued_bytes == 6
+    session.close()
+    assert session.take_outbox(2) == [msg("m2"), msg("m3"), msg("m4"), CLOSE]
+    assert session.queued_bytes == 0
+
+
 # -- queued_bytes -------------------------------------------------------------------------------
 
 
