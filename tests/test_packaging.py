@@ -69,7 +69,10 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         text=True,
     ).stdout
     assert "sign=0a40d27b61d4c698859e0b7156feb067" in signed
-    probe = "import wxio.protocol, wxio.adapter.app, importlib.util as u; print(u.find_spec('protocol'), u.find_spec('adapter'))"
+    probe = (
+        "import wxio.protocol, wxio.adapter.app, importlib.util as u;"
+        " print(u.find_spec('protocol'), u.find_spec('adapter'))"
+    )
     out = subprocess.run(
         [str(bin_dir / "python"), "-c", probe],
         check=True,

@@ -111,7 +111,9 @@ async def test_without_keep_until_ack_a_closing_target_is_never_reported_deliver
         )
         assert reply["data"]["payload"]["status"] == "queued"
         back = await RawClient.connect(core.ws_url, LEGACY, user="t")
-        assert (await back.recv())["data"]["payload"] == "after"  # the first frame: not "while here"
+        assert (await back.recv())["data"][
+            "payload"
+        ] == "after"  # the first frame: not "while here"
         await back.close()
     finally:
         await sender.close()

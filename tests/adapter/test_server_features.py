@@ -63,14 +63,16 @@ async def test_server_call_times_out_without_an_ack(start_server: StartServer) -
                 await outcome.put(exc)
 
     server = await start_server(setup=setup)
-    async with aiohttp.ClientSession() as http:  # a raw client that never answers acks
-        async with http.ws_connect(f"{server.ws_url}/socket.io/?EIO=4&transport=websocket") as ws:
-            assert (await ws.receive_str()).startswith("0")
-            await ws.send_str("40")
-            assert (await ws.receive_str()).startswith("40")
-            await ws.send_str('42["ask"]')
-            assert await ws.receive_str() == '420["question"]'
-            assert isinstance(await asyncio.wait_for(outcome.get(), 5), AckTimeout)
+    async with (
+        aiohttp.ClientSession() as http,  # a raw client that never answers acks
+        http.ws_connect(f"{server.ws_url}/socket.io/?EIO=4&transport=websocket") as ws,
+    ):
+        assert (await ws.receive_str()).startswith("0")
+        await ws.send_str("40")
+        assert (await ws.receive_str()).startswith("40")
+        await ws.send_str('42["ask"]')
+        assert await ws.receive_str() == '420["question"]'
+        assert isinstance(await asyncio.wait_for(outcome.get(), 5), AckTimeout)
 
 
 async def test_generate_id_hook(start_server: StartServer) -> None:
@@ -80,9 +82,12 @@ async def test_generate_id_hook(start_server: StartServer) -> None:
         )
 
     server = await start_server(setup=setup)
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{server.url}/socket.io/?EIO=4&transport=polling", headers={"X-Tenant": "t1"}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{server.url}/socket.io/?EIO=4&transport=polling", headers={"X-Tenant": "t1"}
+        ) as resp,
+    ):
         body = await resp.text()
     assert json.loads(body[1:])["sid"] == "custom-t1-0123456789abcdef"
 
@@ -172,9 +177,11 @@ async def test_a_trickling_poll_body_is_cut_after_one_heartbeat_period(
     start_server: StartServer,
 ) -> None:
     server = await start_server(profile="conformance")  # pingInterval 0.3 + pingTimeout 0.2
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.url}/engine.io/?EIO=4&transport=polling") as resp:
-            sid = json.loads((await resp.text())[1:])["sid"]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.url}/engine.io/?EIO=4&transport=polling") as resp,
+    ):
+        sid = json.loads((await resp.text())[1:])["sid"]
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
         f"POST /engine.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n"
@@ -186,9 +193,11 @@ async def test_a_trickling_poll_body_is_cut_after_one_heartbeat_period(
         assert status.split()[1] in (b"408", b"400")  # 400 if the ping timeout came first
     finally:
         writer.close()
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.url}/engine.io/?EIO=4&transport=polling&sid={sid}") as resp:
-            assert resp.status == 400  # the session is gone
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.url}/engine.io/?EIO=4&transport=polling&sid={sid}") as resp,
+    ):
+        assert resp.status == 400  # the session is gone
 
 
 async def test_prometheus_metrics(start_server: StartServer) -> None:

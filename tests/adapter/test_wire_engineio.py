@@ -281,7 +281,8 @@ async def test_post_over_max_payload_chunked_refused_while_streaming(
             chunk = b"4" + b"z" * 599
             writer.write(
                 f"POST /engine.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\n"
-                "Host: 127.0.0.1\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                "Host: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n".encode()
                 + b"258\r\n"
                 + chunk
                 + b"\r\n"
