@@ -24,6 +24,7 @@ from aiohttp import web
 
 from ..protocol.engineio import handshake
 from ..protocol.engineio.handshake import ErrorCode, RequestError
+from ..protocol.engineio.packets import Packet, PacketType, encode_binary, encode_text
 from ..protocol.engineio.session import (
     Closed,
     CloseReason,
@@ -34,7 +35,6 @@ from ..protocol.engineio.session import (
     UpgradeAborted,
     Upgraded,
 )
-from ..protocol.engineio.packets import Packet, PacketType, encode_binary, encode_text
 from ..protocol.wsframe import binary_frame, text_frame
 from .cluster.forward import Forwarder
 from .config import EngineOptions

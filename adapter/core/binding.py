@@ -22,7 +22,7 @@ from ...protocol.errors import RemoteProtocolError
 from ..sio import ConnectionRefused, EventContext, Socket, SocketIOServer
 from ..transports.outbox import FrameWriter
 from .connection import CLOSE_CODES, Outgoing, RawConnection, SocketIOConnection
-from .hub import Denied, Hub
+from .hub import Denied, Hub, Respond
 
 log = logging.getLogger("wxio.core")
 
@@ -106,6 +106,7 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
                 raw = jsonutil.loads(raw)
             except RemoteProtocolError:
                 pass
+        respond: Respond
         if ctx.wants_ack:
 
             def respond(out: Outgoing) -> None:

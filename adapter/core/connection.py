@@ -1,8 +1,9 @@
 """A client as the routing core sees it, whatever way it came in.
 
 The hub only calls :meth:`Connection.deliver`, :meth:`Connection.send` and
-:meth:`Connection.close`; each kind of client turns an envelope into its own wire form. An :class:`Outgoing` caches those forms so that a
-broadcast is encoded once per kind of client, not once per client.
+:meth:`Connection.close`; each kind of client turns an envelope into its own wire form. An
+:class:`Outgoing` caches those forms so that a broadcast is encoded once per kind of client, not
+once per client.
 """
 
 from __future__ import annotations

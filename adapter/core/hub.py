@@ -75,7 +75,8 @@ class Outcome(NamedTuple):
     kept: bool = False
 
 
-Respond = Callable[[Outgoing], None]
+#: How the hub answers the sender; a return value (``Connection.deliver``'s) is ignored.
+Respond = Callable[[Outgoing], object]
 
 
 class Hub:
@@ -548,7 +549,12 @@ class Hub:
             return conn is not None and conn.deliver(out)
         if unanswered is not None and node in unanswered:
             return False
-        message = {"t": "deliver", "app": app, "client": client, "env": out.envelope}
+        message: dict[str, Any] = {
+            "t": "deliver",
+            "app": app,
+            "client": client,
+            "env": out.envelope,
+        }
         if out.kept:
             message["kept"] = True
         reply = await self.backplane.request(node, message, timeout=NODE_TIMEOUT)

@@ -377,6 +377,7 @@ class BroadcastOperator:
         wait = self.nsp.server.options.ack_timeout if timeout is None else timeout
         return await emit_with_ack(self, event, list(args), wait)
 
+
 def _send_to(targets: Iterable[Socket], text: str | bytes, attachments: list[bytes]) -> int:
     """Send one encoded packet to sockets of this node; the WebSocket frame is built once."""
     count = 0
