@@ -122,6 +122,10 @@ def build_app(
             return web.Response(text=metrics.render(), content_type="text/plain")
 
         app.router.add_get(config.metrics_path, scrape)
+    if hub is not None:
+        from .dashboard import add_dashboard
+
+        add_dashboard(app, config, hub, engines)
     app.router.add_route("*", "/{tail:.*}", mounts.dispatch)
 
     async def on_shutdown(app: web.Application) -> None:

@@ -75,6 +75,11 @@ class ServerConfig:
     log_level: str = "INFO"
     #: Serve Prometheus metrics at this path ("" = off: the labels name your apps).
     metrics_path: str = ""
+    #: The dashboard at "/": None = on in demo mode only; true needs the two credentials below
+    #: (HTTP basic auth; the password may come from WXIO_DASHBOARD_PASSWORD instead).
+    dashboard: bool | None = None
+    dashboard_user: str = ""
+    dashboard_password: str = ""
     #: The raw TOML, for layers configured by later sections ([apps], [cluster]...).
     extra: dict[str, Any] = field(default_factory=dict)
 

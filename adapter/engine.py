@@ -109,7 +109,7 @@ class EngineSocket:
         "ws",
         "probe_ws",
         "writer",
-        "backlog",
+        "_backlog",
         "_timer",
         "_timer_at",
         "_closing_ws",
@@ -132,11 +132,8 @@ class EngineSocket:
         self.probe_ws: web.WebSocketResponse | None = None
         #: The outbox of the active WebSocket (None on polling).
         self.writer: FrameWriter | None = None
-        opts = server.options
         #: The slow-reader policy while on polling (the WebSocket writer has its own).
-        self.backlog = Backlog(
-            opts.max_buffered_bytes, opts.slow_grace, self._slow, self._polling_backlog
-        )
+        self._backlog: Backlog | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closing_ws = False
@@ -212,6 +209,15 @@ class EngineSocket:
             for p in self.session.take_outbox()
         ]
 
+    @property
+    def backlog(self) -> Backlog:
+        if self._backlog is None:
+            opts = self.server.options
+            self._backlog = Backlog(
+                opts.max_buffered_bytes, opts.slow_grace, self._slow, self._polling_backlog
+            )
+        return self._backlog
+
     def _after_send(self) -> None:
         self.backlog.check()
         self._kick()
@@ -227,7 +233,8 @@ class EngineSocket:
 
     def outbox_drained(self) -> None:
         """Called by the polling transport after it took the outbox."""
-        self.backlog.cancel()
+        if self._backlog is not None:
+            self._backlog.cancel()
 
     async def wait_drained(self) -> None:
         """Readers await this before taking more input from a client that does not read."""
@@ -319,7 +326,8 @@ class EngineSocket:
         waiter = self.get_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)  # the held GET ends with a noop (see polling.handle_get)
-        self.backlog.cancel()
+        if self._backlog is not None:
+            self._backlog.cancel()
 
     def attach_websocket(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport) -> None:
         """Make ``ws`` (over ``transport``) the session's writer; what the session queued before
@@ -352,7 +360,10 @@ class EngineSocket:
             self._timer.cancel()
         self._timer = None
         self._timer_at = None
-        self.backlog.cancel()
+        if self._backlog is not None:
+            self._backlog.cancel()
+        if self.writer is not None:
+            self.writer.backlog.cancel()
         try:
             self.server.handler.on_close(self, reason.value)
         except Exception:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import cast
 
 from aiohttp import web
 
@@ -23,19 +22,26 @@ log = logging.getLogger("wxio.http")
 
 __all__ = ["HeaderGuard", "header_deadline", "HttpServer"]
 
-_GUARDS: weakref.WeakKeyDictionary[Any, HeaderGuard] = weakref.WeakKeyDictionary()
-
 
 class HeaderGuard(asyncio.Protocol):
-    """Forwards every protocol call to aiohttp's handler; owns one deadline timer."""
+    """Forwards every protocol call to aiohttp's handler; owns one deadline timer.
+
+    It is the transport's protocol, so the middleware finds it with
+    ``request.transport.get_protocol()``: no registry outlives the connection."""
 
     def __init__(self, inner: asyncio.Protocol, timeout: float) -> None:
         self.inner = inner
         self.timeout = timeout
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._lost = False
 
     def arm(self) -> None:
+        # Never after connection_lost: the middleware re-arms when a request ends, which for a
+        # WebSocket is after the connection is gone, and the timer would keep the whole
+        # connection (transport, aiohttp's handler, the request) alive for header_timeout.
+        if self._lost:
+            return
         if self._timer is None and self.transport is not None and self.timeout > 0:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.timeout, self._expire)
@@ -52,9 +58,8 @@ class HeaderGuard(asyncio.Protocol):
             self.transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Duck-typed: uvloop's TCP transport is not an asyncio.Transport subclass.
-        self.transport = transport  # type: ignore[assignment]
-        _GUARDS[transport] = self
+        # Duck-typed: uvloop's transports are not subclasses of asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         self.inner.connection_made(transport)
         self.arm()
 
@@ -65,6 +70,7 @@ class HeaderGuard(asyncio.Protocol):
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self.disarm()
         self.inner.connection_lost(exc)
 
@@ -79,7 +85,9 @@ class HeaderGuard(asyncio.Protocol):
 async def header_deadline(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    guard = _GUARDS.get(request.transport) if request.transport is not None else None
+    transport = request.transport
+    protocol = transport.get_protocol() if transport is not None else None
+    guard = protocol if isinstance(protocol, HeaderGuard) else None
     if guard is not None:
         guard.disarm()
     try:

@@ -42,6 +42,10 @@ class Metrics:
         series = self._counters[name]
         series[labels] = series.get(labels, 0.0) + amount
 
+    def values(self, name: str) -> dict[Labels, float]:
+        """A copy of a counter's series (empty if it was never declared)."""
+        return dict(self._counters.get(name, {}))
+
     def gauge(self, name: str, help_text: str, read: GaugeFn) -> None:
         self._help[name] = ("gauge", help_text)
         self._gauges[name] = read

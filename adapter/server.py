@@ -76,6 +76,7 @@ def make_backplane(config: ServerConfig) -> Backplane:
     """Redis when ``[cluster] redis_url`` or ``WXIO_REDIS_URL`` is set, else in memory."""
     cluster = dict(config.extra.get("cluster", {}))
     known = {"redis_url", "prefix", "node_id", "advertise_url", "node_ttl"}
+    known |= {"max_connections", "pool_timeout"}  # the Redis connection pool
     unknown = set(cluster) - known
     if unknown:
         raise ConfigError(f"[cluster]: unknown key(s) {', '.join(sorted(unknown))}")
@@ -162,6 +163,8 @@ def serve(args: argparse.Namespace) -> int:
             )
         else:
             banner.append(f"apps: {', '.join(sorted(apps.apps))}")
+        if config.dashboard or (apps.is_demo and config.dashboard is None):
+            banner.append(f"dashboard: http://{config.host}:{config.port}/")
     asyncio.run(_run(app, config, hub, reuse_port=args.reuse_port, banner=banner))
     return 0
 

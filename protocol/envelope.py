@@ -30,6 +30,7 @@ __all__ = [
     "parse",
     "parse_text",
     "to_dict",
+    "wire",
     "encode",
     "message",
     "broadcast",
@@ -176,6 +177,13 @@ def to_dict(envelope: Envelope) -> dict[str, Any]:
     # zip over the tuple: _asdict() builds a throwaway dict on every message.
     meta = {k: v for k, v in zip(_META_FIELDS, envelope.meta, strict=True) if v is not None}
     return {"meta": meta, "data": {"action": envelope.action, "payload": envelope.payload}}
+
+
+def wire(action: str, payload: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """The wire form built directly (what ``to_dict(message(...))`` gives, without the
+    intermediate tuples): ``meta`` in field order, None values left out. For the hot path."""
+    ordered = {k: meta[k] for k in _META_FIELDS if meta.get(k) is not None}
+    return {"meta": ordered, "data": {"action": action, "payload": payload}}
 
 
 def encode(envelope: Envelope) -> str:

@@ -41,12 +41,29 @@ def _has_long_digit_run(text: str) -> bool:
     return _LONG_RUN in text.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
 
 
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_INNERMOST = re.compile(r"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
+
+
+def _peels_within(text: str, max_depth: int) -> bool:
+    """True if ``text`` (strings aside) is balanced and nests at most ``max_depth`` deep: each
+    regex pass removes the innermost arrays and objects, so ``max_depth`` passes empty any
+    shallow document. C-speed passes; used for long documents (a node-to-node batch) with more
+    brackets than the count check allows. False means "not proven": the exact walk decides."""
+    rest = _STRING.sub("", text)
+    for _ in range(max_depth):
+        rest, removed = _INNERMOST.subn("", rest)
+        if not removed:
+            break
+    return not any(c in rest for c in "[]{}")
+
+
 def check_limits(text: str, max_depth: int = MAX_DEPTH) -> None:
     """Raise :class:`LimitExceeded` if ``text`` nests deeper than ``max_depth`` or holds a number
     literal longer than :data:`MAX_INT_DIGITS` digits. Linear in ``len(text)``."""
     # Fast path: a document with few brackets cannot be deep, and one with no long digit run
     # cannot hold a long number. Both checks run at C speed.
-    shallow = text.count("[") + text.count("{") <= max_depth
+    shallow = text.count("[") + text.count("{") <= max_depth or _peels_within(text, max_depth)
     if shallow and not _has_long_digit_run(text):
         return
     depth = 0

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from struct import Struct
 
-__all__ = ["text_frame", "binary_frame", "frame"]
+__all__ = ["TEXT", "BINARY", "text_frame", "binary_frame", "frame"]
 
-_TEXT = 0x81  # FIN + opcode 1
-_BINARY = 0x82  # FIN + opcode 2
+#: First header bytes: FIN + opcode 1 (text) or 2 (binary).
+TEXT = 0x81
+BINARY = 0x82
 _LEN16 = Struct("!BBH")
 _LEN64 = Struct("!BBQ")
 
@@ -35,8 +36,8 @@ def text_frame(text: str) -> bytes:
         payload = text.encode()
     except UnicodeEncodeError:
         payload = text.encode("utf-8", "replace")
-    return frame(_TEXT, payload)
+    return frame(TEXT, payload)
 
 
 def binary_frame(data: bytes) -> bytes:
-    return frame(_BINARY, data)
+    return frame(BINARY, data)

@@ -50,6 +50,9 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     assert any(n.startswith("wxio/adapter/") for n in names)
     assert not any(n.startswith(("protocol/", "adapter/")) for n in names)
     assert {"wxio/protocol/py.typed", "wxio/adapter/py.typed"} <= set(names)  # PEP 561
+    # The dashboard's page and the JS client it serves are package data.
+    for static in ("index.html", "dashboard.js", "dashboard.css", "wxio.js"):
+        assert f"wxio/adapter/static/{static}" in names
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)

@@ -208,16 +208,21 @@ class Bus:
         if not await self.bp.nodes.node_alive(node):
             return None
         rid = secrets.token_hex(8)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        receivers: asyncio.Future[int] = loop.create_future()
         self._pending[rid] = fut
+        # One timer bounds both waits (cheaper than asyncio.timeout on every request).
+        timer = loop.call_later(timeout, _time_out, receivers, fut)
         try:
-            async with asyncio.timeout(timeout):
-                if not await self._publish(self.bp.key("ch", node), {**message, "id": rid}):
-                    return None
-                return await fut
+            self._post(self.bp.key("ch", node), {**message, "id": rid}, receivers)
+            if not await receivers:
+                return None
+            return await fut
         except TimeoutError:
             return None
         finally:
+            timer.cancel()
             self._pending.pop(rid, None)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
@@ -267,6 +272,13 @@ class _Collector:
         self.replies.append(body)
         if len(self.replies) >= self.expected and not self.done_future.done():
             self.done_future.set_result(body)
+
+
+def _time_out(*futures: asyncio.Future[Any]) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(TimeoutError())
+            fut.exception()  # retrieved: the waiter may have gone already
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from ...protocol import jsonutil
 from ...protocol.errors import RemoteProtocolError
 from ..core.backplane import BackplaneError
+from ..core.singleflight import SingleFlight
 from .stores import _text
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class Nodes:
         self.bp = bp
         self.healthy = True
         self._alive_cache: dict[str, tuple[bool, float]] = {}
+        #: Concurrent lookups of one node's liveness share one Redis round trip.
+        self._alive_lookups: SingleFlight[str, bool] = SingleFlight()
         self._sweep_forget = bp.redis.register_script(_SWEEP_FORGET)
 
     async def heartbeat_once(self) -> None:
@@ -118,13 +121,16 @@ class Nodes:
             log.info("node %s: swept %d client(s) of dead node %s", bp.node_id, len(members), node)
 
     async def node_alive(self, node: str) -> bool:
-        bp = self.bp
         loop = asyncio.get_running_loop()
         cached = self._alive_cache.get(node)
         if cached is not None and cached[1] > loop.time():
             return cached[0]
+        return await self._alive_lookups.run(node, lambda: self._ask_alive(node))
+
+    async def _ask_alive(self, node: str) -> bool:
+        bp = self.bp
         alive = bool(await bp.call(bp.redis.exists(bp.key("node", node))))
-        self._alive_cache[node] = (alive, loop.time() + 1.0)
+        self._alive_cache[node] = (alive, asyncio.get_running_loop().time() + 1.0)
         return alive
 
     async def node_url(self, node: str) -> str | None:

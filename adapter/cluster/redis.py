@@ -33,11 +33,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from ..config import ConfigError
 from ..core.backplane import BackplaneError, NodeHandler
 from ..core.directory import Directory
 from ..core.inbox import Inbox
@@ -47,9 +49,21 @@ from .stores import RedisDirectory, RedisInbox, RedisReplay
 
 log = logging.getLogger("wxio.cluster")
 
-__all__ = ["RedisBackplane", "MAX_QUEUED_MESSAGES"]
+__all__ = [
+    "RedisBackplane",
+    "MAX_QUEUED_MESSAGES",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_POOL_TIMEOUT",
+]
 
 T = TypeVar("T")
+
+#: Redis connections a node opens at most (``[cluster] max_connections``), and the seconds a
+#: command waits for one of them when all are busy before it fails (``[cluster] pool_timeout``;
+#: the command's answer is then ``unavailable``). A burst (every client of a killed node
+#: reconnecting here at once) waits its turn instead of failing at once.
+DEFAULT_MAX_CONNECTIONS = 200
+DEFAULT_POOL_TIMEOUT = 2.0
 
 
 class RedisBackplane:
@@ -65,22 +79,33 @@ class RedisBackplane:
         node_id: str | None = None,
         advertise_url: str | None = None,
         node_ttl: float = 15.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.node_id = node_id or secrets.token_hex(4)
         self.advertise_url = advertise_url
         self.node_ttl = node_ttl
+        if type(max_connections) is not int or max_connections < 2:
+            # One connection is held by the subscription for the node's life.
+            raise ConfigError("[cluster] max_connections: must be an integer of at least 2")
+        if not isinstance(pool_timeout, (int, float)) or pool_timeout <= 0:
+            raise ConfigError("[cluster] pool_timeout: must be a positive number of seconds")
         # After a Redis restart every pooled connection is stale and fails its next command once.
         # One immediate retry on a *connection* error (not on a timeout, so a slow Redis still
-        # answers within socket_timeout) reconnects transparently.
-        self.redis = aioredis.from_url(
+        # answers within socket_timeout) reconnects transparently. The pool blocks when all its
+        # connections are busy (redis-py's default pool raises MaxConnectionsError at once).
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=float(pool_timeout),
             socket_connect_timeout=1.0,
             socket_timeout=3.0,
             health_check_interval=5,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self.redis = aioredis.Redis.from_pool(pool)
         #: Node-to-node messages (pub/sub).
         self.bus = Bus(self)
         #: This node's heartbeat, the sweep of dead nodes, who is alive.

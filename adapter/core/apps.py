@@ -64,8 +64,11 @@ _OPTION_NAMES = {f.name for f in fields(AppConfig)} - {"name", "key"}
 
 
 class AppRegistry:
-    def __init__(self, apps: dict[str, AppConfig]) -> None:
+    def __init__(self, apps: dict[str, AppConfig], *, demo: bool = False) -> None:
         self.apps = apps
+        #: Built by :meth:`demo` (no apps configured): the only case where anything may sign
+        #: with an app's key on a client's behalf (the dashboard's demo credentials).
+        self.is_demo = demo
 
     def get(self, name: str | None) -> AppConfig | None:
         return self.apps.get(name) if name is not None else None
@@ -107,4 +110,4 @@ class AppRegistry:
         ``WXIO_DEMO_KEY`` or is made up at start (and printed, clearly marked, by the CLI)."""
         env = os.environ if environ is None else environ
         key = env.get("WXIO_DEMO_KEY") or secrets.token_hex(16)
-        return cls({DEMO_APP: AppConfig(name=DEMO_APP, key=key, client_broadcast=True)})
+        return cls({DEMO_APP: AppConfig(name=DEMO_APP, key=key, client_broadcast=True)}, demo=True)

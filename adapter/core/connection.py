@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ...protocol import jsonutil
 from ...protocol.envelope import DenyReason
 from ...protocol.socketio import Packet, PacketType, encode
-from ...protocol.wsframe import text_frame
+from ...protocol.wsframe import TEXT, frame
 from ..transports.outbox import FrameWriter, message_frame
 from .apps import AppConfig
 from .limits import TokenBucket
@@ -51,7 +51,7 @@ class Outgoing:
     """One envelope on its way to one or many clients, encoded at most once per wire form.
     ``kept``: the envelope is in its user's inbox until acknowledged (ask for the ack)."""
 
-    __slots__ = ("envelope", "msg_id", "kept", "_json", "_frame", "_sio")
+    __slots__ = ("envelope", "msg_id", "kept", "_bytes", "_json", "_frame", "_sio")
 
     def __init__(
         self, envelope: dict[str, Any], msg_id: str | None = None, *, kept: bool = False
@@ -59,19 +59,25 @@ class Outgoing:
         self.envelope = envelope
         self.msg_id = msg_id
         self.kept = kept
+        self._bytes: bytes | None = None
         self._json: str | None = None
         self._frame: bytes | None = None
         self._sio: dict[tuple[str, str], tuple[str, bytes]] = {}
 
+    def utf8(self) -> bytes:
+        if self._bytes is None:
+            self._bytes = jsonutil.dumps_bytes(self.envelope)
+        return self._bytes
+
     def json(self) -> str:
         if self._json is None:
-            self._json = jsonutil.dumps(self.envelope)
+            self._json = self.utf8().decode()
         return self._json
 
     def frame(self) -> bytes:
         """The raw endpoint's WebSocket frame, built once for every receiver."""
         if self._frame is None:
-            self._frame = text_frame(self.json())
+            self._frame = frame(TEXT, self.utf8())
         return self._frame
 
     def sio_text(self, nsp: str, event: str, ack_id: int | None = None) -> str:
@@ -96,8 +102,7 @@ class Outgoing:
 
     def size(self) -> int:
         """The encoded size in UTF-8 bytes (what the app's message limit applies to)."""
-        text = self.json()
-        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        return len(self.utf8())
 
 
 class Connection:

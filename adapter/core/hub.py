@@ -12,6 +12,7 @@ Tenancy: every map is keyed by app name first; nothing looks up a client id acro
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -26,7 +27,9 @@ from ..tasks import Tasks
 from .apps import AppConfig, AppRegistry
 from .backplane import Backplane, BackplaneError, MemoryBackplane, NodeHandler
 from .connection import Connection, Outgoing
+from .directory import Location
 from .inbox import InboxEntry
+from .singleflight import SingleFlight
 
 log = logging.getLogger("wxio.core")
 
@@ -123,6 +126,9 @@ class Hub:
         self._routes: dict[tuple[str, str], tuple[str, str, str | None, float]] = {}
         self._tasks = Tasks()
         self._keep_off_until = 0.0
+        self._locating: SingleFlight[tuple[str, str], Location | None] = SingleFlight()
+        self._id_prefix = secrets.token_urlsafe(9)
+        self._id_counter = itertools.count(1)
         #: Handlers of other layers' node messages, by type (e.g. "sio" room emits).
         self.node_handlers: dict[str, NodeHandler] = {}
         self._actions = {
@@ -323,16 +329,16 @@ class Hub:
         await self._verify(conn.app, conn.app.name, meta.timestamp, meta.sign, meta.nonce, body)
 
     def _reply(self, action: str, conn: Connection, payload: Any = None, **meta: Any) -> Outgoing:
-        reply = env.message(
-            action,
-            payload,
-            timestamp=self.now_ms(),
-            app=conn.app.name,
-            client=conn.client_id,
-            userId=conn.user_id,
-            **meta,
-        )
-        return Outgoing(env.to_dict(reply))
+        meta["timestamp"] = self.now_ms()
+        meta["app"] = conn.app.name
+        meta["client"] = conn.client_id
+        meta["userId"] = conn.user_id
+        return Outgoing(env.wire(action, payload, meta))
+
+    def new_msg_id(self) -> str:
+        """A message id: unique (a random prefix per process, then a counter) and cheap; it
+        names a message, it grants nothing (an ack only ever touches the acker's own inbox)."""
+        return f"{self._id_prefix}{next(self._id_counter):x}"
 
     def deny(self, denied: Denied, conn: Connection | None) -> Outgoing:
         """The ``deny`` envelope that answers ``denied``, addressed to ``conn``'s app and id."""
@@ -440,17 +446,16 @@ class Hub:
         sender: str | None,
         user_id: str | None,
     ) -> Outcome:
-        msg_id = secrets.token_urlsafe(12)
-        exchange = env.exchange(
-            payload,
-            timestamp=self.now_ms(),
-            app=app.name,
-            client=sender,
-            userId=user_id,
-            target=target,
-            msgId=msg_id,
-        )
-        out = self._outgoing(app, exchange, msg_id)
+        msg_id = self.new_msg_id()
+        exchange = {
+            "timestamp": self.now_ms(),
+            "app": app.name,
+            "client": sender,
+            "userId": user_id,
+            "target": target,
+            "msgId": msg_id,
+        }
+        out = self._outgoing(app, env.wire(Action.EXCHANGE, payload, exchange), msg_id)
         conn = self.connections.get((app.name, target))
         if conn is not None and conn.user_id is None and conn.deliver(out):
             return Outcome("delivered", msg_id, 1)  # the common case costs no shared state
@@ -467,7 +472,9 @@ class Hub:
                 client, node, user = cached[0], cached[1], cached[2]
             else:
                 self._routes.pop(key, None)  # (another send may have dropped it already)
-                where = await self.directory.locate(app.name, target)
+                where = await self._locating.run(
+                    key, lambda: self.directory.locate(app.name, target)
+                )
                 if where is not None:
                     client, node, user = where.client, where.node, where.user
                     if node is not None and node != self.node:
@@ -517,9 +524,9 @@ class Hub:
         return tuple(d.msg_id for d in dropped)
 
     @staticmethod
-    def _outgoing(app: AppConfig, message: Envelope, msg_id: str) -> Outgoing:
+    def _outgoing(app: AppConfig, message: dict[str, Any], msg_id: str) -> Outgoing:
         """Encode once; the encoded size is what the app's message limit applies to."""
-        out = Outgoing(env.to_dict(message), msg_id)
+        out = Outgoing(message, msg_id)
         if out.size() > app.max_message_bytes:
             raise Denied(DenyReason.TOO_LARGE, f"message over {app.max_message_bytes} bytes")
         return out
@@ -577,16 +584,15 @@ class Hub:
     async def _broadcast_all(
         self, app: AppConfig, payload: Any, *, sender: str | None, user_id: str | None
     ) -> tuple[int, str]:
-        msg_id = secrets.token_urlsafe(12)
-        message = env.broadcast(
-            payload,
-            timestamp=self.now_ms(),
-            app=app.name,
-            client=sender,
-            userId=user_id,
-            msgId=msg_id,
-        )
-        out = self._outgoing(app, message, msg_id)
+        msg_id = self.new_msg_id()
+        meta = {
+            "timestamp": self.now_ms(),
+            "app": app.name,
+            "client": sender,
+            "userId": user_id,
+            "msgId": msg_id,
+        }
+        out = self._outgoing(app, env.wire(Action.BROADCAST, payload, meta), msg_id)
         count = self._broadcast_local(app.name, out, sender)
         replies = await self.backplane.request_all(
             {"t": "broadcast", "app": app.name, "env": out.envelope, "except": sender},

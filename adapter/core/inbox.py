@@ -68,6 +68,14 @@ class MemoryInbox:
             return []
         return list(box.values())
 
+    def sizes(self, *, now: float) -> dict[tuple[str, str], int]:
+        """Unexpired messages per (app, user), for the dashboard."""
+        return {
+            key: sum(1 for e in box.values() if e.expires_at > now)
+            for key, box in self._boxes.items()
+            if any(e.expires_at > now for e in box.values())
+        }
+
     async def ack(self, app: str, user: str, msg_id: str) -> bool:
         box = self._boxes.get((app, user))
         if box is None or box.pop(msg_id, None) is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType
@@ -212,6 +212,38 @@ class Namespace:
 
     # -- events from clients -------------------------------------------------------------------
 
+    def dispatch(self, socket: Socket, packet: Packet) -> Coroutine[Any, Any, None] | None:
+        """Run an event's handler now. A plain handler (``io.on``) that does not return an
+        awaitable costs no coroutine and no context object; otherwise (an ``async def``
+        handler, packet middleware, a route) the coroutine that finishes the work is returned
+        for the caller to drive."""
+        h = self.handlers
+        data = packet.data
+        handler = h.events.get(data[0]) if not h.packet_middleware else None
+        if handler is None or data[0] in h.routes:
+            return self.run_event(socket, packet)
+        try:
+            result = handler(socket, *data[1:])
+        except Exception as exc:
+            log.exception("%s: handler for %r failed", self.name, data[0])
+            self.emit_lifecycle("error", socket, exc)
+            return None
+        if result is not None and inspect.isawaitable(result):
+            return self._finish(socket, packet, result)
+        if packet.id is not None:
+            _answer(EventContext(socket, self.server, packet), result)
+        return None
+
+    async def _finish(self, socket: Socket, packet: Packet, result: Awaitable[Any]) -> None:
+        try:
+            value = await result
+        except Exception as exc:
+            log.exception("%s: handler for %r failed", self.name, packet.data[0])
+            self.emit_lifecycle("error", socket, exc)
+            return
+        if packet.id is not None:
+            _answer(EventContext(socket, self.server, packet), value)
+
     async def run_event(self, socket: Socket, packet: Packet) -> None:
         """Run packet middleware, then the handler; answer the ack if one was asked for."""
         ctx = EventContext(socket, self.server, packet)
@@ -253,15 +285,8 @@ class Namespace:
                 return
         if result is not None and inspect.isawaitable(result):
             result = await result
-        if ctx.wants_ack and not ctx.acked:
-            if result is NO_ACK:
-                ctx.no_ack()
-            elif result is None:
-                ctx.ack()
-            elif isinstance(result, tuple):
-                ctx.ack(*result)
-            else:
-                ctx.ack(result)
+        if ctx.wants_ack:
+            _answer(ctx, result)
 
 
 class BroadcastOperator:
@@ -376,6 +401,20 @@ class BroadcastOperator:
 
         wait = self.nsp.server.options.ack_timeout if timeout is None else timeout
         return await emit_with_ack(self, event, list(args), wait)
+
+
+def _answer(ctx: EventContext, result: Any) -> None:
+    """Answer an event's ack from its handler's return value (unless answered already)."""
+    if ctx.acked:
+        return
+    if result is NO_ACK:
+        ctx.no_ack()
+    elif result is None:
+        ctx.ack()
+    elif isinstance(result, tuple):
+        ctx.ack(*result)
+    else:
+        ctx.ack(result)
 
 
 def _send_to(targets: Iterable[Socket], text: str | bytes, attachments: list[bytes]) -> int:

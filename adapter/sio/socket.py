@@ -159,7 +159,8 @@ class Socket:
         "id",
         "nsp",
         "client",
-        "handshake",
+        "_auth",
+        "_handshake",
         "rooms",
         "data",
         "_conn",
@@ -174,20 +175,29 @@ class Socket:
         self.id = sid
         self.nsp = nsp
         self.client = client
-        self.handshake = Handshake(client, auth)
+        self._auth = auth
+        self._handshake: Handshake | None = None
         self.rooms: set[str] = set()
         #: Free for the application (user id, app name...).
         self.data: dict[str, Any] = {}
         self._conn = NamespaceConnection()
         self._acks: dict[int, tuple[Callable[..., Any], asyncio.TimerHandle | None]] = {}
         self._next_ack = 0
-        self._queue: deque[Packet] = deque()
+        #: Events waiting while a handler of this socket waits (made when first needed).
+        self._queue: deque[Packet] | None = None
         self._worker: asyncio.Task[None] | None = None
         #: Set at disconnect: releases connection middleware waiting after ``await next()``.
         self._after_connect: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.nsp.name}>"
+
+    @property
+    def handshake(self) -> Handshake:
+        """``socket.handshake`` (built on first use: most sockets never ask)."""
+        if self._handshake is None:
+            self._handshake = Handshake(self.client, self._auth)
+        return self._handshake
 
     @property
     def sid(self) -> str:
@@ -359,9 +369,13 @@ class Socket:
         a time). A handler that finishes without waiting runs now; only one that waits gets a
         task, and the socket's later events queue behind it."""
         if self._worker is not None:
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(packet)
             return
-        coro = self.nsp.run_event(self, packet)
+        coro = self.nsp.dispatch(self, packet)
+        if coro is None:
+            return  # a plain handler: done already
         try:
             waiting_on = coro.send(None)
         except StopIteration:
@@ -369,11 +383,12 @@ class Socket:
         self._worker = self.nsp.server.spawn(self._work(_Resume(coro, waiting_on)))
 
     async def _work(self, first: _Resume) -> None:
-        queue = self._queue
         try:
             await first
-            while queue:
-                await self.nsp.run_event(self, queue.popleft())
+            while self._queue:
+                coro = self.nsp.dispatch(self, self._queue.popleft())
+                if coro is not None:
+                    await coro
         finally:
             self._worker = None
 
@@ -398,7 +413,7 @@ class Socket:
             if timer is not None:
                 timer.cancel()
         self._acks.clear()
-        self._queue.clear()
+        self._queue = None
         self._release()
         self.nsp.emit_lifecycle("disconnect", self, reason)
 

@@ -82,6 +82,11 @@ class Backlog:
         else:
             self.cancel()
 
+    @property
+    def over(self) -> bool:
+        """True while the client is over the bound (within its grace period)."""
+        return self._drained is not None and not self._drained.is_set()
+
     async def wait_drained(self) -> None:
         drained = self._drained
         if drained is not None and not drained.is_set():

@@ -23,7 +23,7 @@ from ...protocol.engineio.packets import (
     encode_binary,
     encode_text,
 )
-from ...protocol.engineio.session import CloseReason
+from ...protocol.engineio.session import CloseReason, State
 from ...protocol.errors import RemoteProtocolError, StateError
 from ..engine import EngineServer, EngineSocket
 
@@ -138,23 +138,37 @@ async def _probe(
 async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     """The reader loop of the active WebSocket."""
     session = sock.session
+    on_message = sock.server.handler.on_message
+    backlog = sock.writer.backlog if sock.writer is not None else sock.backlog
     try:
         async for msg in ws:
             if session.closed:  # closed while this reader waited (timer, slow reader, server)
                 break
-            try:
-                packet = _decode(msg.type, msg.data, sock.eio)
-            except RemoteProtocolError:
-                session.decode_failed()
+            data = msg.data
+            if msg.type is WSMsgType.TEXT and data[:1] == "4" and session.state is State.OPEN:
+                # A message on an open session changes no session state: straight to the
+                # layer above, without the session's event queue and timer bookkeeping.
+                try:
+                    on_message(sock, data[1:])
+                except Exception:
+                    log.exception("%s: message handler failed", sock.sid)
+                    sock.close(CloseReason.TRANSPORT_ERROR, "message handler failed")
+                    break
+            else:
+                try:
+                    packet = _decode(msg.type, data, sock.eio)
+                except RemoteProtocolError:
+                    session.decode_failed()
+                    sock.pump()
+                    break
+                if packet is None:  # ERROR (e.g. a frame over max_msg_size): aiohttp closed it
+                    break
+                session.receive(packet, sock.now())
                 sock.pump()
-                break
-            if packet is None:  # ERROR (e.g. a frame over max_msg_size): aiohttp closed it
-                break
-            session.receive(packet, sock.now())
-            sock.pump()
             if session.closed:
                 break
-            await sock.wait_drained()  # a client that does not read stops being read
+            if backlog.over:
+                await backlog.wait_drained()  # a client that does not read stops being read
     except (ConnectionError, asyncio.CancelledError):
         pass
     except Exception:

@@ -45,7 +45,6 @@ Timers start at the handshake, so a client that never answers is gone at
 
 from __future__ import annotations
 
-from collections import deque
 from enum import Enum, StrEnum
 from typing import NamedTuple
 
@@ -209,7 +208,8 @@ class EngineSession:
         self.state = State.OPEN
         #: Sum of the data lengths waiting in the outbox: the adapter's slow-consumer gauge.
         self.queued_bytes = 0
-        self._outbox: deque[Packet] = deque()
+        # A list, not a deque: an empty deque holds a 64-slot block, in every idle session.
+        self._outbox: list[Packet] = []
         self._events: list[Event] = []
         # Polling request accounting (not session state: each is one request in flight).
         self._get_pending = False
@@ -288,12 +288,10 @@ class EngineSession:
         if not self._outbox:
             return [_NOOP] if self.state is State.UPGRADING else []
         if 0 < limit < len(self._outbox) and self.state is not State.CLOSED:
-            outbox = self._outbox
-            taken = [outbox.popleft() for _ in range(limit)]
+            taken, self._outbox = self._outbox[:limit], self._outbox[limit:]
             self.queued_bytes -= sum(_size(p.data) for p in taken)
             return taken
-        packets = list(self._outbox)
-        self._outbox.clear()
+        packets, self._outbox = self._outbox, []
         self.queued_bytes = 0
         return packets
 
@@ -414,7 +412,7 @@ class EngineSession:
             self._upgrade_deadline = None
             # Noops were for the polling transport only; a stray one must not reach the WebSocket.
             if any(p.type is PacketType.NOOP for p in self._outbox):
-                self._outbox = deque(p for p in self._outbox if p.type is not PacketType.NOOP)
+                self._outbox = [p for p in self._outbox if p.type is not PacketType.NOOP]
             self._events.append(Upgraded())
             return []
         self.abort_upgrade("unexpected packet on the probe transport")

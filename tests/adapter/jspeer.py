@@ -56,10 +56,11 @@ class JsPeer:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, lib: str) -> JsPeer:
+    async def start(cls, lib: str, script: str = "peer.js") -> JsPeer:
+        """Start ``tests/js/<script>`` (peer.js drives ``lib``; sdk_peer.js the wxio client)."""
         proc = await asyncio.create_subprocess_exec(
             "node",
-            str(JS_DIR / "peer.js"),
+            str(JS_DIR / script),
             lib,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -83,8 +84,12 @@ class JsPeer:
         await self.proc.stdin.drain()
         return cid
 
-    async def expect(self, ev: str, timeout: float = 10, **match: Any) -> dict[str, Any]:
-        """The next event named ``ev`` (matching ``match``); other events are kept in order."""
+    async def expect(
+        self, ev: str | tuple[str, ...], timeout: float = 10, **match: Any
+    ) -> dict[str, Any]:
+        """The next event named ``ev`` (or any of several names, matching ``match``); other
+        events are kept in order."""
+        names = (ev,) if isinstance(ev, str) else ev
         skipped: list[dict[str, Any]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -99,9 +104,9 @@ class JsPeer:
                     event = await asyncio.wait_for(self.events.get(), remaining)
                 except TimeoutError:
                     continue
-                if event.get("ev") == ev and all(event.get(k) == v for k, v in match.items()):
+                if event.get("ev") in names and all(event.get(k) == v for k, v in match.items()):
                     return event
-                if event.get("ev") == "error" and ev != "error":
+                if event.get("ev") == "error" and "error" not in names:
                     raise AssertionError(f"{self.lib}: command failed: {event}")
                 skipped.append(event)
         finally:

@@ -357,6 +357,23 @@ describe('wx shim', () => {
     assert.equal((await call((o) => again.send(o), { data: 'back' })).ok, true);
   });
 
+  test('wx.onAppHide runs at enterBackground, wx.onAppShow at enterForeground; off removes', async () => {
+    const shim = newShim({ backgroundCutMs: 50 });
+    const seen = [];
+    const hide = () => seen.push('hide');
+    shim.wx.onAppHide(hide);
+    shim.wx.onAppShow((res) => seen.push(`show ${res.scene}`));
+    shim.enterForeground(); // not in the background: nothing to show
+    shim.enterBackground();
+    shim.enterBackground(); // already there
+    shim.enterForeground();
+    shim.wx.offAppHide(hide);
+    shim.enterBackground();
+    shim.enterForeground();
+    assert.deepEqual(seen, ['hide', 'show 1001', 'show 1001']);
+    shim.dispose();
+  });
+
   test('returning to the foreground before the cut cancels it', async () => {
     const shim = newShim({ backgroundCutMs: 50 });
     const { task } = await openTask(shim, server.url);

@@ -12,7 +12,7 @@
  *                                        perMessageDeflate, timeout, success, fail, complete });
  *   task.onOpen(cb) / onMessage(cb) / onClose(cb) / onError(cb); task.send({...}); task.close({...})
  *   shim.wx.onSocketOpen(cb) ... / sendSocketMessage / closeSocket   (legacy global API)
- *   shim.enterBackground() / shim.enterForeground()
+ *   shim.enterBackground() / shim.enterForeground()   (run wx.onAppHide / wx.onAppShow listeners)
  *   const io = shim.loadMiniprogramModule(require.resolve('weapp.socket.io'));
  *
  * Values handed to mini-program code (message ArrayBuffers) belong to the mini-program realm:
@@ -77,6 +77,7 @@ class WxShim {
     this.suspended = false; // true once the background cut happened
     this.cutTimer = null;
     this.modules = new Map();
+    this.appListeners = { show: [], hide: [] }; // wx.onAppShow / wx.onAppHide
 
     this.wx = this.createWx();
     this.context = this.createRealm();
@@ -88,8 +89,20 @@ class WxShim {
       this.legacyListeners[kind] = typeof cb === 'function' ? cb : null;
     };
     const notConnected = (api, opts) => this.settle(api, opts, 'WebSocket is not connected');
+    const appOn = (kind) => (cb) => {
+      if (typeof cb === 'function') this.appListeners[kind].push(cb);
+    };
+    const appOff = (kind) => (cb) => {
+      const list = this.appListeners[kind];
+      if (cb === undefined) list.length = 0;
+      else if (list.indexOf(cb) >= 0) list.splice(list.indexOf(cb), 1);
+    };
     return {
       connectSocket: (opts) => this.connectSocket(opts),
+      onAppShow: appOn('show'),
+      onAppHide: appOn('hide'),
+      offAppShow: appOff('show'),
+      offAppHide: appOff('hide'),
       onSocketOpen: legacyOn('open'),
       onSocketMessage: legacyOn('message'),
       onSocketError: legacyOn('error'),
@@ -199,10 +212,11 @@ class WxShim {
     return new SocketTask(conn);
   }
 
-  /** Start the background timer: ~backgroundCutMs later every socket is cut. */
+  /** wx.onAppHide listeners run, then ~backgroundCutMs later every socket is cut. */
   enterBackground({ cutMs } = {}) {
     if (this.inBackground) return;
     this.inBackground = true;
+    for (const cb of [...this.appListeners.hide]) this.invoke(cb, {});
     this.cutTimer = setTimeout(() => {
       this.cutTimer = null;
       this.suspended = true;
@@ -210,15 +224,22 @@ class WxShim {
     }, cutMs ?? this.backgroundCutMs);
   }
 
+  /** Back in the foreground: sockets may be opened again, then wx.onAppShow listeners run. */
   enterForeground() {
+    const wasBackground = this.inBackground;
     this.inBackground = false;
     this.suspended = false;
     clearTimeout(this.cutTimer);
     this.cutTimer = null;
+    if (wasBackground) {
+      for (const cb of [...this.appListeners.show]) this.invoke(cb, { scene: 1001, path: '', query: {} });
+    }
   }
 
   /** Drop every socket without callbacks (test teardown). */
   dispose() {
+    this.appListeners.show.length = 0;
+    this.appListeners.hide.length = 0;
     this.enterForeground();
     for (const conn of [...this.live]) conn.drop();
   }

@@ -275,3 +275,24 @@ def test_fuzz_parse_values(values: list[Any]) -> None:
         except RemoteProtocolError:
             continue
         _check(result, reencode=False)  # Python values (NaN, 2**70) need not be JSON
+
+
+@given(
+    st.sampled_from(["exchange", "result", "saveId"]),
+    st.one_of(st.none(), st.integers(), st.text()),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            name: st.one_of(st.none(), st.text(min_size=1, max_size=8))
+            for name in ("app", "client", "userId", "target", "msgId")
+        },
+    ),
+    st.integers(0, 2**40),
+)
+def test_wire_builds_what_to_dict_of_message_builds(
+    action: str, payload: Any, meta: dict[str, Any], ts: int
+) -> None:
+    built = envelope.wire(action, payload, {"timestamp": ts, **meta})
+    expected = envelope.to_dict(envelope.message(action, payload, timestamp=ts, **meta))
+    assert built == expected
+    assert list(built["meta"]) == list(expected["meta"])  # the same field order on the wire

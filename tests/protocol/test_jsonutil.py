@@ -266,3 +266,24 @@ def test_fuzz_loads_text(texts: list[str]) -> None:
 def test_fuzz_loads_bytes(bodies: list[bytes]) -> None:
     for body in bodies:
         _check_loads(body)
+
+
+_NESTED = st.recursive(
+    st.one_of(st.integers(), st.text(alphabet='[]{}"\\ab', max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=60,
+)
+
+
+@given(st.lists(_NESTED, min_size=20, max_size=40))
+def test_long_documents_are_limited_by_their_real_depth(values: list[object]) -> None:
+    """Documents with more brackets than the quick count allows take the regex-peeling path
+    (node-to-node batches): it must agree with the real nesting depth."""
+    text = json.dumps(values)
+    if _depth(values) <= jsonutil.MAX_DEPTH:
+        jsonutil.check_limits(text)
+    else:
+        with pytest.raises(LimitExceeded):
+            jsonutil.check_limits(text)

@@ -1,0 +1,1 @@
+"""Benchmarks and the soak, run by hand. The tests import ``bench.soak`` and ``bench.churn``."""

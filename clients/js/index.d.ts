@@ -1,0 +1,235 @@
+// Types for wxio-client (clients/js). See README.md.
+
+export type Action =
+  | 'saveId' | 'requestId' | 'sendToOthers' | 'reConnectAndUpdates' | 'reConnectUpdated'
+  | 'deny' | 'exchange' | 'broadcast' | 'connect' | 'disconnect' | 'ack' | 'ping' | 'pong'
+  | 'result';
+
+export type DenyReason =
+  | 'bad_signature' | 'expired' | 'unknown_app' | 'malformed' | 'unknown_action'
+  | 'target_offline' | 'not_allowed' | 'too_large' | 'rate_limited' | 'unavailable';
+
+/** Why a request failed: a deny reason, or one of the client's own. */
+export type ErrorReason = DenyReason | 'timeout' | 'disconnected' | 'closed' | 'deny';
+
+export interface Meta {
+  timestamp?: number;
+  app?: string;
+  sign?: string;
+  client?: string;
+  userId?: string;
+  target?: string;
+  msgId?: string;
+  nonce?: string;
+  [key: string]: unknown;
+}
+
+export interface Envelope<P = unknown> {
+  meta: Meta;
+  data: { action: Action | string; payload: P };
+}
+
+/** What the credentials callback returns: md5/hmac fields, or a token for servers that take one. */
+export interface Credentials {
+  app?: string;
+  timestamp?: number;
+  sign?: string;
+  userId?: string | number;
+  nonce?: string;
+  token?: string;
+  [key: string]: unknown;
+}
+
+export interface ClientOptions {
+  /** Called at every (re)connect and before the credentials age out; a backend should sign. */
+  credentials: Credentials | (() => Credentials | Promise<Credentials>);
+  /** Used when the credentials carry no userId. */
+  userId?: string;
+  /** 'ws' (default): the raw JSON endpoint; 'socketio': through `io`. */
+  transport?: 'ws' | 'socketio';
+  /** The socket.io client's io function (socket.io-client, weapp.socket.io...). */
+  io?: (url: string, options: Record<string, unknown>) => any;
+  /** Extra options for io(); auth, query and reconnection are set by the client. */
+  ioOptions?: Record<string, unknown>;
+  /** The wx object (default: the global wx of a mini program). */
+  wx?: any;
+  /** A WebSocket class (default: the global one; in Node pass require('ws')). */
+  WebSocket?: any;
+  /** Raw endpoint path when the URL has none (default '/ws'). */
+  path?: string;
+  reconnect?: boolean;
+  /** First reconnect delay in ms (default 500), multiplied by `factor` (2) up to `maxDelay` (15000). */
+  minDelay?: number;
+  maxDelay?: number;
+  factor?: number;
+  /** Randomisation of each delay, 0..1 (default 0.5: +-50%). */
+  jitter?: number;
+  maxAttempts?: number;
+  connectTimeout?: number;
+  /** How long send() and broadcast() wait for the server's answer (default 10000 ms). */
+  requestTimeout?: number;
+  /** Fetch new credentials after this many ms (default 240000; the server's window is 300 s). */
+  credentialsMaxAge?: number;
+  /** How many msgIds are remembered to drop duplicates (default 1000). */
+  dedupe?: number;
+  /** How many sends are kept while disconnected (default 100). */
+  outboxSize?: number;
+  /** Raw transport: ping after this much silence (default 25000, 0: off). */
+  pingInterval?: number;
+  pingTimeout?: number;
+  /** Close on wx.onAppHide, reconnect on wx.onAppShow (default true). */
+  pauseInBackground?: boolean;
+}
+
+export interface Delivery<P = unknown> {
+  payload: P;
+  /** The sender's client id (null for the HTTP API). */
+  from: string | null;
+  userId: string | null;
+  msgId: string | null;
+  timestamp: number | null;
+  envelope: Envelope<P>;
+}
+
+export interface Result {
+  status: 'delivered' | 'queued';
+  msgId: string;
+  /** 'until_acked': kept in the target user's inbox until its client acknowledges it;
+   * 'sent': written to a connection (a client without a user id), lost if it drops first. */
+  guarantee: 'until_acked' | 'sent' | null;
+  /** How many connections got it (broadcast: every other client of the app). */
+  delivered?: number;
+  /** Inbox messages dropped to make room (oldest first). */
+  dropped: string[];
+  target: string | null;
+  envelope: Envelope;
+}
+
+export interface Deny {
+  reason: DenyReason;
+  message: string;
+  envelope: Envelope | null;
+}
+
+export interface ConnectEvent {
+  id: string;
+  userId: string | null;
+  /** True after a reconnect: the old ids were claimed with reConnectAndUpdates. */
+  reconnected: boolean;
+  /** The old ids that now route to this connection. */
+  replaced: string[];
+}
+
+export interface DisconnectEvent {
+  code: number;
+  reason: string;
+  willReconnect: boolean;
+}
+
+export interface ReconnectingEvent {
+  attempt: number;
+  delay: number;
+  code: number;
+  reason: string;
+}
+
+export interface ClientEvents {
+  exchange: Delivery;
+  broadcast: Delivery;
+  deny: Deny;
+  result: Result;
+  connect: ConnectEvent;
+  disconnect: DisconnectEvent;
+  reconnecting: ReconnectingEvent;
+  error: Error;
+}
+
+export interface ClientStats {
+  received: number;
+  duplicates: number;
+  acks: number;
+  reconnects: number;
+}
+
+export declare class WxioError extends Error {
+  reason: ErrorReason;
+  envelope: Envelope | null;
+}
+
+export declare class Client {
+  constructor(url: string, options: ClientOptions);
+  /** The current client id, null while disconnected. */
+  readonly id: string | null;
+  readonly userId: string | null;
+  readonly state: 'connecting' | 'open' | 'closed';
+  readonly connected: boolean;
+  readonly stats: ClientStats;
+  on<K extends keyof ClientEvents>(event: K, fn: (data: ClientEvents[K]) => void): () => void;
+  once<K extends keyof ClientEvents>(event: K, fn: (data: ClientEvents[K]) => void): () => void;
+  off<K extends keyof ClientEvents>(event: K, fn: (data: ClientEvents[K]) => void): void;
+  open(): this;
+  send(target: string, payload: unknown, options?: { timeout?: number }): Promise<Result>;
+  broadcast(payload: unknown, options?: { timeout?: number }): Promise<Result>;
+  pause(): void;
+  resume(): void;
+  close(): void;
+}
+
+/** Create a client and start connecting. */
+export declare function connect(url: string, options: ClientOptions): Client;
+
+export declare function parseMsg<P = {}>(action: Action | string, payload?: P, metadata?: Meta): Envelope<P>;
+export declare function parseBroadcastMsg<P = {}>(payload?: P, metadata?: Meta): Envelope<P>;
+export declare function parseDenyMsg<P = {}>(payload?: P, metadata?: Meta): Envelope<P>;
+export declare function parseExchangeMsg<P = {}>(payload?: P, metadata?: Meta): Envelope<P>;
+/** md5(app + key + timestamp): demos and tests only; a key in a client is no secret. */
+export declare function signMd5(app: string, key: string, timestamp?: number): { app: string; timestamp: number; sign: string };
+export declare function md5(text: string): string;
+
+export declare const VERSION: string;
+export declare const SAVE_ID: 'saveId';
+export declare const REQUEST_ID: 'requestId';
+export declare const SEND_TO_OTHERS: 'sendToOthers';
+export declare const RE_CONNECT_AND_UPDATES: 'reConnectAndUpdates';
+export declare const RE_CONNECT_UPDATED: 'reConnectUpdated';
+export declare const DENY: 'deny';
+export declare const EXCHANGE: 'exchange';
+export declare const BROADCAST: 'broadcast';
+export declare const CONNECT: 'connect';
+export declare const DISCONNECT: 'disconnect';
+export declare const ACK: 'ack';
+export declare const PING: 'ping';
+export declare const PONG: 'pong';
+export declare const RESULT: 'result';
+export declare const REQUEST_MESSAGE: 'requestMessage';
+export declare const RESPONSE_MESSAGE: 'responseMessage';
+
+declare const wxio: {
+  Client: typeof Client;
+  WxioError: typeof WxioError;
+  connect: typeof connect;
+  parseMsg: typeof parseMsg;
+  parseBroadcastMsg: typeof parseBroadcastMsg;
+  parseDenyMsg: typeof parseDenyMsg;
+  parseExchangeMsg: typeof parseExchangeMsg;
+  signMd5: typeof signMd5;
+  md5: typeof md5;
+  VERSION: string;
+  SAVE_ID: 'saveId';
+  REQUEST_ID: 'requestId';
+  SEND_TO_OTHERS: 'sendToOthers';
+  RE_CONNECT_AND_UPDATES: 'reConnectAndUpdates';
+  RE_CONNECT_UPDATED: 'reConnectUpdated';
+  DENY: 'deny';
+  EXCHANGE: 'exchange';
+  BROADCAST: 'broadcast';
+  CONNECT: 'connect';
+  DISCONNECT: 'disconnect';
+  ACK: 'ack';
+  PING: 'ping';
+  PONG: 'pong';
+  RESULT: 'result';
+  REQUEST_MESSAGE: 'requestMessage';
+  RESPONSE_MESSAGE: 'responseMessage';
+};
+export default wxio;

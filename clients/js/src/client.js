@@ -1,0 +1,746 @@
+'use strict';
+/**
+ * The wxio client: one logical connection to the routing core that survives socket losses.
+ *
+ *   const client = connect('wss://example.com', { credentials: async () => fetchCreds() });
+ *   client.on('exchange', (msg) => ...);
+ *   const result = await client.send(otherClientId, { text: 'hi' });
+ *
+ * Transports: the raw JSON WebSocket endpoint (`/ws`) through `wx.connectSocket` in a mini
+ * program or `WebSocket` in a browser; or a socket.io client the app passes in (`io`).
+ *
+ * What it does on its own: signs every message with the current credentials (refreshing them
+ * before the server's window runs out, and once more on an `expired` denial); reconnects with
+ * exponential backoff and jitter; on a reconnect claims its old client ids with
+ * `reConnectAndUpdates` so that messages sent to them reach it; acknowledges every inbox
+ * delivery and drops duplicates by `msgId`; closes the socket when a mini program goes to the
+ * background (so messages go to the inbox instead of a dead socket) and reconnects on return.
+ */
+
+const E = require('./envelope');
+
+const DEFAULTS = {
+  transport: 'ws', // 'ws' (raw JSON WebSocket) or 'socketio' (needs options.io)
+  path: '/ws', // raw endpoint path, used when the URL has none
+  reconnect: true,
+  minDelay: 500, // first reconnect delay (ms), doubled each attempt...
+  maxDelay: 15000, // ...up to this
+  factor: 2,
+  jitter: 0.5, // +-50% randomisation, so that clients cut together do not return together
+  maxAttempts: Infinity,
+  connectTimeout: 15000,
+  requestTimeout: 10000, // send/broadcast answer deadline
+  credentialsMaxAge: 240000, // refresh credentials after this (the server's window is 300 s)
+  dedupe: 1000, // msgIds remembered for de-duplication
+  outboxSize: 100, // sends kept while disconnected
+  pingInterval: 25000, // raw transport: ping after this much silence (0: off)
+  pingTimeout: 10000, // ...and give the socket up if nothing answers in this time
+  pauseInBackground: true, // wx.onAppHide closes the socket, wx.onAppShow reconnects
+};
+
+// Close codes of the raw endpoint (docs/guide.md) and the reasons they stand for.
+const CLOSE_REASONS = {
+  4001: 'bad_signature',
+  4002: 'expired',
+  4003: 'unknown_app',
+  4004: 'not_allowed',
+  4005: 'malformed',
+  4008: 'rate_limited',
+  4009: 'too_large',
+  4013: 'unavailable',
+};
+const CLOSE_CODES = {};
+Object.keys(CLOSE_REASONS).forEach((code) => { CLOSE_CODES[CLOSE_REASONS[code]] = Number(code); });
+// Refusals that the same credentials source will not fix by retrying.
+const FATAL = { bad_signature: true, unknown_app: true, not_allowed: true, malformed: true };
+const MAX_OLD_IDS = 32; // the server looks at 32 claimed ids at most
+
+class WxioError extends Error {
+  constructor(reason, message, envelope) {
+    super(message || reason);
+    this.name = 'WxioError';
+    this.reason = reason;
+    this.envelope = envelope || null;
+  }
+}
+
+/** A tiny event emitter; a listener that throws is reported on the console, never breaks us. */
+class Emitter {
+  constructor() {
+    this.listeners = {};
+  }
+
+  on(event, fn) {
+    (this.listeners[event] || (this.listeners[event] = [])).push(fn);
+    return () => this.off(event, fn);
+  }
+
+  once(event, fn) {
+    const off = this.on(event, (arg) => {
+      off();
+      fn(arg);
+    });
+    return off;
+  }
+
+  off(event, fn) {
+    const list = this.listeners[event];
+    if (!list) return;
+    const i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+  }
+
+  emit(event, arg) {
+    const list = (this.listeners[event] || []).slice();
+    for (let i = 0; i < list.length; i += 1) {
+      try {
+        list[i](arg);
+      } catch (err) {
+        if (typeof console !== 'undefined') console.error(`wxio: a '${event}' listener threw`, err);
+      }
+    }
+  }
+}
+
+/** msgIds seen recently, oldest forgotten first. */
+class Seen {
+  constructor(size) {
+    this.size = size;
+    this.ids = new Set();
+  }
+
+  /** True if `id` was seen already; remembers it otherwise. */
+  check(id) {
+    if (this.ids.has(id)) return true;
+    this.ids.add(id);
+    if (this.ids.size > this.size) this.ids.delete(this.ids.values().next().value);
+    return false;
+  }
+}
+
+const URL_RE = /^([a-z][a-z0-9+.-]*):\/\/([^/?#]*)([^?#]*)(\?[^#]*)?/i;
+
+/** The raw endpoint's URL: http(s) becomes ws(s), the path defaults to `path`. */
+function rawUrl(url, path, query) {
+  const m = URL_RE.exec(url);
+  if (!m) throw new WxioError('malformed', `not an absolute URL: ${url}`);
+  const scheme = { http: 'ws', https: 'wss' }[m[1].toLowerCase()] || m[1].toLowerCase();
+  const p = m[3] && m[3] !== '/' ? m[3] : path;
+  const parts = [];
+  Object.keys(query).forEach((k) => {
+    const v = query[k];
+    if (v !== undefined && v !== null && v !== '') {
+      parts.push(`${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
+    }
+  });
+  const existing = m[4] ? m[4].slice(1) : '';
+  const qs = [existing, parts.join('&')].filter(Boolean).join('&');
+  return `${scheme}://${m[2]}${p}${qs ? `?${qs}` : ''}`;
+}
+
+function globalWx() {
+  // eslint-disable-next-line no-undef
+  return typeof wx === 'object' && wx && typeof wx.connectSocket === 'function' ? wx : null;
+}
+
+function globalWebSocket() {
+  return typeof WebSocket === 'function' ? WebSocket : null;
+}
+
+/** A raw socket over wx.connectSocket; handlers: open(), message(text), close(code, reason). */
+function openWxSocket(wxApi, url, timeout, h) {
+  let done = false;
+  const closed = (code, reason) => {
+    if (done) return;
+    done = true;
+    h.close(code, reason);
+  };
+  const task = wxApi.connectSocket({
+    url,
+    timeout,
+    // A refused call (background, 5-socket limit, bad URL) may never fire the task's events.
+    fail: (res) => closed(1006, (res && res.errMsg) || 'connectSocket:fail'),
+  });
+  if (!task) throw new WxioError('not_allowed', 'wx.connectSocket returned no SocketTask');
+  // Listen at once: events may come right after the call (WeChat's own advice).
+  task.onOpen(() => h.open());
+  task.onMessage((res) => {
+    if (typeof res.data === 'string') h.message(res.data);
+  });
+  task.onError(() => {}); // onClose follows
+  task.onClose((res) => closed(res && res.code, res && res.reason));
+  return {
+    send: (text) => task.send({ data: text, fail: () => {} }),
+    close: (code, reason) => {
+      done = true;
+      task.close({ code, reason, fail: () => {} });
+    },
+  };
+}
+
+function openWebSocket(WS, url, h) {
+  let done = false;
+  const ws = new WS(url);
+  ws.onopen = () => h.open();
+  ws.onmessage = (ev) => {
+    if (typeof ev.data === 'string') h.message(ev.data);
+  };
+  ws.onerror = () => {};
+  ws.onclose = (ev) => {
+    if (!done) {
+      done = true;
+      h.close(ev.code, ev.reason);
+    }
+  };
+  return {
+    send: (text) => ws.send(text),
+    close: (code, reason) => {
+      done = true;
+      try {
+        ws.close(code, reason);
+      } catch (err) {
+        // already closing
+      }
+    },
+  };
+}
+
+class Client extends Emitter {
+  /**
+   * @param {string} url  the server, e.g. `wss://example.com` (raw: `/ws` is added when the
+   *   URL has no path; socketio: passed to `io`)
+   * @param {object} options  see README.md; `credentials` is required
+   */
+  constructor(url, options) {
+    super();
+    const opts = Object.assign({}, DEFAULTS, options || {});
+    if (!opts.credentials) throw new WxioError('malformed', 'options.credentials is required');
+    if (opts.transport === 'socketio' && typeof opts.io !== 'function') {
+      throw new WxioError('malformed', "transport 'socketio' needs options.io (the io function)");
+    }
+    this.url = url;
+    this.options = opts;
+    this.wx = opts.wx || (opts.transport === 'ws' && !opts.WebSocket ? globalWx() : null);
+    this.WebSocket = opts.WebSocket || globalWebSocket();
+    if (opts.transport === 'ws' && !this.wx && !this.WebSocket) {
+      throw new WxioError('not_allowed', 'no wx.connectSocket and no WebSocket: pass options.WebSocket');
+    }
+    /** The current client id (null until connected). */
+    this.id = null;
+    this.userId = null;
+    /** 'connecting' | 'open' | 'closed' */
+    this.state = 'closed';
+    this.oldIds = []; // most recent first
+    this.seen = new Seen(opts.dedupe);
+    /** Counters: deliveries received, duplicates dropped, acks sent, reconnects. */
+    this.stats = { received: 0, duplicates: 0, acks: 0, reconnects: 0 };
+    this.creds = null;
+    this.credsAt = 0;
+    this.conn = null; // the current socket (ws) or socket.io socket wrapper
+    this.pending = []; // raw transport: requests waiting for their answer, in order
+    this.outbox = []; // requests made while disconnected
+    this.attempt = 0;
+    this.running = false; // wanted connected (false after close() or a fatal refusal)
+    this.paused = false; // in the background
+    this.timers = {};
+    this.hooks = [];
+    if (opts.pauseInBackground && this.wx && typeof this.wx.onAppHide === 'function') {
+      const hide = () => this.pause();
+      const show = () => this.resume();
+      this.wx.onAppHide(hide);
+      this.wx.onAppShow(show);
+      this.hooks.push(() => {
+        if (typeof this.wx.offAppHide === 'function') this.wx.offAppHide(hide);
+        if (typeof this.wx.offAppShow === 'function') this.wx.offAppShow(show);
+      });
+    }
+  }
+
+  get connected() {
+    return this.state === 'open';
+  }
+
+  /** Start connecting (connect() does this for you). */
+  open() {
+    if (this.running) return this;
+    this.running = true;
+    this.attempt = 0;
+    this.dial();
+    return this;
+  }
+
+  /** Disconnect for good: no reconnect, pending requests are rejected. */
+  close() {
+    this.running = false;
+    this.clearTimer('retry');
+    this.hooks.forEach((unhook) => unhook());
+    this.hooks = [];
+    this.drop(1000, 'client close');
+    this.failOutbox(new WxioError('closed', 'client closed'));
+  }
+
+  /** The app went to the background: close now, so messages wait in the inbox. */
+  pause() {
+    if (this.paused) return;
+    this.paused = true;
+    this.clearTimer('retry');
+    this.drop(1000, 'background');
+  }
+
+  /** Back in the foreground: reconnect at once. */
+  resume() {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.running && this.state === 'closed') {
+      this.attempt = 0;
+      this.dial();
+    }
+  }
+
+  /**
+   * Send `payload` to the client `target`. Resolves with the server's result
+   * `{status: 'delivered'|'queued', msgId, delivered, dropped, target}`; rejects with a
+   * WxioError whose `reason` is the deny reason, 'timeout', 'disconnected' or 'closed'.
+   */
+  send(target, payload, opts) {
+    if (typeof target !== 'string' || !target) {
+      return Promise.reject(new WxioError('malformed', 'target must be a client id'));
+    }
+    return this.request(E.SEND_TO_OTHERS, payload, { target }, opts);
+  }
+
+  /** Send `payload` to every other client of the app (the app must allow client broadcasts). */
+  broadcast(payload, opts) {
+    return this.request(E.BROADCAST, payload, {}, opts);
+  }
+
+  // -- requests ---------------------------------------------------------------------------------
+
+  request(action, payload, meta, opts) {
+    const timeout = (opts && opts.timeout) || this.options.requestTimeout;
+    return new Promise((resolve, reject) => {
+      const req = { action, payload, meta, resolve, reject, retried: false, timer: null, timeout };
+      if (this.state === 'open') {
+        this.dispatch(req);
+      } else if (!this.running) {
+        reject(new WxioError('closed', 'client is closed'));
+      } else if (this.outbox.length >= this.options.outboxSize) {
+        reject(new WxioError('rate_limited', 'too many messages waiting for a connection'));
+      } else {
+        this.outbox.push(req);
+      }
+    });
+  }
+
+  /** Send now if connected, else keep it for the next connection. */
+  dispatch(req) {
+    if (this.state === 'open') this.transmit(req);
+    else if (this.running) this.outbox.unshift(req);
+    else req.reject(new WxioError('closed', 'client is closed'));
+  }
+
+  /** Sign and send one request on the current socket; its answer settles it (see answer()). */
+  transmit(req) {
+    const conn = this.conn;
+    this.signedMeta(req.meta).then((meta) => {
+      if (!conn || conn !== this.conn) {
+        req.reject(new WxioError('disconnected', 'connection lost before sending'));
+        return;
+      }
+      const envelope = E.parseMsg(req.action, req.payload === undefined ? {} : req.payload, meta);
+      req.timer = setTimeout(() => {
+        this.forget(req);
+        req.reject(new WxioError('timeout', `no answer to ${req.action} in ${req.timeout} ms`));
+      }, req.timeout);
+      if (this.options.transport === 'socketio') {
+        conn.emit(E.REQUEST_MESSAGE, envelope, (reply) => this.answer(req, reply, true));
+      } else {
+        this.pending.push(req);
+        conn.send(JSON.stringify(envelope));
+      }
+    }, (err) => req.reject(err));
+  }
+
+  forget(req) {
+    clearTimeout(req.timer);
+    const i = this.pending.indexOf(req);
+    if (i >= 0) this.pending.splice(i, 1);
+  }
+
+  /** Settle `req` with the envelope that answers it (`direct`: a socket.io ack callback). */
+  answer(req, envelope, direct) {
+    this.forget(req);
+    const data = (envelope && envelope.data) || {};
+    const payload = data.payload || {};
+    if (data.action === E.DENY) {
+      if (direct) this.emit('deny', { reason: payload.reason, message: payload.message, envelope });
+      if (payload.reason === 'expired' && !req.retried) {
+        // The credentials aged out: fetch new ones and try once more.
+        req.retried = true;
+        this.credsAt = 0;
+        if (this.conn) this.transmit(req);
+        else this.dispatch(req);
+        return;
+      }
+      req.reject(new WxioError(payload.reason || 'deny', payload.message, envelope));
+    } else if (data.action === E.RESULT) {
+      const result = this.resultOf(envelope);
+      if (direct) this.emit('result', result);
+      req.resolve(result);
+    } else {
+      req.resolve(envelope);
+    }
+  }
+
+  resultOf(envelope) {
+    const meta = envelope.meta || {};
+    const p = envelope.data.payload || {};
+    return {
+      status: p.status,
+      msgId: p.msgId || meta.msgId,
+      guarantee: p.guarantee || null,
+      delivered: p.delivered,
+      dropped: p.dropped || [],
+      target: meta.target || null,
+      envelope,
+    };
+  }
+
+  failOutbox(err) {
+    const waiting = this.outbox.splice(0);
+    waiting.forEach((req) => req.reject(err));
+  }
+
+  // -- credentials --------------------------------------------------------------------------------
+
+  credentials(force) {
+    const maxAge = this.options.credentialsMaxAge;
+    if (!force && this.creds && Date.now() - this.credsAt < maxAge) return Promise.resolve(this.creds);
+    const source = this.options.credentials;
+    // A callback that throws is a rejected promise like one that rejects.
+    return new Promise((resolve) => resolve(typeof source === 'function' ? source() : source)).then((creds) => {
+      if (!creds || typeof creds !== 'object') throw new WxioError('malformed', 'credentials() returned nothing');
+      this.creds = Object.assign({}, creds);
+      if (this.creds.userId === undefined && this.options.userId !== undefined) {
+        this.creds.userId = this.options.userId;
+      }
+      this.credsAt = Date.now();
+      return this.creds;
+    });
+  }
+
+  /** meta for a request: the mobile-sdk's metaData (app, timestamp, sign, client, userId). */
+  signedMeta(extra) {
+    return this.credentials(false).then((c) => {
+      const meta = {};
+      ['app', 'timestamp', 'sign', 'nonce', 'token'].forEach((k) => {
+        if (c[k] !== undefined && c[k] !== null) meta[k] = c[k];
+      });
+      if (this.id) meta.client = this.id;
+      if (this.userId) meta.userId = this.userId;
+      return Object.assign(meta, extra);
+    });
+  }
+
+  // -- connection lifecycle ----------------------------------------------------------------------
+
+  dial() {
+    if (!this.running || this.paused || this.state !== 'closed') return;
+    this.state = 'connecting';
+    this.credentials(this.lastReason === 'expired').then((creds) => {
+      if (!this.running || this.paused || this.state !== 'connecting') {
+        if (this.state === 'connecting') this.state = 'closed';
+        return;
+      }
+      this.userId = creds.userId !== undefined && creds.userId !== null && creds.userId !== ''
+        ? String(creds.userId) : null;
+      const h = this.handlers();
+      try {
+        this.conn = this.options.transport === 'socketio' ? this.openSocketIo(creds, h) : this.openRaw(creds, h);
+      } catch (err) {
+        this.state = 'closed';
+        this.emit('error', err);
+        this.conn = null;
+        this.retry(1006, err.message);
+        return;
+      }
+      h.bind(this.conn);
+      this.setTimer('connect', this.options.connectTimeout, () => h.close(1006, 'connect timeout'));
+    }, (err) => {
+      this.state = 'closed';
+      this.emit('error', err);
+      this.retry(1006, `credentials: ${err && err.message}`);
+    });
+  }
+
+  /** Callbacks for one socket; they do nothing once that socket is no longer current. */
+  handlers() {
+    let conn = null;
+    const current = () => conn !== null && conn === this.conn;
+    return {
+      bind: (c) => { conn = c; },
+      open: () => {},
+      message: (text) => {
+        if (!current()) return;
+        let envelope;
+        try {
+          envelope = JSON.parse(text);
+        } catch (err) {
+          return;
+        }
+        this.onEnvelope(envelope);
+      },
+      greeting: (id) => { if (current()) this.onGreeting(id); },
+      envelope: (envelope, ack) => {
+        if (!current()) return;
+        this.onEnvelope(envelope);
+        if (typeof ack === 'function') {
+          this.stats.acks += 1;
+          ack();
+        }
+      },
+      close: (code, reason) => {
+        if (!current()) return;
+        const c = conn;
+        this.onClose(code, reason);
+        // A connect timeout leaves the socket dialing: close it (a mini program has 5 at most).
+        try {
+          c.close(1000, 'closing');
+        } catch (err) {
+          // already closed
+        }
+      },
+    };
+  }
+
+  openRaw(creds, h) {
+    const url = rawUrl(this.url, this.options.path, creds);
+    const sock = this.wx
+      ? openWxSocket(this.wx, url, this.options.connectTimeout, h)
+      : openWebSocket(this.WebSocket, url, h);
+    return sock;
+  }
+
+  openSocketIo(creds, h) {
+    const query = {};
+    Object.keys(creds).forEach((k) => {
+      if (creds[k] !== undefined && creds[k] !== null && creds[k] !== '') query[k] = String(creds[k]);
+    });
+    const socket = this.options.io(this.url, Object.assign(
+      { transports: ['websocket'], forceNew: true, timeout: this.options.connectTimeout },
+      this.options.ioOptions || {},
+      { auth: creds, query, reconnection: false },
+    ));
+    let reported = false;
+    socket.on('connect', () => {
+      // Ask for our id (the mobile-sdk's requestId/saveId); socket.id differs between versions.
+      socket.emit(E.REQUEST_MESSAGE, E.parseMsg(E.REQUEST_ID, {}, {}), (reply) => {
+        const meta = (reply && reply.meta) || {};
+        if (meta.client) h.greeting(meta.client);
+      });
+    });
+    socket.on(E.RESPONSE_MESSAGE, (envelope, ack) => h.envelope(envelope, ack));
+    socket.on('connect_error', (err) => {
+      const data = err && err.data;
+      if (data && data.reason && !reported) {
+        reported = true;
+        this.emit('deny', { reason: data.reason, message: data.message || '', envelope: null });
+      }
+      h.close(data && data.reason ? CLOSE_CODES[data.reason] || 4000 : 1006,
+        (data && data.reason) || (err && err.message) || 'connect_error');
+    });
+    socket.on('disconnect', (reason) => h.close(1006, String(reason)));
+    return {
+      emit: (...args) => socket.emit(...args),
+      close: () => {
+        socket.close();
+      },
+    };
+  }
+
+  onGreeting(id) {
+    if (this.state !== 'connecting') return;
+    this.clearTimer('connect');
+    this.id = id;
+    const conn = this.conn;
+    const reconnected = this.oldIds.length > 0;
+    if (reconnected) this.stats.reconnects += 1;
+    const done = (replaced) => {
+      if (conn !== this.conn || this.state !== 'connecting') return;
+      this.state = 'open';
+      this.attempt = 0;
+      this.heartbeat();
+      this.emit('connect', { id, userId: this.userId, reconnected, replaced });
+      const waiting = this.outbox.splice(0);
+      waiting.forEach((req) => this.transmit(req));
+    };
+    if (!reconnected || !this.userId) {
+      done([]);
+      return;
+    }
+    // Claim the old ids, so that messages sent to them come here; the inbox follows.
+    this.transmit({
+      action: E.RE_CONNECT_AND_UPDATES,
+      payload: { clients: this.oldIds.slice(1) },
+      meta: { client: this.oldIds[0] },
+      timeout: this.options.requestTimeout,
+      retried: false,
+      resolve: (reply) => done((reply && reply.data && reply.data.payload && reply.data.payload.replaced) || []),
+      reject: (err) => {
+        this.emit('error', err);
+        done([]);
+      },
+    });
+  }
+
+  onEnvelope(envelope) {
+    if (!envelope || typeof envelope !== 'object' || !envelope.data) return;
+    this.heartbeat();
+    const action = envelope.data.action;
+    const meta = envelope.meta || {};
+    switch (action) {
+      case E.CONNECT:
+        if (meta.client) this.onGreeting(meta.client);
+        break;
+      case E.EXCHANGE:
+      case E.BROADCAST:
+        this.deliver(action, envelope);
+        break;
+      case E.RESULT: {
+        const result = this.resultOf(envelope);
+        const req = this.pending.find((r) => (result.target
+          ? r.action === E.SEND_TO_OTHERS && r.meta.target === result.target
+          : r.action === E.BROADCAST));
+        if (req) this.answer(req, envelope);
+        this.emit('result', result);
+        break;
+      }
+      case E.DENY: {
+        const p = envelope.data.payload || {};
+        this.emit('deny', { reason: p.reason, message: p.message, envelope });
+        // The server answers in order; a denial answers the oldest request still waiting.
+        if (this.pending.length) this.answer(this.pending[0], envelope);
+        break;
+      }
+      case E.RE_CONNECT_UPDATED:
+      case E.SAVE_ID: {
+        const want = action === E.SAVE_ID ? E.REQUEST_ID : E.RE_CONNECT_AND_UPDATES;
+        const req = this.pending.find((r) => r.action === want);
+        if (req) this.answer(req, envelope);
+        break;
+      }
+      default:
+        break; // pong, and actions of newer servers
+    }
+  }
+
+  /** An exchange or broadcast: acknowledge it, and pass it on unless it is a duplicate. */
+  deliver(action, envelope) {
+    const meta = envelope.meta || {};
+    const msgId = meta.msgId;
+    const duplicate = msgId ? this.seen.check(msgId) : false;
+    this.stats.received += 1;
+    if (duplicate) this.stats.duplicates += 1;
+    if (!duplicate) {
+      this.emit(action, {
+        payload: envelope.data.payload,
+        from: meta.client || null,
+        userId: meta.userId || null,
+        msgId: msgId || null,
+        timestamp: meta.timestamp || null,
+        envelope,
+      });
+    }
+    // Raw transport: only a client with a user id has an inbox, and only exchanges go there.
+    // (socket.io clients acknowledge through the event's ack callback instead.)
+    if (msgId && action === E.EXCHANGE && this.userId && this.options.transport !== 'socketio'
+        && this.conn && this.state !== 'closed') {
+      this.stats.acks += 1;
+      this.conn.send(JSON.stringify({ meta: { msgId }, data: { action: E.ACK } }));
+    }
+  }
+
+  /** Raw transport keepalive: ping after `pingInterval` of silence, give up `pingTimeout` later. */
+  heartbeat() {
+    const { pingInterval, pingTimeout } = this.options;
+    if (!pingInterval || this.options.transport === 'socketio' || this.state !== 'open') return;
+    this.clearTimer('dead');
+    this.setTimer('ping', pingInterval, () => {
+      if (this.conn) this.conn.send(JSON.stringify({ data: { action: E.PING } }));
+      this.setTimer('dead', pingTimeout, () => {
+        const conn = this.conn;
+        if (!conn) return;
+        this.onClose(1006, 'ping timeout');
+        conn.close(1000, 'ping timeout');
+      });
+    });
+  }
+
+  /** Close the current socket on purpose (no reconnect from its close event). */
+  drop(code, reason) {
+    const conn = this.conn;
+    if (!conn) return;
+    this.onClose(code, reason, true);
+    conn.close(code, reason);
+  }
+
+  onClose(code, reason, deliberate) {
+    const wasOpen = this.state === 'open';
+    this.conn = null;
+    this.state = 'closed';
+    ['connect', 'ping', 'dead'].forEach((t) => this.clearTimer(t));
+    const lost = this.pending.splice(0);
+    lost.forEach((req) => {
+      clearTimeout(req.timer);
+      req.reject(new WxioError('disconnected', `connection lost (${reason || code})`));
+    });
+    if (this.id) {
+      this.oldIds = [this.id].concat(this.oldIds.filter((x) => x !== this.id)).slice(0, MAX_OLD_IDS);
+      this.id = null;
+    }
+    const deniedReason = CLOSE_REASONS[code] || null;
+    this.lastReason = deniedReason;
+    if (deniedReason && FATAL[deniedReason]) this.running = false;
+    if (!this.running) this.failOutbox(new WxioError(deniedReason || 'closed', `not connected (${reason || code})`));
+    const willReconnect = Boolean(this.running && !this.paused && this.options.reconnect && !deliberate);
+    if (wasOpen || deniedReason || deliberate || this.attempt === 0) {
+      this.emit('disconnect', { code, reason: deniedReason || reason || '', willReconnect });
+    }
+    if (willReconnect) this.retry(code, reason);
+  }
+
+  retry(code, reason) {
+    if (!this.running || this.paused || !this.options.reconnect) return;
+    if (this.attempt >= this.options.maxAttempts) {
+      this.running = false;
+      this.failOutbox(new WxioError('disconnected', 'gave up reconnecting'));
+      return;
+    }
+    const o = this.options;
+    const base = Math.min(o.maxDelay, o.minDelay * Math.pow(o.factor, this.attempt));
+    const delay = Math.max(0, Math.round(Math.min(o.maxDelay, base * (1 + o.jitter * (2 * Math.random() - 1)))));
+    this.attempt += 1;
+    this.emit('reconnecting', { attempt: this.attempt, delay, code, reason: reason || '' });
+    this.setTimer('retry', delay, () => this.dial());
+  }
+
+  setTimer(name, ms, fn) {
+    this.clearTimer(name);
+    this.timers[name] = setTimeout(() => {
+      this.timers[name] = null;
+      fn();
+    }, ms);
+  }
+
+  clearTimer(name) {
+    if (this.timers[name]) clearTimeout(this.timers[name]);
+    this.timers[name] = null;
+  }
+}
+
+/** Create a client and start connecting. */
+function connect(url, options) {
+  return new Client(url, options).open();
+}
+
+module.exports = { Client, WxioError, connect, rawUrl, DEFAULTS };
