@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -33,7 +35,13 @@ async def test_workers_share_a_port_and_route_between_them(
         while holders != {"w-0", "w-1"} and len(raws) < MAX_RAWS:
             raw = await RawClient.connect(url.replace("http", "ws"), C, user=f"r{len(raws)}")
             raws.append(raw)
-            holder = await r.hget(f"{redis_prefix}:c:c:{raw.client_id}", "n")
+            # The greeting comes a moment before the worker registers the client in Redis.
+            key = f"{redis_prefix}:c:c:{raw.client_id}"
+            for _ in range(250):
+                holder = await r.hget(key, "n")
+                if holder is not None:
+                    break
+                await asyncio.sleep(0.02)
             holders.add(holder.decode() if holder else None)
     finally:
         await r.aclose()
