@@ -10,6 +10,7 @@ from wxio.adapter.cluster.redis import RedisBackplane
 
 from tests.adapter.conftest import RunningServer, StartServer
 from tests.adapter.core_clients import RawClient, Signer, SioClient, api_post, now_ms
+from tests.adapter.wire import until
 
 from .conftest import REDIS_URL
 
@@ -98,7 +99,16 @@ async def test_inbox_in_redis_and_reconnect_onto_another_node(
     mini = await RawClient.connect(a.ws_url, C, user="mini")
     old = mini.client_id
     await mini.close()
-    await asyncio.sleep(0.2)
+    # Polled, not slept: node a has let the client go (it is offline in the shared directory).
+    assert a.hub is not None
+    await until(lambda: ("c", old) not in a.hub.connections, what="mini detached")
+    for _ in range(250):
+        where = await a.hub.directory.locate("c", old)
+        if where is not None and where.node is None:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("mini still online in the directory")
     try:
         ids = []
         for n in range(3):
