@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -50,6 +51,26 @@ class Mounts:
         return await handler(request)
 
 
+def add_admin_ui_routes(app: web.Application, root: Path) -> None:
+    """The Admin UI's built files at ``/admin/`` (``index.html`` for the folder itself)."""
+    root = root.resolve()
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/admin/")
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        tail = request.match_info["tail"] or "index.html"
+        path = (root / tail).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise web.HTTPNotFound()
+        response = web.FileResponse(path)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    app.router.add_get("/admin", redirect)
+    app.router.add_get("/admin/{tail:.*}", serve)
+
+
 def build_app(
     config: ServerConfig,
     io: SocketIOServer,
@@ -70,6 +91,11 @@ def build_app(
         emitter = ClusterEmitter(io, hub.backplane)
         if hub.backplane.shared:  # one node alone publishes nothing
             io.cluster = emitter
+            if io.recovery is not None and hasattr(hub.backplane, "redis"):
+                from .sio.recovery import RedisRecovery
+
+                # Sessions and the packet log in Redis: a client recovers on any node.
+                io.recovery = RedisRecovery(io, io.recovery.options, hub.backplane)
         emitter.register(hub.node_handlers)
         options = core_options or CoreOptions()
         bind_socketio(hub, io, options)
@@ -122,6 +148,19 @@ def build_app(
             return web.Response(text=metrics.render(), content_type="text/plain")
 
         app.router.add_get(config.metrics_path, scrape)
+    if io.admin is not None:
+        admin = io.admin
+        if admin.ui_dir is not None:
+            add_admin_ui_routes(app, admin.ui_dir)
+
+        async def start_admin(app: web.Application) -> None:
+            admin.start()
+
+        async def stop_admin(app: web.Application) -> None:
+            await admin.stop()
+
+        app.on_startup.append(start_admin)
+        app.on_shutdown.append(stop_admin)
     if hub is not None:
         from .dashboard import add_dashboard
 

@@ -60,6 +60,23 @@ class SocketIOOptions:
     #: "default" (JSON text, socket.io-parser) or "msgpack" (socket.io-msgpack-parser; needs
     #: ``pip install 'wxio[msgpack]'``). Every client of the server must use the same one.
     parser: str = "default"
+    #: Connection state recovery (socket.io 4.6+): off by default; ``true`` or a table
+    #: ``{max_disconnection_duration = 120, skip_middlewares = true}`` (seconds) turns it on.
+    connection_state_recovery: Any = None
+    #: The Socket.IO Admin UI (@socket.io/admin-ui): its /admin namespace, off by default.
+    admin_ui: bool = False
+    #: Basic auth of the admin namespace: the username, and the name of the environment variable
+    #: that holds the password (or its bcrypt hash, which needs the bcrypt package).
+    admin_username: str = ""
+    admin_password_env: str = ""
+    #: false: no authentication at all (a trusted network only).
+    admin_auth: bool = True
+    #: "development" (sockets, rooms and events live) or "production" (server stats only).
+    admin_mode: str = "development"
+    #: No join/leave/disconnect/emit from the UI.
+    admin_readonly: bool = False
+    #: The UI's built files (the npm package's ui/dist), served at /admin/ ("" = not served).
+    admin_ui_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True)

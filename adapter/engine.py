@@ -94,6 +94,8 @@ class EngineHandler(Protocol):
 
     def on_close(self, sock: EngineSocket, reason: str) -> None: ...
 
+    # Optional: ``on_upgrade(sock)`` after a session moved from polling to WebSocket.
+
 
 class EngineSocket:
     """One Engine.IO session with its asyncio plumbing."""
@@ -323,6 +325,12 @@ class EngineSocket:
     def _on_upgraded(self) -> None:
         self.ws, self.probe_ws = self.probe_ws, None
         log.debug("%s upgraded to websocket", self.sid)
+        on_upgrade = getattr(self.server.handler, "on_upgrade", None)
+        if on_upgrade is not None:
+            try:
+                on_upgrade(self)
+            except Exception:
+                log.exception("%s: upgrade handler failed", self.sid)
         waiter = self.get_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)  # the held GET ends with a noop (see polling.handle_get)

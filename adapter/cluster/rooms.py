@@ -55,6 +55,7 @@ class ClusterEmitter:
         handlers["sio_op"] = self.on_op
         handlers["sio_sse"] = self.on_server_side
         handlers["sio_ack"] = self.on_emit_ack
+        handlers["sio_log"] = self.on_log
 
     def publish(
         self,
@@ -286,6 +287,18 @@ class ClusterEmitter:
 
         count, responses = await collect_acks(op, first, attachments, message["ack"], timeout)
         self._reply(message, {"count": count, "responses": responses})
+
+    async def on_log(self, message: dict[str, Any]) -> None:
+        """Room emits logged for connection state recovery by another node (see
+        ..sio.recovery): delivered here with their offsets, in the log's order."""
+        from ..sio.recovery import RedisRecovery
+
+        recovery = self.io.recovery
+        if isinstance(recovery, RedisRecovery):
+            recovery.on_log(message)
+        else:
+            log.warning("a sio_log message, but connection state recovery is off on this node")
+        return None
 
     async def on_message(self, message: dict[str, Any]) -> dict[str, Any] | None:
         nsp = self.io.namespaces.get(message["nsp"])

@@ -39,6 +39,8 @@ _SCHEMAS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "sio_fetch": {"nsp": str, "rooms": list, "except": list},
     "sio_op": {"nsp": str, "rooms": list, "except": list, "op": str, "args": list},
     "sio_sse": {"event": str, "args": list},
+    # Room emits logged for connection state recovery, with their stream ids (sio/recovery.py).
+    "sio_log": {"entries": list, "ids": list},
     "sio_ack": {
         "nsp": str,
         "text": str,

@@ -68,6 +68,8 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     or the query string for EIO=3 and libraries that cannot send auth), envelopes in as
     ``requestMessage``, replies and deliveries out as ``responseMessage``."""
     nsp = io.of(options.namespace)
+    # The core has its own redelivery (the inbox): connection state recovery leaves it alone.
+    nsp.recoverable = False
 
     async def authorize(socket: Socket) -> None:
         auth = socket.handshake.auth if "sign" in socket.handshake.auth else None
@@ -106,13 +108,12 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
                 raw = jsonutil.loads(raw)
             except RemoteProtocolError:
                 pass
-        respond: Respond
+        respond: Respond = conn.deliver
         if ctx.wants_ack:
 
             def respond(out: Outgoing) -> None:
                 ctx.ack(out.envelope)
-        else:
-            respond = conn.deliver
+
         await hub.handle(conn, raw, respond)
 
     nsp.authorize(authorize)

@@ -78,8 +78,7 @@ class Outcome(NamedTuple):
     kept: bool = False
 
 
-#: How the hub answers the sender; a return value (``Connection.deliver``'s) is ignored.
-Respond = Callable[[Outgoing], object]
+Respond = Callable[[Outgoing], object]  # what it returns is not used
 
 
 class Hub:

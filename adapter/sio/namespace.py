@@ -63,6 +63,9 @@ class Namespace:
         self.sockets: dict[str, Socket] = {}
         self.rooms: dict[str, set[Socket]] = {}
         self.handlers = handlers if handlers is not None else _Handlers()
+        #: With connection state recovery on, whether this namespace takes part (the routing
+        #: core's namespace does not: it has its own inbox).
+        self.recoverable = True
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name}>"
@@ -143,6 +146,9 @@ class Namespace:
         """Send to one room (a socket id is a room) or, with None, to every socket, here and on
         every other node: no operator object, one encoding, one frame for all. Returns how many
         sockets of this node it went to."""
+        recovery = self.server.recovery
+        if recovery is not None and self.recoverable:
+            return recovery.emit(self, () if room is None else (room,), (), [event, *args])
         text, attachments = self.server.encode(Packet(PacketType.EVENT, self.name, [event, *args]))
         cluster = self.server.cluster
         if cluster is not None:
@@ -219,6 +225,8 @@ class Namespace:
         for the caller to drive."""
         h = self.handlers
         data = packet.data
+        if self.server.observer is not None:  # the admin UI
+            self.server.observer.event_received(socket, data[0], data[1:])
         handler = h.events.get(data[0]) if not h.packet_middleware else None
         if handler is None or data[0] in h.routes:
             return self.run_event(socket, packet)
@@ -342,6 +350,9 @@ class BroadcastOperator:
     def emit(self, event: str, *args: Any) -> int:
         """Send to the selected sockets, here and (in a cluster) on every other node; the packet
         is encoded once. Returns how many sockets of this node were sent to."""
+        recovery = self.nsp.server.recovery
+        if recovery is not None and self.nsp.recoverable:
+            return recovery.emit(self.nsp, self.rooms, self.excluded | self.skip, [event, *args])
         text, attachments = self.nsp.server.encode(
             Packet(PacketType.EVENT, self.nsp.name, [event, *args])
         )

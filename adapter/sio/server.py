@@ -25,6 +25,7 @@ from ..engine import AllowRequest, EngineSocket
 from ..tasks import Tasks
 from .context import ConnectContext, ConnectionRefused
 from .namespace import Handler, Namespace, _Handlers
+from .recovery import MemoryRecovery, RedisRecovery, recovery_options
 from .socket import Socket
 
 log = logging.getLogger("wxio.socketio")
@@ -39,7 +40,15 @@ _ENGINE_KEYS = frozenset({"EIO", "transport", "t", "sid", "b64", "j"})
 class Client:
     """One Engine.IO session as Socket.IO sees it: its decoder and its namespace sockets."""
 
-    __slots__ = ("server", "esock", "decoder", "sockets", "protocol", "_connect_timer")
+    __slots__ = (
+        "server",
+        "esock",
+        "decoder",
+        "sockets",
+        "protocol",
+        "_connect_timer",
+        "no_recovery",
+    )
 
     def __init__(self, server: SocketIOServer, esock: EngineSocket) -> None:
         self.server = server
@@ -49,6 +58,9 @@ class Client:
         #: Socket.IO protocol revision: 5 over EIO=4, 4 over EIO=3.
         self.protocol = 5 if esock.eio == 4 else 4
         self._connect_timer: asyncio.TimerHandle | None = None
+        #: Set when the server ends the connection on purpose (``disconnect(close=True)``): its
+        #: sockets' sessions are not kept for recovery.
+        self.no_recovery = False
 
     def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
         """Close the whole Engine.IO session (every namespace of this client)."""
@@ -146,6 +158,7 @@ class SocketIOServer:
         *,
         allow_request: AllowRequest | None = None,
         parser: str | None = None,
+        connection_state_recovery: Any = None,
     ) -> None:
         self.options = options or SocketIOOptions()
         #: The packet codec: "default" (JSON) or "msgpack" (socket.io-msgpack-parser).
@@ -183,7 +196,24 @@ class SocketIOServer:
         #: admits or refuses each new Engine.IO session (see :data:`..engine.AllowRequest`).
         #: Set it before the app is built.
         self.allow_request: AllowRequest | None = allow_request
+        recovery = recovery_options(
+            connection_state_recovery
+            if connection_state_recovery is not None
+            else self.options.connection_state_recovery
+        )
+        #: Connection state recovery (off: None): the store of sessions and logged packets,
+        #: in this process; ``build_app`` puts it in Redis in a cluster (see .recovery).
+        self.recovery: MemoryRecovery | RedisRecovery | None = (
+            MemoryRecovery(self, recovery) if recovery is not None else None
+        )
         self.of("/")
+        #: Told about clients, sockets, rooms and events (the admin UI); None: nobody asked.
+        self.observer: Any = None
+        #: The Socket.IO Admin UI's server side, when on (see .admin.instrument).
+        self.admin: Any = None
+        from .admin import admin_from_options
+
+        admin_from_options(self, self.options)
 
     # -- namespaces ----------------------------------------------------------------------------
 
@@ -323,6 +353,8 @@ class SocketIOServer:
         """EngineHandler: a new Engine.IO session (EIO=3 joins ``/`` at once)."""
         client = Client(self, esock)
         esock.context = client
+        if self.observer is not None:
+            self.observer.client_opened(esock)
         if client.protocol == 4:
             # Socket.IO v4 has an implicit main namespace, joined at once with the query as auth.
             auth = {k: v for k, v in esock.handshake.query.items() if k not in _ENGINE_KEYS}
@@ -341,13 +373,23 @@ class SocketIOServer:
     def on_message(self, esock: EngineSocket, data: str | bytes) -> None:
         """EngineHandler: a message of ``esock``'s session."""
         client: Client = esock.context
+        if self.observer is not None:
+            self.observer.message_in(data)
         client.on_message(data)
+
+    def on_upgrade(self, esock: EngineSocket) -> None:
+        if self.observer is not None:
+            client: Client | None = esock.context
+            if client is not None:
+                self.observer.client_upgraded(client)
 
     def on_close(self, esock: EngineSocket, reason: str) -> None:
         """EngineHandler: ``esock``'s session closed."""
         client: Client | None = esock.context
         if client is not None:
             client.on_close(reason)
+        if self.observer is not None:
+            self.observer.client_closed(esock, reason)
 
     # -- connecting a namespace ----------------------------------------------------------------
 
@@ -361,12 +403,53 @@ class SocketIOServer:
         else:
             sid = secrets.token_urlsafe(15)
         socket = Socket(nsp, client, sid, auth)
-        if not nsp.handlers.middleware and not nsp.handlers.authorizers:
+        recovery = self.recovery
+        if recovery is not None and nsp.recoverable and client.protocol == 5:
+            socket.pid = recovery.new_pid()
+            pid, offset = auth.get("pid"), auth.get("offset")
+            if isinstance(pid, str) and isinstance(offset, str):
+                client.sockets[name] = socket  # reserved while the session is looked up
+                self.spawn(self._recover(client, socket, pid, offset))
+                return
+        self._admit(client, socket, skip_checks=False)
+
+    def _admit(self, client: Client, socket: Socket, *, skip_checks: bool) -> None:
+        handlers = socket.nsp.handlers
+        if skip_checks or (not handlers.middleware and not handlers.authorizers):
             self._accept(client, socket)
             return
         # Reserve the name so that a second CONNECT during async checks is refused.
-        client.sockets[name] = socket
+        client.sockets[socket.nsp.name] = socket
         self.spawn(self._run_connect_checks(client, socket))
+
+    async def _recover(self, client: Client, socket: Socket, pid: str, offset: str) -> None:
+        """Connection state recovery: look the session up, then connect the socket as it was
+        (its sid, pid, data; its rooms and missed packets at :meth:`_accept`) or as a new one."""
+        recovery = self.recovery
+        restored = None
+        if recovery is not None:
+            try:
+                restored = await recovery.restore(socket.nsp, pid, offset)
+            except Exception:
+                log.exception("%s: restoring a session failed", socket.nsp.name)
+        name = socket.nsp.name
+        if client.esock.closed or client.sockets.get(name) is not socket:
+            if restored is not None:
+                restored.cancel()
+            return
+        if restored is not None and restored.sid in socket.nsp.sockets:
+            restored.cancel()  # that id is connected again already: start afresh
+            restored = None
+        if restored is not None:
+            socket.id = restored.sid
+            socket.pid = restored.pid
+            socket.data = restored.data
+            socket.recovered = True
+            socket._restored = restored
+            log.info("%s recovered its session on %s", socket.id, name)
+        del client.sockets[name]
+        skip = restored is not None and recovery is not None and recovery.options.skip_middlewares
+        self._admit(client, socket, skip_checks=skip)
 
     async def _run_connect_checks(self, client: Client, socket: Socket) -> None:
         handlers = socket.nsp.handlers
@@ -402,6 +485,9 @@ class SocketIOServer:
             self._refused(client, socket, ConnectionRefused(str(exc) or "Error"))
         finally:
             if not socket.connected and not socket.was_connected:
+                if socket._restored is not None:
+                    socket._restored.cancel()
+                    socket._restored = None
                 # Checks may have set things up (the routing core registers the client): the
                 # socket never connected, so no disconnect will come to undo them.
                 socket.nsp.emit_lifecycle("refused", socket)
@@ -417,11 +503,27 @@ class SocketIOServer:
         client.sockets[nsp.name] = socket
         nsp.sockets[socket.id] = socket
         socket.accept()
+        restored = socket._restored
+        if restored is not None:
+            socket._restored = None
+            socket.join(*restored.rooms)
+            missed = restored.finish()  # (from here on, the socket is in its rooms again)
         if client._connect_timer is not None:
             client._connect_timer.cancel()
             client._connect_timer = None
-        data = {"sid": socket.id} if client.protocol == 5 else None
+        data: dict[str, Any] | None = None
+        if client.protocol == 5:
+            data = {"sid": socket.id}
+            if socket.pid is not None:
+                data["pid"] = socket.pid
         client.send_packet(Packet(PacketType.CONNECT, nsp.name, data))
+        if restored is not None:
+            esock = client.esock
+            for first, attachments in missed:
+                if attachments or not isinstance(first, str):
+                    esock.send_many([first, *attachments])
+                else:
+                    esock.send(first)
         log.info(
             "%s joined %s (EIO=%d, %s)",
             socket.id,
@@ -435,6 +537,8 @@ class SocketIOServer:
 
     def _connected(self, socket: Socket) -> None:
         if socket.connected:
+            if self.observer is not None:
+                self.observer.socket_connected(socket)
             socket.nsp.emit_lifecycle("connect", socket)
 
     def _refuse(self, client: Client, name: str, exc: ConnectionRefused) -> None:
@@ -447,5 +551,8 @@ class SocketIOServer:
         client.send_packet(Packet(PacketType.CONNECT_ERROR, name, data))
 
     async def shutdown(self) -> None:
-        """Cancel the background tasks (handlers still waiting, connection checks)."""
+        """Cancel the background tasks (handlers still waiting, connection checks), once
+        connection state recovery has kept the sessions of the sockets just closed."""
+        if self.recovery is not None:
+            await self.recovery.drain()  # sessions of the sockets just closed
         self.tasks.cancel()

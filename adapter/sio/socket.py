@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType
 from ...protocol.socketio.state import NamespaceConnection, SocketState, SocketTransition
+from .recovery import RECOVERABLE
 
 if TYPE_CHECKING:
     from .namespace import Namespace
@@ -169,6 +170,9 @@ class Socket:
         "_queue",
         "_worker",
         "_after_connect",
+        "pid",
+        "recovered",
+        "_restored",
     )
 
     def __init__(self, nsp: Namespace, client: Client, sid: str, auth: dict[str, Any]) -> None:
@@ -188,6 +192,11 @@ class Socket:
         self._worker: asyncio.Task[None] | None = None
         #: Set at disconnect: releases connection middleware waiting after ``await next()``.
         self._after_connect: asyncio.Future[None] | None = None
+        #: Connection state recovery: the private session id sent in the CONNECT reply (None
+        #: when recovery is off), and whether this connection took over a previous session.
+        self.pid: str | None = None
+        self.recovered = False
+        self._restored: Any = None
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.nsp.name}>"
@@ -232,9 +241,19 @@ class Socket:
         (dropped after ``timeout`` seconds, default the server's ack timeout)."""
         if not self.connected:
             return
+        observer = self.nsp.server.observer
+        if observer is not None:
+            observer.event_sent(self, event, args)
         ack_id = None
         if callback is not None:
             ack_id = self.register_ack(callback, timeout)
+        elif self.pid is not None:
+            # As in the reference: with recovery on, an emit without ack goes through the log
+            # (to this socket's own room), so that the client gets it back if it reconnects.
+            recovery = self.nsp.server.recovery
+            if recovery is not None:
+                recovery.emit(self.nsp, (self.id,), (), [event, *args])
+                return
         self.client.send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
 
     def send(self, *args: Any, callback: Callable[..., Any] | None = None) -> None:
@@ -314,6 +333,9 @@ class Socket:
             if room not in self.rooms:
                 self.rooms.add(room)
                 self.nsp._add_to_room(room, self)
+                observer = self.nsp.server.observer
+                if observer is not None:
+                    observer.room_joined(self, room)
 
     def leave(self, *rooms: str) -> None:
         """Leave rooms; leaving one this socket is not in does nothing."""
@@ -321,6 +343,9 @@ class Socket:
             if room in self.rooms:
                 self.rooms.discard(room)
                 self.nsp._remove_from_room(room, self)
+                observer = self.nsp.server.observer
+                if observer is not None:
+                    observer.room_left(self, room)
 
     def to(self, *rooms: str | Iterable[str]) -> Any:
         """Broadcast to rooms, leaving this socket out (``socket.to(room).emit(...)``)."""
@@ -336,6 +361,8 @@ class Socket:
         """Leave the namespace (the client gets a DISCONNECT); with ``close``, end the whole
         connection."""
         if close:
+            # A server-side disconnect is final: no session is kept for recovery.
+            self.client.no_recovery = True
             self.client.close()
             return
         if self._conn.can(SocketTransition.DISCONNECT):
@@ -404,9 +431,16 @@ class Socket:
             return  # already disconnecting or disconnected
         conn.apply(SocketTransition.DISCONNECT)
         self.nsp.emit_lifecycle("disconnecting", self, reason)
+        if self.pid is not None and reason in RECOVERABLE and not self.client.no_recovery:
+            recovery = self.nsp.server.recovery
+            if recovery is not None:
+                recovery.persist(self)
         conn.apply(SocketTransition.FINISH)
+        observer = self.nsp.server.observer
         for room in list(self.rooms):
             self.nsp._remove_from_room(room, self)
+            if observer is not None:
+                observer.room_left(self, room)
         self.rooms.clear()
         self.nsp.sockets.pop(self.id, None)
         for _, timer in self._acks.values():
@@ -415,6 +449,8 @@ class Socket:
         self._acks.clear()
         self._queue = None
         self._release()
+        if observer is not None:
+            observer.socket_disconnected(self, reason)
         self.nsp.emit_lifecycle("disconnect", self, reason)
 
     def _release(self) -> None:

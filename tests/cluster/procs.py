@@ -146,9 +146,11 @@ class Processes:
         port: int | None = None,
         workers: int = 1,
         app: str | None = None,
+        extra_tables: dict[str, dict[str, Any]] | None = None,
     ) -> Node:
         """``wxio serve`` on a free port with ``apps`` and a ``[cluster]``; returns once it
-        answers on its port and has subscribed to its backplane channel."""
+        answers on its port and has subscribed to its backplane channel. ``extra_tables`` adds TOML
+        tables (``{"socketio": {...}}``; a dotted name makes a sub-table)."""
         port = port or free_port()
         tables: dict[str, dict[str, Any]] = {f"apps.{name}": table for name, table in apps.items()}
         tables["cluster"] = {
@@ -157,6 +159,7 @@ class Processes:
             "node_id": node_id,
             "node_ttl": node_ttl,
         }
+        tables.update(extra_tables or {})
         config = self.tmp_path / f"{node_id}.toml"
         config.write_text(to_toml(tables))
         argv = [

@@ -17,7 +17,16 @@ def raw(message: Any) -> bytes:
     return json.dumps(message).encode()
 
 
-@pytest.mark.parametrize("message", [DELIVER, REPLY, {"t": "broadcast", "app": "a", "env": {}}])
+SIO_LOG = {
+    "t": "sio_log",
+    "entries": [{"nsp": "/", "text": '42["x"]', "atts": [], "rooms": [], "except": []}],
+    "ids": ["1700000000000-0"],
+}
+
+
+@pytest.mark.parametrize(
+    "message", [DELIVER, REPLY, {"t": "broadcast", "app": "a", "env": {}}, SIO_LOG]
+)
 def test_single_messages_round_trip(message: dict[str, Any]) -> None:
     framed = {**HEAD, **message}
     assert wire.decode(wire.encode(framed)) == framed
@@ -44,6 +53,8 @@ def test_a_batch_carries_requests_replies_and_one_way_messages() -> None:
         ({**HEAD, "t": "batch", "msgs": [DELIVER, {"t": "deliver", "app": "a"}]}, "client"),
         ({**HEAD, "t": "batch", "msgs": [DELIVER, 3]}, "objects"),
         ([1, 2], "object"),
+        ({**HEAD, "t": "sio_log", "entries": []}, "ids"),
+        ({**HEAD, "t": "sio_log", "entries": {}, "ids": []}, "entries"),
     ],
 )
 def test_bad_messages_are_refused(message: Any, why: str) -> None:

@@ -33,13 +33,16 @@
  *   {"cmd":"ack","ackId":N,"args":[...]}   answer a server ack left pending (ackIds are unique
  *        across sockets)
  *   {"cmd":"disconnect","sock":"main"}
+ *   {"cmd":"dropTransport","sock":"main"}   sio4: socket.io.engine.close() (a lost connection)
+ *   {"cmd":"reconnect","sock":"main"}       socket.connect() again (after a disconnect)
  *   {"cmd":"background","cutMs":N} / {"cmd":"foreground"}  shim libraries only; the shim
  *        cuts every socket cutMs (default 5000) after "background"
  *   {"cmd":"exit"}    (end of stdin exits too)
  *
  * Events
  *   {"ev":"ready","lib":..,"package":..,"version":..,"caps":{ack,binary,onAny,disconnect,background}}
- *   {"ev":"connect","sock":..,"sid":..,"eioSid":..}     sid = the library's socket.id
+ *   {"ev":"connect","sock":..,"sid":..,"eioSid":..,"recovered":..}   sid = the library's
+ *        socket.id; recovered = socket.recovered (connection state recovery; sio4)
  *   {"ev":"connect_error","sock":..,"message":..,"data":..[,"via":"error","raw":..]}
  *        via/raw: sio2 and wxapp report a refused CONNECT through their "error" event, whose
  *        argument (raw) is the packet's payload as the server sent it
@@ -150,6 +153,7 @@ function watch(entry) {
     sock: name,
     sid: socket.id ?? null,
     eioSid: (socket.io && socket.io.engine && socket.io.engine.id) || null,
+    recovered: socket.recovered ?? null,
   }));
   socket.on('connect_error', (err) => out({ ev: 'connect_error', sock: name, ...describeError(err) }));
   if (lib.errorIsConnectError) {
@@ -234,6 +238,18 @@ const commands = {
 
   disconnect(cmd) {
     sockOf(cmd).socket.disconnect();
+  },
+
+  dropTransport(cmd) {
+    // sio4: close the Engine.IO connection under the socket, as a lost network would
+    // ("transport close"); with `reconnection` the Manager reconnects.
+    const { socket } = sockOf(cmd);
+    if (!socket.io || !socket.io.engine) throw new Error(`${libName} has no Manager engine`);
+    socket.io.engine.close();
+  },
+
+  reconnect(cmd) {
+    sockOf(cmd).socket.connect();
   },
 
   background(cmd) {
