@@ -102,9 +102,9 @@ async def test_the_real_ui_in_chromium(
             # Offline: the UI's web fonts and icon font come from CDNs; nothing else may leave.
             await page.route(
                 "**/*",
-                lambda route: route.continue_()
-                if route.request.url.startswith(origin)
-                else route.abort(),
+                lambda route: (
+                    route.continue_() if route.request.url.startswith(origin) else route.abort()
+                ),
             )
             await page.goto(f"{origin}/admin/")
             await page.get_by_label("Server URL").fill(origin)
@@ -172,8 +172,11 @@ async def test_the_admin_namespace(
         mine = next(s for s in sockets if s["id"] == alice.get_sid("/"))
         assert mine["nsp"] == "/" and "lobby" in mine["rooms"] and mine["transport"] == "websocket"
         assert set(mine["handshake"]) >= {"address", "headers", "query", "issued", "time", "url"}
-        stats = (await peer.expect("event", sock="ok", name="server_stats", timeout=5))["args"][0]
-        assert stats["clientsCount"] >= 2 and {"name": "/", "socketsCount": 1} in stats["namespaces"]
+        stats = await peer.expect("event", sock="ok", name="server_stats", timeout=5)
+        stats = stats["args"][0]
+        assert (
+            stats["clientsCount"] >= 2 and {"name": "/", "socketsCount": 1} in stats["namespaces"]
+        )
 
         # A reconnection with the session id needs no password.
         await peer.connect(

@@ -131,7 +131,12 @@ async def test_recovers_id_rooms_data_and_missed_packets(
             (e["name"], e["args"][0], isinstance(e["args"][-1], str))
             for e in [await peer.expect("event") for _ in range(4)]
         ]
-        assert got == [("tick", 1, True), ("all", {"n": 2}, True), ("tick", 3, True), ("direct", 4, True)]
+        assert got == [
+            ("tick", 1, True),
+            ("all", {"n": 2}, True),
+            ("tick", 3, True),
+            ("direct", 4, True),
+        ]
 
         assert app.reasons == ["transport close"]
         assert app.connects[-1][0] == sid and app.connects[-1][1] is True
@@ -239,8 +244,9 @@ async def test_clean_disconnects_keep_nothing(start_server: StartServer) -> None
             first = await peer.connect(
                 server.url, nsp=NSP, transports=["websocket"], reconnection=False, sock=how
             )
-            await eventually(lambda: first["sid"] in app.sockets, "connected")
-            socket = app.sockets[first["sid"]]
+            sid = first["sid"]
+            await eventually(lambda sid=sid: sid in app.sockets, "connected")
+            socket = app.sockets[sid]
             server.io.of(NSP).emit("hello")
             await peer.expect("event", name="hello", sock=how)
             if how == "server":
@@ -250,7 +256,7 @@ async def test_clean_disconnects_keep_nothing(start_server: StartServer) -> None
             else:
                 await peer.command("disconnect", sock=how)
             await peer.expect("disconnect", sock=how)
-            await eventually(lambda: first["sid"] not in app.sockets, "gone on the server")
+            await eventually(lambda sid=sid: sid not in app.sockets, "gone on the server")
             assert not recovery.has_session(NSP, socket.pid), how
             await peer.command("reconnect", sock=how)
             again = await peer.expect("connect", sock=how, timeout=10)

@@ -51,7 +51,9 @@ async def test_admin_sees_and_acts_on_every_node(
     async def any_event(event: str, *args: Any) -> None:
         await events.put((event, list(args)))
 
-    async def next_event(name: str, check: Any = lambda args: True, timeout: float = 10) -> list[Any]:
+    async def next_event(
+        name: str, check: Any = lambda args: True, timeout: float = 10
+    ) -> list[Any]:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
