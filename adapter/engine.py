@@ -241,7 +241,10 @@ class EngineSocket:
     async def wait_drained(self) -> None:
         """Readers await this before taking more input from a client that does not read."""
         writer = self.writer
-        await (writer.backlog if writer is not None else self.backlog).wait_drained()
+        if writer is not None:
+            await writer.wait_drained()
+        elif self._backlog is not None:
+            await self._backlog.wait_drained()
 
     def _kick(self) -> None:
         session = self.session
@@ -371,7 +374,7 @@ class EngineSocket:
         if self._backlog is not None:
             self._backlog.cancel()
         if self.writer is not None:
-            self.writer.backlog.cancel()
+            self.writer.close()
         try:
             self.server.handler.on_close(self, reason.value)
         except Exception:

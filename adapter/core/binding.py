@@ -194,8 +194,8 @@ class RawEndpoint:
                     conn.deliver(hub.deny(Denied(DenyReason.MALFORMED, "text frames only"), conn))
                 else:
                     break
-                if writer.backlog.over:
-                    await writer.backlog.wait_drained()  # a client that does not read is not read
+                if writer.behind:
+                    await writer.wait_drained()  # a client that does not read is not read
         finally:
             await hub.detach(conn)  # unroutable before the transport goes
             log.info("%s disconnected (raw)", conn.client_id)

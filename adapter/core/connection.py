@@ -96,13 +96,25 @@ class Outgoing:
 
     @staticmethod
     def _sio_head(nsp: str, event: str, ack_id: int | None) -> str:
-        # `2["event"` plus a comma: the envelope's JSON is spliced in, it is encoded once.
-        head, _ = encode(Packet(PacketType.EVENT, nsp, [event], ack_id))
-        return head[:-1] + ","
+        # `2["event",` (the envelope's JSON is spliced in: it is encoded once). The part after
+        # the ack id is the same for every message of a namespace and event: made once.
+        parts = _HEADS.get((nsp, event))
+        if parts is None:
+            head, _ = encode(Packet(PacketType.EVENT, nsp, [event]))
+            # `2` + (`/nsp,`) | `["event"]` -> the ack id goes between the two.
+            split = head.index("[")
+            parts = _HEADS[(nsp, event)] = (head[:split], head[split:-1] + ",")
+        if ack_id is None:
+            return parts[0] + parts[1]
+        return f"{parts[0]}{ack_id}{parts[1]}"
 
     def size(self) -> int:
         """The encoded size in UTF-8 bytes (what the app's message limit applies to)."""
         return len(self.utf8())
+
+
+#: (namespace, event) -> the two halves of an EVENT packet's head around its ack id.
+_HEADS: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 class Connection:
@@ -136,9 +148,10 @@ class Connection:
         self.denials = 0
         #: ``on_ack(msg_id)``: the hub's inbox acknowledgement, for clients that ack by callback.
         self.on_ack: Callable[[str], None] | None = None
-        #: Kept messages written here and not acknowledged yet (insertion-ordered, bounded):
-        #: they are not written again when the inbox is delivered to this connection.
-        self.unacked: dict[str, None] = {}
+        #: Kept messages written here and not acknowledged yet (insertion-ordered, bounded by
+        #: the inbox size), with the ack id a socket.io client was asked for: they are not
+        #: written again when the inbox is delivered to this connection.
+        self.unacked: dict[str, int | None] = {}
         self._held: list[Outgoing] | None = []
         self._routable = True
 
@@ -163,16 +176,22 @@ class Connection:
         """Write now, bypassing the hold (the greeting and the inbox go first)."""
         msg_id = out.msg_id
         if out.kept and msg_id is not None:
-            if msg_id in self.unacked:
-                return True  # written here already; the client acks it once
             unacked = self.unacked
+            if msg_id in unacked:
+                return True  # written here already; the client acks it once
             unacked[msg_id] = None
             if len(unacked) > self.app.inbox_size:
-                del unacked[next(iter(unacked))]
+                oldest = next(iter(unacked))
+                self.forget(unacked.pop(oldest))
         return self.write(out)
 
     def acked(self, msg_id: str) -> None:
-        self.unacked.pop(msg_id, None)
+        """The client acknowledged ``msg_id`` (an ``ack`` envelope, or an ack callback)."""
+        if msg_id in self.unacked:
+            self.forget(self.unacked.pop(msg_id))
+
+    def forget(self, ack_id: int | None) -> None:
+        """Stop waiting for an ack this connection asked for (socket.io)."""
 
     def release(self) -> None:
         """End the welcome: held deliveries go out, in order (ones already written are skipped
@@ -217,7 +236,11 @@ class SocketIOConnection(Connection):
                 self.acked(msg_id)
                 on_ack(msg_id)
 
+            # No timer: the ack is awaited until it comes, the connection ends, or the message
+            # leaves the bounded `unacked` (forget() then drops the registration).
             ack_id = socket.register_ack(acked, timeout=0)
+            if msg_id in self.unacked:
+                self.unacked[msg_id] = ack_id
             if socket.nsp.server.json_parser:
                 esock.send(out.sio_text(socket.nsp.name, self.event, ack_id))
             else:  # a binary parser (msgpack): the socket encodes it
@@ -230,6 +253,10 @@ class SocketIOConnection(Connection):
         else:
             socket.emit(self.event, out.envelope)
         return True
+
+    def forget(self, ack_id: int | None) -> None:
+        if ack_id is not None:
+            self.socket.cancel_ack(ack_id)
 
     def close(self, reason: DenyReason) -> None:
         self.socket.disconnect()

@@ -306,6 +306,12 @@ class Socket:
         acks, see .remote); the caller bounds the wait."""
         self._acks[ack_id] = (callback, None)
 
+    def cancel_ack(self, ack_id: int) -> None:
+        """Stop waiting for the ack of ``ack_id`` (its callback will not run)."""
+        entry = self._acks.pop(ack_id, None)
+        if entry is not None and entry[1] is not None:
+            entry[1].cancel()
+
     def _send_ack(self, ack_id: int, args: list[Any]) -> None:
         if self.connected:
             self.client.send_packet(Packet(PacketType.ACK, self.nsp.name, args, ack_id))

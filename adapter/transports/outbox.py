@@ -108,9 +108,11 @@ class FrameWriter:
     __slots__ = (
         "transport",
         "loop",
-        "backlog",
         "pull",
         "on_slow",
+        "_max_bytes",
+        "_grace",
+        "_backlog",
         "_frames",
         "_size",
         "_scheduled",
@@ -135,7 +137,25 @@ class FrameWriter:
         self._size = 0
         self._scheduled = False
         self._open = True
-        self.backlog = Backlog(max_bytes, grace, self._cut, self.buffered)
+        self._max_bytes = max_bytes
+        self._grace = grace
+        self._backlog: Backlog | None = None
+
+    @property
+    def backlog(self) -> Backlog:
+        """The slow-reader policy (made the first time the client falls behind)."""
+        if self._backlog is None:
+            self._backlog = Backlog(self._max_bytes, self._grace, self._cut, self.buffered)
+        return self._backlog
+
+    @property
+    def behind(self) -> bool:
+        """The client is over the bound (within its grace period): stop reading from it."""
+        return self._backlog is not None and self._backlog.over
+
+    async def wait_drained(self) -> None:
+        if self._backlog is not None:
+            await self._backlog.wait_drained()
 
     @property
     def open(self) -> bool:
@@ -145,8 +165,7 @@ class FrameWriter:
 
     def buffered(self) -> int:
         """Bytes queued here or in the transport that the client has not taken yet."""
-        get_size = getattr(self.transport, "get_write_buffer_size", None)
-        return self._size + (get_size() if get_size is not None else 0)
+        return self._size + self.transport.get_write_buffer_size()  # type: ignore[attr-defined, no-any-return]
 
     def write_text(self, text: str) -> bool:
         return self.write_frame(text_frame(text))
@@ -181,14 +200,16 @@ class FrameWriter:
         if transport.is_closing():
             return
         transport.write(frames[0] if len(frames) == 1 else b"".join(frames))  # type: ignore[attr-defined]
-        self.backlog.check()
+        if self._backlog is not None or self.buffered() > self._max_bytes:
+            self.backlog.check()
 
     def close(self) -> None:
         """Flush what is queued and take no more frames."""
         if self._open:
             self.flush()
             self._open = False
-        self.backlog.cancel()
+        if self._backlog is not None:
+            self._backlog.cancel()
 
     def _cut(self) -> None:
         log.info("closing a slow reader (%d bytes not taken)", self.buffered())

@@ -139,7 +139,7 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     """The reader loop of the active WebSocket."""
     session = sock.session
     on_message = sock.server.handler.on_message
-    backlog = sock.writer.backlog if sock.writer is not None else sock.backlog
+    writer = sock.writer
     try:
         async for msg in ws:
             if session.closed:  # closed while this reader waited (timer, slow reader, server)
@@ -167,8 +167,8 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
                 sock.pump()
             if session.closed:
                 break
-            if backlog.over:
-                await backlog.wait_drained()  # a client that does not read stops being read
+            if writer is not None and writer.behind:
+                await writer.wait_drained()  # a client that does not read stops being read
     except (ConnectionError, asyncio.CancelledError):
         pass
     except Exception:

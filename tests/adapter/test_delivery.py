@@ -117,3 +117,34 @@ async def test_without_keep_until_ack_a_closing_target_is_never_reported_deliver
         await back.close()
     finally:
         await sender.close()
+
+
+async def test_a_socketio_client_that_never_acks_holds_bounded_ack_state(
+    start_server: StartServer,
+) -> None:
+    """Kept messages ask a socket.io client for an ack; one that never answers (wxapp-socket-io
+    cannot) must not make the server hold an ack registration per message forever."""
+    import json
+
+    import aiohttp
+
+    server = await start_server(apps={"d": {**APPS["d"], "inbox_size": 10}})
+    sender = await RawClient.connect(server.ws_url, D, user="s")
+    async with aiohttp.ClientSession() as http:
+        url = f"{server.ws_url}/socket.io/?EIO=4&transport=websocket"
+        async with http.ws_connect(url) as ws:
+            assert (await ws.receive_str()).startswith("0")
+            await ws.send_str("40" + json.dumps(D.auth("quiet")))
+            sid = json.loads((await ws.receive_str())[2:])["sid"]
+            for n in range(50):
+                await sender.send(D.envelope("sendToOthers", n, target=sid))
+            got = 0
+            while got < 50:
+                text = await ws.receive_str()
+                if text.startswith("42"):  # 42<ack id>["responseMessage",...]: never answered
+                    got += 1
+            assert server.hub is not None
+            conn = server.hub.connections[("d", sid)]
+            assert len(conn.unacked) == 10
+            assert len(conn.socket._acks) == 10  # type: ignore[attr-defined]
+    await sender.close()

@@ -18,3 +18,12 @@ def test_spliced_socketio_text_is_the_encoded_packet(nsp: str) -> None:
     assert attachments == []
     assert out.sio_text(nsp, "responseMessage") == expected
     assert out.sio_text(nsp, "responseMessage") is out.sio_text(nsp, "responseMessage")
+
+
+@pytest.mark.parametrize("nsp", ["/", "/core", "/ns,with"])
+@pytest.mark.parametrize("ack_id", [None, 0, 7, 123456])
+def test_spliced_text_with_an_ack_id_is_the_encoded_packet(nsp: str, ack_id: int | None) -> None:
+    envelope = {"meta": {"msgId": "m1"}, "data": {"action": "exchange", "payload": "你好"}}
+    out = Outgoing(envelope, "m1", kept=True)
+    expected, _ = encode(Packet(PacketType.EVENT, nsp, ["responseMessage", envelope], ack_id))
+    assert out.sio_text(nsp, "responseMessage", ack_id) == expected
