@@ -103,7 +103,7 @@ class EventContext:
         if self.acked or self.packet.id is None:
             return
         self.acked = True
-        self.socket._send_ack(self.packet.id, list(args))
+        self.socket.send_ack(self.packet.id, list(args))
 
     def no_ack(self) -> None:
         """Leave the client's ack callback unanswered (its ``timeout()`` will fire): nothing is

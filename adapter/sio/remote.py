@@ -121,7 +121,7 @@ async def collect_acks(
 
     items: list[str | bytes] = [first, *attachments]
     for socket in sockets:
-        socket._expect_ack(ack_id, on_ack)
+        socket.expect_ack(ack_id, on_ack)
         if attachments:
             socket.client.esock.send_many(items)
         else:
@@ -132,7 +132,7 @@ async def collect_acks(
         pass
     finally:
         for socket in sockets:
-            socket._acks.pop(ack_id, None)
+            socket.cancel_ack(ack_id)
     return len(sockets), responses
 
 

@@ -104,7 +104,7 @@ class Client:
         if ptype is PacketType.EVENT or ptype is PacketType.BINARY_EVENT:
             socket.receive_event(packet)
         elif ptype is PacketType.ACK or ptype is PacketType.BINARY_ACK:
-            socket._on_ack(packet)
+            socket.receive_ack(packet)
         elif ptype is PacketType.DISCONNECT:
             self.socket_left(socket, "client namespace disconnect")
 

@@ -301,7 +301,7 @@ class Socket:
         self._acks[ack_id] = (callback, timer)
         return ack_id
 
-    def _expect_ack(self, ack_id: int, callback: Callable[..., Any]) -> None:
+    def expect_ack(self, ack_id: int, callback: Callable[..., Any]) -> None:
         """Wait for the ack of a packet sent with ``ack_id`` by someone else (a broadcast with
         acks, see .remote); the caller bounds the wait."""
         self._acks[ack_id] = (callback, None)
@@ -312,11 +312,13 @@ class Socket:
         if entry is not None and entry[1] is not None:
             entry[1].cancel()
 
-    def _send_ack(self, ack_id: int, args: list[Any]) -> None:
+    def send_ack(self, ack_id: int, args: list[Any]) -> None:
+        """Answer the client's ack ``ack_id`` with ``args`` (nothing once disconnected)."""
         if self.connected:
             self.client.send_packet(Packet(PacketType.ACK, self.nsp.name, args, ack_id))
 
-    def _on_ack(self, packet: Packet) -> None:
+    def receive_ack(self, packet: Packet) -> None:
+        """An ACK from the client: run the callback registered for its id (if any)."""
         entry = self._acks.pop(packet.id, None) if packet.id is not None else None
         if entry is None:
             log.debug("%s: ack %s matches no emit", self.id, packet.id)
