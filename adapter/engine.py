@@ -502,7 +502,12 @@ class EngineServer:
                     headers["Access-Control-Allow-Headers"] = wanted
             return web.Response(status=204, headers=headers)
         is_upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        req = handshake.parse_request(request.query, method=request.method, is_upgrade=is_upgrade)
+        req = handshake.parse_request(
+            request.query,
+            method=request.method,
+            is_upgrade=is_upgrade,
+            versions=self.options.versions,
+        )
         if isinstance(req, RequestError):
             if is_upgrade:
                 return websocket.refuse(req)

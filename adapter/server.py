@@ -202,6 +202,9 @@ async def _run(
     await server.start(config.host, config.port, reuse_port=reuse_port)
     tune_gc()
     print("\n".join(banner), flush=True)  # once listening: scripts may wait for this line
+    if hub is not None:  # after the banner, which scripts read first
+        for warning in hub.apps.warnings():
+            log.warning("%s", warning)
     backplane = hub.backplane if hub is not None else None
     if backplane is not None and hasattr(backplane, "announce"):
         # Other nodes forward this node's polling sessions to an address of its own (with

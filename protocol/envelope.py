@@ -36,6 +36,7 @@ __all__ = [
     "broadcast",
     "deny",
     "exchange",
+    "parse_timestamp",
     "MAX_ID_LEN",
 ]
 
@@ -58,6 +59,10 @@ class Action(StrEnum):
     #: Application-level keepalive for raw WebSocket clients.
     PING = "ping"
     PONG = "pong"
+    #: A token connection's new token (``payload.token``) before the old one expires.
+    REFRESH = "refresh"
+    #: The answer to ``refresh``: ``payload.exp`` is the new expiry (seconds since the epoch).
+    REFRESHED = "refreshed"
     #: The server's outcome reply to ``sendToOthers``, ``broadcast`` and ``ack`` (never sent by
     #: a client: the hub answers it ``unknown_action``).
     RESULT = "result"
@@ -75,6 +80,8 @@ class DenyReason(StrEnum):
     RATE_LIMITED = "rate_limited"
     #: The cluster's shared state cannot be reached right now (e.g. Redis is down).
     UNAVAILABLE = "unavailable"
+    #: Only as a close reason: fifty denials in a row (see the guide's close codes).
+    TOO_MANY_DENIALS = "too_many_denials"
 
 
 #: Longest app name, client id, user id, target, message id, nonce or signature we accept.
@@ -102,6 +109,8 @@ class Meta(NamedTuple):
     target: str | None = None
     msgId: str | None = None  # noqa: N815
     nonce: str | None = None
+    #: The sender's user info from its token (written by the server, never read from a client).
+    info: Any = None
 
 
 class Envelope(NamedTuple):
@@ -117,8 +126,10 @@ def _id_field(meta: dict[str, Any], name: str) -> str | None:
     value = meta.get(name)
     if value is None:
         return None
-    # Old clients send numeric user ids; they mean the same as their decimal string.
-    if type(value) is int:
+    # Old clients send numeric user ids; they mean the same as their decimal string. Every other
+    # id (a target, a client id, a message id) is a string the server handed out: a number there
+    # is a client bug, refused rather than guessed at.
+    if type(value) is int and name == "userId":
         value = str(value)
     elif type(value) is not str:
         raise EnvelopeError(f"meta.{name}", "must be a string")
@@ -127,21 +138,20 @@ def _id_field(meta: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def _timestamp(value: Any) -> int | None:
-    if value is None:
-        return None
-    if (
-        type(value) is str
-        and value.isascii()
-        and value.isdigit()
-        and len(value) <= 16
-        or type(value) is float
-        and value.is_integer()
-    ):
+def parse_timestamp(value: Any, field: str = "meta.timestamp") -> int:
+    """The one timestamp parser of every way in: milliseconds as a JSON integer, or as a string
+    of at most 16 ASCII digits (query strings and headers carry text). Booleans, floats (even
+    integral ones), negative numbers and anything above 2**53 are refused with
+    :class:`EnvelopeError` naming ``field``."""
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 16:
         value = int(value)
     if type(value) is not int or not 0 <= value <= _MAX_TIMESTAMP:
-        raise EnvelopeError("meta.timestamp", "must be a non-negative integer (milliseconds)")
+        raise EnvelopeError(field, "must be a non-negative integer (milliseconds)")
     return value
+
+
+def _timestamp(value: Any) -> int | None:
+    return None if value is None else parse_timestamp(value)
 
 
 def parse(obj: Any) -> Envelope:
@@ -198,7 +208,7 @@ def message(action: str, payload: Any = None, *, timestamp: int, **meta: str | N
     return Envelope(Meta(timestamp=timestamp, **meta), action, payload)
 
 
-def broadcast(payload: Any, *, timestamp: int, app: str, **meta: str | None) -> Envelope:
+def broadcast(payload: Any, *, timestamp: int, app: str, **meta: Any) -> Envelope:
     """A message to every client of an app."""
     return Envelope(Meta(timestamp=timestamp, app=app, **meta), Action.BROADCAST, payload)
 
@@ -218,12 +228,19 @@ def exchange(
     userId: str | None,  # noqa: N803
     target: str,
     msgId: str | None = None,  # noqa: N803
+    info: Any = None,
 ) -> Envelope:
-    """A message from one client (or the HTTP API) to another. ``client`` and ``userId`` are the
-    sender's, as the server authenticated them."""
+    """A message from one client (or the HTTP API) to another. ``client``, ``userId`` and
+    ``info`` are the sender's, as the server authenticated them."""
     return Envelope(
         Meta(
-            timestamp=timestamp, app=app, client=client, userId=userId, target=target, msgId=msgId
+            timestamp=timestamp,
+            app=app,
+            client=client,
+            userId=userId,
+            target=target,
+            msgId=msgId,
+            info=info,
         ),
         Action.EXCHANGE,
         payload,

@@ -4,9 +4,13 @@
 an ``exchange`` to ``target`` and answers ``{"delivered": bool, "queued": bool, "msgId": id}``.
 ``POST /api/broadcast`` with ``{timestamp, app, sign, message}`` answers
 ``{"delivered": count, "msgId": id}``. Signed like a connect (``md5(app + key + timestamp)``, or
-HMAC over ``{target, userId, message}`` with ``nonce`` for HMAC apps). Errors are JSON
-``{"error": reason, "message": text}`` with 400 (malformed), 401 (bad_signature, expired),
-403 (not_allowed), 404 (target_offline), 413 (too_large) or 429 (rate_limited).
+HMAC over ``{target, userId, message}`` with ``nonce`` for HMAC apps) with the app's **server
+key**, or with the client key where the app sets ``api_client_key``; or authorised by a user's
+token (``Authorization: Bearer``, ``?token=`` or ``token`` in the body), which sends as that user.
+Errors are JSON ``{"error": reason, "message": text}`` with 400 (malformed), 401
+(bad_signature, expired), 403 (not_allowed, also an Origin the app does not list), 404
+(target_offline), 413 (too_large), 429 (rate_limited) or 503 (unavailable). Every call passes
+the ingress pipeline (:meth:`~.ingress.Ingress.api`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from ...protocol import jsonutil
 from ...protocol.envelope import DenyReason
 from ...protocol.errors import RemoteProtocolError
 from .apps import AppConfig
+from .auth import Identity, bearer
 from .binding import CoreOptions
 from .hub import Denied, Hub
-from .limits import TokenBucket
 
 __all__ = ["HttpApi"]
 
@@ -36,17 +40,14 @@ _STATUS = {
     DenyReason.TOO_LARGE: 413,
     DenyReason.RATE_LIMITED: 429,
     DenyReason.UNAVAILABLE: 503,
+    DenyReason.TOO_MANY_DENIALS: 429,
 }
-#: API calls per second per app (token bucket).
-API_RATE = 1000.0
-API_BURST = 2000
 
 
 class HttpApi:
     def __init__(self, hub: Hub, options: CoreOptions) -> None:
         self.hub = hub
         self.options = options
-        self._buckets: dict[str, TokenBucket] = {}
 
     def add_routes(self, app: web.Application) -> None:
         prefix = self.options.api_prefix.rstrip("/")
@@ -56,19 +57,32 @@ class HttpApi:
 
     def _cors(self, request: web.Request, app: AppConfig | None) -> dict[str, str]:
         origin = request.headers.get("Origin")
-        if origin is None:
-            return {}
-        if app is not None and app.origins and origin not in app.origins:
+        if origin is None or app is None or not app.origin_allowed(origin):
             return {}
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
     async def preflight(self, request: web.Request) -> web.Response:
-        headers = {
-            "Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
-            "Access-Control-Allow-Methods": "POST",
-            "Access-Control-Allow-Headers": "Content-Type",
-            "Access-Control-Max-Age": "600",
-        }
+        """A preflight carries no body, so no app: the Origin is allowed when an app lists it,
+        or when the URL names the app (``?app=shop``) and that app allows it. Nothing else is
+        echoed."""
+        origin = request.headers.get("Origin")
+        apps = self.hub.apps
+        named = apps.get(request.query.get("app"))
+        allowed = origin is not None and (
+            (named is not None and named.origin_allowed(origin))
+            or any(origin in app.origins for app in apps.apps.values())
+        )
+        headers = {"Vary": "Origin"}
+        if allowed:
+            assert origin is not None
+            headers.update(
+                {
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Allow-Methods": "POST",
+                    "Access-Control-Allow-Headers": "Content-Type, Authorization",
+                    "Access-Control-Max-Age": "600",
+                }
+            )
         return web.Response(status=204, headers=headers)
 
     def _error(self, request: web.Request, denied: Denied, app: AppConfig | None) -> web.Response:
@@ -95,68 +109,79 @@ class HttpApi:
             raise Denied(DenyReason.MALFORMED, "body must be a JSON object")
         return data
 
-    async def _authorize(self, data: dict[str, Any], signed: dict[str, Any]) -> AppConfig:
-        app_name = data.get("app")
-        ts = data.get("timestamp")
-        if isinstance(ts, str) and ts.isdigit():
-            ts = int(ts)
-        if (
-            not isinstance(app_name, str)
-            or type(ts) is not int
-            or not isinstance(data.get("sign"), str)
-        ):
-            raise Denied(DenyReason.MALFORMED, "app, timestamp and sign are required")
-        app = self.hub.apps.get(app_name)
-        await self.hub._verify(app, app_name, ts, data["sign"], data.get("nonce"), signed)
-        assert app is not None
-        bucket = self._buckets.get(app.name)
-        if bucket is None:
-            bucket = self._buckets[app.name] = TokenBucket(API_RATE, API_BURST, self.hub.clock())
-        if not bucket.take(self.hub.clock()):
-            raise Denied(DenyReason.RATE_LIMITED, "too many API calls for this app")
-        return app
+    async def _call(
+        self,
+        request: web.Request,
+        signed: Any,
+        act: Any,
+    ) -> web.Response:
+        token = bearer(request.headers) or request.query.get("token")
+        try:
+            app, body = await self.hub.ingress.api(
+                lambda: self._read(request), signed, token, request.headers.get("Origin"), act
+            )
+        except Denied as denied:
+            return self._error(request, denied, denied.app)
+        return web.json_response(body, headers=self._cors(request, app), dumps=jsonutil.dumps)
+
+    @staticmethod
+    def _sender(ident: Identity, data: dict[str, Any]) -> str | None:
+        """The sender's user id: a token's ``sub``; the backend's (server key) choice; with the
+        client key, what the caller claims only where the app lets clients claim user ids."""
+        user = data.get("userId")
+        if user is not None and (type(user) not in (str, int) or not str(user)):
+            raise Denied(DenyReason.MALFORMED, "userId must be a string")
+        claimed = str(user) if user is not None else None
+        if ident.via == "token":
+            if claimed is not None and claimed != ident.user_id:
+                raise Denied(DenyReason.NOT_ALLOWED, "the user id comes from the token")
+            return ident.user_id
+        if claimed is not None and ident.via == "client" and ident.app.user_id == "token":
+            raise Denied(DenyReason.NOT_ALLOWED, "this app takes user ids only from tokens")
+        return claimed
 
     async def transport_message(self, request: web.Request) -> web.Response:
-        app: AppConfig | None = None
-        try:
-            data = await self._read(request)
-            target, user = data.get("target"), data.get("userId")
-            signed = {"target": target, "userId": user, "message": data.get("message")}
-            app = await self._authorize(data, signed)
+        def signed(data: dict[str, Any]) -> Any:
+            return {
+                "target": data.get("target"),
+                "userId": data.get("userId"),
+                "message": data.get("message"),
+            }
+
+        async def act(ident: Identity, data: dict[str, Any]) -> dict[str, Any]:
+            target = data.get("target")
             if not isinstance(target, str) or not target:
-                raise Denied(DenyReason.MALFORMED, "target: required")
-            if user is not None and not isinstance(user, (str, int)):
-                raise Denied(DenyReason.MALFORMED, "userId must be a string")
+                raise Denied(DenyReason.MALFORMED, "target: must be a string")
             outcome = await self.hub.send(
-                app,
+                ident.app,
                 target,
                 data.get("message"),
                 sender=None,
-                user_id=str(user) if user is not None else None,
+                user_id=self._sender(ident, data),
+                info=ident.info,
             )
-        except Denied as denied:
-            return self._error(request, denied, app)
-        body: dict[str, Any] = {
-            "delivered": outcome.status == "delivered",
-            "queued": outcome.status == "queued",
-            "msgId": outcome.msg_id,
-        }
-        if outcome.dropped:
-            body["dropped"] = list(outcome.dropped)
-        return web.json_response(body, headers=self._cors(request, app), dumps=jsonutil.dumps)
+            body: dict[str, Any] = {
+                "delivered": outcome.status == "delivered",
+                "queued": outcome.status == "queued",
+                "msgId": outcome.msg_id,
+            }
+            if outcome.dropped:
+                body["dropped"] = list(outcome.dropped)
+            return body
+
+        return await self._call(request, signed, act)
 
     async def broadcast(self, request: web.Request) -> web.Response:
-        app: AppConfig | None = None
-        try:
-            data = await self._read(request)
-            app = await self._authorize(data, {"message": data.get("message")})
+        async def act(ident: Identity, data: dict[str, Any]) -> dict[str, Any]:
+            if ident.via == "token" and not ident.app.client_broadcast:
+                raise Denied(DenyReason.NOT_ALLOWED, "this app does not let clients broadcast")
             count, msg_id = await self.hub.broadcast(
-                app, data.get("message"), sender=None, user_id=None
+                ident.app,
+                data.get("message"),
+                sender=None,
+                user_id=ident.user_id if ident.via == "token" else None,
+                info=ident.info,
             )
-        except Denied as denied:
-            return self._error(request, denied, app)
-        return web.json_response(
-            {"delivered": count, "msgId": msg_id},
-            headers=self._cors(request, app),
-            dumps=jsonutil.dumps,
-        )
+            return {"delivered": count, "msgId": msg_id}
+
+        return await self._call(request, lambda data: {"message": data.get("message")}, act)

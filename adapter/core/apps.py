@@ -15,6 +15,22 @@
     max_message_bytes = 65536     # an encoded envelope larger than this is denied
     rate = 20                     # messages per second per connection (token bucket)
     burst = 40
+    api_rate = 1000               # HTTP API calls per second per app (token bucket)
+    api_burst = 2000
+    server_key_env = "WXIO_SERVER_KEY_SHOP"  # or server_key = "...": signs HTTP API calls
+    api_client_key = false        # may the client key (above) call the HTTP API too?
+    user_id = "token"             # "token": only a token names a user; "client": any signed
+                                  # client may claim any user id (the mobile-sdk's behaviour)
+    token_algorithm = "HS256"     # or "RS256", "ES256"
+    token_secret_env = "WXIO_TOKEN_SECRET_SHOP"  # HS256 (or token_secret = "...")
+    token_public_key = "keys/shop.pem"           # RS256/ES256: a PEM public key file...
+    token_jwks = "keys/shop.jwks.json"           # ...or a JWKS file (keys chosen by kid)
+    token_jti = false             # require a jti in every token and accept each one once
+    token_grace = 5               # seconds an expired, unrefreshed connection stays open
+    token_audience = "shop"       # require this aud in tokens (a token's aud, when it has one,
+                                  # must always name this app or this value)
+
+See docs/guide.md for what each policy allows.
 """
 
 from __future__ import annotations
@@ -25,6 +41,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..config import ConfigError
+from .auth import TokenKeys, load_token_keys
 
 __all__ = ["AppConfig", "AppRegistry", "DEMO_APP"]
 
@@ -48,6 +65,24 @@ class AppConfig:
     max_message_bytes: int = 65536
     rate: float = 20.0
     burst: int = 40
+    #: HTTP API calls per second per app.
+    api_rate: float = 1000.0
+    api_burst: int = 2000
+    #: Signs HTTP API calls (``sign`` made with this key instead of the client key).
+    server_key: str | None = None
+    #: May the client key call the HTTP API (the mobile-sdk's ``api/transportMessage`` callers)?
+    api_client_key: bool = False
+    #: "token": user ids come only from tokens; "client": a signed client may claim any.
+    user_id: str = "client"
+    token_algorithm: str = "HS256"
+    #: Seconds an expired connection that did not refresh stays open after its ``deny``.
+    token_grace: float = 5.0
+    #: Require ``jti`` in tokens and accept each one once (the replay store of the backplane).
+    token_jti: bool = False
+    #: Required ``aud`` of tokens (None: ``aud`` optional, but when present it must name the app).
+    token_audience: str | None = None
+    #: How tokens are verified (None: this app takes no tokens).
+    tokens: TokenKeys | None = None
 
     @property
     def window_ms(self) -> int:
@@ -56,11 +91,30 @@ class AppConfig:
     def origin_allowed(self, origin: str | None) -> bool:
         return origin is None or not self.origins or origin in self.origins
 
-    def __repr__(self) -> str:  # never print the key
+    def __repr__(self) -> str:  # never print the keys
         return f"AppConfig(name={self.name!r}, scheme={self.scheme!r})"
 
 
-_OPTION_NAMES = {f.name for f in fields(AppConfig)} - {"name", "key"}
+_TOKEN_OPTIONS = {"token_algorithm", "token_jti", "token_grace", "token_audience"}
+
+
+def _secret(env: Any, table: dict[str, Any], name: str, default_env: str) -> str | None:
+    """``<name>_env`` (or the default variable) wins over ``<name>`` in the file."""
+    value = env.get(table.get(f"{name}_env") or default_env) or table.get(name)
+    return str(value) if value else None
+
+
+_OPTION_NAMES = {f.name for f in fields(AppConfig)} - {"name", "key", "server_key", "tokens"}
+_SECRET_NAMES = {
+    "key",
+    "key_env",
+    "server_key",
+    "server_key_env",
+    "token_secret",
+    "token_secret_env",
+    "token_public_key",
+    "token_jwks",
+}
 
 
 class AppRegistry:
@@ -86,23 +140,76 @@ class AppRegistry:
         for name, table in tables.items():
             if not isinstance(table, dict):
                 raise ConfigError(f"[apps.{name}] must be a table")
-            unknown = set(table) - _OPTION_NAMES - {"key", "key_env"}
+            unknown = set(table) - _OPTION_NAMES - _SECRET_NAMES
             if unknown:
                 raise ConfigError(f"[apps.{name}]: unknown key(s) {', '.join(sorted(unknown))}")
-            key_env = table.get("key_env") or f"WXIO_KEY_{name.upper().replace('-', '_')}"
-            key = env.get(key_env) or table.get("key")
+            upper = name.upper().replace("-", "_")
+            key = _secret(env, table, "key", f"WXIO_KEY_{upper}")
             if not key:
-                raise ConfigError(f"[apps.{name}]: no key (set key, or the {key_env} variable)")
+                raise ConfigError(
+                    f"[apps.{name}]: no key (set key, or the WXIO_KEY_{upper} variable)"
+                )
+            server_key = _secret(env, table, "server_key", f"WXIO_SERVER_KEY_{upper}")
+            token_secret = _secret(env, table, "token_secret", f"WXIO_TOKEN_SECRET_{upper}")
+            if server_key is not None and server_key == key:
+                raise ConfigError(f"[apps.{name}]: server_key must differ from the client key")
+            if token_secret is not None and token_secret in (key, server_key):
+                raise ConfigError(f"[apps.{name}]: token_secret must differ from the other keys")
             options = {k: v for k, v in table.items() if k in _OPTION_NAMES}
             if "origins" in options:
                 options["origins"] = tuple(options["origins"])
             if options.get("scheme", "md5") not in ("md5", "hmac"):
                 raise ConfigError(f"[apps.{name}]: scheme must be md5 or hmac")
+            tokens = load_token_keys(
+                name,
+                str(options.get("token_algorithm", "HS256")),
+                token_secret,
+                table.get("token_public_key"),
+                table.get("token_jwks"),
+            )
+            if tokens is None and _TOKEN_OPTIONS & set(table):
+                algorithm = options.get("token_algorithm", "HS256")
+                need = "token_secret" if algorithm == "HS256" else "token_public_key or token_jwks"
+                raise ConfigError(f"[apps.{name}]: {algorithm} tokens need {need}")
+            policy = options.setdefault("user_id", "token" if tokens is not None else "client")
+            if policy not in ("token", "client"):
+                raise ConfigError(f'[apps.{name}]: user_id must be "token" or "client"')
+            if policy == "token" and tokens is None:
+                raise ConfigError(
+                    f'[apps.{name}]: user_id = "token" needs token_secret, token_public_key '
+                    "or token_jwks"
+                )
             try:
-                apps[name] = AppConfig(name=name, key=str(key), **options)
+                apps[name] = AppConfig(
+                    name=name, key=str(key), server_key=server_key, tokens=tokens, **options
+                )
             except TypeError as exc:
                 raise ConfigError(f"[apps.{name}]: {exc}") from None
         return cls(apps)
+
+    def warnings(self) -> list[str]:
+        """What the start-up log says about apps whose policy lets clients claim identities, and
+        about apps whose tokens are valid on each other."""
+        out = [
+            f'app {app.name!r}: user_id = "client": any client that holds the app\'s key (every '
+            "copy of the app has it) may connect as any user id, receive that user's messages and "
+            'drain their offline inbox. Issue tokens from your backend and set user_id = "token".'
+            for app in self.apps.values()
+            if app.user_id == "client"
+        ]
+        by_secret: dict[str, list[str]] = {}
+        for app in self.apps.values():
+            tokens = app.tokens
+            if tokens is not None and tokens.algorithm == "HS256" and app.token_audience is None:
+                by_secret.setdefault(str(tokens.key), []).append(app.name)
+        for names in by_secret.values():
+            if len(names) > 1:
+                out.append(
+                    f"apps {', '.join(sorted(names))} share a token secret: a token without aud "
+                    "is valid on each of them. Put the app in the tokens' aud and set "
+                    "token_audience, or give each app its own secret."
+                )
+        return out
 
     @classmethod
     def demo(cls, environ: dict[str, str] | None = None) -> AppRegistry:
@@ -110,4 +217,6 @@ class AppRegistry:
         ``WXIO_DEMO_KEY`` or is made up at start (and printed, clearly marked, by the CLI)."""
         env = os.environ if environ is None else environ
         key = env.get("WXIO_DEMO_KEY") or secrets.token_hex(16)
-        return cls({DEMO_APP: AppConfig(name=DEMO_APP, key=key, client_broadcast=True)}, demo=True)
+        # For trying things out: the client key may call the HTTP API too (docs/tutorial.md).
+        demo = AppConfig(name=DEMO_APP, key=key, client_broadcast=True, api_client_key=True)
+        return cls({DEMO_APP: demo}, demo=True)

@@ -1,9 +1,10 @@
 """The three ways into the routing core: socket.io clients on a namespace, the raw JSON
 WebSocket endpoint, and the HTTP API.
 
-Each authenticates a client with the same credentials (``app``, ``timestamp``, ``sign``,
-``userId``, and ``nonce`` for HMAC apps), wraps it as a :class:`~.connection.Connection` and
-hands every envelope to :meth:`Hub.handle`.
+Each authenticates a client with the same credentials (a ``token``, or ``app``, ``timestamp``,
+``sign``, ``userId``, and ``nonce`` for HMAC apps; see :mod:`.auth`), wraps it as a
+:class:`~.connection.Connection` and hands every envelope to the ingress pipeline
+(:mod:`.ingress`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...protocol import envelope as env
 from ...protocol import jsonutil
@@ -21,22 +22,14 @@ from ...protocol.envelope import Action, DenyReason
 from ...protocol.errors import RemoteProtocolError
 from ..sio import ConnectionRefused, EventContext, Socket, SocketIOServer
 from ..transports.outbox import FrameWriter
+from .auth import AUTH_HEADERS, credentials
 from .connection import CLOSE_CODES, Outgoing, RawConnection, SocketIOConnection
 from .hub import Denied, Hub, Respond
+from .ingress import Ingress
 
 log = logging.getLogger("wxio.core")
 
-__all__ = ["CoreOptions", "bind_socketio", "RawEndpoint"]
-
-#: Headers a raw WebSocket client may use instead of the query string (wx.connectSocket can
-#: set headers; browsers cannot).
-AUTH_HEADERS = {
-    "app": "X-Wxio-App",
-    "timestamp": "X-Wxio-Timestamp",
-    "sign": "X-Wxio-Sign",
-    "userId": "X-Wxio-User",
-    "nonce": "X-Wxio-Nonce",
-}
+__all__ = ["CoreOptions", "bind_socketio", "RawEndpoint", "RawSocket", "AUTH_HEADERS"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +45,10 @@ class CoreOptions:
     raw_max_buffered_bytes: int = 4 * 1024 * 1024
     #: ...if it stays over them this many seconds (the Engine.IO sessions' policy too).
     raw_slow_grace: float = 5.0
-    #: Largest raw WebSocket frame or API body accepted, in bytes.
+    #: Largest raw WebSocket frame or API body accepted, in bytes: a larger frame is answered
+    #: with ``deny too_large`` and the connection closes with 4009 (the rest of the frame cannot
+    #: be skipped); a larger API body is a 413.
     max_frame_bytes: int = 1_000_000
-
-
-def _auth_from(mapping: Any) -> dict[str, Any]:
-    return {k: mapping.get(k) for k in AUTH_HEADERS if mapping.get(k) is not None}
 
 
 # -- socket.io -----------------------------------------------------------------------------------
@@ -72,17 +63,17 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     nsp.recoverable = False
 
     async def authorize(socket: Socket) -> None:
-        auth = socket.handshake.auth if "sign" in socket.handshake.auth else None
-        if auth is None:
-            auth = _auth_from(socket.handshake.query)
+        shake = socket.handshake
+        auth = credentials(shake.auth, shake.query, shake.headers)
         try:
-            app = await hub.authenticate(auth, socket.handshake.headers.get("Origin"))
+            ident = await hub.authenticate(auth, shake.headers.get("Origin"))
         except Denied as denied:
             reason = str(denied.reason)
             raise ConnectionRefused(reason, {"reason": reason, "message": denied.detail}) from None
-        user = auth.get("userId")
-        user_id = str(user) if user not in (None, "") else None
-        conn = SocketIOConnection(socket, app, user_id, hub.clock(), options.response_event)
+        conn = SocketIOConnection(
+            socket, ident.app, ident.user_id, hub.clock(), options.response_event
+        )
+        hub.ingress.attach(conn, ident)
         socket.data["core"] = conn
         # Reachable (here and in the cluster) before the CONNECT reply tells the client its id;
         # what arrives before the reply is held by the connection until it is sent.
@@ -137,7 +128,8 @@ class RawEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         opts = self.options
-        ws = web.WebSocketResponse(
+        ws = RawSocket(
+            self.hub.ingress,
             max_msg_size=opts.max_frame_bytes,
             heartbeat=opts.raw_heartbeat or None,
             compress=False,
@@ -145,18 +137,16 @@ class RawEndpoint:
         if not ws.can_prepare(request).ok:
             return web.json_response({"error": "websocket upgrade required"}, status=400)
         await ws.prepare(request)
-        auth = _auth_from(request.query) or _auth_from(
-            {k: request.headers.get(h) for k, h in AUTH_HEADERS.items()}
-        )
+        auth = credentials(None, request.query, request.headers)
         hub = self.hub
         try:
-            app = await hub.authenticate(auth, request.headers.get("Origin"))
+            ident = await hub.authenticate(auth, request.headers.get("Origin"))
         except Denied as denied:
             await ws.send_str(hub.deny(denied, None).json())
             code = CLOSE_CODES.get(denied.reason, 4000)
             await ws.close(code=code, message=str(denied.reason).encode())
             return ws
-        user = auth.get("userId")
+        app = ident.app
         assert request.transport is not None  # prepared: the connection is open
         writer = FrameWriter(
             request.transport,
@@ -167,11 +157,13 @@ class RawEndpoint:
         conn = RawConnection(
             secrets.token_urlsafe(15),
             app,
-            str(user) if user not in (None, "") else None,
+            ident.user_id,
             hub.clock(),
             ws,
             writer,
         )
+        hub.ingress.attach(conn, ident)
+        ws.conn = conn
         # Greeted first, then reachable: nothing can reach the client before its greeting, and
         # what comes during registration and the inbox is held, in order, until the welcome.
         greeting = env.message(
@@ -191,7 +183,7 @@ class RawEndpoint:
                 if msg.type is WSMsgType.TEXT:
                     await self._on_text(conn, msg.data)
                 elif msg.type is WSMsgType.BINARY:
-                    conn.deliver(hub.deny(Denied(DenyReason.MALFORMED, "text frames only"), conn))
+                    hub.ingress.binary(conn, conn.deliver)
                 else:
                     break
                 if writer.behind:
@@ -205,14 +197,33 @@ class RawEndpoint:
         return ws
 
     async def _on_text(self, conn: RawConnection, text: str) -> None:
-        hub = self.hub
-        if len(text) > conn.app.max_message_bytes:
-            limit = conn.app.max_message_bytes
-            conn.deliver(hub.deny(Denied(DenyReason.TOO_LARGE, f"frame over {limit} bytes"), conn))
-            return
-        try:
-            raw = jsonutil.loads(text)
-        except RemoteProtocolError as exc:
-            conn.deliver(hub.deny(Denied(DenyReason.MALFORMED, exc.message), conn))
-            return
-        await hub.handle(conn, raw, conn.deliver)
+        await self.hub.ingress.text(conn, text, conn.deliver)
+
+
+class RawSocket(web.WebSocketResponse):
+    """aiohttp closes a connection whose frame is over ``max_msg_size`` with 1009 before the
+    application sees the frame. This one says why first: a ``deny too_large`` (counted like any
+    denial), then the close code of ``too_large`` (4009)."""
+
+    def __init__(self, ingress: Ingress, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ingress = ingress
+        self.limit = int(kwargs.get("max_msg_size", 0))
+        self.conn: RawConnection | None = None
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+            deny = self.ingress.oversized(self.conn, self.limit)
+            conn = self.conn
+            if conn is not None:  # after what the connection has queued, then no more
+                conn.writer.write_text(deny)
+                conn.writer.close()
+            else:
+                try:
+                    await self.send_str(deny)
+                except (ConnectionError, RuntimeError):
+                    pass
+            code, message = CLOSE_CODES[DenyReason.TOO_LARGE], b"too_large"
+        return await super().close(code=code, message=message, drain=drain)

@@ -39,6 +39,7 @@ CLOSE_CODES: dict[DenyReason, int] = {
     DenyReason.MALFORMED: 4005,
     DenyReason.RATE_LIMITED: 4008,
     DenyReason.TOO_LARGE: 4009,
+    DenyReason.TOO_MANY_DENIALS: 4010,
     DenyReason.UNAVAILABLE: 4013,
 }
 

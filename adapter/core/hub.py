@@ -1,10 +1,11 @@
 """The routing core: who is connected, for which app and user, and what each action does.
 
-Every way in (socket.io, raw WebSocket, HTTP API) ends here with an authenticated
-:class:`~.connection.Connection` (or, for the API, a signed request) and a decoded JSON value. The
-hub parses it as an envelope, checks the per-message signature, applies the action and answers
-through ``respond``. Identities written by the server (``meta.client`` and ``meta.userId`` of a
-delivery) come from the sender's authenticated connection, never from what it wrote.
+Every way in (socket.io, raw WebSocket, HTTP API) reaches the hub through the ingress pipeline
+(:mod:`.ingress`: rate limit, size, parse, authenticate, dispatch, deny and count), with an
+identity checked by :mod:`.auth` (a signature or a token). The hub parses the envelope, applies
+the action and answers through ``respond``. Identities written by the server (``meta.client``,
+``meta.userId`` and ``meta.info`` of a delivery) come from the sender's authenticated connection,
+never from what it wrote.
 
 Tenancy: every map is keyed by app name first; nothing looks up a client id across apps.
 """
@@ -20,25 +21,25 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from ...protocol import envelope as env
-from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
-from ...protocol.signing import SignatureError, verify_hmac, verify_md5
+from ...protocol.envelope import Action, DenyReason, Envelope
 from ..metrics import Metrics
 from ..tasks import Tasks
 from .apps import AppConfig, AppRegistry
+from .auth import Authenticator, Identity
 from .backplane import Backplane, BackplaneError, MemoryBackplane, NodeHandler
 from .connection import Connection, Outgoing
 from .directory import Location
+from .errors import Denied, unavailable
 from .inbox import InboxEntry
+from .ingress import MAX_DENIALS, Ingress
 from .singleflight import SingleFlight
 
 log = logging.getLogger("wxio.core")
 
-__all__ = ["Hub", "Denied", "Outcome", "RESULT"]
+__all__ = ["Hub", "Denied", "Outcome", "RESULT", "MAX_DENIALS"]
 
 #: The action of the outcome reply to ``sendToOthers``, ``broadcast`` and ``ack``.
 RESULT = Action.RESULT
-#: A connection that is denied this many times in a row is closed.
-MAX_DENIALS = 50
 #: Seconds to wait for another node's answer before treating the target as gone.
 NODE_TIMEOUT = 2.0
 #: How long, and for how many targets, a remote target's node is remembered.
@@ -49,21 +50,6 @@ ROUTE_CACHE_SIZE = 100_000
 KEEP_RETRY = 5.0
 #: Seconds a send to a connected client waits for the shared inbox before it goes out unkept.
 KEEP_WAIT = 1.0
-
-
-class Denied(Exception):
-    """An action refused with a machine-readable reason."""
-
-    def __init__(self, reason: DenyReason, detail: str = "") -> None:
-        super().__init__(detail or str(reason))
-        self.reason = reason
-        self.detail = detail
-
-
-def unavailable(what: str, exc: BackplaneError) -> Denied:
-    """The one translation of a cluster outage into an answer a client or the API understands."""
-    log.warning("%s: %s", what, exc)
-    return Denied(DenyReason.UNAVAILABLE, "cluster state unavailable")
 
 
 class Outcome(NamedTuple):
@@ -137,11 +123,16 @@ class Hub:
             Action.BROADCAST: self._broadcast,
             Action.ACK: self._ack,
         }
+        self.auth = Authenticator(apps, self.replay, lambda: self.clock())
+        #: Every way in passes through here (see ingress.py).
+        self.ingress = Ingress(self)
+        self._actions[Action.REFRESH] = self.ingress.refresh
 
     async def start(self) -> None:
         """Start the backplane (listening for other nodes' requests); the app's startup hook."""
         self.backplane.on_resync = self.resync
         await self.backplane.start(self._on_node_message)
+        self.ingress.start()
 
     async def resync(self) -> None:
         """Register every local client again (the shared state was lost, e.g. Redis restarted
@@ -152,7 +143,8 @@ class Hub:
             )
 
     async def close(self) -> None:
-        """Stop the backplane; the app's cleanup hook."""
+        """Stop the ingress and the backplane; the app's cleanup hook."""
+        await self.ingress.stop()
         await self.backplane.close()
 
     def now_ms(self) -> int:
@@ -161,62 +153,10 @@ class Hub:
 
     # -- authentication ------------------------------------------------------------------------
 
-    async def authenticate(self, auth: Mapping[str, Any], origin: str | None) -> AppConfig:
-        """Check connect credentials ``{app, timestamp, sign, userId[, nonce]}``; raises
-        :class:`Denied`. An unknown app is answered exactly as a bad signature."""
-        app_name = auth.get("app")
-        sign = auth.get("sign")
-        try:
-            timestamp = int(auth.get("timestamp"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise Denied(DenyReason.MALFORMED, "timestamp must be an integer (ms)") from None
-        if not isinstance(app_name, str) or not isinstance(sign, str):
-            raise Denied(DenyReason.MALFORMED, "app and sign are required")
-        app = self.apps.get(app_name)
-        user = auth.get("userId")
-        body = {"userId": str(user)} if user not in (None, "") else None
-        await self._verify(app, app_name, timestamp, sign, auth.get("nonce"), body)
-        assert app is not None  # _verify refuses unknown apps
-        if not app.origin_allowed(origin):
-            raise Denied(DenyReason.NOT_ALLOWED, "origin not allowed for this app")
-        return app
-
-    async def _verify(
-        self,
-        app: AppConfig | None,
-        app_name: str,
-        timestamp: int,
-        sign: str | None,
-        nonce: Any,
-        body: Any,
-    ) -> None:
-        now_ms = self.now_ms()
-        window = app.window_ms if app is not None else 300_000
-        try:
-            if app is not None and app.scheme == "hmac":
-                claim = verify_hmac(
-                    app_name,
-                    timestamp,
-                    nonce if isinstance(nonce, str) else None,
-                    body,
-                    sign,
-                    self.apps.key,
-                    now_ms=now_ms,
-                    window_ms=window,
-                )
-                try:
-                    first_use = await self.replay.claim(claim, now_ms)
-                except BackplaneError as exc:
-                    raise unavailable("nonce claim", exc) from None
-                if not first_use:
-                    raise Denied(DenyReason.BAD_SIGNATURE, "nonce already used")
-            else:
-                verify_md5(
-                    app_name, timestamp, sign, self.apps.key, now_ms=now_ms, window_ms=window
-                )
-        except SignatureError as exc:
-            reason = DenyReason.EXPIRED if exc.reason == "expired" else DenyReason.BAD_SIGNATURE
-            raise Denied(reason, exc.message) from None
+    async def authenticate(self, auth: Mapping[str, Any], origin: str | None) -> Identity:
+        """Check connect credentials (a token, or ``{app, timestamp, sign, userId[, nonce]}``)
+        and count a refusal; raises :class:`Denied`. See :class:`~.auth.Authenticator`."""
+        return await self.ingress.authenticate(auth, origin)
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -268,43 +208,24 @@ class Hub:
     # -- messages from clients -----------------------------------------------------------------
 
     async def handle(self, conn: Connection, raw: Any, respond: Respond) -> None:
-        """Apply one envelope from a connected client; every outcome goes through ``respond``."""
-        try:
-            await self._apply(conn, raw, respond)
-        except Denied as denied:
-            # An outage is not the client's fault: it does not count toward MAX_DENIALS.
-            if denied.reason != DenyReason.UNAVAILABLE:
-                conn.denials += 1
-            key = (("app", conn.app.name), ("reason", denied.reason.value))
-            self._denied[key] = self._denied.get(key, 0.0) + 1
-            respond(self.deny(denied, conn))
-            if conn.denials >= MAX_DENIALS:
-                log.info("%s closed after %d denials in a row", conn.client_id, conn.denials)
-                conn.close(denied.reason)
-        else:
-            conn.denials = 0
+        """Apply one decoded envelope from a connected client through the ingress pipeline;
+        every outcome goes through ``respond``."""
+        await self.ingress.value(conn, raw, respond)
 
-    async def _apply(self, conn: Connection, raw: Any, respond: Respond) -> None:
-        try:
-            message = env.parse(raw)
-        except EnvelopeError as exc:
-            conn.bucket.take(self.clock())  # garbage costs a token too
-            raise Denied(DenyReason.MALFORMED, str(exc)) from None
-        # Acks are exempt: a client acknowledging what it is sent must not be rate limited.
-        if message.action != Action.ACK and not conn.bucket.take(self.clock()):
-            raise Denied(DenyReason.RATE_LIMITED, "too many messages")
+    async def _apply(self, conn: Connection, message: Envelope, raw: Any, respond: Respond) -> None:
+        """Authenticate and dispatch a parsed envelope (called by the ingress pipeline after the
+        size check, the parse and the rate limit)."""
         meta = message.meta
         if meta.app is not None and meta.app != conn.app.name:
             raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
-        if message.action == Action.PING:
-            respond(self._reply(Action.PONG, conn))
-            return
         action = self._actions.get(message.action)  # type: ignore[call-overload]
-        if action is None:
+        if action is None and message.action != Action.PING:
             raise Denied(DenyReason.UNKNOWN_ACTION, f"unknown action {message.action!r}")
         try:
-            if conn.app.verify_message_sign and message.action != Action.ACK:
-                await self._verify_message(conn, message, raw)
+            await self.ingress.check(conn, message, raw)
+            if action is None:
+                respond(self._reply(Action.PONG, conn))
+                return
             await action(conn, message, respond)
         except BackplaneError as exc:
             raise unavailable(f"{conn.client_id}: {message.action}", exc) from None
@@ -313,19 +234,6 @@ class Hub:
 
     def _connection_counts(self) -> list[tuple[tuple[tuple[str, str], ...], float]]:
         return [((("app", app),), float(len(conns))) for app, conns in self.by_app.items()]
-
-    async def _verify_message(self, conn: Connection, message: Envelope, raw: Any) -> None:
-        meta = message.meta
-        if meta.timestamp is None or meta.sign is None:
-            raise Denied(DenyReason.BAD_SIGNATURE, "meta.timestamp and meta.sign are required")
-        body = None
-        if conn.app.scheme == "hmac":
-            # The whole envelope but its signature is signed.
-            body = {
-                "meta": {k: v for k, v in raw["meta"].items() if k != "sign"},
-                "data": raw["data"],
-            }
-        await self._verify(conn.app, conn.app.name, meta.timestamp, meta.sign, meta.nonce, body)
 
     def _reply(self, action: str, conn: Connection, payload: Any = None, **meta: Any) -> Outgoing:
         meta["timestamp"] = self.now_ms()
@@ -357,7 +265,12 @@ class Hub:
         if target is None:
             raise Denied(DenyReason.MALFORMED, "meta.target: required")
         outcome = await self.send(
-            conn.app, target, message.payload, sender=conn.client_id, user_id=conn.user_id
+            conn.app,
+            target,
+            message.payload,
+            sender=conn.client_id,
+            user_id=conn.user_id,
+            info=self.ingress.info(conn),
         )
         respond(self._result(conn, outcome, target=target))
 
@@ -399,7 +312,11 @@ class Hub:
         if not conn.app.client_broadcast:
             raise Denied(DenyReason.NOT_ALLOWED, "this app does not let clients broadcast")
         count, msg_id = await self.broadcast(
-            conn.app, message.payload, sender=conn.client_id, user_id=conn.user_id
+            conn.app,
+            message.payload,
+            sender=conn.client_id,
+            user_id=conn.user_id,
+            info=self.ingress.info(conn),
         )
         respond(self._result(conn, Outcome("delivered", msg_id, count)))
 
@@ -422,13 +339,16 @@ class Hub:
         *,
         sender: str | None,
         user_id: str | None,
+        info: Any = None,
     ) -> Outcome:
         """Deliver an ``exchange`` to ``target`` (a client id of ``app``) wherever it is
         connected, or keep it in the inbox of the user that client belonged to. Raises
         :class:`Denied` (reason ``unavailable`` when the cluster cannot be asked)."""
         # A BackplaneError must not reach the HTTP API (a bare 500): it is `unavailable`.
         try:
-            outcome = await self._send(app, target, payload, sender=sender, user_id=user_id)
+            outcome = await self._send(
+                app, target, payload, sender=sender, user_id=user_id, info=info
+            )
         except BackplaneError as exc:
             self._keep_off_until = self.clock() + KEEP_RETRY
             raise unavailable(f"send to {target}", exc) from None
@@ -444,6 +364,7 @@ class Hub:
         *,
         sender: str | None,
         user_id: str | None,
+        info: Any = None,
     ) -> Outcome:
         msg_id = self.new_msg_id()
         exchange = {
@@ -453,6 +374,7 @@ class Hub:
             "userId": user_id,
             "target": target,
             "msgId": msg_id,
+            "info": info,
         }
         out = self._outgoing(app, env.wire(Action.EXCHANGE, payload, exchange), msg_id)
         conn = self.connections.get((app.name, target))
@@ -569,19 +491,33 @@ class Hub:
         return bool(reply and reply.get("ok"))
 
     async def broadcast(
-        self, app: AppConfig, payload: Any, *, sender: str | None, user_id: str | None
+        self,
+        app: AppConfig,
+        payload: Any,
+        *,
+        sender: str | None,
+        user_id: str | None,
+        info: Any = None,
     ) -> tuple[int, str]:
         """Send a ``broadcast`` envelope to every client of ``app`` but the sender, on every
         node; encoded once per kind of client on each node. Returns the count delivered.
         Raises :class:`Denied` (``unavailable`` when the other nodes cannot be reached; this
         node's clients have had it then)."""
         try:
-            return await self._broadcast_all(app, payload, sender=sender, user_id=user_id)
+            return await self._broadcast_all(
+                app, payload, sender=sender, user_id=user_id, info=info
+            )
         except BackplaneError as exc:
             raise unavailable("broadcast", exc) from None
 
     async def _broadcast_all(
-        self, app: AppConfig, payload: Any, *, sender: str | None, user_id: str | None
+        self,
+        app: AppConfig,
+        payload: Any,
+        *,
+        sender: str | None,
+        user_id: str | None,
+        info: Any = None,
     ) -> tuple[int, str]:
         msg_id = self.new_msg_id()
         meta = {
@@ -590,6 +526,7 @@ class Hub:
             "client": sender,
             "userId": user_id,
             "msgId": msg_id,
+            "info": info,
         }
         out = self._outgoing(app, env.wire(Action.BROADCAST, payload, meta), msg_id)
         count = self._broadcast_local(app.name, out, sender)

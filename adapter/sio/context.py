@@ -42,7 +42,8 @@ NO_ACK: Any = _NoAck()
 
 class ConnectionRefused(Exception):
     """Raise from a connection middleware to refuse the namespace connection. The client gets a
-    CONNECT_ERROR: ``{"message": message, "data": data}`` (v5) or ``"message"`` (v4)."""
+    CONNECT_ERROR: ``{"message": message, "data": data}`` (v5), or for v4 (socket.io 2.x)
+    ``data`` when given, else ``"message"``, as the 2.x reference server did."""
 
     def __init__(self, message: str = "Not authorized", data: Any = None) -> None:
         super().__init__(message)

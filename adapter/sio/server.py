@@ -547,7 +547,9 @@ class SocketIOServer:
             if exc.data is not None:
                 data["data"] = exc.data
         else:
-            data = exc.message
+            # socket.io 2.x servers sent ``err.data`` when a middleware set it: 2.x clients get
+            # the same ``{reason, message}`` object as 4.x clients' ``err.data``.
+            data = exc.data if exc.data is not None else exc.message
         client.send_packet(Packet(PacketType.CONNECT_ERROR, name, data))
 
     async def shutdown(self) -> None:

@@ -25,6 +25,9 @@ __all__ = [
 ]
 
 TRANSPORTS = ("polling", "websocket")
+#: Parameters that must appear at most once (the reference reads an array for a repeated one
+#: and refuses it: a repeated ``transport`` is "Transport unknown", the others "Bad request").
+_SINGLE = ("EIO", "sid", "j", "b64")
 
 
 class ErrorCode(IntEnum):
@@ -87,10 +90,17 @@ def parse_request(
 
     With a ``sid`` the caller still has to check that the session exists (``UNKNOWN_SID``) and
     that ``eio`` and ``transport`` fit it (``BAD_REQUEST``); ``eio`` is 0 when the query's value is
-    not a version. Unlike the reference with ``allowEIO3`` (which takes a missing or unknown
+    not a version. A parameter given twice (``?transport=polling&transport=websocket``) is refused
+    with 400. Unlike the reference with ``allowEIO3`` (which takes a missing or unknown
     ``EIO`` as v3), a handshake with a missing or unknown ``EIO`` is refused, so one URL serves
     both versions strictly.
     """
+    getall = getattr(query, "getall", None)
+    if getall is not None:  # a multidict: a parameter given twice is not guessed at
+        if len(getall("transport", ())) > 1:
+            return RequestError.of(ErrorCode.UNKNOWN_TRANSPORT)
+        if any(len(getall(name, ())) > 1 for name in _SINGLE):
+            return RequestError.of(ErrorCode.BAD_REQUEST)
     transport = query.get("transport", "")
     if transport not in TRANSPORTS:  # a tuple lookup: no attacker string reaches getattr
         return RequestError.of(ErrorCode.UNKNOWN_TRANSPORT)

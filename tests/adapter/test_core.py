@@ -16,10 +16,16 @@ from .core_clients import RawClient, Signer, SioClient, api_post, now_ms
 from .wire import until
 
 APPS = {
-    "shop": {"key": "shop-key", "client_broadcast": True, "inbox_size": 3},
-    "other": {"key": "other-key"},
-    "strict": {"key": "strict-key", "scheme": "hmac"},
-    "tiny": {"key": "tiny-key", "max_message_bytes": 400, "rate": 5, "burst": 5},
+    "shop": {"key": "shop-key", "api_client_key": True, "client_broadcast": True, "inbox_size": 3},
+    "other": {"key": "other-key", "api_client_key": True},
+    "strict": {"key": "strict-key", "scheme": "hmac", "api_client_key": True},
+    "tiny": {
+        "key": "tiny-key",
+        "api_client_key": True,
+        "max_message_bytes": 400,
+        "rate": 5,
+        "burst": 5,
+    },
 }
 SHOP = Signer("shop", "shop-key")
 OTHER = Signer("other", "other-key")

@@ -15,7 +15,7 @@ from .jspeer import JsPeer, requires_node
 from .wire import until
 
 APP = Signer("mx", "mx-key")
-APPS = {"mx": {"key": "mx-key", "rate": 1000, "burst": 1000}}
+APPS = {"mx": {"key": "mx-key", "api_client_key": True, "rate": 1000, "burst": 1000}}
 
 
 class Client:

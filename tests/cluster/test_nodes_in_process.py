@@ -16,7 +16,15 @@ from .conftest import REDIS_URL
 
 pytestmark = pytest.mark.redis
 
-APPS = {"c": {"key": "c-key", "client_broadcast": True, "rate": 1000, "burst": 1000}}
+APPS = {
+    "c": {
+        "key": "c-key",
+        "api_client_key": True,
+        "client_broadcast": True,
+        "rate": 1000,
+        "burst": 1000,
+    }
+}
 C = Signer("c", "c-key")
 
 

@@ -25,7 +25,15 @@ from .procs import Node, Processes, wait_registered, wait_subscribed
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-APPS = {"c": {"key": "c-key", "client_broadcast": True, "rate": 1000, "burst": 1000}}
+APPS = {
+    "c": {
+        "key": "c-key",
+        "api_client_key": True,
+        "client_broadcast": True,
+        "rate": 1000,
+        "burst": 1000,
+    }
+}
 C = Signer("c", "c-key")
 NODE_TTL = 3
 #: A request to a node that does not answer waits NODE_TIMEOUT (2 s) at most, and a send asks

@@ -206,3 +206,27 @@ def test_fuzz_parse_request(calls: list[tuple[dict[str, str], str, bool, tuple[i
             assert result.eio in (0, *versions)
         assert not result.b64 or result.eio == 3
         assert result.jsonp is None or (result.eio == 3 and result.transport == "polling")
+
+
+def test_repeated_parameters_are_refused() -> None:
+    """A multidict query (what aiohttp hands over) with a parameter given twice: the reference
+    reads an array there and refuses it."""
+    from multidict import MultiDict
+
+    def parse(*pairs: tuple[str, str]) -> Any:
+        return handshake.parse_request(MultiDict(pairs), method="GET", is_upgrade=False)
+
+    twice = parse(("EIO", "4"), ("transport", "polling"), ("transport", "websocket"))
+    assert isinstance(twice, RequestError) and twice.code == ErrorCode.UNKNOWN_TRANSPORT
+    for name, value in (("EIO", "4"), ("sid", "abc"), ("j", "1"), ("b64", "1")):
+        pairs = [("EIO", "4"), ("transport", "polling"), (name, value), (name, value)]
+        error = parse(*pairs)
+        assert isinstance(error, RequestError) and error.code == ErrorCode.BAD_REQUEST, name
+    assert not isinstance(parse(("EIO", "4"), ("transport", "polling")), RequestError)
+
+
+def test_versions_limit_the_handshake() -> None:
+    query = {"EIO": "3", "transport": "polling"}
+    refused = handshake.parse_request(query, method="GET", is_upgrade=False, versions=(4,))
+    assert isinstance(refused, RequestError)
+    assert refused.code == ErrorCode.UNSUPPORTED_PROTOCOL_VERSION and refused.status == 400

@@ -98,6 +98,8 @@ def test_wire_values() -> None:
         "ack",
         "ping",
         "pong",
+        "refresh",
+        "refreshed",
         "result",
     ]
     assert {r.value for r in DenyReason} == {
@@ -111,6 +113,7 @@ def test_wire_values() -> None:
         "too_large",
         "rate_limited",
         "unavailable",
+        "too_many_denials",
     }
 
 
@@ -156,6 +159,7 @@ _envelopes = st.builds(
         _opt_id,
         _opt_id,
         _opt_id,
+        info=st.none(),  # written by the server only: parse never reads it
     ),
     st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=64),
     _payload,
