@@ -235,11 +235,23 @@ class Hub:
     def _connection_counts(self) -> list[tuple[tuple[tuple[str, str], ...], float]]:
         return [((("app", app),), float(len(conns))) for app, conns in self.by_app.items()]
 
-    def _reply(self, action: str, conn: Connection, payload: Any = None, **meta: Any) -> Outgoing:
-        meta["timestamp"] = self.now_ms()
-        meta["app"] = conn.app.name
-        meta["client"] = conn.client_id
-        meta["userId"] = conn.user_id
+    def _reply(
+        self,
+        action: str,
+        conn: Connection,
+        payload: Any = None,
+        *,
+        target: str | None = None,
+        msgId: str | None = None,  # noqa: N803 - the wire name
+    ) -> Outgoing:
+        meta = {
+            "timestamp": self.now_ms(),
+            "app": conn.app.name,
+            "client": conn.client_id,
+            "userId": conn.user_id,
+            "target": target,
+            "msgId": msgId,
+        }
         return Outgoing(env.wire(action, payload, meta))
 
     def new_msg_id(self) -> str:
