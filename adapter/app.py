@@ -104,6 +104,7 @@ def build_app(
         HttpApi(hub, options).add_routes(app)
     engines: list[EngineServer] = []
     app[ENGINES] = engines
+    metrics = hub.metrics if hub is not None else Metrics()
     forwarder = None
     if hub is not None and hasattr(hub.backplane, "node_url"):
         from .cluster.forward import Forwarder
@@ -119,17 +120,17 @@ def build_app(
         generate_id=generate_id or io.generate_id,
         forwarder=forwarder,
         allow_request=io.allow_request,
+        metrics=metrics,
     )
     engines.append(main)
     mounts.add(config.engine.path, main.handle)
     from dataclasses import replace
 
     for path, handler in extra_engines or []:
-        engine = EngineServer(replace(config.engine, path=path), handler)
+        engine = EngineServer(replace(config.engine, path=path), handler, metrics=metrics)
         engines.append(engine)
         mounts.add(path, engine.handle)
     if config.metrics_path:
-        metrics = hub.metrics if hub is not None else Metrics()
 
         def sessions() -> list[tuple[tuple[tuple[str, str], ...], float]]:
             counts: dict[tuple[str, str, str], int] = {}

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..protocol.engineio.session import EngineConfig
+
+#: The sans-IO session's defaults are the one source of the heartbeat and payload defaults.
+_SESSION = EngineConfig()
+
 
 class ConfigError(Exception):
     """The configuration file or arguments are invalid; the message says which key."""
@@ -14,13 +19,15 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
-    """Engine.IO options, named and defaulted as in the reference server."""
+    """Engine.IO options, named and defaulted as in the reference server. The first four after
+    ``path`` are the session's own (:class:`~wxio.protocol.engineio.session.EngineConfig`,
+    which holds their defaults); :meth:`session_config` hands them over."""
 
     path: str = "/socket.io/"
-    ping_interval: float = 25.0
-    ping_timeout: float = 20.0
-    upgrade_timeout: float = 10.0
-    max_payload: int = 1_000_000
+    ping_interval: float = _SESSION.ping_interval
+    ping_timeout: float = _SESSION.ping_timeout
+    upgrade_timeout: float = _SESSION.upgrade_timeout
+    max_payload: int = _SESSION.max_payload
     #: EIO versions served on this path.
     versions: tuple[int, ...] = (3, 4)
     #: "*" for any origin, a list of origins, or an empty list for no CORS headers at all.
@@ -38,6 +45,10 @@ class EngineOptions:
     #: Packets in one polling response at most (0: no cap); the rest wait for the next poll.
     #: python-engineio clients drop the connection on a payload of more than 16 packets.
     max_polling_packets: int = 16
+
+    def session_config(self) -> EngineConfig:
+        """The part of these options the sans-IO session takes."""
+        return EngineConfig(**{name: getattr(self, name) for name in EngineConfig._fields})
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,8 @@ from ..protocol.engineio.session import (
 from ..protocol.wsframe import binary_frame, text_frame
 from .cluster.forward import Forwarder
 from .config import EngineOptions
+from .metrics import Metrics
+from .tasks import Tasks
 from .transports.outbox import Backlog, FrameWriter, message_frame
 
 log = logging.getLogger("wxio.engine")
@@ -158,7 +160,9 @@ class EngineSocket:
     # -- sending -------------------------------------------------------------------------------
 
     def send(self, data: str | bytes) -> None:
-        """Queue one Engine.IO message."""
+        """Queue one Engine.IO message (dropped once the session is closed)."""
+        if self.session.closed:
+            return
         writer = self.writer
         if writer is not None and self.session.state is State.OPEN:
             # On an open WebSocket a message goes straight to the outbox as a ready frame.
@@ -170,6 +174,8 @@ class EngineSocket:
     def send_frame(self, text_frame: bytes, text: str) -> None:
         """Queue a message whose WebSocket frame was built once for many receivers
         (:func:`~.transports.outbox.message_frame`); ``text`` is used on polling."""
+        if self.session.closed:
+            return
         writer = self.writer
         if writer is not None and self.session.state is State.OPEN:
             writer.write_frame(text_frame)
@@ -179,6 +185,8 @@ class EngineSocket:
 
     def send_many(self, items: list[str | bytes]) -> None:
         """Queue several messages (a Socket.IO packet and its attachments) and wake once."""
+        if self.session.closed:
+            return
         writer = self.writer
         if writer is not None and self.session.state is State.OPEN:
             for data in items:
@@ -223,9 +231,7 @@ class EngineSocket:
         return session.queued_bytes
 
     def _slow(self) -> None:
-        log.info("%s closed: slow reader", self.sid)
-        self.session.close(CloseReason.TRANSPORT_ERROR)
-        self.pump()
+        self.close(CloseReason.TRANSPORT_ERROR, "slow reader")
 
     def outbox_drained(self) -> None:
         """Called by the polling transport after it took the outbox."""
@@ -242,8 +248,8 @@ class EngineSocket:
 
     def _kick(self) -> None:
         session = self.session
-        if not session.has_outbox() and session.state is State.OPEN:
-            return
+        if not session.poll_ready():
+            return  # nothing queued, nothing changed
         waiter = self.get_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -262,9 +268,11 @@ class EngineSocket:
             self._closing_ws = True
             self.server.spawn(ws.close())
 
-    def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
-        """Close the session from the server side: a close packet goes out, then the transport."""
-        self.session.close(reason)
+    def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE, detail: str = "") -> None:
+        """Close the session from the server side: a close packet goes out, then the transport.
+        ``detail`` is logged with the reason. Closing a closed session does nothing."""
+        if not self.session.closed:
+            self.session.close(reason, detail)
         self.pump()
 
     # -- driving the session -------------------------------------------------------------------
@@ -287,13 +295,14 @@ class EngineSocket:
                     except Exception:
                         # One catch-all per connection: a bug above us closes this session only.
                         log.exception("%s: message handler failed", self.sid)
-                        session.close(CloseReason.TRANSPORT_ERROR)
+                        if not session.closed:
+                            session.close(CloseReason.TRANSPORT_ERROR, "message handler failed")
                 elif type(event) is Upgraded:
                     self._on_upgraded()
                 elif type(event) is UpgradeAborted:
                     self._close_probe()
                 elif type(event) is Closed:
-                    self._on_closed(event.reason)
+                    self._on_closed(event)
         self._kick()
         self._arm_timer()
 
@@ -312,7 +321,8 @@ class EngineSocket:
         self._timer_at = None
         # The loop may run a handle a clock tick early; never ask the session about the past.
         now = max(self.now(), at or 0.0)
-        self.session.handle_timers(now)
+        if not self.session.closed:
+            self.session.handle_timers(now)
         self.pump()
 
     def _on_upgraded(self) -> None:
@@ -349,11 +359,13 @@ class EngineSocket:
         if ws is not None and not ws.closed:
             self.server.spawn(ws.close())
 
-    def _on_closed(self, reason: CloseReason) -> None:
+    def _on_closed(self, event: Closed) -> None:
         if self._closed_reported:
             return
         self._closed_reported = True
-        log.debug("%s closed (%s)", self.sid, reason.value)
+        reason = event.reason
+        log.info("%s closed: %s (%s)", self.sid, reason.value, event.detail)
+        self.server.count_close(reason)
         self.server.sessions.pop(self.sid, None)
         if self._timer is not None:
             self._timer.cancel()
@@ -380,6 +392,8 @@ class EngineServer:
         generate_id: Callable[[web.Request], str] | None = None,
         forwarder: Forwarder | None = None,
         allow_request: AllowRequest | None = None,
+        metrics: Metrics | None = None,
+        tasks: Tasks | None = None,
     ) -> None:
         self.options = options
         self.handler = handler
@@ -389,14 +403,14 @@ class EngineServer:
         #: In a cluster: session ids name this node, and other nodes' sessions are forwarded.
         self.forwarder = forwarder
         self.sessions: dict[str, EngineSocket] = {}
-        self.config = EngineConfig(
-            ping_interval=options.ping_interval,
-            ping_timeout=options.ping_timeout,
-            max_payload=options.max_payload,
-            upgrade_timeout=options.upgrade_timeout,
-        )
+        self.config: EngineConfig = options.session_config()
         self.accepting = True
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Background tasks (closing WebSockets...), cancelled at shutdown.
+        self.tasks = tasks if tasks is not None else Tasks()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._closes = self.metrics.counter(
+            "wxio_engine_closes_total", "Engine.IO sessions closed, by mount path and reason."
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -407,10 +421,12 @@ class EngineServer:
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """A background task that is kept referenced until done and cancelled at shutdown."""
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.tasks.spawn(coro)
+
+    def count_close(self, reason: CloseReason) -> None:
+        """Count a closed session by reason (``wxio_engine_closes_total``)."""
+        labels = (("path", self.options.path), ("reason", reason.value))
+        self._closes[labels] = self._closes.get(labels, 0.0) + 1
 
     def new_sid(self, request: web.Request) -> str:
         if self.generate_id is not None:
@@ -445,7 +461,8 @@ class EngineServer:
             self.handler.on_connect(sock)
         except Exception:
             log.exception("%s: connect handler failed", sock.sid)
-            sock.session.close(CloseReason.TRANSPORT_ERROR)
+            if not sock.session.closed:
+                sock.session.close(CloseReason.TRANSPORT_ERROR, "connect handler failed")
         sock.pump()
 
     # -- HTTP ----------------------------------------------------------------------------------
@@ -536,7 +553,5 @@ class EngineServer:
         self.accepting = False
         for sock in list(self.sessions.values()):
             sock.close(CloseReason.SERVER_SHUTTING_DOWN)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace)
-        for task in list(self._tasks):
-            task.cancel()
+        await self.tasks.wait(grace)
+        self.tasks.cancel()

@@ -63,6 +63,9 @@ class Action(StrEnum):
     REFRESH = "refresh"
     #: The answer to ``refresh``: ``payload.exp`` is the new expiry (seconds since the epoch).
     REFRESHED = "refreshed"
+    #: The server's outcome reply to ``sendToOthers``, ``broadcast`` and ``ack`` (never sent by
+    #: a client: the hub answers it ``unknown_action``).
+    RESULT = "result"
 
 
 class DenyReason(StrEnum):
@@ -117,6 +120,7 @@ class Envelope(NamedTuple):
 
 
 _ID_FIELDS = ("app", "sign", "client", "userId", "target", "msgId", "nonce")
+_ID_SET = frozenset(_ID_FIELDS)
 
 
 def _id_field(meta: dict[str, Any], name: str) -> str | None:
@@ -166,7 +170,8 @@ def parse(obj: Any) -> Envelope:
     action = data.get("action")
     if type(action) is not str or not action or len(action) > _MAX_ACTION_LEN:
         raise EnvelopeError("data.action", f"must be a string of 1 to {_MAX_ACTION_LEN} characters")
-    fields = {name: _id_field(raw_meta, name) for name in _ID_FIELDS}
+    # Only the fields the client sent are looked at (most envelopes carry three or four).
+    fields = {name: _id_field(raw_meta, name) for name in _ID_SET.intersection(raw_meta)}
     meta = Meta(timestamp=_timestamp(raw_meta.get("timestamp")), **fields)
     return Envelope(meta, action, data.get("payload"))
 
@@ -188,9 +193,13 @@ def to_dict(envelope: Envelope) -> dict[str, Any]:
 
 def wire(action: str, payload: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """The wire form built directly (what ``to_dict(message(...))`` gives, without the
-    intermediate tuples): ``meta`` in field order, None values left out. For the hot path."""
-    ordered = {k: meta[k] for k in _META_FIELDS if meta.get(k) is not None}
-    return {"meta": ordered, "data": {"action": action, "payload": payload}}
+    intermediate tuples), None values left out. For the hot path: ``meta`` must already be in
+    :class:`Meta`'s field order (timestamp, app, sign, client, userId, target, msgId, nonce,
+    info), which the wire keeps."""
+    return {
+        "meta": {k: v for k, v in meta.items() if v is not None},
+        "data": {"action": action, "payload": payload},
+    }
 
 
 def encode(envelope: Envelope) -> str:

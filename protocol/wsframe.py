@@ -31,7 +31,7 @@ def frame(first: int, payload: bytes) -> bytes:
 
 def text_frame(text: str) -> bytes:
     """A TEXT frame. A TEXT payload must be valid UTF-8, so a lone surrogate (a peer can send
-    one as a JSON escape) becomes U+FFFD rather than an invalid frame."""
+    one as a JSON escape) becomes ``?`` rather than an invalid frame."""
     try:
         payload = text.encode()
     except UnicodeEncodeError:

@@ -51,6 +51,9 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     assert any(n.startswith("wxio/adapter/") for n in names)
     assert any(n.startswith("wxio/client/") for n in names)
     assert not any(n.startswith(("protocol/", "adapter/", "client/")) for n in names)
+    assert {"wxio/protocol/py.typed", "wxio/adapter/py.typed", "wxio/client/py.typed"} <= set(
+        names
+    )  # PEP 561
     # The dashboard's page and the JS client it serves are package data.
     for static in ("index.html", "dashboard.js", "dashboard.css", "wxio.js"):
         assert f"wxio/adapter/static/{static}" in names
@@ -81,7 +84,10 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         text=True,
     ).stdout
     assert "sign=0a40d27b61d4c698859e0b7156feb067" in signed
-    probe = "import wxio.protocol, wxio.adapter.app, wxio.client, importlib.util as u; print(u.find_spec('protocol'), u.find_spec('adapter'), u.find_spec('client'))"
+    probe = (
+        "import wxio.protocol, wxio.adapter.app, wxio.client, importlib.util as u;"
+        " print(u.find_spec('protocol'), u.find_spec('adapter'), u.find_spec('client'))"
+    )
     out = subprocess.run(
         [str(bin_dir / "python"), "-c", probe],
         check=True,

@@ -245,7 +245,7 @@ class SocketIOConnection(Connection):
             if socket.nsp.server.json_parser:
                 esock.send(out.sio_text(socket.nsp.name, self.event, ack_id))
             else:  # a binary parser (msgpack): the socket encodes it
-                socket._send_packet(
+                socket.client.send_packet(
                     Packet(PacketType.EVENT, socket.nsp.name, [self.event, out.envelope], ack_id)
                 )
         elif socket.nsp.server.json_parser:

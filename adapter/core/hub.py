@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from ...protocol import envelope as env
 from ...protocol.envelope import Action, DenyReason, Envelope
 from ..metrics import Metrics
+from ..tasks import Tasks
 from .apps import AppConfig, AppRegistry
 from .auth import Authenticator, Identity
 from .backplane import Backplane, BackplaneError, MemoryBackplane, NodeHandler
@@ -38,7 +39,7 @@ log = logging.getLogger("wxio.core")
 __all__ = ["Hub", "Denied", "Outcome", "RESULT", "MAX_DENIALS"]
 
 #: The action of the outcome reply to ``sendToOthers``, ``broadcast`` and ``ack``.
-RESULT = "result"
+RESULT = Action.RESULT
 #: Seconds to wait for another node's answer before treating the target as gone.
 NODE_TIMEOUT = 2.0
 #: How long, and for how many targets, a remote target's node is remembered.
@@ -52,6 +53,8 @@ KEEP_WAIT = 1.0
 
 
 class Outcome(NamedTuple):
+    """What a send did: ``delivered`` to connected clients or ``queued`` in the inbox."""
+
     status: str  # "delivered" | "queued"
     msg_id: str
     delivered: int = 0
@@ -65,6 +68,11 @@ Respond = Callable[[Outgoing], object]  # what it returns is not used
 
 
 class Hub:
+    """The routing core of one node (see the module docstring): authenticates connections,
+    keeps this node's registry of them, applies each envelope's action and routes deliveries,
+    locally or through the :class:`~.backplane.Backplane` to other nodes. ``clock`` (seconds)
+    is injected, for signatures and inbox expiry; ``metrics`` gets its counters."""
+
     def __init__(
         self,
         apps: AppRegistry,
@@ -101,7 +109,7 @@ class Hub:
         self.by_app: dict[str, dict[str, Connection]] = {}
         #: (app, target) -> (client, node, user, until): recent remote routes.
         self._routes: dict[tuple[str, str], tuple[str, str, str | None, float]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks()
         self._keep_off_until = 0.0
         self._locating: SingleFlight[tuple[str, str], Location | None] = SingleFlight()
         self._id_prefix = secrets.token_urlsafe(9)
@@ -121,6 +129,7 @@ class Hub:
         self._actions[Action.REFRESH] = self.ingress.refresh
 
     async def start(self) -> None:
+        """Start the backplane (listening for other nodes' requests); the app's startup hook."""
         self.backplane.on_resync = self.resync
         await self.backplane.start(self._on_node_message)
         self.ingress.start()
@@ -134,10 +143,12 @@ class Hub:
             )
 
     async def close(self) -> None:
+        """Stop the ingress and the backplane; the app's cleanup hook."""
         await self.ingress.stop()
         await self.backplane.close()
 
     def now_ms(self) -> int:
+        """The injected clock, in ms."""
         return int(self.clock() * 1000)
 
     # -- authentication ------------------------------------------------------------------------
@@ -224,11 +235,23 @@ class Hub:
     def _connection_counts(self) -> list[tuple[tuple[tuple[str, str], ...], float]]:
         return [((("app", app),), float(len(conns))) for app, conns in self.by_app.items()]
 
-    def _reply(self, action: str, conn: Connection, payload: Any = None, **meta: Any) -> Outgoing:
-        meta["timestamp"] = self.now_ms()
-        meta["app"] = conn.app.name
-        meta["client"] = conn.client_id
-        meta["userId"] = conn.user_id
+    def _reply(
+        self,
+        action: str,
+        conn: Connection,
+        payload: Any = None,
+        *,
+        target: str | None = None,
+        msgId: str | None = None,  # noqa: N803 - the wire name
+    ) -> Outgoing:
+        meta = {
+            "timestamp": self.now_ms(),
+            "app": conn.app.name,
+            "client": conn.client_id,
+            "userId": conn.user_id,
+            "target": target,
+            "msgId": msgId,
+        }
         return Outgoing(env.wire(action, payload, meta))
 
     def new_msg_id(self) -> str:
@@ -237,6 +260,7 @@ class Hub:
         return f"{self._id_prefix}{next(self._id_counter):x}"
 
     def deny(self, denied: Denied, conn: Connection | None) -> Outgoing:
+        """The ``deny`` envelope that answers ``denied``, addressed to ``conn``'s app and id."""
         meta: dict[str, Any] = {}
         if conn is not None:
             meta = {"app": conn.app.name, "client": conn.client_id}
@@ -559,9 +583,7 @@ class Hub:
         """``ack(msg_id)`` for clients that acknowledge by callback (socket.io)."""
 
         def acked(msg_id: str) -> None:
-            task = asyncio.ensure_future(self._ack_quietly(app, user, msg_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._ack_quietly(app, user, msg_id))
 
         return acked
 

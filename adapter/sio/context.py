@@ -65,10 +65,12 @@ class ConnectContext:
 
     @property
     def auth(self) -> dict[str, Any]:
+        """The CONNECT payload (``socket.handshake.auth``)."""
         return self.socket.handshake.auth
 
     @property
     def handshake(self) -> Any:
+        """``socket.handshake``."""
         return self.socket.handshake
 
 
@@ -94,6 +96,7 @@ class EventContext:
 
     @property
     def wants_ack(self) -> bool:
+        """Whether the client asked for an ack (the packet has an id)."""
         return self.packet.id is not None
 
     def ack(self, *args: Any) -> None:
@@ -101,7 +104,7 @@ class EventContext:
         if self.acked or self.packet.id is None:
             return
         self.acked = True
-        self.socket._send_ack(self.packet.id, list(args))
+        self.socket.send_ack(self.packet.id, list(args))
 
     def no_ack(self) -> None:
         """Leave the client's ack callback unanswered (its ``timeout()`` will fire): nothing is

@@ -53,6 +53,10 @@ _LIFECYCLE = ("connect", "connection", "disconnecting", "disconnect", "error", "
 
 
 class Namespace:
+    """A Socket.IO namespace (``io.of("/chat")``): its handlers and middleware, its connected
+    sockets (:attr:`sockets`, by id) and its rooms on this node, and emitting to them.
+    In a cluster, emits and the cluster-wide API reach the namespace's sockets on every node."""
+
     def __init__(self, server: SocketIOServer, name: str, handlers: _Handlers | None = None):
         self.server = server
         self.name = name
@@ -124,11 +128,14 @@ class Namespace:
     # -- emitting ------------------------------------------------------------------------------
 
     def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """An emitter to the sockets in any of ``rooms`` (``io.of(ns).to("room").emit(...)``);
+        chain ``.to``, ``.except_`` and end with ``.emit`` or a cluster-wide call."""
         return BroadcastOperator(self).to(*rooms)
 
     in_ = to
 
     def except_(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """An emitter to every socket except those in ``rooms``."""
         return BroadcastOperator(self).except_(*rooms)
 
     def emit(self, event: str, *args: Any) -> int:
@@ -158,20 +165,28 @@ class Namespace:
 
     # The cluster-wide server API (see .remote): every socket of the namespace, on every node.
     async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+        """Every socket of the namespace, on every node (see
+        :meth:`BroadcastOperator.fetch_sockets`)."""
         return await BroadcastOperator(self).fetch_sockets(timeout)
 
     def sockets_join(self, *rooms: str | Iterable[str]) -> int:
+        """Make every socket of the namespace, on every node, join ``rooms``."""
         return BroadcastOperator(self).sockets_join(*rooms)
 
     def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        """Make every socket of the namespace, on every node, leave ``rooms``."""
         return BroadcastOperator(self).sockets_leave(*rooms)
 
     def disconnect_sockets(self, close: bool = False) -> int:
+        """Disconnect every socket of the namespace, on every node (``close``: their whole
+        connection)."""
         return BroadcastOperator(self).disconnect_sockets(close)
 
     async def emit_with_ack(
         self, event: str, *args: Any, timeout: float | None = None
     ) -> list[Any]:
+        """Emit to every socket of the namespace and collect their acks (see
+        :meth:`BroadcastOperator.emit_with_ack`)."""
         return await BroadcastOperator(self).emit_with_ack(event, *args, timeout=timeout)
 
     def _targets(self, rooms: set[str], excluded: set[str], skip: set[str]) -> Iterable[Socket]:
@@ -189,8 +204,10 @@ class Namespace:
             banned.update(self.rooms.get(room, ()))
         return [s for s in candidates if s not in banned and s.id not in skip]
 
-    def _emit_local(self, event: str, socket: Socket, *args: Any) -> None:
-        """Run lifecycle handlers (``connect``, ``disconnect``...)."""
+    def emit_lifecycle(self, event: str, socket: Socket, *args: Any) -> None:
+        """Run the lifecycle handlers of ``event`` (``connect``, ``disconnecting``,
+        ``disconnect``, ``error``, ``refused``) for ``socket``; a handler that fails is logged
+        and the others still run."""
         for handler in self.handlers.lifecycle.get(event, ()):
             try:
                 result = handler(socket, *args)
@@ -212,12 +229,12 @@ class Namespace:
             self.server.observer.event_received(socket, data[0], data[1:])
         handler = h.events.get(data[0]) if not h.packet_middleware else None
         if handler is None or data[0] in h.routes:
-            return self._dispatch(socket, packet)
+            return self.run_event(socket, packet)
         try:
             result = handler(socket, *data[1:])
         except Exception as exc:
             log.exception("%s: handler for %r failed", self.name, data[0])
-            self._emit_local("error", socket, exc)
+            self.emit_lifecycle("error", socket, exc)
             return None
         if result is not None and inspect.isawaitable(result):
             return self._finish(socket, packet, result)
@@ -230,12 +247,12 @@ class Namespace:
             value = await result
         except Exception as exc:
             log.exception("%s: handler for %r failed", self.name, packet.data[0])
-            self._emit_local("error", socket, exc)
+            self.emit_lifecycle("error", socket, exc)
             return
         if packet.id is not None:
             _answer(EventContext(socket, self.server, packet), value)
 
-    async def _dispatch(self, socket: Socket, packet: Packet) -> None:
+    async def run_event(self, socket: Socket, packet: Packet) -> None:
         """Run packet middleware, then the handler; answer the ack if one was asked for."""
         ctx = EventContext(socket, self.server, packet)
         chain = self.handlers.packet_middleware
@@ -253,7 +270,7 @@ class Namespace:
                 await self._call_handler(ctx)
         except Exception as exc:
             log.exception("%s: handler for %r failed", self.name, ctx.event)
-            self._emit_local("error", socket, exc)
+            self.emit_lifecycle("error", socket, exc)
 
     async def _call_handler(self, ctx: EventContext) -> None:
         h = self.handlers
@@ -311,6 +328,7 @@ class BroadcastOperator:
         return names
 
     def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """A copy that also targets the sockets in ``rooms``."""
         other = self._copy()
         other.rooms |= self._names(rooms)
         return other
@@ -318,11 +336,13 @@ class BroadcastOperator:
     in_ = to
 
     def except_(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """A copy that leaves out the sockets in ``rooms``."""
         other = self._copy()
         other.excluded |= self._names(rooms)
         return other
 
     def except_sid(self, sid: str) -> BroadcastOperator:
+        """A copy that leaves out the socket ``sid`` (how ``socket.to(...)`` skips its sender)."""
         other = self._copy()
         other.skip.add(sid)
         return other
@@ -343,9 +363,12 @@ class BroadcastOperator:
         return self.send_local(text, attachments)
 
     def send_local(self, text: str | bytes, attachments: list[bytes]) -> int:
+        """Send an already encoded packet to the selected sockets of this node only; returns
+        how many."""
         return _send_to(self.nsp._targets(self.rooms, self.excluded, self.skip), text, attachments)
 
     def sockets(self) -> list[Socket]:
+        """The selected sockets of this node."""
         return list(self.nsp._targets(self.rooms, self.excluded, self.skip))
 
     # -- the cluster-wide server API (socket.io 4 with an adapter; see .remote) ----------------
@@ -366,6 +389,7 @@ class BroadcastOperator:
         return apply(self, "join", sorted(self._names(rooms)))
 
     def sockets_leave(self, *rooms: str | Iterable[str]) -> int:
+        """Make the selected sockets, on every node, leave ``rooms``; returns this node's count."""
         from .remote import apply
 
         return apply(self, "leave", sorted(self._names(rooms)))

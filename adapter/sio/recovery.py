@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...protocol import jsonutil
 from ...protocol.socketio import Packet, PacketType
+from ..tasks import Tasks
 
 if TYPE_CHECKING:
     from .namespace import Namespace
@@ -367,7 +368,7 @@ class RedisRecovery(_Store):
         #: Logged packets of this node waiting for the next script call, in emit order.
         self._queue: deque[tuple[Namespace, list[str], list[str], Frame]] = deque()
         self._flushing: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks()
         #: sid -> (last stream key replayed to it, when): a recovered socket must not get again
         #: what its replay already held (the node may deliver a packet read by the replay).
         self._replayed: dict[str, tuple[tuple[int, int], float]] = {}
@@ -480,9 +481,7 @@ class RedisRecovery(_Store):
         body = jsonutil.dumps(session)
         ms = max(1, int(self.options.max_disconnection_duration * 1000))
         key = self.bp.key("sio", "s", socket.pid)
-        task = asyncio.get_running_loop().create_task(self._persist(key, body, ms))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._persist(key, body, ms))
 
     async def _persist(self, key: str, body: str, ms: int) -> None:
         try:
@@ -549,8 +548,7 @@ class RedisRecovery(_Store):
         """Let the sessions being saved (e.g. at shutdown) reach Redis."""
         if self._flushing is not None and not self._flushing.done():
             await asyncio.wait([self._flushing], timeout=2)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
+        await self._tasks.wait(2)
 
 
 def _entry(

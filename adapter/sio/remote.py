@@ -53,6 +53,7 @@ class RemoteSocket:
 
     @property
     def sid(self) -> str:
+        """The socket id."""
         return self.id
 
     def emit(self, event: str, *args: Any) -> None:
@@ -60,14 +61,17 @@ class RemoteSocket:
         self.nsp.to(self.id).emit(event, *args)
 
     def join(self, *rooms: str) -> None:
+        """Make this socket join ``rooms`` (on its node)."""
         self.nsp.to(self.id).sockets_join(*rooms)
         self.rooms.update(rooms)
 
     def leave(self, *rooms: str) -> None:
+        """Make this socket leave ``rooms`` (on its node)."""
         self.nsp.to(self.id).sockets_leave(*rooms)
         self.rooms.difference_update(rooms)
 
     def disconnect(self, close: bool = False) -> None:
+        """Disconnect this socket (``close``: its whole connection)."""
         self.nsp.to(self.id).disconnect_sockets(close)
 
     async def emit_with_ack(self, event: str, *args: Any, timeout: float | None = None) -> Any:
@@ -117,7 +121,7 @@ async def collect_acks(
 
     items: list[str | bytes] = [first, *attachments]
     for socket in sockets:
-        socket._expect_ack(ack_id, on_ack)
+        socket.expect_ack(ack_id, on_ack)
         if attachments:
             socket.client.esock.send_many(items)
         else:
@@ -128,7 +132,7 @@ async def collect_acks(
         pass
     finally:
         for socket in sockets:
-            socket._acks.pop(ack_id, None)
+            socket.cancel_ack(ack_id)
     return len(sockets), responses
 
 

@@ -14,8 +14,7 @@ import inspect
 import logging
 import re
 import secrets
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...protocol.engineio.session import CloseReason
@@ -23,6 +22,7 @@ from ...protocol.errors import RemoteProtocolError
 from ...protocol.socketio import Decoder, Packet, PacketType, encode, split_namespace
 from ..config import ConfigError, SocketIOOptions
 from ..engine import AllowRequest, EngineSocket
+from ..tasks import Tasks
 from .context import ConnectContext, ConnectionRefused
 from .namespace import Handler, Namespace, _Handlers
 from .recovery import MemoryRecovery, RedisRecovery, recovery_options
@@ -35,36 +35,6 @@ __all__ = ["SocketIOServer", "Client"]
 NamespaceMatcher = re.Pattern[str] | Callable[[str, dict[str, Any]], bool]
 # Engine.IO's own query keys are not auth for EIO=3 clients.
 _ENGINE_KEYS = frozenset({"EIO", "transport", "t", "sid", "b64", "j"})
-
-
-class _Resume:
-    """Awaiting this carries on a coroutine that was started by hand and suspended on
-    ``waiting_on`` (what it yielded): the task awaiting it takes over where it stopped."""
-
-    __slots__ = ("coro", "waiting_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-        self.coro = coro
-        self.waiting_on = waiting_on
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, waiting_on = self.coro, self.waiting_on
-        while True:
-            try:
-                sent = yield waiting_on
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # e.g. the task's cancellation: the coroutine's to handle
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    waiting_on = coro.send(sent)
-                except StopIteration:
-                    return
 
 
 class Client:
@@ -93,16 +63,17 @@ class Client:
         self.no_recovery = False
 
     def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
+        """Close the whole Engine.IO session (every namespace of this client)."""
         self.esock.close(reason)
 
     def _fail(self, why: str) -> None:
-        log.info("%s closed: %s", self.esock.sid, why)
         self.decoder.reset()
-        self.esock.close(CloseReason.PARSE_ERROR)
+        self.esock.close(CloseReason.PARSE_ERROR, why)  # (the engine logs why)
 
     # -- inbound -------------------------------------------------------------------------------
 
     def on_message(self, data: str | bytes) -> None:
+        """One Engine.IO message: decode it (attachments may follow) and handle the packet."""
         try:
             if isinstance(data, bytes):
                 packet = self.decoder.feed_binary(data)
@@ -131,11 +102,11 @@ class Client:
             self._fail(f"{ptype.name} for namespace {packet.nsp!r} not joined")
             return
         if ptype is PacketType.EVENT or ptype is PacketType.BINARY_EVENT:
-            self.server._enqueue(socket, packet)
+            socket.receive_event(packet)
         elif ptype is PacketType.ACK or ptype is PacketType.BINARY_ACK:
-            socket._on_ack(packet)
+            socket.receive_ack(packet)
         elif ptype is PacketType.DISCONNECT:
-            self._socket_left(socket, "client namespace disconnect")
+            self.socket_left(socket, "client namespace disconnect")
 
     def _on_connect(self, packet: Packet) -> None:
         if self.protocol == 4:
@@ -152,22 +123,25 @@ class Client:
             return
         self.server._connect(self, name, auth)
 
-    def _socket_left(self, socket: Socket, reason: str) -> None:
+    def socket_left(self, socket: Socket, reason: str) -> None:
+        """``socket`` leaves its namespace (whoever asked): forget it, run its disconnect."""
         if self.sockets.get(socket.nsp.name) is socket:
             del self.sockets[socket.nsp.name]
         log.info("%s left %s (%s)", socket.id, socket.nsp.name, reason)
-        socket._closed(reason)
+        socket.handle_disconnect(reason)
 
     def on_close(self, reason: str) -> None:
+        """The Engine.IO session closed: every namespace socket disconnects with ``reason``."""
         if self._connect_timer is not None:
             self._connect_timer.cancel()
         self.decoder.reset()
         for socket in list(self.sockets.values()):
-            self._socket_left(socket, reason)
+            self.socket_left(socket, reason)
 
     # -- outbound ------------------------------------------------------------------------------
 
     def send_packet(self, packet: Packet) -> None:
+        """Encode ``packet`` with the server's parser and queue it (and its attachments)."""
         text, attachments = self.server.encode(packet)
         if attachments:
             self.esock.send_many([text, *attachments])
@@ -209,7 +183,8 @@ class SocketIOServer:
             raise ConfigError(f"[socketio] parser: {self.parser!r} is not default or msgpack")
         self.namespaces: dict[str, Namespace] = {}
         self._dynamic: list[tuple[NamespaceMatcher, _Handlers]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Background tasks (handlers that wait, connection checks), cancelled at shutdown.
+        self.tasks = Tasks()
         #: Set in a cluster: room emits reach the sockets of every node.
         self.cluster: Any = None
         #: Handlers of server-side emits from other nodes (see on_server_side).
@@ -278,15 +253,20 @@ class SocketIOServer:
 
     # python-socketio / egg-style shortcuts on a namespace (default "/")
     def on(self, event: str, handler: Handler | None = None, *, namespace: str = "/") -> Any:
+        """``io.of(namespace).on(event, handler)``: see :meth:`.namespace.Namespace.on`; usable as
+        a decorator."""
         return self.of(namespace).on(event, handler)
 
     def route(self, event: str, handler: Handler, *, namespace: str = "/") -> None:
+        """``io.of(namespace).route(event, handler)``: an egg-socket.io style ``handler(ctx)``."""
         self.of(namespace).route(event, handler)
 
     def use(self, middleware: Any, *, namespace: str = "/") -> None:
+        """``io.of(namespace).use(middleware)``: connection middleware ``mw(ctx, next)``."""
         self.of(namespace).use(middleware)
 
     def use_packet(self, middleware: Any, *, namespace: str = "/") -> None:
+        """``io.of(namespace).use_packet(middleware)``: middleware around every event."""
         self.of(namespace).use_packet(middleware)
 
     def emit(self, event: str, *args: Any, to: str | None = None, namespace: str = "/") -> int:
@@ -310,12 +290,15 @@ class SocketIOServer:
         return await self.of(namespace).fetch_sockets(timeout)
 
     def sockets_join(self, *rooms: Any, namespace: str = "/") -> int:
+        """Make every socket of ``namespace``, on every node, join ``rooms``."""
         return self.of(namespace).sockets_join(*rooms)
 
     def sockets_leave(self, *rooms: Any, namespace: str = "/") -> int:
+        """Make every socket of ``namespace``, on every node, leave ``rooms``."""
         return self.of(namespace).sockets_leave(*rooms)
 
     def disconnect_sockets(self, close: bool = False, *, namespace: str = "/") -> int:
+        """Disconnect every socket of ``namespace`` on every node (``close``: the connections)."""
         return self.of(namespace).disconnect_sockets(close)
 
     async def emit_with_ack(
@@ -361,14 +344,13 @@ class SocketIOServer:
         return replies
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        """Run ``coro`` in the background, referenced until done and cancelled at shutdown."""
+        return self.tasks.spawn(coro)
 
     # -- EngineHandler -------------------------------------------------------------------------
 
     def on_connect(self, esock: EngineSocket) -> None:
+        """EngineHandler: a new Engine.IO session (EIO=3 joins ``/`` at once)."""
         client = Client(self, esock)
         esock.context = client
         if self.observer is not None:
@@ -386,10 +368,10 @@ class SocketIOServer:
     def _connect_timeout(self, client: Client) -> None:
         client._connect_timer = None
         if not client.sockets and not client.esock.closed:
-            log.info("%s closed: no namespace joined in time", client.esock.sid)
-            client.close(CloseReason.FORCED_CLOSE)
+            client.esock.close(CloseReason.FORCED_CLOSE, "no namespace joined in time")
 
     def on_message(self, esock: EngineSocket, data: str | bytes) -> None:
+        """EngineHandler: a message of ``esock``'s session."""
         client: Client = esock.context
         if self.observer is not None:
             self.observer.message_in(data)
@@ -402,6 +384,7 @@ class SocketIOServer:
                 self.observer.client_upgraded(client)
 
     def on_close(self, esock: EngineSocket, reason: str) -> None:
+        """EngineHandler: ``esock``'s session closed."""
         client: Client | None = esock.context
         if client is not None:
             client.on_close(reason)
@@ -472,7 +455,6 @@ class SocketIOServer:
         handlers = socket.nsp.handlers
         chain = handlers.middleware
         ctx = ConnectContext(socket, self)
-        loop = asyncio.get_running_loop()
 
         def still_wanted() -> bool:
             return not client.esock.closed and client.sockets.get(socket.nsp.name) is socket
@@ -484,8 +466,7 @@ class SocketIOServer:
             if not still_wanted():
                 return
             self._accept(client, socket)
-            socket._after_connect = loop.create_future()
-            await socket._after_connect  # released at disconnect; outer middleware resumes
+            await socket.wait_disconnected()  # outer middleware resumes at disconnect
 
         try:
             for check in handlers.authorizers:
@@ -509,9 +490,10 @@ class SocketIOServer:
                     socket._restored = None
                 # Checks may have set things up (the routing core registers the client): the
                 # socket never connected, so no disconnect will come to undo them.
-                socket.nsp._emit_local("refused", socket)
+                socket.nsp.emit_lifecycle("refused", socket)
 
     def _refused(self, client: Client, socket: Socket, exc: ConnectionRefused) -> None:
+        socket.refuse()
         if client.sockets.get(socket.nsp.name) is socket and not socket.connected:
             del client.sockets[socket.nsp.name]
             self._refuse(client, socket.nsp.name, exc)
@@ -520,9 +502,7 @@ class SocketIOServer:
         nsp = socket.nsp
         client.sockets[nsp.name] = socket
         nsp.sockets[socket.id] = socket
-        socket.connected = True
-        socket.was_connected = True
-        socket.join(socket.id)
+        socket.accept()
         restored = socket._restored
         if restored is not None:
             socket._restored = None
@@ -559,7 +539,7 @@ class SocketIOServer:
         if socket.connected:
             if self.observer is not None:
                 self.observer.socket_connected(socket)
-            socket.nsp._emit_local("connect", socket)
+            socket.nsp.emit_lifecycle("connect", socket)
 
     def _refuse(self, client: Client, name: str, exc: ConnectionRefused) -> None:
         if client.protocol == 5:
@@ -572,38 +552,9 @@ class SocketIOServer:
             data = exc.data if exc.data is not None else exc.message
         client.send_packet(Packet(PacketType.CONNECT_ERROR, name, data))
 
-    # -- events: in order per socket; a task only while a handler really waits ----------------
-
-    def _enqueue(self, socket: Socket, packet: Packet) -> None:
-        if socket._worker is not None:
-            if socket._queue is None:
-                socket._queue = deque()
-            socket._queue.append(packet)
-            return
-        # Nothing in progress for this socket: run the handler now. Most handlers finish
-        # without waiting on anything; only one that does is carried on by a task, and the
-        # socket's later events queue behind it.
-        coro = socket.nsp.dispatch(socket, packet)
-        if coro is None:
-            return
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return
-        socket._worker = self.spawn(self._work(socket, _Resume(coro, waiting_on)))
-
-    async def _work(self, socket: Socket, first: _Resume) -> None:
-        try:
-            await first
-            while socket._queue:
-                coro = socket.nsp.dispatch(socket, socket._queue.popleft())
-                if coro is not None:
-                    await coro
-        finally:
-            socket._worker = None
-
     async def shutdown(self) -> None:
+        """Cancel the background tasks (handlers still waiting, connection checks), once
+        connection state recovery has kept the sessions of the sockets just closed."""
         if self.recovery is not None:
             await self.recovery.drain()  # sessions of the sockets just closed
-        for task in list(self._tasks):
-            task.cancel()
+        self.tasks.cancel()

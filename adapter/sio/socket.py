@@ -6,10 +6,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType
+from ...protocol.socketio.state import NamespaceConnection, SocketState, SocketTransition
 from .recovery import RECOVERABLE
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class Headers(dict[str, str]):
 
     @classmethod
     def of(cls, items: Any) -> Headers:
+        """Build from ``(name, value)`` pairs, joining repeated names as Node does."""
         headers = cls()
         for name, value in items:
             key = name.lower()
@@ -49,6 +51,7 @@ class Headers(dict[str, str]):
         return dict.__getitem__(self, key.lower())
 
     def get(self, key: str, default: Any = None) -> Any:
+        """``dict.get``, ignoring the case of ``key``."""
         return dict.get(self, key.lower(), default)
 
     def __contains__(self, key: object) -> bool:
@@ -101,42 +104,58 @@ class Handshake(dict[str, Any]):
 
     @property
     def headers(self) -> Headers:
+        """The request headers (lower-case names)."""
         return self["headers"]  # type: ignore[no-any-return]
 
     @property
     def time(self) -> str:
+        """The handshake's date, as JavaScript's ``Date.toString()`` writes it (UTC)."""
         return self["time"]  # type: ignore[no-any-return]
 
     @property
     def address(self) -> str:
+        """The client's address."""
         return self["address"]  # type: ignore[no-any-return]
 
     @property
     def xdomain(self) -> bool:
+        """Whether the request had an ``Origin`` header."""
         return self["xdomain"]  # type: ignore[no-any-return]
 
     @property
     def secure(self) -> bool:
+        """Whether the request came over TLS."""
         return self["secure"]  # type: ignore[no-any-return]
 
     @property
     def issued(self) -> int:
+        """The handshake time, in ms since the epoch."""
         return self["issued"]  # type: ignore[no-any-return]
 
     @property
     def url(self) -> str:
+        """The path and query of the first request."""
         return self["url"]  # type: ignore[no-any-return]
 
     @property
     def query(self) -> dict[str, Any]:
+        """The query string (a repeated key is a list)."""
         return self["query"]  # type: ignore[no-any-return]
 
     @property
     def auth(self) -> dict[str, Any]:
+        """The CONNECT payload (EIO=3: the query string without Engine.IO's own keys)."""
         return self["auth"]  # type: ignore[no-any-return]
 
 
 class Socket:
+    """One client's connection to one namespace: what handlers receive as ``socket``.
+
+    Its state (:attr:`state`) follows the table of :mod:`wxio.protocol.socketio.state`:
+    connecting (connection checks running), connected, disconnecting (the ``disconnecting``
+    handlers run; still :attr:`connected`), disconnected. Events from the client are handled in
+    order, one at a time (:meth:`receive_event`)."""
+
     __slots__ = (
         "id",
         "nsp",
@@ -145,8 +164,7 @@ class Socket:
         "_handshake",
         "rooms",
         "data",
-        "connected",
-        "was_connected",
+        "_conn",
         "_acks",
         "_next_ack",
         "_queue",
@@ -166,9 +184,7 @@ class Socket:
         self.rooms: set[str] = set()
         #: Free for the application (user id, app name...).
         self.data: dict[str, Any] = {}
-        self.connected = False
-        #: Set once connected, never cleared: tells "left" from "never joined".
-        self.was_connected = False
+        self._conn = NamespaceConnection()
         self._acks: dict[int, tuple[Callable[..., Any], asyncio.TimerHandle | None]] = {}
         self._next_ack = 0
         #: Events waiting while a handler of this socket waits (made when first needed).
@@ -194,16 +210,25 @@ class Socket:
 
     @property
     def sid(self) -> str:
+        """The socket id (``socket.id`` in Node)."""
         return self.id
 
-    # -- sending -------------------------------------------------------------------------------
+    @property
+    def state(self) -> SocketState:
+        """Where the namespace connection is (see :mod:`wxio.protocol.socketio.state`)."""
+        return self._conn.state
 
-    def _send_packet(self, packet: Packet) -> None:
-        text, attachments = self.nsp.server.encode(packet)
-        if attachments:
-            self.client.esock.send_many([text, *attachments])
-        else:
-            self.client.esock.send(text)
+    @property
+    def connected(self) -> bool:
+        """Connected to the namespace (also while the ``disconnecting`` handlers run)."""
+        return self._conn.connected
+
+    @property
+    def was_connected(self) -> bool:
+        """Set once connected, never cleared: tells "left" from "never joined"."""
+        return self._conn.was_connected
+
+    # -- sending -------------------------------------------------------------------------------
 
     def emit(
         self,
@@ -229,9 +254,10 @@ class Socket:
             if recovery is not None:
                 recovery.emit(self.nsp, (self.id,), (), [event, *args])
                 return
-        self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
+        self.client.send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
 
     def send(self, *args: Any, callback: Callable[..., Any] | None = None) -> None:
+        """``emit("message", *args)``, as in Node."""
         self.emit("message", *args, callback=callback)
 
     async def call(self, event: str, *args: Any, timeout: float | None = None) -> list[Any]:
@@ -251,7 +277,7 @@ class Socket:
         if not self.connected:
             raise ConnectionError("socket is not connected")
         ack_id = self.register_ack(done, timeout, on_timeout=expired)
-        self._send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
+        self.client.send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
         return await fut
 
     def register_ack(
@@ -275,7 +301,7 @@ class Socket:
         self._acks[ack_id] = (callback, timer)
         return ack_id
 
-    def _expect_ack(self, ack_id: int, callback: Callable[..., Any]) -> None:
+    def expect_ack(self, ack_id: int, callback: Callable[..., Any]) -> None:
         """Wait for the ack of a packet sent with ``ack_id`` by someone else (a broadcast with
         acks, see .remote); the caller bounds the wait."""
         self._acks[ack_id] = (callback, None)
@@ -286,11 +312,13 @@ class Socket:
         if entry is not None and entry[1] is not None:
             entry[1].cancel()
 
-    def _send_ack(self, ack_id: int, args: list[Any]) -> None:
+    def send_ack(self, ack_id: int, args: list[Any]) -> None:
+        """Answer the client's ack ``ack_id`` with ``args`` (nothing once disconnected)."""
         if self.connected:
-            self._send_packet(Packet(PacketType.ACK, self.nsp.name, args, ack_id))
+            self.client.send_packet(Packet(PacketType.ACK, self.nsp.name, args, ack_id))
 
-    def _on_ack(self, packet: Packet) -> None:
+    def receive_ack(self, packet: Packet) -> None:
+        """An ACK from the client: run the callback registered for its id (if any)."""
         entry = self._acks.pop(packet.id, None) if packet.id is not None else None
         if entry is None:
             log.debug("%s: ack %s matches no emit", self.id, packet.id)
@@ -308,6 +336,7 @@ class Socket:
     # -- rooms and broadcasting ------------------------------------------------------------------
 
     def join(self, *rooms: str) -> None:
+        """Join rooms on this node (every socket is in the room named by its id)."""
         for room in rooms:
             if room not in self.rooms:
                 self.rooms.add(room)
@@ -317,6 +346,7 @@ class Socket:
                     observer.room_joined(self, room)
 
     def leave(self, *rooms: str) -> None:
+        """Leave rooms; leaving one this socket is not in does nothing."""
         for room in rooms:
             if room in self.rooms:
                 self.rooms.discard(room)
@@ -343,20 +373,77 @@ class Socket:
             self.client.no_recovery = True
             self.client.close()
             return
-        if self.connected:
-            self._send_packet(Packet(PacketType.DISCONNECT, self.nsp.name))
-            self.client._socket_left(self, "server namespace disconnect")
+        if self._conn.can(SocketTransition.DISCONNECT):
+            self.client.send_packet(Packet(PacketType.DISCONNECT, self.nsp.name))
+            self.client.socket_left(self, "server namespace disconnect")
 
-    def _closed(self, reason: str) -> None:
-        """The disconnect sequence: ``disconnecting`` (still in rooms), leave, ``disconnect``."""
-        if not self.connected:
+    # -- lifecycle, driven by the server ---------------------------------------------------------
+
+    def accept(self) -> None:
+        """The server answered CONNECT: the socket is connected and in its own room. Raises
+        :class:`~wxio.protocol.errors.LocalProtocolError` unless it was connecting."""
+        self._conn.apply(SocketTransition.ACCEPT)
+        self.join(self.id)
+
+    def refuse(self) -> None:
+        """The connection checks refused the socket (a no-op unless it is connecting)."""
+        if self._conn.can(SocketTransition.REFUSE):
+            self._conn.apply(SocketTransition.REFUSE)
+
+    async def wait_disconnected(self) -> None:
+        """Wait until the socket has disconnected (or never connected and never will): what
+        connection middleware awaits after ``await next()``."""
+        if self._conn.state is SocketState.DISCONNECTED:
             return
-        self.nsp._emit_local("disconnecting", self, reason)
+        if self._after_connect is None:
+            self._after_connect = asyncio.get_running_loop().create_future()
+        await self._after_connect
+
+    def receive_event(self, packet: Packet) -> None:
+        """Handle an EVENT from the client, after the ones still being handled (in order, one at
+        a time). A handler that finishes without waiting runs now; only one that waits gets a
+        task, and the socket's later events queue behind it."""
+        if self._worker is not None:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(packet)
+            return
+        coro = self.nsp.dispatch(self, packet)
+        if coro is None:
+            return  # a plain handler: done already
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        self._worker = self.nsp.server.spawn(self._work(_Resume(coro, waiting_on)))
+
+    async def _work(self, first: _Resume) -> None:
+        try:
+            await first
+            while self._queue:
+                coro = self.nsp.dispatch(self, self._queue.popleft())
+                if coro is not None:
+                    await coro
+        finally:
+            self._worker = None
+
+    def handle_disconnect(self, reason: str) -> None:
+        """The disconnect sequence: ``disconnecting`` (still in rooms), leave, ``disconnect``.
+        Runs once; a socket still connecting is refused instead (the client left first)."""
+        conn = self._conn
+        if conn.can(SocketTransition.REFUSE):
+            conn.apply(SocketTransition.REFUSE)
+            self._release()
+            return
+        if not conn.can(SocketTransition.DISCONNECT):
+            return  # already disconnecting or disconnected
+        conn.apply(SocketTransition.DISCONNECT)
+        self.nsp.emit_lifecycle("disconnecting", self, reason)
         if self.pid is not None and reason in RECOVERABLE and not self.client.no_recovery:
             recovery = self.nsp.server.recovery
             if recovery is not None:
                 recovery.persist(self)
-        self.connected = False
+        conn.apply(SocketTransition.FINISH)
         observer = self.nsp.server.observer
         for room in list(self.rooms):
             self.nsp._remove_from_room(room, self)
@@ -369,8 +456,41 @@ class Socket:
                 timer.cancel()
         self._acks.clear()
         self._queue = None
-        if self._after_connect is not None and not self._after_connect.done():
-            self._after_connect.set_result(None)
+        self._release()
         if observer is not None:
             observer.socket_disconnected(self, reason)
-        self.nsp._emit_local("disconnect", self, reason)
+        self.nsp.emit_lifecycle("disconnect", self, reason)
+
+    def _release(self) -> None:
+        if self._after_connect is not None and not self._after_connect.done():
+            self._after_connect.set_result(None)
+
+
+class _Resume:
+    """Awaiting this carries on a coroutine that was started by hand and suspended on
+    ``waiting_on`` (what it yielded): the task awaiting it takes over where it stopped."""
+
+    __slots__ = ("coro", "waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self.coro = coro
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, waiting_on = self.coro, self.waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # e.g. the task's cancellation: the coroutine's to handle
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = coro.send(sent)
+                except StopIteration:
+                    return

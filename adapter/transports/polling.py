@@ -149,7 +149,7 @@ async def _post(
         try:
             body = await asyncio.wait_for(_read_body(request, limit), deadline)
         except TimeoutError:
-            session.close(CloseReason.TRANSPORT_ERROR)
+            sock.close(CloseReason.TRANSPORT_ERROR, "POST body not read within a heartbeat")
             response = web.Response(status=408, headers=server.cors_headers(request))
             response.force_close()
             return response
@@ -157,7 +157,7 @@ async def _post(
             return web.Response(status=413, headers=server.cors_headers(request))
         binary = request.content_type == "application/octet-stream"
         if binary and sock.eio == 4:
-            session.close(CloseReason.PARSE_ERROR)
+            sock.close(CloseReason.PARSE_ERROR, "binary POST body from an EIO=4 client")
             return _empty_400(server, request)
         try:
             data: str | bytes = body if binary else body.decode("utf-8")
@@ -165,9 +165,11 @@ async def _post(
                 data = _jsonp_body(data)
             packets = payload.decode(data, sock.eio)
         except (UnicodeDecodeError, RemoteProtocolError):
-            session.decode_failed()
+            if not session.closed:  # (it may have closed while the body was read)
+                session.decode_failed()
             return _empty_400(server, request)
-        session.receive_many(packets, sock.now())
+        if not session.closed:
+            session.receive_many(packets, sock.now())
     finally:
         session.post_finished()
         sock.pump()

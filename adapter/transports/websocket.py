@@ -115,7 +115,8 @@ async def _probe(
                     break
                 replies = session.receive_probe(packet, sock.now())
             except RemoteProtocolError:
-                session.abort_upgrade("bad probe packet")
+                if session.probing:  # (receive_probe aborts on a packet it refuses)
+                    session.abort_upgrade("bad probe packet")
                 sock.pump()
                 break
             await write_packets(ws, replies, sock.eio)
@@ -126,7 +127,7 @@ async def _probe(
                 await _read(sock, ws)
                 return ws
     finally:
-        if sock.probe_ws is ws:
+        if sock.probe_ws is ws and session.probing:
             session.abort_upgrade("probe transport closed")
             sock.pump()
     if not ws.closed:
@@ -141,6 +142,8 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     writer = sock.writer
     try:
         async for msg in ws:
+            if session.closed:  # closed while this reader waited (timer, slow reader, server)
+                break
             data = msg.data
             if msg.type is WSMsgType.TEXT and data[:1] == "4" and session.state is State.OPEN:
                 # A message on an open session changes no session state: straight to the
@@ -149,8 +152,7 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
                     on_message(sock, data[1:])
                 except Exception:
                     log.exception("%s: message handler failed", sock.sid)
-                    session.close(CloseReason.TRANSPORT_ERROR)
-                    sock.pump()
+                    sock.close(CloseReason.TRANSPORT_ERROR, "message handler failed")
                     break
             else:
                 try:
@@ -163,7 +165,7 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
                     break
                 session.receive(packet, sock.now())
                 sock.pump()
-            if session.state is State.CLOSED:
+            if session.closed:
                 break
             if writer is not None and writer.behind:
                 await writer.wait_drained()  # a client that does not read stops being read
@@ -172,8 +174,7 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
     except Exception:
         log.exception("%s: websocket reader failed", sock.sid)
     finally:
-        if session.state is not State.CLOSED:
-            session.close(CloseReason.TRANSPORT_CLOSE)
-            sock.pump()  # the writer flushes the close packet and takes no more
+        if not session.closed:
+            sock.close(CloseReason.TRANSPORT_CLOSE, "websocket closed")
         if not ws.closed:
             await ws.close()

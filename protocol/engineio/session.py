@@ -12,11 +12,23 @@ Outbound packets wait in one outbox for whichever transport is active. On pollin
 them all at once; on WebSocket a writer drains them one frame each. The handshake ``open`` packet is
 the first thing queued, so a transport just flushes the outbox whatever kind of request started it.
 
-States::
+States and transitions
+----------------------
+Everything that moves the session from one :class:`State` to another is a :class:`Transition`, and
+:data:`TRANSITIONS` is the one table of which transition is allowed in which state (h11's
+``_state.py`` is the model): a method that finds its transition missing from the table raises
+:class:`~wxio.protocol.errors.LocalProtocolError` when the host misused the API (for example sent or
+fed a packet after the session closed) and :class:`~wxio.protocol.errors.StateError` when the
+client asked for it (a second probe WebSocket)::
 
-    OPEN --(probe WS sends 2probe)--> UPGRADING --(probe sends 5)--> OPEN (transport=websocket)
-      |                                  |--(upgrade timeout)--> OPEN (still polling)
-      '--(close, ping timeout, parse error, duplicate poll)--> CLOSED   (from any state)
+    OPEN ------(probe WebSocket connects)-----> PROBING --(probe sends 2probe)--> UPGRADING
+    PROBING, UPGRADING --(probe sends 5)--> OPEN, transport=websocket
+    PROBING, UPGRADING --(upgrade timeout, probe gone or misbehaving)--> OPEN, still polling
+    OPEN, PROBING, UPGRADING --(close, ping timeout, parse error, duplicate poll)--> CLOSED
+
+Only CLOSED is final; in it the host may still read the outbox and the events (the ``close``
+packet and :class:`Closed` are there), and nothing else. :class:`Closed` carries the reason (the
+reference server's string) and a ``detail`` for logs that says what exactly happened.
 
 Heartbeats (engine.io-protocol v4 §4, v3 §4):
 
@@ -36,12 +48,14 @@ from __future__ import annotations
 from enum import Enum, StrEnum
 from typing import NamedTuple
 
-from ..errors import StateError
+from ..errors import LocalProtocolError, StateError
 from .handshake import open_packet
 from .packets import PONG_PROBE, Packet, PacketType
 
 __all__ = [
     "State",
+    "Transition",
+    "TRANSITIONS",
     "CloseReason",
     "EngineConfig",
     "MessageReceived",
@@ -54,10 +68,57 @@ __all__ = [
 
 
 class State(Enum):
+    """Where a session is; :data:`TRANSITIONS` says how it moves."""
+
+    #: Packets flow over the active transport (polling or WebSocket).
     OPEN = "open"
-    #: A probe WebSocket answered ``2probe``; packets still flow over polling until ``5``.
+    #: A probe WebSocket connected; packets still flow over polling until it sends ``2probe``.
+    PROBING = "probing"
+    #: The probe WebSocket answered ``2probe``; packets still flow over polling until ``5``.
     UPGRADING = "upgrading"
+    #: Final: a ``close`` packet is queued and :class:`Closed` was emitted.
     CLOSED = "closed"
+
+
+class Transition(Enum):
+    """What can happen to a session: the keys of :data:`TRANSITIONS`."""
+
+    #: The host queues a packet for the client (:meth:`EngineSession.send`).
+    SEND = "send"
+    #: The host feeds a packet from the active transport, a decode failure or the time.
+    RECEIVE = "receive"
+    #: A WebSocket connected with this sid to upgrade the session.
+    PROBE = "probe"
+    #: The probe WebSocket sent ``2probe``.
+    PROBE_PING = "probe ping"
+    #: The probe WebSocket sent ``5``: it is the transport now.
+    UPGRADE = "upgrade"
+    #: The probe WebSocket went away, misbehaved or timed out.
+    ABORT_UPGRADE = "abort upgrade"
+    #: The session ends, for any :class:`CloseReason`.
+    CLOSE = "close"
+
+
+_LIVE = {Transition.SEND: None, Transition.RECEIVE: None, Transition.CLOSE: State.CLOSED}
+
+#: The one table of allowed transitions: ``TRANSITIONS[state][transition]`` is the next state
+#: (None: the state does not change). A transition missing from a state's row is misuse.
+TRANSITIONS: dict[State, dict[Transition, State | None]] = {
+    State.OPEN: {**_LIVE, Transition.PROBE: State.PROBING},
+    State.PROBING: {
+        **_LIVE,
+        Transition.PROBE_PING: State.UPGRADING,
+        Transition.UPGRADE: State.OPEN,
+        Transition.ABORT_UPGRADE: State.OPEN,
+    },
+    State.UPGRADING: {
+        **_LIVE,
+        Transition.PROBE_PING: None,
+        Transition.UPGRADE: State.OPEN,
+        Transition.ABORT_UPGRADE: State.OPEN,
+    },
+    State.CLOSED: {},
+}
 
 
 class CloseReason(StrEnum):
@@ -93,7 +154,11 @@ class UpgradeAborted(NamedTuple):
 
 
 class Closed(NamedTuple):
+    """The session ended: ``reason`` is the reference server's string (what Socket.IO hands to
+    ``disconnect`` handlers); ``detail`` says what exactly happened, for logs."""
+
     reason: CloseReason
+    detail: str = ""
 
 
 Event = MessageReceived | Upgraded | UpgradeAborted | Closed
@@ -129,7 +194,6 @@ class EngineSession:
         "_ping_at",
         "_pong_deadline",
         "_upgrade_deadline",
-        "_probing",
     )
 
     def __init__(
@@ -147,6 +211,7 @@ class EngineSession:
         # A list, not a deque: an empty deque holds a 64-slot block, in every idle session.
         self._outbox: list[Packet] = []
         self._events: list[Event] = []
+        # Polling request accounting (not session state: each is one request in flight).
         self._get_pending = False
         self._post_pending = False
         #: v4: when the next ping is due (None while one is out).
@@ -154,7 +219,6 @@ class EngineSession:
         #: v4: when an unanswered ping times out; v3: when the client's pings are overdue.
         self._pong_deadline: float | None = None
         self._upgrade_deadline: float | None = None
-        self._probing = False
         if eio == 4:
             self._ping_at = now + config.ping_interval
         else:
@@ -169,6 +233,33 @@ class EngineSession:
             )
         )
 
+    # -- the state table -----------------------------------------------------------------------
+
+    def can(self, transition: Transition) -> bool:
+        """Whether ``transition`` is allowed in the current state (see :data:`TRANSITIONS`)."""
+        return transition in TRANSITIONS[self.state]
+
+    def _apply(self, transition: Transition) -> None:
+        """Move along the table; a transition the table does not allow is the host's misuse."""
+        row = TRANSITIONS[self.state]
+        if transition not in row:
+            raise LocalProtocolError(
+                f"{transition.value} is not allowed in state {self.state.value}",
+                reason="bad_state",
+            )
+        target = row[transition]
+        if target is not None:
+            self.state = target
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def probing(self) -> bool:
+        """A probe WebSocket is connected and the upgrade is neither done nor aborted."""
+        return self.state is State.PROBING or self.state is State.UPGRADING
+
     # -- outbound ------------------------------------------------------------------------------
 
     def _queue(self, packet: Packet) -> None:
@@ -176,13 +267,15 @@ class EngineSession:
         self.queued_bytes += _size(packet.data)
 
     def send(self, packet: Packet) -> None:
-        """Queue a packet for the active transport; ignored once the session is closed."""
-        if self.state is not State.CLOSED:
-            self._queue(packet)
+        """Queue a packet for the active transport. Raises :class:`LocalProtocolError` once the
+        session is closed (check :attr:`closed`)."""
+        self._apply(Transition.SEND)
+        self._queue(packet)
 
     def send_message(self, data: str | bytes) -> None:
-        if self.state is not State.CLOSED:
-            self._queue(Packet(PacketType.MESSAGE, data))
+        """Queue a ``message`` packet; like :meth:`send`."""
+        self._apply(Transition.SEND)
+        self._queue(Packet(PacketType.MESSAGE, data))
 
     def take_outbox(self, limit: int = 0) -> list[Packet]:
         """Everything queued, in order, for one polling response or a WebSocket writer; with a
@@ -210,8 +303,10 @@ class EngineSession:
         return len(self._outbox)
 
     def poll_ready(self) -> bool:
-        """Whether a held polling GET should be answered now."""
-        return bool(self._outbox) or self.state is not State.OPEN
+        """Whether a held polling GET should be answered now: something is queued, the upgrade
+        wants the poll back (UPGRADING), or the session is closed."""
+        state = self.state
+        return bool(self._outbox) or (state is not State.OPEN and state is not State.PROBING)
 
     # -- polling request accounting ------------------------------------------------------------
 
@@ -219,7 +314,7 @@ class EngineSession:
         """A polling GET arrived. A second one while the first is held closes the session."""
         self._check_polling()
         if self._get_pending:
-            self.close(CloseReason.TRANSPORT_ERROR)
+            self._close(CloseReason.TRANSPORT_ERROR, "overlapping polling GET")
             raise StateError("overlapping polling GET", reason="duplicate_poll")
         self._get_pending = True
 
@@ -230,7 +325,7 @@ class EngineSession:
         """A polling POST arrived. A second one while the first is being read closes the session."""
         self._check_polling()
         if self._post_pending:
-            self.close(CloseReason.TRANSPORT_ERROR)
+            self._close(CloseReason.TRANSPORT_ERROR, "overlapping polling POST")
             raise StateError("overlapping polling POST", reason="duplicate_poll")
         self._post_pending = True
 
@@ -238,6 +333,7 @@ class EngineSession:
         self._post_pending = False
 
     def _check_polling(self) -> None:
+        # The client's doing (a request for a closed or upgraded sid), so a remote error.
         if self.state is State.CLOSED:
             raise StateError("session is closed", reason="closed")
         if self.transport != "polling":
@@ -246,9 +342,9 @@ class EngineSession:
     # -- inbound -------------------------------------------------------------------------------
 
     def receive(self, packet: Packet, now: float) -> None:
-        """A packet from the active transport."""
-        if self.state is State.CLOSED:
-            return
+        """A packet from the active transport. Raises :class:`LocalProtocolError` once the
+        session is closed (check :attr:`closed`: the transport should stop reading)."""
+        self._apply(Transition.RECEIVE)
         ptype = packet.type
         if ptype is PacketType.MESSAGE:
             self._events.append(MessageReceived(packet.data))
@@ -268,22 +364,25 @@ class EngineSession:
         elif ptype is PacketType.CLOSE:
             if self._get_pending and self.transport == "polling":
                 self._queue(_NOOP)  # the held GET ends with a noop, as the reference does
-            self._end(CloseReason.TRANSPORT_CLOSE)
+            self._end(CloseReason.TRANSPORT_CLOSE, "client sent close")
         elif ptype is PacketType.NOOP:
             pass
         else:  # OPEN, or UPGRADE on the active transport
             self._fail(f"unexpected {ptype.name.lower()} packet")
 
     def receive_many(self, packets: list[Packet], now: float) -> None:
+        """Several packets (a polling payload); those after one that closes are dropped."""
+        self._apply(Transition.RECEIVE)
         for packet in packets:
             if self.state is State.CLOSED:
                 break
             self.receive(packet, now)
 
     def decode_failed(self) -> None:
-        """The adapter could not decode what the active transport sent: close with a parse error."""
-        if self.state is not State.CLOSED:
-            self._fail("undecodable packet")
+        """The adapter could not decode what the active transport sent: close with a parse error.
+        Raises :class:`LocalProtocolError` once the session is closed."""
+        self._apply(Transition.RECEIVE)
+        self._fail("undecodable packet")
 
     # -- upgrade -------------------------------------------------------------------------------
 
@@ -291,27 +390,25 @@ class EngineSession:
         """A WebSocket with this sid connected to upgrade the session. Raises :class:`StateError`
         (and the adapter closes that WebSocket) unless the session is on polling and not already
         upgrading."""
-        if self.state is not State.OPEN or self.transport != "polling" or self._probing:
+        if not self.can(Transition.PROBE) or self.transport != "polling":
             raise StateError("session cannot be upgraded now", reason="bad_upgrade")
-        self._probing = True
+        self._apply(Transition.PROBE)
         self._upgrade_deadline = now + self.config.upgrade_timeout
 
     def receive_probe(self, packet: Packet, now: float) -> list[Packet]:
         """A packet from the probe WebSocket; returns what to write on it. Raises
         :class:`StateError` for anything but ``2probe`` then ``5``: close the probe, the session
         goes on over polling."""
-        if self.state is State.CLOSED or not self._probing:
+        if not self.probing:
             raise StateError("no upgrade in progress", reason="bad_upgrade")
         if packet.type is PacketType.PING and packet.data == "probe":
-            if self.state is State.OPEN:
-                self.state = State.UPGRADING
-                if self._get_pending:
-                    self._queue(_NOOP)
+            if self.state is State.PROBING and self._get_pending:
+                self._queue(_NOOP)
+            self._apply(Transition.PROBE_PING)
             return [PONG_PROBE]
         if packet.type is PacketType.UPGRADE:
-            self.state = State.OPEN
+            self._apply(Transition.UPGRADE)
             self.transport = "websocket"
-            self._probing = False
             self._upgrade_deadline = None
             # Noops were for the polling transport only; a stray one must not reach the WebSocket.
             if any(p.type is PacketType.NOOP for p in self._outbox):
@@ -322,13 +419,10 @@ class EngineSession:
         raise StateError("unexpected packet on the probe transport", reason="bad_upgrade")
 
     def abort_upgrade(self, reason: str) -> None:
-        """The probe WebSocket went away or misbehaved; go on over polling."""
-        if not self._probing:
-            return
-        self._probing = False
+        """The probe WebSocket went away or misbehaved; go on over polling. Raises
+        :class:`LocalProtocolError` unless :attr:`probing`."""
+        self._apply(Transition.ABORT_UPGRADE)
         self._upgrade_deadline = None
-        if self.state is State.UPGRADING:
-            self.state = State.OPEN
         self._events.append(UpgradeAborted(reason))
 
     # -- timers --------------------------------------------------------------------------------
@@ -343,11 +437,16 @@ class EngineSession:
         return min(times) if times else None
 
     def handle_timers(self, now: float) -> None:
-        if self.state is State.CLOSED:
-            return
+        """Send the ping, close on a missing pong, abort a slow upgrade, as ``now`` requires.
+        Raises :class:`LocalProtocolError` once the session is closed (no deadline is left)."""
+        self._apply(Transition.RECEIVE)
         if self._pong_deadline is not None and now >= self._pong_deadline:
-            self._end(CloseReason.PING_TIMEOUT)
-            self._queue_close()
+            if self.eio == 4:
+                detail = f"no pong within {self.config.ping_timeout:g}s of the ping"
+            else:
+                wait = self.config.ping_interval + self.config.ping_timeout
+                detail = f"no ping for {wait:g}s"
+            self._close(CloseReason.PING_TIMEOUT, detail)
             return
         if self._upgrade_deadline is not None and now >= self._upgrade_deadline:
             self.abort_upgrade("upgrade timeout")
@@ -358,26 +457,27 @@ class EngineSession:
 
     # -- closing -------------------------------------------------------------------------------
 
-    def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
-        """Server-side close: queue a ``close`` packet for whoever reads the outbox next."""
-        if self.state is State.CLOSED:
-            return
-        self._end(reason)
-        self._queue_close()
+    def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE, detail: str = "") -> None:
+        """Server-side close: queue a ``close`` packet for whoever reads the outbox next.
+        ``detail`` (for logs) goes into :class:`Closed`. Raises :class:`LocalProtocolError` if
+        the session is already closed (check :attr:`closed`)."""
+        self._close(reason, detail or "closed by the server")
 
-    def _fail(self, why: str) -> None:
-        self._end(CloseReason.PARSE_ERROR)
-        self._queue_close()
-
-    def _queue_close(self) -> None:
+    def _close(self, reason: CloseReason, detail: str) -> None:
+        self._end(reason, detail)
         self._outbox.append(_CLOSE)
 
-    def _end(self, reason: CloseReason) -> None:
-        if self._probing:
+    def _fail(self, why: str) -> None:
+        self._close(CloseReason.PARSE_ERROR, why)
+
+    def _end(self, reason: CloseReason, detail: str) -> None:
+        if not self.can(Transition.CLOSE):
+            raise LocalProtocolError("the session is already closed", reason="bad_state")
+        if self.probing:
             self.abort_upgrade("session closed")
-        self.state = State.CLOSED
+        self._apply(Transition.CLOSE)
         self._ping_at = self._pong_deadline = self._upgrade_deadline = None
-        self._events.append(Closed(reason))
+        self._events.append(Closed(reason, detail))
 
     # -- events --------------------------------------------------------------------------------
 

@@ -137,6 +137,8 @@ class SioClient:
 
 
 async def api_post(url: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{url}/api/{path}", json=body) as resp:
-            return resp.status, await resp.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/api/{path}", json=body) as resp,
+    ):
+        return resp.status, await resp.json()

@@ -172,7 +172,8 @@ async def test_the_admin_namespace(
         mine = next(s for s in sockets if s["id"] == alice.get_sid("/"))
         assert mine["nsp"] == "/" and "lobby" in mine["rooms"] and mine["transport"] == "websocket"
         assert set(mine["handshake"]) >= {"address", "headers", "query", "issued", "time", "url"}
-        stats = (await peer.expect("event", sock="ok", name="server_stats", timeout=5))["args"][0]
+        stats = await peer.expect("event", sock="ok", name="server_stats", timeout=5)
+        stats = stats["args"][0]
         assert (
             stats["clientsCount"] >= 2 and {"name": "/", "socketsCount": 1} in stats["namespaces"]
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import websockets
 
 from .conftest import RunningServer, StartServer
 from .core_clients import RawClient, Signer, SioClient, api_post, now_ms
+from .wire import until
 
 APPS = {
     "shop": {"key": "shop-key", "api_client_key": True, "client_broadcast": True, "inbox_size": 3},
@@ -32,6 +34,23 @@ OTHER = Signer("other", "other-key")
 @pytest.fixture
 async def core(start_server: StartServer) -> RunningServer:
     return await start_server(apps=APPS)
+
+
+async def detached(core: RunningServer, client_id: str) -> None:
+    """The hub has noticed that a client left (polled, not slept)."""
+    assert core.hub is not None
+    hub = core.hub
+    await until(lambda: ("shop", client_id) not in hub.connections, what=f"{client_id} gone")
+
+
+async def inbox_empty(core: RunningServer, user: str) -> None:
+    """Every message in ``user``'s inbox was acknowledged."""
+    assert core.hub is not None
+    inbox = core.hub.inbox
+    await until(
+        lambda: not inbox.sizes(now=time.time()).get(("shop", user)),  # type: ignore[attr-defined]
+        what=f"{user}'s inbox acknowledged",
+    )
 
 
 def payload(msg: dict[str, Any]) -> Any:
@@ -117,10 +136,10 @@ async def test_broadcast_reaches_every_client_of_the_app_only(core: RunningServe
         assert status == 200 and body["delivered"] == 3
         for client in (a, b, c):
             assert payload(await client.recv()) == "m"
-        with pytest.raises(asyncio.TimeoutError):
-            await outsider.recv(timeout=0.3)
+        # Frames on one connection arrive in order: the outsider's next frame is the answer to
+        # its own later request, so neither broadcast (both sent before it) reached it.
         denied = await outsider.request(OTHER.envelope("broadcast", {"x": 1}))
-        assert payload(denied)["reason"] == "not_allowed"
+        assert action(denied) == "deny" and payload(denied)["reason"] == "not_allowed"
     finally:
         for client in (a, b, c, outsider):
             await client.close()
@@ -274,7 +293,7 @@ async def test_offline_inbox_delivers_on_return_until_acked(core: RunningServer)
     mini = await RawClient.connect(core.ws_url, SHOP, user="mini")
     old_id = mini.client_id
     await mini.close()
-    await asyncio.sleep(0.1)
+    await detached(core, old_id)
     try:
         ids = []
         for n in range(4):  # the inbox keeps 3: the first is dropped and the sender told
@@ -298,14 +317,15 @@ async def test_offline_inbox_delivers_on_return_until_acked(core: RunningServer)
         live = await back.recv()
         assert payload(live) == {"live": 1}  # the next frame: nothing came twice
         await back.close()  # ids[2:] and the live one are not acknowledged
-        await asyncio.sleep(0.1)
+        await detached(core, back.client_id)
         again = await RawClient.connect(core.ws_url, SHOP, user="mini")
         redelivered = [await again.recv() for _ in range(3)]  # unacked ones come again, in order
         assert [m["meta"]["msgId"] for m in redelivered] == [*ids[2:], live["meta"]["msgId"]]
         for m in redelivered:
             await again.send(SHOP.envelope("ack", msgId=m["meta"]["msgId"]))
+        await inbox_empty(core, "mini")
         await again.close()
-        await asyncio.sleep(0.1)
+        await detached(core, again.client_id)
         last = await RawClient.connect(core.ws_url, SHOP, user="mini")
         result = await sender.request(SHOP.envelope("sendToOthers", "fresh", target=old_id))
         assert payload(await last.recv()) == "fresh"  # the first frame: everything was acked
@@ -319,19 +339,22 @@ async def test_socketio_client_gets_inbox_and_acks_with_callback(core: RunningSe
     away = await SioClient.connect(core.url, SHOP, user="wx", transports=["websocket"])
     away_id = away.client_id
     await away.close()
-    await asyncio.sleep(0.1)
+    await detached(core, away_id)
     try:
         result = await raw.request(SHOP.envelope("sendToOthers", {"while": "away"}, target=away_id))
         assert payload(result)["status"] == "queued"
         back = await SioClient.connect(core.url, SHOP, user="wx")
         got = await back.recv()
         assert payload(got) == {"while": "away"}
-        await asyncio.sleep(0.2)  # the ack callback reaches the server
+        await inbox_empty(core, "wx")  # the ack callback reached the server
+        back_id = back.client_id
         await back.close()
-        await asyncio.sleep(0.1)
+        await detached(core, back_id)
         again = await SioClient.connect(core.url, SHOP, user="wx")
-        with pytest.raises(asyncio.TimeoutError):
-            await again.recv(timeout=0.3)
+        # Acked, so not delivered again: the first thing the new connection gets is a message
+        # sent after it connected (the inbox, had it held anything, is drained before it).
+        await raw.request(SHOP.envelope("sendToOthers", "after", target=again.client_id))
+        assert payload(await again.recv()) == "after"
         await again.close()
     finally:
         await raw.close()

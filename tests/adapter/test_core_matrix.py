@@ -4,7 +4,6 @@ shim, and the HTTP API; plus a mini program's background cut and resume with not
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,6 +12,7 @@ import pytest
 from .conftest import RunningServer, StartServer
 from .core_clients import RawClient, Signer, SioClient, api_post, now_ms
 from .jspeer import JsPeer, requires_node
+from .wire import until
 
 APP = Signer("mx", "mx-key")
 APPS = {"mx": {"key": "mx-key", "api_client_key": True, "rate": 1000, "burst": 1000}}
@@ -172,7 +172,9 @@ async def test_background_cut_and_resume_loses_nothing(core: RunningServer, lib:
     try:
         await mini.peer.command("background", cutMs=200)
         await mini.peer.expect("disconnect", timeout=5)
-        await asyncio.sleep(0.1)
+        hub = core.hub
+        assert hub is not None
+        await until(lambda: (APP.app, old_id) not in hub.connections, what="the cut seen")
         sent = []
         for n in range(5):
             reply = await sender.request(APP.envelope("sendToOthers", {"n": n}, target=old_id))

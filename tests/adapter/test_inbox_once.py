@@ -10,6 +10,7 @@ import pytest
 from .conftest import StartServer
 from .core_clients import RawClient, Signer
 from .jspeer import JsPeer, requires_node
+from .wire import until
 
 APPS = {"shop": {"key": "shop-key", "rate": 1000, "burst": 1000}}
 SHOP = Signer("shop", "shop-key")
@@ -26,7 +27,9 @@ async def test_reconnect_and_updates_after_connect_delivers_once(
     first = await RawClient.connect(server.ws_url, SHOP, user="u1")
     old_id = first.client_id
     await first.close()
-    await asyncio.sleep(0.1)
+    hub = server.hub
+    assert hub is not None
+    await until(lambda: ("shop", old_id) not in hub.connections, what="first client gone")
     ids = []
     for n in range(3):
         result = await sender.request(SHOP.envelope("sendToOthers", {"n": n}, target=old_id))

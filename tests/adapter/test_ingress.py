@@ -126,11 +126,14 @@ async def test_same_bad_input_same_reason_on_every_way_in(core: RunningServer, c
         # HTTP API
         body = api_input(target.client_id)
         data = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
-        async with aiohttp.ClientSession() as http, http.post(
-            f"{core.url}/api/transportMessage",
-            data=data,
-            headers={"Content-Type": "application/json"},
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{core.url}/api/transportMessage",
+                data=data,
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
             answer = await resp.json()
         assert answer["error"] == expected, answer
         # nothing reached the target

@@ -244,8 +244,9 @@ async def test_clean_disconnects_keep_nothing(start_server: StartServer) -> None
             first = await peer.connect(
                 server.url, nsp=NSP, transports=["websocket"], reconnection=False, sock=how
             )
-            await eventually(lambda: first["sid"] in app.sockets, "connected")
-            socket = app.sockets[first["sid"]]
+            sid = first["sid"]
+            await eventually(lambda sid=sid: sid in app.sockets, "connected")
+            socket = app.sockets[sid]
             server.io.of(NSP).emit("hello")
             await peer.expect("event", name="hello", sock=how)
             if how == "server":
@@ -255,7 +256,7 @@ async def test_clean_disconnects_keep_nothing(start_server: StartServer) -> None
             else:
                 await peer.command("disconnect", sock=how)
             await peer.expect("disconnect", sock=how)
-            await eventually(lambda: first["sid"] not in app.sockets, "gone on the server")
+            await eventually(lambda sid=sid: sid not in app.sockets, "gone on the server")
             assert not recovery.has_session(NSP, socket.pid), how
             await peer.command("reconnect", sock=how)
             again = await peer.expect("connect", sock=how, timeout=10)

@@ -63,14 +63,16 @@ async def test_server_call_times_out_without_an_ack(start_server: StartServer) -
                 await outcome.put(exc)
 
     server = await start_server(setup=setup)
-    async with aiohttp.ClientSession() as http:  # a raw client that never answers acks
-        async with http.ws_connect(f"{server.ws_url}/socket.io/?EIO=4&transport=websocket") as ws:
-            assert (await ws.receive_str()).startswith("0")
-            await ws.send_str("40")
-            assert (await ws.receive_str()).startswith("40")
-            await ws.send_str('42["ask"]')
-            assert await ws.receive_str() == '420["question"]'
-            assert isinstance(await asyncio.wait_for(outcome.get(), 5), AckTimeout)
+    async with (
+        aiohttp.ClientSession() as http,  # a raw client that never answers acks
+        http.ws_connect(f"{server.ws_url}/socket.io/?EIO=4&transport=websocket") as ws,
+    ):
+        assert (await ws.receive_str()).startswith("0")
+        await ws.send_str("40")
+        assert (await ws.receive_str()).startswith("40")
+        await ws.send_str('42["ask"]')
+        assert await ws.receive_str() == '420["question"]'
+        assert isinstance(await asyncio.wait_for(outcome.get(), 5), AckTimeout)
 
 
 async def test_generate_id_hook(start_server: StartServer) -> None:
@@ -175,9 +177,11 @@ async def test_a_trickling_poll_body_is_cut_after_one_heartbeat_period(
     start_server: StartServer,
 ) -> None:
     server = await start_server(profile="conformance")  # pingInterval 0.3 + pingTimeout 0.2
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.url}/engine.io/?EIO=4&transport=polling") as resp:
-            sid = json.loads((await resp.text())[1:])["sid"]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.url}/engine.io/?EIO=4&transport=polling") as resp,
+    ):
+        sid = json.loads((await resp.text())[1:])["sid"]
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
         f"POST /engine.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n"
@@ -189,9 +193,11 @@ async def test_a_trickling_poll_body_is_cut_after_one_heartbeat_period(
         assert status.split()[1] in (b"408", b"400")  # 400 if the ping timeout came first
     finally:
         writer.close()
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.url}/engine.io/?EIO=4&transport=polling&sid={sid}") as resp:
-            assert resp.status == 400  # the session is gone
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.url}/engine.io/?EIO=4&transport=polling&sid={sid}") as resp,
+    ):
+        assert resp.status == 400  # the session is gone
 
 
 async def test_prometheus_metrics(start_server: StartServer) -> None:
@@ -219,3 +225,68 @@ async def test_prometheus_metrics(start_server: StartServer) -> None:
     plain = await start_server(apps={"shop": {"key": "k"}})
     async with aiohttp.ClientSession() as http, http.get(f"{plain.url}/metrics") as resp:
         assert resp.status == 404  # off unless configured
+
+
+async def test_closed_sessions_are_logged_with_why_and_counted_by_reason(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session's ``Closed(reason, detail)`` reaches the log and the close counter."""
+    from wxio.adapter.config import ServerConfig
+
+    server = await start_server(config=ServerConfig(metrics_path="/metrics"))
+    caplog.set_level("INFO", logger="wxio.engine")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/socket.io/?EIO=4&transport=polling") as resp:
+            sid = json.loads((await resp.text())[1:])["sid"]
+        url = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+        async with http.post(url, data="1") as resp:  # the client closes
+            assert resp.status == 200
+        async with http.post(url, data="1") as resp:
+            assert resp.status == 400  # the session is gone
+        async with http.get(f"{server.url}/metrics") as resp:
+            text = await resp.text()
+    assert "# TYPE wxio_engine_closes_total counter" in text
+    assert 'wxio_engine_closes_total{path="/socket.io/",reason="transport close"} 1' in text
+    assert f"{sid} closed: transport close (client sent close)" in caplog.text
+
+
+async def test_socket_states_as_handlers_see_them(start_server: StartServer) -> None:
+    """connected in ``connect``; still connected (DISCONNECTING) in ``disconnecting``, where a
+    second disconnect does not run the sequence again; DISCONNECTED in ``disconnect``."""
+    from wxio.protocol.socketio.state import SocketState
+
+    seen: list[tuple[str, SocketState, bool]] = []
+    done = asyncio.Event()
+
+    def setup(io: Any) -> None:
+        nsp = io.of("/states")
+
+        @nsp.on("connect")
+        def connect(socket: Any) -> None:
+            seen.append(("connect", socket.state, socket.connected))
+
+        @nsp.on("disconnecting")
+        def disconnecting(socket: Any, reason: str) -> None:
+            seen.append(("disconnecting", socket.state, socket.connected))
+            socket.disconnect()  # refused by the table: the sequence runs once
+
+        @nsp.on("disconnect")
+        def disconnect(socket: Any, reason: str) -> None:
+            seen.append((reason, socket.state, socket.connected))
+            done.set()
+
+        nsp.on("bye", lambda socket: socket.disconnect())
+
+    server = await start_server(setup=setup)
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(server.url, namespaces=["/states"], wait_timeout=5)
+    try:
+        await client.emit("bye", namespace="/states")
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        await client.disconnect()
+    assert seen == [
+        ("connect", SocketState.CONNECTED, True),
+        ("disconnecting", SocketState.DISCONNECTING, True),
+        ("server namespace disconnect", SocketState.DISCONNECTED, False),
+    ]

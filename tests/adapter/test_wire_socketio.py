@@ -485,21 +485,23 @@ async def test_events_during_async_connection_checks_close_the_connection(
         io.of("/slow").authorize(slow_check)
 
     server = await start_server(setup=setup)
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(f"{server.ws_url}/socket.io/?EIO=4&transport=websocket") as ws:
-            assert (await ws.receive_str()).startswith("0")
-            await ws.send_str("40/slow,")
-            await ws.send_str('42/slow,["early"]')
-            assert await asyncio.wait_for(ws.receive_str(), 5) == "1"  # engine close packet
-            release.set()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{server.ws_url}/socket.io/?EIO=4&transport=websocket") as ws,
+    ):
+        assert (await ws.receive_str()).startswith("0")
+        await ws.send_str("40/slow,")
+        await ws.send_str('42/slow,["early"]')
+        assert await asyncio.wait_for(ws.receive_str(), 5) == "1"  # engine close packet
+        release.set()
 
 
 async def test_oversized_v4_namespace_query_closes_cleanly(conformance: RunningServer) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(
-            f"{conformance.ws_url}/socket.io/?EIO=3&transport=websocket"
-        ) as ws:
-            assert (await ws.receive_str()).startswith("0")
-            assert await ws.receive_str() == "40"
-            await ws.send_str("40/custom?" + "&".join(f"k{i}=v" for i in range(200)) + ",")
-            assert await asyncio.wait_for(ws.receive_str(), 5) == "1"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{conformance.ws_url}/socket.io/?EIO=3&transport=websocket") as ws,
+    ):
+        assert (await ws.receive_str()).startswith("0")
+        assert await ws.receive_str() == "40"
+        await ws.send_str("40/custom?" + "&".join(f"k{i}=v" for i in range(200)) + ",")
+        assert await asyncio.wait_for(ws.receive_str(), 5) == "1"

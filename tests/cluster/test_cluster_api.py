@@ -207,7 +207,7 @@ async def test_emit_with_ack_counts_a_silent_node(
     ]
     assert nodes[1].hub is not None
     backplane = nodes[1].hub.backplane
-    handler = backplane._handler  # type: ignore[attr-defined]
+    handler = backplane.bus.handler
     release = asyncio.Event()
 
     async def frozen(message: dict[str, Any]) -> Any:
@@ -216,11 +216,11 @@ async def test_emit_with_ack_counts_a_silent_node(
 
     try:
         assert await alice.call("broadcast_ack", None, "a", 2) == ["alice:a", "bob:a"]
-        backplane._handler = frozen  # type: ignore[attr-defined]
+        backplane.bus.handler = frozen
         late = await alice.call("broadcast_ack", None, "b", 0.5)
         assert late == {"timeout": True, "responses": ["alice:b"]}
     finally:
-        backplane._handler = handler  # type: ignore[attr-defined]
+        backplane.bus.handler = handler
         release.set()
         await alice.sio.disconnect()
         await bob.sio.disconnect()

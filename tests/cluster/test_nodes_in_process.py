@@ -10,6 +10,7 @@ from wxio.adapter.cluster.redis import RedisBackplane
 
 from tests.adapter.conftest import RunningServer, StartServer
 from tests.adapter.core_clients import RawClient, Signer, SioClient, api_post, now_ms
+from tests.adapter.wire import until
 
 from .conftest import REDIS_URL
 
@@ -84,9 +85,14 @@ async def test_send_across_nodes_for_each_client_kind(
         assert payload(await raw_a.recv()) == "all"
         assert payload(await raw_b.recv()) == "all"
         assert payload(await sio_b.recv()) == "all"
-        for client in (raw_a, raw_b):
-            with pytest.raises(asyncio.TimeoutError):
-                await client.recv(timeout=0.3)
+        # Once: the next message each client gets is the next broadcast, not a second "all".
+        ts = now_ms()
+        status, body = await api_post(
+            a.url, "broadcast", {"timestamp": ts, "app": "c", "sign": C.md5(ts), "message": "next"}
+        )
+        assert status == 200 and body["delivered"] == 3
+        for client in (raw_a, raw_b, sio_b):
+            assert payload(await client.recv()) == "next"
     finally:
         await raw_a.close()
         await raw_b.close()
@@ -101,7 +107,16 @@ async def test_inbox_in_redis_and_reconnect_onto_another_node(
     mini = await RawClient.connect(a.ws_url, C, user="mini")
     old = mini.client_id
     await mini.close()
-    await asyncio.sleep(0.2)
+    # Polled, not slept: node a has let the client go (it is offline in the shared directory).
+    assert a.hub is not None
+    await until(lambda: ("c", old) not in a.hub.connections, what="mini detached")
+    for _ in range(250):
+        where = await a.hub.directory.locate("c", old)
+        if where is not None and where.node is None:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("mini still online in the directory")
     try:
         ids = []
         for n in range(3):
@@ -158,11 +173,17 @@ async def test_rooms_across_nodes(start_server: StartServer, redis_prefix: str) 
         # clients 0 (node 0), 1 (node 1), 2 (node 0) join "r"; client 3 (node 1) does not
         for client in clients[:3]:
             assert await client.call("join", "r", timeout=5) == "ok"
+        for client in clients:
+            assert await client.call("join", "all", timeout=5) == "ok"
         await clients[0].emit("shout", ("r", {"bin": b"\x01\x02"}))
         got = sorted([await asyncio.wait_for(heard.get(), 5) for _ in range(2)])
         assert got == [(1, {"bin": b"\x01\x02"}), (2, {"bin": b"\x01\x02"})]
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(heard.get(), 0.3)  # not the sender, not client 3
+        # Not the sender, not client 3: client 1 (who got the shout, so both nodes have sent
+        # it to every local target) shouts a marker to everyone else. Frames on a connection
+        # arrive in order, so a stray shout would come before that client's marker.
+        await clients[1].emit("shout", ("all", "marker"))
+        after = [await asyncio.wait_for(heard.get(), 5) for _ in range(3)]
+        assert sorted(after) == [(0, "marker"), (2, "marker"), (3, "marker")]
     finally:
         for client in clients:
             await client.disconnect()

@@ -83,13 +83,13 @@ async def test_frozen_node_is_asked_once_per_send(
     frozen = asyncio.Event()
     assert b.hub is not None
     backplane = b.hub.backplane
-    handler = backplane._handler  # type: ignore[attr-defined]
+    handler = backplane.bus.handler
 
     async def frozen_handler(message: dict[str, Any]) -> Any:
         await frozen.wait()  # never set: the node reads its messages and answers none
         return await handler(message)
 
-    backplane._handler = frozen_handler  # type: ignore[attr-defined]
+    backplane.bus.handler = frozen_handler
     loop = asyncio.get_running_loop()
     try:
         for n in range(2):
@@ -101,7 +101,7 @@ async def test_frozen_node_is_asked_once_per_send(
             assert result["data"]["payload"]["status"] == "queued", result
             assert 0.6 <= elapsed < 1.0, elapsed  # twice the timeout before the fix
     finally:
-        backplane._handler = handler  # type: ignore[attr-defined]
+        backplane.bus.handler = handler
         frozen.set()
         await sender.close()
         await target.close()

@@ -26,7 +26,7 @@ APPS = {
 async def test_directory_lists_online_users_by_page(redis_prefix: str) -> None:
     bp = RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id="n1", node_ttl=3.0)
     try:
-        await bp._heartbeat_once()
+        await bp.nodes.heartbeat_once()
         directory = bp.directory
         for i, user in enumerate(["b", "a", "c", "d", "e"]):
             await directory.online("app", f"c{i}", user, "n1", 60)

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.adapter.core_clients import RawClient, Signer, SioClient, api_post, now_ms
 
@@ -116,17 +118,26 @@ async def once(client: Client, data: Any, sender: str | None) -> None:
     await nothing_more(client)
 
 
-async def eventually(check: Any, timeout: float, what: str, step: float = 0.1) -> float:
-    """Poll the async ``check()`` until it is true; returns the seconds it took."""
+async def eventually(
+    check: Any,
+    timeout: float,
+    what: str,
+    step: float = 0.1,
+    expected: tuple[type[BaseException], ...] = (),
+) -> float:
+    """Poll the async ``check()`` until it is true; returns the seconds it took. An exception of
+    an ``expected`` type counts as "not yet" (say, Redis still coming back); any other one is a
+    failure and propagates at once."""
     start = time.monotonic()
+    last: BaseException | None = None
     while True:
         try:
             if await check():
                 return time.monotonic() - start
-        except Exception:
-            pass
+        except expected as exc:
+            last = exc
         if time.monotonic() - start > timeout:
-            pytest.fail(f"{what}: not within {timeout}s")
+            pytest.fail(f"{what}: not within {timeout}s (last expected error: {last!r})")
         await asyncio.sleep(step)
 
 
@@ -375,7 +386,12 @@ async def test_redis_restart(procs: Processes, redis_prefix: str, persist: bool)
             where = [await r.hget(f"{redis_prefix}:c:c:{c.client_id}", "n") for c in clients]
             return alive == 2 and where == [b"n0", b"n0", b"n1"]
 
-        await eventually(registered, 10, "clients registered again")
+        await eventually(
+            registered,
+            10,
+            "clients registered again",
+            expected=(RedisConnectionError, RedisTimeoutError),
+        )
         recovered = time.monotonic() - back_at
         print(f"recovered {recovered:.2f}s after Redis came back")
         assert recovered < NODE_TTL + 6, f"recovery took {recovered:.1f}s"

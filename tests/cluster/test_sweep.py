@@ -22,27 +22,27 @@ async def test_sweep_spares_a_node_that_came_back(redis_prefix: str, comes_back:
     a = RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id="A", node_ttl=3)
     b = RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id="B", node_ttl=3)
     try:
-        await a._heartbeat_once()
-        await b._heartbeat_once()
+        await a.nodes.heartbeat_once()
+        await b.nodes.heartbeat_once()
         await b.directory.online("c", "X", "u", "B", 60)
         await b.directory.online("c", "Y", None, "B", 60)
         await b.redis.delete(f"{redis_prefix}:node:B")  # B's heartbeat key expired
 
-        forget = a._sweep_forget
+        forget = a.nodes._sweep_forget
 
         def forget_after_b_returns(*args: object, **kwargs: object) -> object:
             async def run() -> object:
                 if comes_back:  # B's heartbeat and resync land inside A's sweep
-                    await b._heartbeat_once()
+                    await b.nodes.heartbeat_once()
                     await b.directory.online("c", "X", "u", "B", 60)
                     await b.directory.online("c", "Y", None, "B", 60)
                 return await forget(*args, **kwargs)
 
             return run()
 
-        a._sweep_forget = forget_after_b_returns  # type: ignore[method-assign]
-        await a._sweep()
-        a._alive_cache.clear()
+        a.nodes._sweep_forget = forget_after_b_returns  # type: ignore[method-assign]
+        await a.nodes.sweep()
+        a.nodes._alive_cache.clear()
         x = await a.directory.locate("c", "X")
         y = await a.directory.locate("c", "Y")
         members = await a.redis.smembers(f"{redis_prefix}:nc:B")

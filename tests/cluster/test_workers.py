@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -14,6 +16,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 APPS = {"c": {"key": "c-key", "rate": 1000, "burst": 1000}}
 C = Signer("c", "c-key")
+MAX_RAWS = 40
 
 
 async def test_workers_share_a_port_and_route_between_them(
@@ -23,15 +26,27 @@ async def test_workers_share_a_port_and_route_between_them(
         "w", redis_url=REDIS_URL, prefix=redis_prefix, apps=APPS, workers=2
     )
     url = f"http://127.0.0.1:{node.port}"
-    raws = [await RawClient.connect(url.replace("http", "ws"), C, user=f"r{i}") for i in range(8)]
+    # Connect until both workers hold a client (the kernel spreads connections at random; with
+    # MAX_RAWS tries, all of them landing on one worker has probability 2**-(MAX_RAWS - 1)).
+    raws: list[RawClient] = []
+    holders: set[str | None] = set()
+    r = aioredis.from_url(REDIS_URL)
+    try:
+        while holders != {"w-0", "w-1"} and len(raws) < MAX_RAWS:
+            raw = await RawClient.connect(url.replace("http", "ws"), C, user=f"r{len(raws)}")
+            raws.append(raw)
+            # The greeting comes a moment before the worker registers the client in Redis.
+            key = f"{redis_prefix}:c:c:{raw.client_id}"
+            for _ in range(250):
+                holder = await r.hget(key, "n")
+                if holder is not None:
+                    break
+                await asyncio.sleep(0.02)
+            holders.add(holder.decode() if holder else None)
+    finally:
+        await r.aclose()
     polling = await SioClient.connect(url, C, user="p", transports=["polling"])
     try:
-        r = aioredis.from_url(REDIS_URL)
-        holders = set()
-        for raw in raws:
-            holder = await r.hget(f"{redis_prefix}:c:c:{raw.client_id}", "n")
-            holders.add(holder.decode() if holder else None)
-        await r.aclose()
         assert holders == {"w-0", "w-1"}, holders  # the kernel spread the connections
         # Every raw client reaches the next one, wherever each landed, and the polling client
         # (whose requests land on either worker) reaches and is reached by all of them.

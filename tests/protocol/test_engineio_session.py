@@ -16,16 +16,18 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from wxio.protocol.engineio.packets import PING_PROBE, PONG_PROBE, Packet, PacketType
 from wxio.protocol.engineio.session import (
+    TRANSITIONS,
     Closed,
     CloseReason,
     EngineConfig,
     EngineSession,
     MessageReceived,
     State,
+    Transition,
     UpgradeAborted,
     Upgraded,
 )
-from wxio.protocol.errors import StateError
+from wxio.protocol.errors import LocalProtocolError, StateError
 
 INTERVAL, TIMEOUT, UPGRADE_TIMEOUT = 25.0, 20.0, 10.0
 CONFIG = EngineConfig(
@@ -121,7 +123,9 @@ def test_v4_close_at_interval_plus_timeout_without_pong() -> None:
     assert session.state is State.OPEN
     session.handle_timers(T0 + INTERVAL + TIMEOUT)
     assert session.state is State.CLOSED
-    assert session.events_received() == [Closed(CloseReason.PING_TIMEOUT)]
+    assert session.events_received() == [
+        Closed(CloseReason.PING_TIMEOUT, "no pong within 20s of the ping")
+    ]
     assert session.take_outbox() == [CLOSE]
     assert session.next_deadline() is None
 
@@ -181,7 +185,9 @@ def test_v4_client_ping_is_a_parse_error() -> None:
     session = make(4)
     session.receive(PING, T0 + 1.0)
     assert session.state is State.CLOSED
-    assert session.events_received() == [Closed(CloseReason.PARSE_ERROR)]
+    assert session.events_received() == [
+        Closed(CloseReason.PARSE_ERROR, "ping from an EIO=4 client")
+    ]
     assert session.take_outbox() == [CLOSE]
 
 
@@ -195,7 +201,7 @@ def test_v3_deadline_from_the_handshake() -> None:
     assert session.take_outbox() == []  # the server never pings in v3
     session.handle_timers(T0 + INTERVAL + TIMEOUT)
     assert session.state is State.CLOSED
-    assert session.events_received() == [Closed(CloseReason.PING_TIMEOUT)]
+    assert session.events_received() == [Closed(CloseReason.PING_TIMEOUT, "no ping for 45s")]
     assert session.take_outbox() == [CLOSE]
 
 
@@ -227,7 +233,9 @@ def test_v3_client_pong_is_a_parse_error() -> None:
     session = make(3)
     session.receive(PONG, T0 + 1.0)
     assert session.state is State.CLOSED
-    assert session.events_received() == [Closed(CloseReason.PARSE_ERROR)]
+    assert session.events_received() == [
+        Closed(CloseReason.PARSE_ERROR, "pong from an EIO=3 client")
+    ]
     assert session.take_outbox() == [CLOSE]
 
 
@@ -253,32 +261,37 @@ def test_open_or_upgrade_on_the_active_transport_is_a_parse_error(
 ) -> None:
     session = make(eio)
     session.receive(Packet(ptype), T0 + 1)
-    assert session.events_received() == [Closed(CloseReason.PARSE_ERROR)]
+    detail = f"unexpected {ptype.name.lower()} packet"
+    assert session.events_received() == [Closed(CloseReason.PARSE_ERROR, detail)]
     assert session.take_outbox() == [CLOSE]
 
 
 def test_receive_many_stops_at_the_close() -> None:
     session = make(4)
     session.receive_many([msg("a"), PING, msg("b")], T0 + 1)
-    assert session.events_received() == [MessageReceived("a"), Closed(CloseReason.PARSE_ERROR)]
+    assert session.events_received() == [
+        MessageReceived("a"),
+        Closed(CloseReason.PARSE_ERROR, "ping from an EIO=4 client"),
+    ]
 
 
 def test_decode_failed_closes_with_parse_error() -> None:
     session = make(4)
     session.decode_failed()
     assert session.state is State.CLOSED
-    assert session.events_received() == [Closed(CloseReason.PARSE_ERROR)]
+    assert session.events_received() == [Closed(CloseReason.PARSE_ERROR, "undecodable packet")]
     assert session.take_outbox() == [CLOSE]
 
 
-def test_decode_failed_after_close_is_ignored() -> None:
-    """Regression (fixed in ae79812): like every other entry point, ``decode_failed`` is a no-op
-    once the session is closed. An undecodable frame already in flight when the session closed
-    used to produce a second ``Closed`` (the adapter would clean up twice) and a second ``1``."""
+def test_decode_failed_after_close_is_misuse() -> None:
+    """Regression (ae79812): an undecodable frame already in flight when the session closed used
+    to produce a second ``Closed`` (the adapter would clean up twice) and a second ``1``. Now it is
+    the host's misuse, refused with LocalProtocolError, and nothing is added either way."""
     session = make(4)
     session.close()
-    session.decode_failed()
-    assert session.events_received() == [Closed(CloseReason.FORCED_CLOSE)]
+    with pytest.raises(LocalProtocolError):
+        session.decode_failed()
+    assert session.events_received() == [Closed(CloseReason.FORCED_CLOSE, "closed by the server")]
     assert session.take_outbox() == [CLOSE]
 
 
@@ -293,7 +306,9 @@ def test_duplicate_get_closes_the_session(eio: int) -> None:
         session.get_started()
     assert excinfo.value.reason == "duplicate_poll"
     assert session.state is State.CLOSED
-    assert session.events_received() == [Closed(CloseReason.TRANSPORT_ERROR)]
+    assert session.events_received() == [
+        Closed(CloseReason.TRANSPORT_ERROR, "overlapping polling GET")
+    ]
     assert session.poll_ready()
     assert session.take_outbox() == [CLOSE]  # for the first, held GET
     with pytest.raises(StateError) as later:
@@ -330,7 +345,7 @@ def test_client_close_with_a_get_pending_answers_it_with_noop() -> None:
     session.post_started()
     session.receive(CLOSE, T0 + 1)
     assert session.state is State.CLOSED
-    assert session.events_received() == [Closed(CloseReason.TRANSPORT_CLOSE)]
+    assert session.events_received() == [Closed(CloseReason.TRANSPORT_CLOSE, "client sent close")]
     assert session.take_outbox() == [NOOP]
     with pytest.raises(StateError):
         session.get_started()
@@ -339,7 +354,7 @@ def test_client_close_with_a_get_pending_answers_it_with_noop() -> None:
 def test_client_close_without_a_pending_get() -> None:
     session = make(3)
     session.receive(CLOSE, T0 + 1)
-    assert session.events_received() == [Closed(CloseReason.TRANSPORT_CLOSE)]
+    assert session.events_received() == [Closed(CloseReason.TRANSPORT_CLOSE, "client sent close")]
     assert session.take_outbox() == []
     assert session.next_deadline() is None
 
@@ -361,7 +376,7 @@ def test_upgrade_probe_sequence(eio: int) -> None:
     session = make(eio)
     session.get_started()  # the client's long-poll is held
     session.probe_started(T0 + 1)
-    assert session.state is State.OPEN  # not upgrading until 2probe
+    assert session.state is State.PROBING  # not upgrading until 2probe
     assert session.receive_probe(PING_PROBE, T0 + 1.1) == [PONG_PROBE]
     assert session.state is State.UPGRADING
     assert session.poll_ready()
@@ -502,33 +517,47 @@ def test_close_during_upgrade_aborts_it_first() -> None:
     session.close()
     assert session.events_received() == [
         UpgradeAborted("session closed"),
-        Closed(CloseReason.FORCED_CLOSE),
+        Closed(CloseReason.FORCED_CLOSE, "closed by the server"),
     ]
     with pytest.raises(StateError):
         session.receive_probe(UPGRADE, T0)
 
 
-def test_abort_upgrade_without_probe_is_a_noop() -> None:
+def test_abort_upgrade_without_probe_is_misuse() -> None:
     session = make(4)
-    session.abort_upgrade("gone")
+    assert not session.probing
+    with pytest.raises(LocalProtocolError):
+        session.abort_upgrade("gone")
     assert session.events_received() == []
+    assert session.state is State.OPEN
 
 
 # -- closing ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("eio", [3, 4])
-def test_close_queues_a_close_packet_and_ignores_later_sends(eio: int) -> None:
+def test_close_queues_a_close_packet_and_refuses_everything_after(eio: int) -> None:
     session = make(eio)
     session.send_message("before")
     session.close(CloseReason.SERVER_SHUTTING_DOWN)
-    session.send_message("after")
-    session.send(msg("after too"))
-    session.close()  # idempotent
-    session.receive(msg("ignored"), T0 + 1)
-    session.handle_timers(T0 + 1000)
+    assert session.closed
+    for misuse in (
+        lambda: session.send_message("after"),
+        lambda: session.send(msg("after too")),
+        lambda: session.close(),
+        lambda: session.receive(msg("refused"), T0 + 1),
+        lambda: session.receive_many([msg("refused")], T0 + 1),
+        lambda: session.handle_timers(T0 + 1000),
+        lambda: session.decode_failed(),
+        lambda: session.abort_upgrade("gone"),
+    ):
+        with pytest.raises(LocalProtocolError) as excinfo:
+            misuse()
+        assert "closed" in excinfo.value.message
     assert session.take_outbox() == [msg("before"), CLOSE]
-    assert session.events_received() == [Closed(CloseReason.SERVER_SHUTTING_DOWN)]
+    assert session.events_received() == [
+        Closed(CloseReason.SERVER_SHUTTING_DOWN, "closed by the server")
+    ]
     assert session.next_deadline() is None
 
 
@@ -541,6 +570,96 @@ def test_close_reasons_are_the_reference_strings() -> None:
         "FORCED_CLOSE": "forced close",
         "SERVER_SHUTTING_DOWN": "server shutting down",
     }
+
+
+# -- the state table ----------------------------------------------------------------------------
+
+
+def test_the_table_covers_every_state_and_only_closed_is_final() -> None:
+    assert set(TRANSITIONS) == set(State)
+    for state, row in TRANSITIONS.items():
+        assert all(target is None or target in State for target in row.values())
+        if state is State.CLOSED:
+            assert row == {}
+        else:
+            assert row[Transition.CLOSE] is State.CLOSED
+            assert {Transition.SEND, Transition.RECEIVE} <= set(row)
+
+
+def _in_state(state: State) -> EngineSession:
+    session = make(4)
+    if state in (State.PROBING, State.UPGRADING):
+        session.probe_started(T0)
+    if state is State.UPGRADING:
+        session.receive_probe(PING_PROBE, T0)
+    if state is State.CLOSED:
+        session.close()
+    session.events_received()
+    session.take_outbox()
+    assert session.state is state
+    return session
+
+
+_CALLS: dict[Transition, Any] = {
+    Transition.SEND: lambda s: s.send_message("x"),
+    Transition.RECEIVE: lambda s: s.receive(msg("x"), T0 + 1),
+    Transition.ABORT_UPGRADE: lambda s: s.abort_upgrade("gone"),
+    Transition.CLOSE: lambda s: s.close(),
+}
+
+
+@pytest.mark.parametrize("state", list(State))
+@pytest.mark.parametrize("transition", list(_CALLS))
+def test_host_calls_follow_the_table(state: State, transition: Transition) -> None:
+    """What the table allows works and lands where the table says; what it does not allow raises
+    LocalProtocolError and changes nothing (no event, no packet, same state)."""
+    session = _in_state(state)
+    assert session.can(transition) is (transition in TRANSITIONS[state])
+    if session.can(transition):
+        _CALLS[transition](session)
+        target = TRANSITIONS[state][transition]
+        assert session.state is (state if target is None else target)
+    else:
+        with pytest.raises(LocalProtocolError) as excinfo:
+            _CALLS[transition](session)
+        assert excinfo.value.reason == "bad_state"
+        assert transition.value in excinfo.value.message
+        assert session.state is state
+        assert session.events_received() == [] and session.take_outbox() == []
+
+
+def test_a_second_probe_is_the_clients_doing_not_misuse() -> None:
+    """The table refuses PROBE while probing, but a second WebSocket is the client's: StateError
+    (a RemoteProtocolError), as for a probe of a session already on WebSocket."""
+    session = _in_state(State.PROBING)
+    assert not session.can(Transition.PROBE)
+    with pytest.raises(StateError):
+        session.probe_started(T0)
+    assert session.state is State.PROBING
+    ws = make(4, "websocket")
+    assert ws.can(Transition.PROBE)  # allowed by the state, refused by the transport
+    with pytest.raises(StateError):
+        ws.probe_started(T0)
+
+
+def test_closed_carries_why_the_session_closed() -> None:
+    session = make(4)
+    session.close(CloseReason.TRANSPORT_ERROR, "slow reader")
+    assert session.events_received() == [Closed(CloseReason.TRANSPORT_ERROR, "slow reader")]
+    v3 = make(3)
+    v3.receive(PONG, T0)
+    assert v3.events_received() == [Closed(CloseReason.PARSE_ERROR, "pong from an EIO=3 client")]
+
+
+def test_take_outbox_limit_while_open_and_everything_once_closed() -> None:
+    session = make(4)
+    for i in range(5):
+        session.send_message(f"m{i}")
+    assert session.take_outbox(2) == [msg("m0"), msg("m1")]
+    assert session.outbox_len == 3 and session.queued_bytes == 6
+    session.close()
+    assert session.take_outbox(2) == [msg("m2"), msg("m3"), msg("m4"), CLOSE]
+    assert session.queued_bytes == 0
 
 
 # -- queued_bytes -------------------------------------------------------------------------------
@@ -562,8 +681,6 @@ def test_queued_bytes_accounting() -> None:
     assert session.queued_bytes == 0
     session.send_message("x" * 100)
     session.close()
-    assert session.queued_bytes == 100
-    session.send_message("ignored")
     assert session.queued_bytes == 100
 
 
@@ -603,9 +720,19 @@ class SessionMachine(RuleBasedStateMachine):
         self.session = EngineSession("s", eio=eio, transport=transport, config=config, now=0.0)
 
     def _call(self, fn: Any, *args: Any) -> Any:
+        """Call ``fn``: a StateError is the client's doing and fine; a LocalProtocolError is fine
+        only when the table says the call was not allowed (the host misused the session)."""
+        assert self.session is not None
+        state = self.session.state
         try:
             return fn(*args)
         except StateError:
+            return None
+        except LocalProtocolError:
+            assert state is State.CLOSED or (
+                fn.__name__ == "abort_upgrade" and state is State.OPEN
+            ), state
+            assert self.session.state is state  # misuse changes nothing
             return None
 
     @rule(dt=st.floats(0, 2))
@@ -614,7 +741,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert self.session is not None
         self.now += dt
         deadline = self.session.next_deadline()
-        self.session.handle_timers(self.now)
+        self._call(self.session.handle_timers, self.now)
         if deadline is not None and self.now >= deadline and self.session.state is not State.CLOSED:
             new = self.session.next_deadline()
             assert new is None or new > self.now or new == deadline
@@ -623,7 +750,7 @@ class SessionMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.session is not None)
     def receive(self, packet: Packet) -> None:
         assert self.session is not None
-        self.session.receive(packet, self.now)
+        self._call(self.session.receive, packet, self.now)
 
     @rule(packet=_ANY_PACKET)
     @precondition(lambda self: self.session is not None)
@@ -644,19 +771,24 @@ class SessionMachine(RuleBasedStateMachine):
                 "take_outbox",
                 "close",
                 "decode_failed",
+                "abort_upgrade",
             ]
         )
     )
     @precondition(lambda self: self.session is not None)
     def request(self, which: str) -> None:
         assert self.session is not None
-        self._call(getattr(self.session, which))
+        fn = getattr(self.session, which)
+        if which == "abort_upgrade":
+            self._call(fn, "gone")
+        else:
+            self._call(fn)
 
     @rule(data=st.one_of(st.text(max_size=5), st.binary(max_size=5)))
     @precondition(lambda self: self.session is not None)
     def send(self, data: str | bytes) -> None:
         assert self.session is not None
-        self.session.send_message(data)
+        self._call(self.session.send_message, data)
 
     @invariant()
     def consistent(self) -> None:

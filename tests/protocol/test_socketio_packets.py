@@ -564,3 +564,11 @@ def test_python_socketio_encodes_like_us(
     text, attachments = encode(packet)
     theirs = _theirs(packet).encode()
     assert theirs == ([text, *attachments] if attachments else text)
+
+
+def test_find_placeholders_in_a_scalar_finds_none() -> None:
+    """Only lists and dicts hold placeholders; a scalar payload has none (and is not walked)."""
+    from wxio.protocol.socketio.binary import find_placeholders
+
+    assert find_placeholders("text", 1) == []
+    assert find_placeholders(None, 1) == []

@@ -1,0 +1,243 @@
+"""The cluster's shared stores in Redis: the client directory, the offline inboxes and the HMAC
+nonces.
+
+Keys (``P`` is the cluster's prefix; see :mod:`.redis`)::
+
+    P:c:<app>:<client>   hash n=<node> (while online), u=<user>; expires inbox_ttl after offline
+    P:u:<app>:<user>     hash client -> node of the user's online clients
+    P:ou:<app>           sorted set of users with a client online (presence; lazily pruned)
+    P:a:<app>:<old>      re-bound client id -> new id, with a TTL
+    P:il:<app>:<user>    list of inbox message ids, oldest first
+    P:ib:<app>:<user>    hash message id -> entry JSON
+    P:n:<app>:<nonce>    HMAC nonces, SET NX with the window as TTL
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ...protocol import jsonutil
+from ...protocol.errors import RemoteProtocolError
+from ...protocol.signing import NonceClaim
+from ..core.directory import MAX_ALIAS_HOPS, Location
+from ..core.inbox import InboxEntry
+
+if TYPE_CHECKING:
+    from .redis import RedisBackplane
+
+__all__ = ["RedisDirectory", "RedisInbox", "RedisReplay"]
+
+# Follow re-bindings, then read the client's hash and whether its node is alive: one round trip.
+_LOCATE = """
+local p, app, client = ARGV[1], ARGV[2], ARGV[3]
+for i = 1, tonumber(ARGV[4]) do
+  local nxt = redis.call('GET', p .. ':a:' .. app .. ':' .. client)
+  if not nxt then break end
+  client = nxt
+end
+local h = redis.call('HMGET', p .. ':c:' .. app .. ':' .. client, 'n', 'u')
+local node = h[1]
+if node and redis.call('EXISTS', p .. ':node:' .. node) == 0 then node = false end
+return {client, node or '', h[2] or '', (h[1] or h[2]) and 1 or 0}
+"""
+
+# Append to an inbox, trim it to the cap (oldest first), return the ids dropped.
+_INBOX_PUT = """
+local list, box = KEYS[1], KEYS[2]
+redis.call('RPUSH', list, ARGV[1])
+redis.call('HSET', box, ARGV[1], ARGV[2])
+local dropped = {}
+while redis.call('LLEN', list) > tonumber(ARGV[3]) do
+  local old = redis.call('LPOP', list)
+  redis.call('HDEL', box, old)
+  table.insert(dropped, old)
+end
+redis.call('EXPIRE', list, ARGV[4])
+redis.call('EXPIRE', box, ARGV[4])
+return dropped
+"""
+
+# Presence: drop a user from the app's online set once none of its clients is registered. Atomic
+# with respect to online() (a MULTI), so a user coming back in between is never dropped.
+_PRESENCE_PRUNE = """
+local zkey, p, app = KEYS[1], ARGV[1], ARGV[2]
+local removed = 0
+for i = 3, #ARGV do
+  if redis.call('EXISTS', p .. ':u:' .. app .. ':' .. ARGV[i]) == 0 then
+    removed = removed + redis.call('ZREM', zkey, ARGV[i])
+  end
+end
+return removed
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisDirectory:
+    """The client directory (:class:`~..core.directory.Directory`) in Redis."""
+
+    def __init__(self, bp: RedisBackplane) -> None:
+        self.bp = bp
+        self._locate = bp.redis.register_script(_LOCATE)
+        self._presence_prune = bp.redis.register_script(_PRESENCE_PRUNE)
+
+    async def online(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
+        bp = self.bp
+        ckey = bp.key("c", app, client)
+        async with bp.redis.pipeline(transaction=True) as pipe:
+            mapping: dict[str | bytes, str] = {"n": node}
+            if user is not None:
+                mapping["u"] = user
+            pipe.hset(ckey, mapping=mapping)  # type: ignore[arg-type]
+            pipe.persist(ckey)
+            pipe.sadd(bp.key("nc", node), f"{app}\0{client}")
+            if user is not None:
+                pipe.hset(bp.key("u", app, user), client, node)
+                pipe.zadd(bp.key("ou", app), {user: 0})
+            await bp.call(pipe.execute())
+
+    async def offline(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
+        await self.forget(app, client, node, ttl=ttl, user=user)
+        if user is not None:
+            await self._prune(app, [user])
+
+    async def _prune(self, app: str, users: list[str]) -> None:
+        bp = self.bp
+        await bp.call(self._presence_prune(keys=[bp.key("ou", app)], args=[bp.prefix, app, *users]))
+
+    async def app_users(
+        self, app: str, *, after: str | None = None, limit: int = 100
+    ) -> tuple[list[str], str | None]:
+        bp = self.bp
+        limit = max(1, limit)
+        lower = "(" + after if after is not None else "-"
+        raw = await bp.call(bp.redis.zrangebylex(bp.key("ou", app), lower, "+", 0, limit))
+        candidates = [_text(u) for u in raw]
+        if not candidates:
+            return [], None
+        async with bp.redis.pipeline(transaction=False) as pipe:
+            for user in candidates:
+                pipe.hvals(bp.key("u", app, user))
+            nodes_of = await bp.call(pipe.execute())
+        online, gone = [], []
+        for user, nodes in zip(candidates, nodes_of, strict=True):
+            if not nodes:
+                gone.append(user)  # every client left (or was swept): prune below
+                continue
+            for node in {_text(n) for n in nodes}:
+                if await bp.node_alive(node):
+                    online.append(user)
+                    break
+        if gone:
+            await self._prune(app, gone)
+        return online, (candidates[-1] if len(candidates) == limit else None)
+
+    async def forget(
+        self, app: str, client: str, node: str, *, ttl: float | None = None, user: str | None = None
+    ) -> None:
+        """The client is no longer on ``node``; keep its user binding ``ttl`` seconds."""
+        bp = self.bp
+        ckey = bp.key("c", app, client)
+        if user is None:
+            raw = await bp.call(bp.redis.hget(ckey, "u"))
+            user = _text(raw) if raw is not None else None
+        if ttl is None:
+            ttl = 86400.0
+        async with bp.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(ckey, "n")
+            if user is not None:
+                pipe.expire(ckey, max(1, int(ttl)))
+                pipe.hdel(bp.key("u", app, user), client)
+            else:
+                pipe.delete(ckey)
+            pipe.srem(bp.key("nc", node), f"{app}\0{client}")
+            await bp.call(pipe.execute())
+
+    async def locate(self, app: str, client: str) -> Location | None:
+        bp = self.bp
+        result = await bp.call(self._locate(keys=[], args=[bp.prefix, app, client, MAX_ALIAS_HOPS]))
+        resolved, node, user, known = (x.decode() if isinstance(x, bytes) else x for x in result)
+        if not int(known):
+            return None
+        return Location(resolved, node or None, user or None)
+
+    async def user_clients(self, app: str, user: str) -> list[tuple[str, str]]:
+        bp = self.bp
+        raw = await bp.call(bp.redis.hgetall(bp.key("u", app, user)))
+        result = []
+        for client, node in raw.items():
+            node_id = _text(node)
+            if await bp.node_alive(node_id):
+                result.append((_text(client), node_id))
+        return result
+
+    async def rebind(self, app: str, old: str, new: str, ttl: float) -> None:
+        bp = self.bp
+        await bp.call(bp.redis.set(bp.key("a", app, old), new, ex=max(1, int(ttl))))
+
+
+class RedisInbox:
+    """Users' offline inboxes (:class:`~..core.inbox.Inbox`) in Redis."""
+
+    def __init__(self, bp: RedisBackplane) -> None:
+        self.bp = bp
+        self._inbox_put = bp.redis.register_script(_INBOX_PUT)
+
+    async def put(
+        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float
+    ) -> list[InboxEntry]:
+        bp = self.bp
+        body = jsonutil.dumps({"env": entry.envelope, "exp": entry.expires_at})
+        ttl = max(1, int(entry.expires_at - now) + 1)
+        dropped = await bp.call(
+            self._inbox_put(
+                keys=[bp.key("il", app, user), bp.key("ib", app, user)],
+                args=[entry.msg_id, body, cap, ttl],
+            )
+        )
+        return [InboxEntry(_text(d), {}, 0.0) for d in dropped]
+
+    async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
+        bp = self.bp
+        ids = await bp.call(bp.redis.lrange(bp.key("il", app, user), 0, -1))
+        if not ids:
+            return []
+        bodies = await bp.call(bp.redis.hmget(bp.key("ib", app, user), ids))
+        entries = []
+        for msg_id, body in zip(ids, bodies, strict=True):
+            if body is None:
+                continue
+            try:
+                data = jsonutil.loads(body)
+            except RemoteProtocolError:
+                continue
+            if not isinstance(data, dict) or not isinstance(data.get("env"), dict):
+                continue
+            expires = float(data.get("exp", 0))
+            if expires > now:
+                entries.append(InboxEntry(_text(msg_id), data["env"], expires))
+        return entries
+
+    async def ack(self, app: str, user: str, msg_id: str) -> bool:
+        bp = self.bp
+        async with bp.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(bp.key("ib", app, user), msg_id)
+            pipe.lrem(bp.key("il", app, user), 1, msg_id)
+            removed, _ = await bp.call(pipe.execute())
+        return bool(removed)
+
+
+class RedisReplay:
+    """HMAC nonces seen within their window (one use each), in Redis."""
+
+    def __init__(self, bp: RedisBackplane) -> None:
+        self.bp = bp
+
+    async def claim(self, claim: NonceClaim, now_ms: int) -> bool:
+        bp = self.bp
+        ttl = max(1, claim.expires_at_ms - now_ms)
+        return bool(
+            await bp.call(bp.redis.set(bp.key("n", claim.app, claim.nonce), 1, nx=True, px=ttl))
+        )
