@@ -92,7 +92,7 @@ class Ingress:
         name = app.name if isinstance(app, AppConfig) else app
         if name is None or self.hub.apps.get(name) is None:
             name = "unknown"
-        counter = self.hub._denied
+        counter = self.hub.denials
         key = (("app", name), ("reason", reason.value))
         counter[key] = counter.get(key, 0.0) + 1
 
@@ -164,7 +164,7 @@ class Ingress:
             # Acks are exempt: a client acknowledging what it is sent must not be rate limited.
             if message.action != Action.ACK and not conn.bucket.take(now):
                 raise Denied(DenyReason.RATE_LIMITED, "too many messages")
-            await self.hub._apply(conn, message, raw, respond)
+            await self.hub.apply(conn, message, raw, respond)
         except Denied as denied:
             self.refuse(conn, denied, respond)
         else:
@@ -212,7 +212,7 @@ class Ingress:
             raise Denied(DenyReason.NOT_ALLOWED, "a refreshed token must name the same user")
         assert ident.expires is not None
         session.expires, session.info, session.warned = ident.expires, ident.info, False
-        respond(self.hub._reply(Action.REFRESHED, conn, {"exp": ident.expires}))
+        respond(self.hub.reply(Action.REFRESHED, conn, {"exp": ident.expires}))
 
     # -- token expiry --------------------------------------------------------------------------
 

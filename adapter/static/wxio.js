@@ -22,7 +22,9 @@
        * program or `WebSocket` in a browser; or a socket.io client the app passes in (`io`).
        *
        * What it does on its own: signs every message with the current credentials (refreshing them
-       * before the server's window runs out, and once more on an `expired` denial); reconnects with
+       * before the server's window runs out, and once more on an `expired` denial); with a token,
+       * sends `refresh` with a new one before the token's `exp` (and at once on `deny expired`),
+       * reconnecting with fresh credentials if that fails; reconnects with
        * exponential backoff and jitter; on a reconnect claims its old client ids with
        * `reConnectAndUpdates` so that messages sent to them reach it; acknowledges every inbox
        * delivery and drops duplicates by `msgId`; closes the socket when a mini program goes to the
@@ -43,6 +45,8 @@
         connectTimeout: 15000,
         requestTimeout: 10000, // send/broadcast answer deadline
         credentialsMaxAge: 240000, // refresh credentials after this (the server's window is 300 s)
+        refreshLead: 5000, // token connections: refresh this long before exp (at least 20% of the
+        // token's remaining lifetime, at most half of it)
         dedupe: 1000, // msgIds remembered for de-duplication
         outboxSize: 100, // sends kept while disconnected
         pingInterval: 25000, // raw transport: ping after this much silence (0: off)
@@ -128,6 +132,74 @@
           if (this.ids.size > this.size) this.ids.delete(this.ids.values().next().value);
           return false;
         }
+      }
+
+      const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+      /** A base64url (or base64) string decoded as UTF-8 text; needs no atob or TextDecoder. */
+      function base64urlDecode(text) {
+        const s = String(text).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+        let value = 0;
+        let bits = 0;
+        let out = '';
+        for (let i = 0; i < s.length; i += 1) {
+          const v = B64URL.indexOf(s.charAt(i));
+          if (v < 0) throw new Error('not base64url');
+          value = (value << 6) | v;
+          bits += 6;
+          if (bits >= 8) {
+            bits -= 8;
+            out += `%${(0x100 | ((value >> bits) & 0xff)).toString(16).slice(1)}`;
+            value &= (1 << bits) - 1;
+          }
+        }
+        return decodeURIComponent(out);
+      }
+
+      /** The `exp` claim (seconds since the epoch) of a JWT, read without verifying it; or null. */
+      function tokenExp(token) {
+        try {
+          const claims = JSON.parse(base64urlDecode(String(token).split('.')[1]));
+          const exp = claims && claims.exp;
+          return typeof exp === 'number' && Number.isFinite(exp) ? exp : null;
+        } catch (err) {
+          return null;
+        }
+      }
+
+      function isToken(creds) {
+        return Boolean(creds) && creds.token !== undefined && creds.token !== null && creds.token !== '';
+      }
+
+      /**
+       * When credentials `{token, exp?}` run out, in ms since the epoch (server time): `exp` as the
+       * credentials callback gave it (seconds, like a JWT's; a value over 1e12 is taken as ms), else
+       * the token's own `exp` claim; null for other credentials or a token without one.
+       */
+      function credsExpiry(creds) {
+        if (!isToken(creds)) return null;
+        const given = creds.exp !== undefined && creds.exp !== null ? Number(creds.exp) : NaN;
+        if (Number.isFinite(given) && given > 0) return given > 1e12 ? given : given * 1000;
+        const exp = tokenExp(creds.token);
+        return exp === null ? null : exp * 1000;
+      }
+
+      /**
+       * How long to wait before refreshing a token with `remaining` ms to live: refresh `lead` ms
+       * before it runs out, where lead is at least 20% of `remaining` and at most half of it, but
+       * otherwise `minLead` (a 3 s token refreshes after 1.5 s; a 1 h token after 48 min).
+       */
+      function refreshDelay(remaining, minLead) {
+        if (!(remaining > 0)) return 0;
+        const lead = Math.max(remaining * 0.2, Math.min(minLead, remaining * 0.5));
+        return Math.max(0, Math.min(0x7fffffff, Math.round(remaining - lead)));
+      }
+
+      /** Credentials as they go on the wire: `exp` is for the client alone. */
+      function wireCreds(creds) {
+        const wire = Object.assign({}, creds);
+        delete wire.exp;
+        return wire;
       }
 
       const URL_RE = /^([a-z][a-z0-9+.-]*):\/\/([^/?#]*)([^?#]*)(\?[^#]*)?/i;
@@ -239,7 +311,12 @@
           }
           /** The current client id (null until connected). */
           this.id = null;
+          /** The user id the server gave this connection (a token's `sub`); null without one. */
           this.userId = null;
+          this.credUserId = null; // userId of signed credentials: used if the server names none
+          this.skew = 0; // server clock minus ours (ms), from the server's timestamps
+          this.refreshing = null; // a refresh under way (a promise)
+          this.freshCreds = false; // the next dial fetches new credentials
           /** 'connecting' | 'open' | 'closed' */
           this.state = 'closed';
           this.oldIds = []; // most recent first
@@ -321,6 +398,48 @@
           return this.request(E.SEND_TO_OTHERS, payload, { target }, opts);
         }
 
+        /**
+         * Token connections: fetch new credentials now and send `refresh` with their token. Resolves
+         * with the `refreshed` envelope; if it fails, the client reconnects with fresh credentials.
+         * (The client does this on its own before the token's `exp`.)
+         */
+        refresh() {
+          if (this.refreshing) return this.refreshing;
+          const conn = this.conn;
+          if (!conn || !isToken(this.creds)) {
+            return Promise.reject(new WxioError('not_allowed', 'not connected with a token'));
+          }
+          this.clearTimer('refresh');
+          const timeout = this.options.requestTimeout;
+          const p = this.credentials(true).then((creds) => {
+            if (conn !== this.conn) throw new WxioError('disconnected', 'connection lost before refreshing');
+            if (!isToken(creds)) throw new WxioError('malformed', 'credentials() returned no token to refresh with');
+            return new Promise((resolve, reject) => this.transmit({
+              action: E.REFRESH, payload: { token: String(creds.token) }, meta: {}, resolve, reject,
+              retried: true, timer: null, timeout,
+            }));
+          }).then((reply) => {
+            const meta = (reply && reply.meta) || {};
+            const payload = (reply && reply.data && reply.data.payload) || {};
+            if (!reply || !reply.data || reply.data.action !== E.REFRESHED) {
+              throw new WxioError('malformed', 'refresh got no refreshed answer', reply);
+            }
+            this.clock(meta);
+            const exp = typeof payload.exp === 'number' ? payload.exp * 1000 : credsExpiry(this.creds);
+            if (conn === this.conn) this.scheduleRefresh(exp);
+            this.emit('refreshed', { exp: exp === null ? null : exp / 1000 });
+            return reply;
+          });
+          this.refreshing = p;
+          p.then(() => { this.refreshing = null; }, (err) => {
+            this.refreshing = null;
+            if (conn !== this.conn) return;
+            this.emit('error', err);
+            this.reconnectNow(`refresh failed: ${err && (err.reason || err.message)}`);
+          });
+          return p;
+        }
+
         /** Send `payload` to every other client of the app (the app must allow client broadcasts). */
         broadcast(payload, opts) {
           return this.request(E.BROADCAST, payload, {}, opts);
@@ -387,8 +506,13 @@
           if (data.action === E.DENY) {
             if (direct) this.emit('deny', { reason: payload.reason, message: payload.message, envelope });
             if (payload.reason === 'expired' && !req.retried) {
-              // The credentials aged out: fetch new ones and try once more.
               req.retried = true;
+              if (isToken(this.creds) && this.conn) {
+                // The token ran out: refresh it, then try once more (on this connection or the next).
+                this.refresh().then(() => this.dispatch(req), () => this.dispatch(req));
+                return;
+              }
+              // The credentials aged out: fetch new ones and try once more.
               this.credsAt = 0;
               if (this.conn) this.transmit(req);
               else this.dispatch(req);
@@ -425,15 +549,33 @@
 
         // -- credentials --------------------------------------------------------------------------------
 
+        /** Server time (ms), as far as its timestamps tell. */
+        serverNow() {
+          return Date.now() + this.skew;
+        }
+
+        /** Learn the server's clock from a reply's `meta.timestamp`. */
+        clock(meta) {
+          if (meta && typeof meta.timestamp === 'number' && Number.isFinite(meta.timestamp)) {
+            this.skew = meta.timestamp - Date.now();
+          }
+        }
+
+        /** Whether cached credentials will do for a new connection or a signature. */
+        usable(creds) {
+          const exp = credsExpiry(creds);
+          if (exp !== null) return exp - this.serverNow() > 1000;
+          return Date.now() - this.credsAt < this.options.credentialsMaxAge;
+        }
+
         credentials(force) {
-          const maxAge = this.options.credentialsMaxAge;
-          if (!force && this.creds && Date.now() - this.credsAt < maxAge) return Promise.resolve(this.creds);
+          if (!force && this.creds && this.usable(this.creds)) return Promise.resolve(this.creds);
           const source = this.options.credentials;
           // A callback that throws is a rejected promise like one that rejects.
           return new Promise((resolve) => resolve(typeof source === 'function' ? source() : source)).then((creds) => {
             if (!creds || typeof creds !== 'object') throw new WxioError('malformed', 'credentials() returned nothing');
             this.creds = Object.assign({}, creds);
-            if (this.creds.userId === undefined && this.options.userId !== undefined) {
+            if (!isToken(this.creds) && this.creds.userId === undefined && this.options.userId !== undefined) {
               this.creds.userId = this.options.userId;
             }
             this.credsAt = Date.now();
@@ -443,6 +585,13 @@
 
         /** meta for a request: the mobile-sdk's metaData (app, timestamp, sign, client, userId). */
         signedMeta(extra) {
+          if (isToken(this.creds)) {
+            // The token authenticates the connection: messages carry no signature and no user id.
+            const meta = {};
+            if (this.creds.app !== undefined && this.creds.app !== null) meta.app = this.creds.app;
+            if (this.id) meta.client = this.id;
+            return Promise.resolve(Object.assign(meta, extra));
+          }
           return this.credentials(false).then((c) => {
             const meta = {};
             ['app', 'timestamp', 'sign', 'nonce', 'token'].forEach((k) => {
@@ -459,16 +608,21 @@
         dial() {
           if (!this.running || this.paused || this.state !== 'closed') return;
           this.state = 'connecting';
-          this.credentials(this.lastReason === 'expired').then((creds) => {
+          const fresh = this.lastReason === 'expired' || this.freshCreds;
+          this.freshCreds = false;
+          this.credentials(fresh).then((creds) => {
             if (!this.running || this.paused || this.state !== 'connecting') {
               if (this.state === 'connecting') this.state = 'closed';
               return;
             }
-            this.userId = creds.userId !== undefined && creds.userId !== null && creds.userId !== ''
-              ? String(creds.userId) : null;
+            // The user id is the server's to say (the greeting); signed credentials name it too.
+            this.userId = null;
+            this.credUserId = !isToken(creds) && creds.userId !== undefined && creds.userId !== null
+              && creds.userId !== '' ? String(creds.userId) : null;
+            const wire = wireCreds(creds);
             const h = this.handlers();
             try {
-              this.conn = this.options.transport === 'socketio' ? this.openSocketIo(creds, h) : this.openRaw(creds, h);
+              this.conn = this.options.transport === 'socketio' ? this.openSocketIo(wire, h) : this.openRaw(wire, h);
             } catch (err) {
               this.state = 'closed';
               this.emit('error', err);
@@ -502,7 +656,7 @@
               }
               this.onEnvelope(envelope);
             },
-            greeting: (id) => { if (current()) this.onGreeting(id); },
+            greeting: (id, meta) => { if (current()) this.onGreeting(id, meta); },
             envelope: (envelope, ack) => {
               if (!current()) return;
               this.onEnvelope(envelope);
@@ -548,7 +702,7 @@
             // Ask for our id (the mobile-sdk's requestId/saveId); socket.id differs between versions.
             socket.emit(E.REQUEST_MESSAGE, E.parseMsg(E.REQUEST_ID, {}, {}), (reply) => {
               const meta = (reply && reply.meta) || {};
-              if (meta.client) h.greeting(meta.client);
+              if (meta.client) h.greeting(meta.client, meta);
             });
           });
           socket.on(E.RESPONSE_MESSAGE, (envelope, ack) => h.envelope(envelope, ack));
@@ -570,10 +724,16 @@
           };
         }
 
-        onGreeting(id) {
+        /** The server's greeting (raw: `connect`; socket.io: the `saveId` answer) and its meta. */
+        onGreeting(id, meta) {
           if (this.state !== 'connecting') return;
           this.clearTimer('connect');
           this.id = id;
+          const m = meta || {};
+          this.clock(m);
+          this.userId = m.userId !== undefined && m.userId !== null && m.userId !== ''
+            ? String(m.userId) : this.credUserId;
+          if (isToken(this.creds)) this.scheduleRefresh(credsExpiry(this.creds));
           const conn = this.conn;
           const reconnected = this.oldIds.length > 0;
           if (reconnected) this.stats.reconnects += 1;
@@ -612,7 +772,7 @@
           const meta = envelope.meta || {};
           switch (action) {
             case E.CONNECT:
-              if (meta.client) this.onGreeting(meta.client);
+              if (meta.client) this.onGreeting(meta.client, meta);
               break;
             case E.EXCHANGE:
             case E.BROADCAST:
@@ -630,13 +790,16 @@
             case E.DENY: {
               const p = envelope.data.payload || {};
               this.emit('deny', { reason: p.reason, message: p.message, envelope });
+              // A token past its exp: refresh at once, within the server's grace.
+              if (p.reason === 'expired' && isToken(this.creds) && this.conn) this.refresh().catch(() => {});
               // The server answers in order; a denial answers the oldest request still waiting.
               if (this.pending.length) this.answer(this.pending[0], envelope);
               break;
             }
             case E.RE_CONNECT_UPDATED:
+            case E.REFRESHED:
             case E.SAVE_ID: {
-              const want = action === E.SAVE_ID ? E.REQUEST_ID : E.RE_CONNECT_AND_UPDATES;
+              const want = { [E.SAVE_ID]: E.REQUEST_ID, [E.REFRESHED]: E.REFRESH }[action] || E.RE_CONNECT_AND_UPDATES;
               const req = this.pending.find((r) => r.action === want);
               if (req) this.answer(req, envelope);
               break;
@@ -700,7 +863,7 @@
           const wasOpen = this.state === 'open';
           this.conn = null;
           this.state = 'closed';
-          ['connect', 'ping', 'dead'].forEach((t) => this.clearTimer(t));
+          ['connect', 'ping', 'dead', 'refresh'].forEach((t) => this.clearTimer(t));
           const lost = this.pending.splice(0);
           lost.forEach((req) => {
             clearTimeout(req.timer);
@@ -719,6 +882,27 @@
             this.emit('disconnect', { code, reason: deniedReason || reason || '', willReconnect });
           }
           if (willReconnect) this.retry(code, reason);
+        }
+
+        /** Token connections: refresh `refreshDelay` before `exp` (ms, server time). */
+        scheduleRefresh(exp) {
+          this.clearTimer('refresh');
+          if (exp === null || exp === undefined || !this.conn) return;
+          const delay = refreshDelay(exp - this.serverNow(), this.options.refreshLead);
+          this.setTimer('refresh', delay, () => this.refresh().catch(() => {}));
+        }
+
+        /** Give the socket up and connect again with new credentials (after a failed refresh). */
+        reconnectNow(reason) {
+          const conn = this.conn;
+          if (!conn) return;
+          this.freshCreds = true;
+          this.onClose(1006, reason);
+          try {
+            conn.close(1000, reason);
+          } catch (err) {
+            // already closed
+          }
         }
 
         retry(code, reason) {
@@ -755,7 +939,9 @@
         return new Client(url, options).open();
       }
 
-      module.exports = { Client, WxioError, connect, rawUrl, DEFAULTS };
+      module.exports = {
+        Client, WxioError, connect, rawUrl, DEFAULTS, tokenExp, credsExpiry, refreshDelay, base64urlDecode,
+      };
     },
     "envelope": function (module, exports, require) {
       /**
@@ -781,6 +967,9 @@
       const PING = 'ping';
       const PONG = 'pong';
       const RESULT = 'result';
+      // Token connections: a new token before the old one's exp, and the server's answer.
+      const REFRESH = 'refresh';
+      const REFRESHED = 'refreshed';
       // socket.io event names of the core namespace.
       const REQUEST_MESSAGE = 'requestMessage';
       const RESPONSE_MESSAGE = 'responseMessage';
@@ -827,6 +1016,8 @@
         PING,
         PONG,
         RESULT,
+        REFRESH,
+        REFRESHED,
         REQUEST_MESSAGE,
         RESPONSE_MESSAGE,
         parseMsg,

@@ -3,7 +3,7 @@
 export type Action =
   | 'saveId' | 'requestId' | 'sendToOthers' | 'reConnectAndUpdates' | 'reConnectUpdated'
   | 'deny' | 'exchange' | 'broadcast' | 'connect' | 'disconnect' | 'ack' | 'ping' | 'pong'
-  | 'result';
+  | 'result' | 'refresh' | 'refreshed';
 
 export type DenyReason =
   | 'bad_signature' | 'expired' | 'unknown_app' | 'malformed' | 'unknown_action'
@@ -29,7 +29,12 @@ export interface Envelope<P = unknown> {
   data: { action: Action | string; payload: P };
 }
 
-/** What the credentials callback returns: md5/hmac fields, or a token for servers that take one. */
+/**
+ * What the credentials callback returns: md5/hmac fields `{app, timestamp, sign, userId}`, or
+ * `{app, token, exp?}` with a token (JWT) that the app's backend issued. With a token, the user
+ * id is the token's `sub` (the server says it); the client sends `refresh` with a new token
+ * before `exp`.
+ */
 export interface Credentials {
   app?: string;
   timestamp?: number;
@@ -37,13 +42,16 @@ export interface Credentials {
   userId?: string | number;
   nonce?: string;
   token?: string;
+  /** When the token expires, in seconds since the epoch (default: the token's own exp claim). */
+  exp?: number;
   [key: string]: unknown;
 }
 
 export interface ClientOptions {
-  /** Called at every (re)connect and before the credentials age out; a backend should sign. */
+  /** Called at every (re)connect, before the credentials age out (a token: before its exp, for
+   * `refresh`); a backend should sign or issue the token. */
   credentials: Credentials | (() => Credentials | Promise<Credentials>);
-  /** Used when the credentials carry no userId. */
+  /** Used when signed credentials carry no userId (never with a token). */
   userId?: string;
   /** 'ws' (default): the raw JSON endpoint; 'socketio': through `io`. */
   transport?: 'ws' | 'socketio';
@@ -70,6 +78,9 @@ export interface ClientOptions {
   requestTimeout?: number;
   /** Fetch new credentials after this many ms (default 240000; the server's window is 300 s). */
   credentialsMaxAge?: number;
+  /** Token connections: refresh this many ms before exp (default 5000; at least 20% of the
+   * token's remaining lifetime, at most half of it). */
+  refreshLead?: number;
   /** How many msgIds are remembered to drop duplicates (default 1000). */
   dedupe?: number;
   /** How many sends are kept while disconnected (default 100). */
@@ -113,6 +124,7 @@ export interface Deny {
 
 export interface ConnectEvent {
   id: string;
+  /** The user id the server gave the connection (a token's sub), null without one. */
   userId: string | null;
   /** True after a reconnect: the old ids were claimed with reConnectAndUpdates. */
   reconnected: boolean;
@@ -141,7 +153,14 @@ export interface ClientEvents {
   connect: ConnectEvent;
   disconnect: DisconnectEvent;
   reconnecting: ReconnectingEvent;
+  /** A token connection sent refresh and the server took the new token. */
+  refreshed: RefreshedEvent;
   error: Error;
+}
+
+export interface RefreshedEvent {
+  /** The new token's exp, in seconds since the epoch. */
+  exp: number | null;
 }
 
 export interface ClientStats {
@@ -160,6 +179,7 @@ export declare class Client {
   constructor(url: string, options: ClientOptions);
   /** The current client id, null while disconnected. */
   readonly id: string | null;
+  /** The user id the server gave this connection (a token's sub); null without one. */
   readonly userId: string | null;
   readonly state: 'connecting' | 'open' | 'closed';
   readonly connected: boolean;
@@ -170,6 +190,9 @@ export declare class Client {
   open(): this;
   send(target: string, payload: unknown, options?: { timeout?: number }): Promise<Result>;
   broadcast(payload: unknown, options?: { timeout?: number }): Promise<Result>;
+  /** Token connections: fetch new credentials and send refresh now (the client does this on
+   * its own before exp); if it fails, the client reconnects with fresh credentials. */
+  refresh(): Promise<Envelope<{ exp: number }>>;
   pause(): void;
   resume(): void;
   close(): void;
@@ -201,6 +224,8 @@ export declare const ACK: 'ack';
 export declare const PING: 'ping';
 export declare const PONG: 'pong';
 export declare const RESULT: 'result';
+export declare const REFRESH: 'refresh';
+export declare const REFRESHED: 'refreshed';
 export declare const REQUEST_MESSAGE: 'requestMessage';
 export declare const RESPONSE_MESSAGE: 'responseMessage';
 
@@ -229,6 +254,8 @@ declare const wxio: {
   PING: 'ping';
   PONG: 'pong';
   RESULT: 'result';
+  REFRESH: 'refresh';
+  REFRESHED: 'refreshed';
   REQUEST_MESSAGE: 'requestMessage';
   RESPONSE_MESSAGE: 'responseMessage';
 };

@@ -537,7 +537,7 @@ async def test_api_rate_is_per_app_and_configurable(core: RunningServer) -> None
     so = Signer("serveronly", "so-server-key")
     assert (await api(core, "broadcast", signed_body(so, message=1)))[0] == 200
     assert core.hub is not None
-    denied = core.hub._denied
+    denied = core.hub.denials
     assert denied[(("app", "tiny"), ("reason", "rate_limited"))] >= 1
 
 

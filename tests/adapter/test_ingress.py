@@ -142,7 +142,7 @@ async def test_same_bad_input_same_reason_on_every_way_in(core: RunningServer, c
         # every denial is counted, the API's too (under "unknown" when the body names no app)
         assert core.hub is not None
         counted = sum(
-            n for (app, why), n in core.hub._denied.items() if why == ("reason", expected)
+            n for (app, why), n in core.hub.denials.items() if why == ("reason", expected)
         )
         assert counted == 3
     finally:
@@ -216,7 +216,7 @@ async def test_raw_frame_over_max_frame_bytes_is_denied_then_closed(
         await asyncio.wait_for(raw.ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4009
     assert core.hub is not None
-    assert core.hub._denied[(("app", "tbl"), ("reason", "too_large"))] == 1
+    assert core.hub.denials[(("app", "tbl"), ("reason", "too_large"))] == 1
 
 
 async def test_garbage_frames_are_rate_limited_and_close_after_fifty(core: RunningServer) -> None:
@@ -326,4 +326,4 @@ async def test_api_metrics_count_unknown_apps_under_one_label(core: RunningServe
             async with http.post(f"{core.url}/api/broadcast", json=body) as resp:
                 assert resp.status == 401
     assert core.hub is not None
-    assert core.hub._denied[(("app", "unknown"), ("reason", "bad_signature"))] == 2
+    assert core.hub.denials[(("app", "unknown"), ("reason", "bad_signature"))] == 2

@@ -292,3 +292,208 @@ async def test_a_busy_receiver_is_not_cut_off_for_acknowledging(server: RunningS
                 received += 1
                 ack = {"meta": {"msgId": envelope["meta"]["msgId"]}, "data": {"action": "ack"}}
                 await rx.send_json(ack)
+
+
+# -- backend-issued tokens ------------------------------------------------------------------------
+
+TOKEN_SECRET = "sdk-token-secret-0123456789-0123456789"
+TOKEN_GRACE = 2
+TOKEN_APPS = {
+    "tok": {
+        "key": "tok-key",
+        "token_secret": TOKEN_SECRET,
+        "user_id": "token",
+        "token_grace": TOKEN_GRACE,
+    }
+}
+
+
+def token_creds(sub: str, ttl: int = 600, **extra: Any) -> dict[str, Any]:
+    """Credentials that sdk_peer.js turns into a new HS256 token ``{app, token}`` at every call
+    of the credentials callback (as the app's backend would issue it)."""
+    return {"app": "tok", "secret": TOKEN_SECRET, "sub": sub, "ttl": ttl, **extra}
+
+
+@pytest.fixture
+async def token_server(start_server: StartServer) -> RunningServer:
+    return await start_server(apps=TOKEN_APPS)
+
+
+async def creds_calls(peer: JsPeer, name: str) -> int:
+    """How often the credentials callback of ``name`` has been called so far."""
+    calls = 0
+    while True:
+        try:
+            calls = (await peer.expect("creds", name=name, timeout=0.05))["n"]
+        except AssertionError:
+            return calls
+
+
+@pytest.mark.parametrize("transport", ["ws", "socketio"])
+async def test_token_clients_take_their_user_from_the_server(
+    token_server: RunningServer, transport: str
+) -> None:
+    """{app, token} from the callback: the user id is the token's sub as the server says it,
+    the receiver acknowledges (its messages are kept until acked), and sends carry no
+    signature the token app would refuse."""
+    server = token_server
+    assert server.hub is not None
+    peer = await sdk_peer()
+    try:
+        a = await new_client(peer, "a", server.url, creds=token_creds("alice"), transport=transport)
+        b = await new_client(peer, "b", server.url, creds=token_creds("bob"), transport=transport)
+        assert a["userId"] == "alice" and b["userId"] == "bob" and a["id"] != b["id"]
+
+        sent = await request(peer, "send", "a", target=b["id"], payload={"text": "hi"})
+        assert sent["ev"] == "sent", sent
+        assert sent["result"]["status"] == "delivered"
+        assert sent["result"]["guarantee"] == "until_acked"
+        got = await peer.expect("client", name="b", type="exchange")
+        assert got["data"]["payload"] == {"text": "hi"}
+        assert got["data"]["from"] == a["id"] and got["data"]["userId"] == "alice"
+        # acknowledged: nothing of bob's is left waiting
+        for _ in range(100):
+            if await server.hub.inbox.pending("tok", "bob", now=time.time()) == []:
+                break
+            await asyncio.sleep(0.05)
+        assert await server.hub.inbox.pending("tok", "bob", now=time.time()) == []
+        cid = await peer.command("stats", name="b")
+        assert (await peer.expect("stats", id=cid))["stats"]["acks"] == 1
+
+        back = await request(peer, "send", "b", target=a["id"], payload="back")
+        assert back["ev"] == "sent" and back["result"]["status"] == "delivered"
+        got = await peer.expect("client", name="a", type="exchange")
+        assert got["data"]["userId"] == "bob"
+    finally:
+        await peer.close()
+
+
+async def test_token_inbox_after_a_background_cut_is_acked(token_server: RunningServer) -> None:
+    """A token client cut in the background comes back, claims its old id (it knows its user
+    from the server now), gets the inbox, acknowledges it; the connection after that gets
+    nothing again."""
+    server = token_server
+    assert server.hub is not None
+    sender, phone = await sdk_peer(), await sdk_peer()
+    try:
+        a = await new_client(sender, "a", server.url, creds=token_creds("alice"))
+        b = await new_client(phone, "b", server.url, creds=token_creds("bob"))
+
+        await phone.command("background", cutMs=300)
+        gone = await phone.expect("client", name="b", type="disconnect")
+        assert gone["data"]["reason"] == "background"
+        await until(lambda: ("tok", b["id"]) not in server.hub.connections)
+        for n in (1, 2):
+            sent = await request(sender, "send", "a", target=b["id"], payload={"n": n})
+            assert sent["result"]["status"] == "queued", sent
+        assert len(await server.hub.inbox.pending("tok", "bob", now=time.time())) == 2
+
+        await asyncio.sleep(0.4)  # past the cut
+        await phone.command("foreground")
+        back = await phone.expect("client", name="b", type="connect", timeout=10)
+        assert back["data"]["reconnected"] is True and back["data"]["userId"] == "bob"
+        assert back["data"]["replaced"] == [b["id"]]
+        got = [await phone.expect("client", name="b", type="exchange") for _ in range(2)]
+        assert [g["data"]["payload"] for g in got] == [{"n": 1}, {"n": 2}]
+        await no_more(phone, 1.0, name="b", type="exchange")
+        assert await server.hub.inbox.pending("tok", "bob", now=time.time()) == []
+
+        # Once more to the background and back: the acknowledged inbox does not come again.
+        await phone.command("background", cutMs=300)
+        await phone.expect("client", name="b", type="disconnect")
+        await asyncio.sleep(0.4)
+        await phone.command("foreground")
+        again = await phone.expect("client", name="b", type="connect", timeout=10)
+        assert again["data"]["reconnected"] is True
+        await no_more(phone, 1.0, name="b", type="exchange")
+
+        sent = await request(sender, "send", "a", target=b["id"], payload={"n": 3})
+        assert sent["result"]["status"] == "delivered"
+        got3 = await phone.expect("client", name="b", type="exchange")
+        assert got3["data"]["payload"] == {"n": 3} and got3["data"]["userId"] == "alice"
+        assert got3["data"]["from"] == a["id"]
+    finally:
+        await sender.close()
+        await phone.close()
+
+
+@pytest.mark.parametrize("transport", ["ws", "socketio"])
+async def test_token_refresh_keeps_the_connection_past_exp(
+    token_server: RunningServer, transport: str
+) -> None:
+    """A 3 s token: the client fetches a new one and sends refresh before exp, again and again;
+    the connection outlives the first token's exp and the server's grace, with no deny."""
+    server = token_server
+    peer = await sdk_peer()
+    try:
+        b = await new_client(peer, "b", server.url, creds=token_creds("bob"), transport=transport)
+        earliest = int(time.time()) + 3  # the first token's exp is at least this...
+        a = await new_client(
+            peer, "a", server.url, creds=token_creds("alice", ttl=3), transport=transport
+        )
+        first_exp = int(time.time()) + 3  # ...and at most this
+        refreshed = await peer.expect("client", name="a", type="refreshed", timeout=5)
+        assert refreshed["data"]["exp"] > earliest  # a new token, minted a second or more later
+        # Past the first token's exp and the grace (the sweep runs every second).
+        await no_more(
+            peer, first_exp + TOKEN_GRACE + 1.5 - time.time(), name="a", type="disconnect"
+        )
+        assert await creds_calls(peer, "a") >= 2
+        sent = await request(peer, "send", "a", target=b["id"], payload="still here")
+        assert sent["ev"] == "sent" and sent["result"]["status"] == "delivered", sent
+        got = await peer.expect("client", name="b", type="exchange")
+        assert got["data"]["userId"] == "alice" and got["data"]["from"] == a["id"]
+        with pytest.raises(AssertionError):
+            await peer.expect("client", timeout=0.1, name="a", type="deny")
+    finally:
+        await peer.close()
+
+
+@pytest.mark.parametrize("transport", ["ws", "socketio"])
+async def test_deny_expired_refreshes_at_once(token_server: RunningServer, transport: str) -> None:
+    """The callback claims a later exp than the token has: the server's `deny expired` comes,
+    and the client refreshes at once, within the grace, instead of reconnecting."""
+    server = token_server
+    peer = await sdk_peer()
+    try:
+        creds = token_creds("alice", ttl=2, expIn=600)
+        a = await new_client(peer, "a", server.url, creds=creds, transport=transport)
+        deny = await peer.expect("client", name="a", type="deny", timeout=6)
+        assert deny["data"]["reason"] == "expired"
+        await peer.expect("client", name="a", type="refreshed", timeout=TOKEN_GRACE)
+        await no_more(peer, TOKEN_GRACE + 1.5, name="a", type="disconnect")
+        b = await new_client(peer, "b", server.url, creds=token_creds("bob"), transport=transport)
+        sent = await request(peer, "send", "a", target=b["id"], payload="after refresh")
+        assert sent["ev"] == "sent", sent
+        got = await peer.expect("client", name="b", type="exchange")
+        assert got["data"]["from"] == a["id"]
+    finally:
+        await peer.close()
+
+
+async def test_failed_refresh_reconnects_with_fresh_credentials(
+    token_server: RunningServer,
+) -> None:
+    """A refresh the server refuses (here: the callback's token names another user) makes the
+    client give the socket up and connect again with new credentials."""
+    server = token_server
+    peer = await sdk_peer()
+    try:
+        cid = await peer.command(
+            "client",
+            name="a",
+            url=server.url,
+            creds=token_creds("alice", ttl=3, subs=["alice", "mallory", "mallory"]),
+            options={"minDelay": 50, "jitter": 0},
+        )
+        await peer.expect("done", id=cid)
+        first = (await peer.expect("client", name="a", type="connect", timeout=10))["data"]
+        assert first["userId"] == "alice"
+        deny = await peer.expect("client", name="a", type="deny", timeout=6)
+        assert deny["data"]["reason"] == "not_allowed"
+        gone = await peer.expect("client", name="a", type="disconnect", timeout=5)
+        assert gone["data"]["willReconnect"] is True
+        back = (await peer.expect("client", name="a", type="connect", timeout=10))["data"]
+        assert back["userId"] == "mallory" and back["reconnected"] is True
+    finally:
+        await peer.close()

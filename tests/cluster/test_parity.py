@@ -64,7 +64,7 @@ async def test_frozen_node_is_asked_once_per_send(
     """A node whose sockets are open but that answers nothing (SIGSTOP): a send to its client
     waits one NODE_TIMEOUT, not one per question (the target, then each other client of its
     user on that node)."""
-    from wxio.adapter.core import hub as hub_module
+    from wxio.adapter.core import router as hub_module
 
     from tests.adapter.core_clients import RawClient, Signer
 

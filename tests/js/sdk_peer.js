@@ -10,7 +10,12 @@
  * Commands (each answered with {"ev":"done"} or {"ev":"error"}):
  *   {"cmd":"client","name":"a","url":"http://127.0.0.1:PORT","creds":{...},"options":{...}}
  *        creds {app, key, userId}: signed in the sandbox with wxio.signMd5 at every call of the
- *        credentials callback; or {app, timestamp, sign, userId} as given.
+ *        credentials callback; or {app, secret, sub, ttl, expIn?}: a new HS256 token
+ *        {sub, iat, exp: now + ttl} at every call, returned as {app, token} (with expIn: also
+ *        exp = now + expIn, which the client takes over the token's own; subs [..]: the sub of
+ *        the 1st, 2nd.. call, the last one after that); or
+ *        {app, timestamp, sign, userId} as given. Every call is reported as
+ *        {"ev":"creds","name":..,"n":<calls so far>}.
  *        options go to wxio.connect; "transport":"socketio" uses weapp.socket.io's io
  *   {"cmd":"send","name":"a","target":"<client id>","payload":...}
  *        -> {"ev":"sent","id":..,"result":{status,msgId,delivered,dropped,target}}
@@ -26,6 +31,7 @@
  *   "broadcast"|"deny"|"result"|"error","data":{...}} (envelopes left out), in order.
  */
 
+const crypto = require('node:crypto');
 const http = require('node:http');
 const path = require('node:path');
 const readline = require('node:readline');
@@ -41,7 +47,16 @@ const shim = new WxShim({ onScriptError: report('callback') });
 const wxio = shim.loadMiniprogramModule(DIST);
 let weappIo = null;
 const clients = new Map();
-const EVENTS = ['connect', 'disconnect', 'reconnecting', 'exchange', 'broadcast', 'deny', 'result', 'error'];
+const EVENTS = [
+  'connect', 'disconnect', 'reconnecting', 'exchange', 'broadcast', 'deny', 'result', 'error', 'refreshed',
+];
+
+/** An HS256 JWT, as an app's backend would issue it. */
+function mint(secret, claims) {
+  const part = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${body}.${crypto.createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
 
 /** A plain JSON copy (values of the sandbox realm included), envelopes dropped. */
 function plain(value) {
@@ -70,7 +85,18 @@ const commands = {
     const name = cmd.name ?? 'main';
     if (clients.has(name)) throw new Error(`client ${name} exists`);
     const creds = cmd.creds;
+    let calls = 0;
     const credentials = () => {
+      calls += 1;
+      out({ ev: 'creds', name, n: calls });
+      if (creds.secret !== undefined) {
+        const now = Math.floor(Date.now() / 1000);
+        const sub = creds.subs ? creds.subs[Math.min(calls, creds.subs.length) - 1] : creds.sub;
+        const token = mint(creds.secret, { sub, iat: now, exp: now + creds.ttl });
+        const given = { app: creds.app, token };
+        if (creds.expIn !== undefined) given.exp = now + creds.expIn;
+        return shim.realm.JSON.parse(JSON.stringify(given));
+      }
       if (creds.key === undefined) return shim.realm.JSON.parse(JSON.stringify(creds));
       const signed = wxio.signMd5(creds.app, creds.key);
       if (creds.userId !== undefined) signed.userId = creds.userId;

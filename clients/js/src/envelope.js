@@ -22,6 +22,9 @@ const ACK = 'ack';
 const PING = 'ping';
 const PONG = 'pong';
 const RESULT = 'result';
+// Token connections: a new token before the old one's exp, and the server's answer.
+const REFRESH = 'refresh';
+const REFRESHED = 'refreshed';
 // socket.io event names of the core namespace.
 const REQUEST_MESSAGE = 'requestMessage';
 const RESPONSE_MESSAGE = 'responseMessage';
@@ -68,6 +71,8 @@ module.exports = {
   PING,
   PONG,
   RESULT,
+  REFRESH,
+  REFRESHED,
   REQUEST_MESSAGE,
   RESPONSE_MESSAGE,
   parseMsg,

@@ -93,3 +93,32 @@ test('a credentials callback that throws is reported and retried, not thrown', a
   assert.ok(calls >= 2);
   assert.equal(errors[0], 'backend down');
 });
+
+test('tokenExp reads a JWT exp without verifying it (base64url, UTF-8 claims)', () => {
+  const { tokenExp, credsExpiry, base64urlDecode } = require('../src/client');
+  const part = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const jwt = (claims) => `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}.c2ln`;
+  assert.equal(tokenExp(jwt({ sub: 'u', exp: 1700000000 })), 1700000000);
+  assert.equal(tokenExp(jwt({ sub: '中文-~?>', info: { name: 'Zoë' }, exp: 1700000123 })), 1700000123);
+  assert.equal(base64urlDecode(Buffer.from('ü?>~').toString('base64url')), 'ü?>~');
+  assert.equal(tokenExp(jwt({ sub: 'u' })), null);
+  assert.equal(tokenExp(jwt({ exp: '1700000000' })), null);
+  assert.equal(tokenExp('not a token'), null);
+  assert.equal(tokenExp('a.!!!.c'), null);
+  // credentials: an explicit exp (seconds, or ms) wins; signed credentials have none
+  assert.equal(credsExpiry({ token: jwt({ exp: 100 }) }), 100000);
+  assert.equal(credsExpiry({ token: jwt({ exp: 100 }), exp: 200 }), 200000);
+  assert.equal(credsExpiry({ token: jwt({ exp: 100 }), exp: 1700000000000 }), 1700000000000);
+  assert.equal(credsExpiry({ app: 'a', timestamp: 1, sign: 'x', userId: 'u' }), null);
+});
+
+test('refreshDelay: lead of refreshLead, at least 20% and at most half of the lifetime left', () => {
+  const { refreshDelay } = require('../src/client');
+  assert.equal(refreshDelay(3000, 5000), 1500); // short tokens: halfway
+  assert.equal(refreshDelay(60000, 5000), 48000); // 20% before
+  assert.equal(refreshDelay(3600000, 5000), 2880000);
+  assert.equal(refreshDelay(20000, 5000), 15000); // refreshLead before
+  assert.equal(refreshDelay(0, 5000), 0);
+  assert.equal(refreshDelay(-5, 5000), 0); // already expired: at once
+  assert.equal(refreshDelay(1e13, 5000), 0x7fffffff); // setTimeout's limit
+});
