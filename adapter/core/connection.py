@@ -234,8 +234,7 @@ class SocketIOConnection(Connection):
         if out.kept and on_ack is not None and msg_id is not None:
 
             def acked(*_: Any) -> None:
-                self.acked(msg_id)
-                on_ack(msg_id)
+                on_ack(msg_id)  # the hub records it, then calls self.acked()
 
             # No timer: the ack is awaited until it comes, the connection ends, or the message
             # leaves the bounded `unacked` (forget() then drops the registration).

@@ -131,7 +131,7 @@ class Hub:
         user's inbox, so a client that was greeted first gets everything after, in order."""
         app = conn.app.name
         if conn.user_id is not None:
-            conn.on_ack = self._acker(app, conn.user_id)
+            conn.on_ack = self._acker(conn, conn.user_id)
         self.connections[(app, conn.client_id)] = conn
         self.by_app.setdefault(app, {})[conn.client_id] = conn
         try:
@@ -296,10 +296,12 @@ class Hub:
         msg_id = message.meta.msgId
         if msg_id is None:
             raise Denied(DenyReason.MALFORMED, "meta.msgId: required")
-        conn.acked(msg_id)
         if conn.user_id is not None:
             # An ack gets no answer, also when it cannot be recorded (the message comes again).
             await self._ack_quietly(conn.app.name, conn.user_id, msg_id)
+        # Only now: until the inbox has let go of it, an inbox delivery to this connection must
+        # still see it as had (no second copy).
+        conn.acked(msg_id)
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -312,11 +314,17 @@ class Hub:
             if conn.routable:
                 conn.send(Outgoing(entry.envelope, entry.msg_id, kept=True))
 
-    def _acker(self, app: str, user: str) -> Callable[[str], None]:
-        """``ack(msg_id)`` for clients that acknowledge by callback (socket.io)."""
+    def _acker(self, conn: Connection, user: str) -> Callable[[str], None]:
+        """``ack(msg_id)`` for clients that acknowledge by callback (socket.io): recorded in the
+        inbox, then the connection stops counting the message as had (see :meth:`_ack`)."""
+        app = conn.app.name
+
+        async def record(msg_id: str) -> None:
+            await self._ack_quietly(app, user, msg_id)
+            conn.acked(msg_id)
 
         def acked(msg_id: str) -> None:
-            self._tasks.spawn(self._ack_quietly(app, user, msg_id))
+            self._tasks.spawn(record(msg_id))
 
         return acked
 
