@@ -238,14 +238,6 @@ class EngineSocket:
         if self._backlog is not None:
             self._backlog.cancel()
 
-    async def wait_drained(self) -> None:
-        """Readers await this before taking more input from a client that does not read."""
-        writer = self.writer
-        if writer is not None:
-            await writer.wait_drained()
-        elif self._backlog is not None:
-            await self._backlog.wait_drained()
-
     def _kick(self) -> None:
         session = self.session
         if not session.poll_ready():

@@ -161,6 +161,7 @@ class RawEndpoint:
             hub.clock(),
             ws,
             writer,
+            hub.tasks.spawn,
         )
         hub.ingress.attach(conn, ident)
         ws.conn = conn

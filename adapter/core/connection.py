@@ -8,9 +8,8 @@ once per client.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import jsonutil
@@ -268,7 +267,7 @@ class RawConnection(Connection):
     slow-reader policy for every WebSocket client). Acks come back as ``ack`` envelopes."""
 
     kind = "raw"
-    __slots__ = ("ws", "writer", "_closing")
+    __slots__ = ("ws", "writer", "spawn", "_closing")
 
     def __init__(
         self,
@@ -278,10 +277,13 @@ class RawConnection(Connection):
         now: float,
         ws: web.WebSocketResponse,
         writer: FrameWriter,
+        spawn: Callable[[Awaitable[Any]], object],
     ) -> None:
         super().__init__(client_id, app, user_id, now)
         self.ws = ws
         self.writer = writer
+        #: Runs the close handshake in the background (the hub's tasks).
+        self.spawn = spawn
         self._closing = False
 
     def write(self, out: Outgoing) -> bool:
@@ -300,10 +302,4 @@ class RawConnection(Connection):
         self.stop()
         self.writer.close()
         code = CLOSE_CODES.get(reason, 4000)
-        task = asyncio.ensure_future(self.ws.close(code=code, message=str(reason).encode()))
-        _CLOSING.add(task)
-        task.add_done_callback(_CLOSING.discard)
-
-
-#: Close handshakes under way (referenced until done).
-_CLOSING: set[asyncio.Task[Any]] = set()
+        self.spawn(self.ws.close(code=code, message=str(reason).encode()))

@@ -80,7 +80,8 @@ class Hub:
         self.send = self.router.send
         self.broadcast = self.router.broadcast
         self.new_msg_id = self.router.new_msg_id
-        self._tasks = Tasks()
+        #: The core's background work (ack records, close handshakes), cancelled at shutdown.
+        self.tasks = Tasks()
         self._actions = {
             Action.REQUEST_ID: self._request_id,
             Action.SEND_TO_OTHERS: self._send_to_others,
@@ -108,8 +109,11 @@ class Hub:
             )
 
     async def close(self) -> None:
-        """Stop the ingress and the backplane; the app's cleanup hook."""
+        """Stop the ingress, let background work (ack records, close handshakes) finish for a
+        moment while the backplane is still there, then close it; the app's cleanup hook."""
         await self.ingress.stop()
+        await self.tasks.wait(1.0)
+        self.tasks.cancel()
         await self.backplane.close()
 
     def now_ms(self) -> int:
@@ -324,7 +328,7 @@ class Hub:
             conn.acked(msg_id)
 
         def acked(msg_id: str) -> None:
-            self._tasks.spawn(record(msg_id))
+            self.tasks.spawn(record(msg_id))
 
         return acked
 
