@@ -18,7 +18,15 @@ import orjson
 
 from .errors import DecodeError, LimitExceeded, LocalProtocolError
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "loads", "dumps", "dumps_bytes", "check_limits"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "loads",
+    "dumps",
+    "dumps_bytes",
+    "encodable",
+    "check_limits",
+]
 
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 100
@@ -99,6 +107,15 @@ def dumps_bytes(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError as exc:
         raise LocalProtocolError(f"value cannot be encoded as JSON: {exc}") from None
+
+
+def encodable(value: Any) -> bool:
+    """Whether ``value`` can go on the wire as JSON (what crosses nodes must)."""
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
 
 
 def dumps(value: Any) -> str:

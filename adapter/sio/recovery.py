@@ -143,16 +143,6 @@ def _local_targets(
     return nsp._targets(set(rooms), set(excluded), set())
 
 
-def _jsonable(value: Any) -> bool:
-    from ...protocol.errors import LocalProtocolError
-
-    try:
-        jsonutil.dumps_bytes(value)
-    except LocalProtocolError:
-        return False
-    return True
-
-
 class Restored:
     """A session found for a reconnecting client: what the socket gets back. The packets it
     missed are those read from the log plus those delivered on this node until :meth:`finish`
@@ -237,7 +227,7 @@ class _Store:
     def session_of(self, socket: Socket, *, jsonable: bool) -> dict[str, Any]:
         data = socket.data
         if jsonable:
-            data = {k: v for k, v in data.items() if isinstance(k, str) and _jsonable(v)}
+            data = {k: v for k, v in data.items() if isinstance(k, str) and jsonutil.encodable(v)}
         return {"sid": socket.id, "pid": socket.pid, "rooms": sorted(socket.rooms), "data": data}
 
     async def drain(self) -> None:

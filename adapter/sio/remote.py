@@ -10,6 +10,7 @@ import asyncio
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from ...protocol import jsonutil
 from ...protocol.socketio import Packet, PacketType
 from .socket import AckTimeout
 
@@ -160,26 +161,17 @@ async def emit_with_ack(
     return responses
 
 
-def _jsonable(value: Any) -> bool:
-    from ...protocol import jsonutil
-    from ...protocol.errors import LocalProtocolError
-
-    try:
-        jsonutil.dumps_bytes(value)
-    except LocalProtocolError:
-        return False
-    return True
-
-
 def describe(socket: Socket) -> dict[str, Any]:
     """A socket as another node's fetch_sockets() sees it. ``data`` keeps only the values that
     are JSON-serialisable (the routing core keeps an object of its own there)."""
     return {
         "id": socket.id,
         # (auth from a msgpack client may hold bytes: such values are left out too)
-        "handshake": {k: v for k, v in socket.handshake.items() if _jsonable(v)},
+        "handshake": {k: v for k, v in socket.handshake.items() if jsonutil.encodable(v)},
         "rooms": sorted(socket.rooms),
-        "data": {k: v for k, v in socket.data.items() if isinstance(k, str) and _jsonable(v)},
+        "data": {
+            k: v for k, v in socket.data.items() if isinstance(k, str) and jsonutil.encodable(v)
+        },
     }
 
 

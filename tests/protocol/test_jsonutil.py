@@ -287,3 +287,10 @@ def test_long_documents_are_limited_by_their_real_depth(values: list[object]) ->
     else:
         with pytest.raises(LimitExceeded):
             jsonutil.check_limits(text)
+
+
+@pytest.mark.parametrize(
+    "value, ok", [({"a": [1, "x", None]}, True), (b"bytes", False), ({1: object()}, False)]
+)
+def test_encodable_says_whether_a_value_goes_on_the_wire(value: object, ok: bool) -> None:
+    assert jsonutil.encodable(value) is ok
