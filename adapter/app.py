@@ -13,6 +13,9 @@ from .core.api import HttpApi
 from .core.binding import CoreOptions, RawEndpoint, bind_socketio
 from .core.hub import Hub
 from .engine import EngineHandler, EngineServer
+from .http import NATIVE
+from .transports import websocket
+from .transports.frontdoor import Acceptance, HandshakeRequest, NativeRouter
 from .metrics import Metrics
 from .ops import HEALTH, Health, package_version
 from .sio import SocketIOServer
@@ -31,19 +34,33 @@ class Mounts:
     normalised prefix rather than by aiohttp's exact routes."""
 
     def __init__(self) -> None:
-        self._prefixes: list[tuple[str, Handler]] = []
+        self._prefixes: list[tuple[str, Handler, NativeRouter | None]] = []
 
-    def add(self, path: str, handler: Handler) -> None:
+    def add(self, path: str, handler: Handler, native: NativeRouter | None = None) -> None:
+        """Serve ``path`` with ``handler``; ``native`` may take its WebSocket upgrades below
+        aiohttp (see :mod:`.transports.frontdoor`)."""
         prefix = "/" + path.strip("/")
-        self._prefixes.append((prefix, handler))
+        self._prefixes.append((prefix, handler, native))
         self._prefixes.sort(key=lambda item: -len(item[0]))
 
-    def find(self, path: str) -> Handler | None:
+    def _mount(self, path: str) -> tuple[str, Handler, NativeRouter | None] | None:
         normalised = "/" + path.lstrip("/")
-        for prefix, handler in self._prefixes:
+        for mount in self._prefixes:
+            prefix = mount[0]
             if normalised == prefix or normalised.startswith(prefix + "/"):
-                return handler
+                return mount
         return None
+
+    def find(self, path: str) -> Handler | None:
+        mount = self._mount(path)
+        return mount[1] if mount is not None else None
+
+    def native(self, request: HandshakeRequest) -> Acceptance | None:
+        """The :data:`~.transports.frontdoor.NativeRouter` of every mount."""
+        mount = self._mount(request.path)
+        if mount is None or mount[2] is None:
+            return None
+        return mount[2](request)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         handler = self.find(request.path)
@@ -86,6 +103,7 @@ def build_app(
     namespace, on the raw WebSocket path and on the HTTP API."""
     app = web.Application(client_max_size=config.engine.max_payload)
     mounts = Mounts()
+    raw: RawEndpoint | None = None
     if hub is not None:
         from .cluster.rooms import ClusterEmitter
 
@@ -100,7 +118,8 @@ def build_app(
         emitter.register(hub.node_handlers)
         options = core_options or CoreOptions()
         bind_socketio(hub, io, options)
-        mounts.add(options.raw_path, RawEndpoint(hub, options).handle)
+        raw = RawEndpoint(hub, options)
+        mounts.add(options.raw_path, raw.handle, raw.native)
         HttpApi(hub, options).add_routes(app)
     engines: list[EngineServer] = []
     app[ENGINES] = engines
@@ -123,13 +142,13 @@ def build_app(
         metrics=metrics,
     )
     engines.append(main)
-    mounts.add(config.engine.path, main.handle)
+    mounts.add(config.engine.path, main.handle, lambda r: websocket.native(main, r))
     from dataclasses import replace
 
     for path, handler in extra_engines or []:
         engine = EngineServer(replace(config.engine, path=path), handler, metrics=metrics)
         engines.append(engine)
-        mounts.add(path, engine.handle)
+        mounts.add(path, engine.handle, lambda r, e=engine: websocket.native(e, r))
     if config.metrics_path:
 
         def sessions() -> list[tuple[tuple[tuple[str, str], ...], float]]:
@@ -175,11 +194,14 @@ def build_app(
     health = app[HEALTH] = Health(hub.backplane if hub is not None else None)
     health.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", mounts.dispatch)
+    app[NATIVE] = mounts.native
 
     async def on_shutdown(app: web.Application) -> None:
         log.info("shutting down: closing %d session(s)", sum(len(e.sessions) for e in engines))
         for engine in engines:
             await engine.shutdown(config.shutdown_grace)
+        if raw is not None:
+            await raw.shutdown(config.shutdown_grace)
         await io.shutdown()
 
     app.on_shutdown.append(on_shutdown)

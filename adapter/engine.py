@@ -40,7 +40,9 @@ from .cluster.forward import Forwarder
 from .config import EngineOptions
 from .metrics import Metrics
 from .tasks import Tasks
+from .transports.frontdoor import HandshakeRequest
 from .transports.outbox import Backlog, FrameWriter, message_frame
+from .transports.wsconn import WebSocketConnection
 
 log = logging.getLogger("wxio.engine")
 
@@ -76,7 +78,7 @@ class HandshakeInfo:
 
     __slots__ = ("headers", "query", "address", "url", "secure", "issued_ms")
 
-    def __init__(self, request: web.Request, issued_ms: int) -> None:
+    def __init__(self, request: web.Request | HandshakeRequest, issued_ms: int) -> None:
         self.headers: Mapping[str, str] = request.headers
         self.query: Mapping[str, str] = request.query
         self.address: str = request.remote or ""
@@ -130,7 +132,7 @@ class EngineSocket:
         #: Free for the layer above (the Socket.IO client object).
         self.context: Any = None
         self.get_waiter: asyncio.Future[None] | None = None
-        self.ws: web.WebSocketResponse | None = None
+        self.ws: web.WebSocketResponse | WebSocketConnection | None = None
         self.probe_ws: web.WebSocketResponse | None = None
         #: The outbox of the active WebSocket (None on polling).
         self.writer: FrameWriter | None = None
@@ -258,7 +260,10 @@ class EngineSocket:
         ws = self.ws
         if ws is not None and not ws.closed and not self._closing_ws:
             self._closing_ws = True
-            self.server.spawn(ws.close())
+            if isinstance(ws, WebSocketConnection):
+                ws.start_close()  # after the close packet the writer just flushed
+            else:
+                self.server.spawn(ws.close())
 
     def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE, detail: str = "") -> None:
         """Close the session from the server side: a close packet goes out, then the transport.
@@ -346,6 +351,15 @@ class EngineSocket:
         )
         self.writer.flush()
 
+    def attach_native(self, conn: WebSocketConnection) -> None:
+        """Make a WebSocket served below aiohttp the session's transport; its writer becomes
+        the session's outbox (what the session queued before goes out first)."""
+        self.ws = conn
+        writer = self.writer = conn.writer
+        writer.pull = self._frames
+        writer.on_slow = self._slow
+        writer.flush()
+
     def _close_probe(self) -> None:
         ws, self.probe_ws = self.probe_ws, None
         if ws is not None and not ws.closed:
@@ -420,7 +434,7 @@ class EngineServer:
         labels = (("path", self.options.path), ("reason", reason.value))
         self._closes[labels] = self._closes.get(labels, 0.0) + 1
 
-    def new_sid(self, request: web.Request) -> str:
+    def new_sid(self, request: web.Request | HandshakeRequest) -> str:
         if self.generate_id is not None:
             sid = self.generate_id(request)
             if sid and sid not in self.sessions:
@@ -432,7 +446,7 @@ class EngineServer:
         return sid
 
     def open_session(
-        self, request: web.Request, req: handshake.Request, issued_ms: int
+        self, request: web.Request | HandshakeRequest, req: handshake.Request, issued_ms: int
     ) -> EngineSocket:
         session = EngineSession(
             self.new_sid(request),

@@ -19,9 +19,14 @@ from typing import cast
 
 from aiohttp import web
 
+from .transports.frontdoor import FrontDoor, NativeRouter
+
 log = logging.getLogger("wxio.http")
 
-__all__ = ["HeaderGuard", "header_deadline", "HttpServer"]
+__all__ = ["HeaderGuard", "header_deadline", "HttpServer", "NATIVE"]
+
+#: The app's router for WebSocket upgrades served below aiohttp (see :mod:`.transports.frontdoor`).
+NATIVE: web.AppKey[NativeRouter] = web.AppKey("wxio_native_router")
 
 
 class HeaderGuard(asyncio.Protocol):
@@ -99,13 +104,23 @@ async def header_deadline(
 
 
 class HttpServer:
-    """An :class:`aiohttp.web.AppRunner` served through :class:`HeaderGuard`."""
+    """An :class:`aiohttp.web.AppRunner` served through :class:`HeaderGuard`, with the app's
+    :data:`NATIVE` WebSocket upgrades (if any) served in front of it by a
+    :class:`~.transports.frontdoor.FrontDoor` (``native=False``: everything through aiohttp)."""
 
-    def __init__(self, app: web.Application, *, header_timeout: float, shutdown_timeout: float):
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        header_timeout: float,
+        shutdown_timeout: float,
+        native: bool = True,
+    ):
         if header_deadline not in app.middlewares:
             app.middlewares.append(header_deadline)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
         self.header_timeout = header_timeout
+        self.router: NativeRouter | None = app.get(NATIVE) if native else None
         self._servers: list[asyncio.AbstractServer] = []
 
     async def start(
@@ -124,8 +139,17 @@ class HttpServer:
         handler = self.runner.server
         assert handler is not None
         timeout = self.header_timeout
+        router = self.router
+
+        def aiohttp_protocol() -> asyncio.Protocol:
+            return HeaderGuard(handler(), timeout)
+
+        def front_door() -> asyncio.Protocol:
+            assert router is not None
+            return FrontDoor(router, aiohttp_protocol, timeout)
+
         server = await loop.create_server(
-            lambda: HeaderGuard(handler(), timeout),
+            front_door if router is not None else aiohttp_protocol,
             host,
             port,
             reuse_port=reuse_port or None,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any
 
-__all__ = ["Tasks"]
+__all__ = ["Tasks", "Resume", "start_eagerly"]
 
 
 class Tasks:
@@ -39,3 +39,43 @@ class Tasks:
         """Cancel every running task."""
         for task in list(self._tasks):
             task.cancel()
+
+
+class Resume:
+    """Awaiting this carries on a coroutine that was started by hand and suspended on
+    ``waiting_on`` (what it yielded): the task awaiting it takes over where it stopped."""
+
+    __slots__ = ("coro", "waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self.coro = coro
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, waiting_on = self.coro, self.waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # e.g. the task's cancellation: the coroutine's to handle
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+def start_eagerly(coro: Coroutine[Any, Any, None]) -> Resume | None:
+    """Run ``coro`` until it first waits: ``None`` if it finished without waiting (no task was
+    needed), else a :class:`Resume` for a task to carry it on. Its exception propagates."""
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return None
+    return Resume(coro, waiting_on)

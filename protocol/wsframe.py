@@ -3,18 +3,30 @@
 A server frame is never masked, so a frame is a 2-10 byte header and the payload. Building frames
 here rather than through the WebSocket library lets a writer join many frames into one transport
 write, and lets a broadcast build its frame once for every receiver. Only unfragmented,
-uncompressed TEXT and BINARY frames are built; control frames stay with the WebSocket library.
+uncompressed frames are built: TEXT and BINARY, and the control frames a server sends.
 """
 
 from __future__ import annotations
 
 from struct import Struct
 
-__all__ = ["TEXT", "BINARY", "text_frame", "binary_frame", "frame"]
+__all__ = [
+    "TEXT",
+    "BINARY",
+    "text_frame",
+    "binary_frame",
+    "frame",
+    "close_frame",
+    "ping_frame",
+    "pong_frame",
+]
 
 #: First header bytes: FIN + opcode 1 (text) or 2 (binary).
 TEXT = 0x81
 BINARY = 0x82
+CLOSE = 0x88
+PING = 0x89
+PONG = 0x8A
 _LEN16 = Struct("!BBH")
 _LEN64 = Struct("!BBQ")
 
@@ -41,3 +53,22 @@ def text_frame(text: str) -> bytes:
 
 def binary_frame(data: bytes) -> bytes:
     return frame(BINARY, data)
+
+
+def close_frame(code: int | None = 1000, reason: str = "") -> bytes:
+    """A close frame; ``None`` (or 1005, "no status") sends none. The reason is cut to fit the
+    125 bytes a control frame may carry."""
+    if code is None or code == 1005:
+        return bytes((CLOSE, 0))
+    # Cut at a character boundary: the reason must stay UTF-8.
+    cut = reason.encode("utf-8", "replace")[:123].decode("utf-8", "ignore").encode()
+    payload = code.to_bytes(2, "big") + cut
+    return frame(CLOSE, payload)
+
+
+def ping_frame(payload: bytes = b"") -> bytes:
+    return frame(PING, payload[:125])
+
+
+def pong_frame(payload: bytes) -> bytes:
+    return frame(PONG, payload[:125])

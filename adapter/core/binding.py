@@ -9,8 +9,10 @@ Each authenticates a client with the same credentials (a ``token``, or ``app``, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +23,10 @@ from ...protocol import jsonutil
 from ...protocol.envelope import Action, DenyReason
 from ...protocol.errors import RemoteProtocolError
 from ..sio import ConnectionRefused, EventContext, Socket, SocketIOServer
+from ..transports.frontdoor import Acceptance, HandshakeRequest
 from ..transports.outbox import FrameWriter
-from .auth import AUTH_HEADERS, credentials
+from ..transports.wsconn import WebSocketConnection
+from .auth import AUTH_HEADERS, Identity, credentials
 from .connection import CLOSE_CODES, Outgoing, RawConnection, SocketIOConnection
 from .hub import Denied, Hub, Respond
 from .ingress import Ingress
@@ -125,8 +129,95 @@ class RawEndpoint:
     def __init__(self, hub: Hub, options: CoreOptions) -> None:
         self.hub = hub
         self.options = options
+        #: Connections served below aiohttp (aiohttp's runner closes its own at shutdown).
+        self.live: set[WebSocketConnection] = set()
+
+    def native(self, request: HandshakeRequest) -> Acceptance:
+        """Serve an upgrade below aiohttp (see :mod:`..transports.frontdoor`)."""
+        opts = self.options
+
+        def start(ws: WebSocketConnection) -> None:
+            self.live.add(ws)
+            self.hub.tasks.spawn(self._serve_native(ws, request))
+
+        return Acceptance(
+            start=start,
+            max_message=opts.max_frame_bytes,
+            max_buffered=opts.raw_max_buffered_bytes,
+            slow_grace=opts.raw_slow_grace,
+            heartbeat=opts.raw_heartbeat,
+        )
+
+    async def _serve_native(self, ws: WebSocketConnection, request: HandshakeRequest) -> None:
+        hub = self.hub
+        auth = credentials(None, request.query, request.headers)
+        try:
+            ident = await hub.authenticate(auth, request.headers.get("Origin"))
+        except Denied as denied:
+            self.live.discard(ws)
+            ws.writer.write_text(hub.deny(denied, None).json())
+            ws.start_close(CLOSE_CODES.get(denied.reason, 4000), str(denied.reason))
+            return
+        conn = self._connect(ident, ws, ws.writer)
+        listener = RawListener(self, conn, ws)
+        ws.on_too_big = listener.too_big
+        try:
+            await hub.register(conn)
+            await hub.welcome(conn)
+        except BaseException:
+            ws.start_close(1011, "server error")
+            await self.gone(conn)
+            raise
+        ws.attach(listener)  # reading starts (what came meanwhile is read now, in order)
+
+    def _connect(
+        self, ident: Identity, ws: web.WebSocketResponse | WebSocketConnection, writer: FrameWriter
+    ) -> RawConnection:
+        """The connection of an authenticated client, greeted (not yet reachable)."""
+        hub = self.hub
+        conn = RawConnection(
+            secrets.token_urlsafe(15),
+            ident.app,
+            ident.user_id,
+            hub.clock(),
+            ws,
+            writer,
+            hub.tasks.spawn,
+        )
+        writer.on_slow = lambda: log.info("%s closed: slow reader", conn.client_id)
+        hub.ingress.attach(conn, ident)
+        # Greeted first, then reachable: nothing can reach the client before its greeting, and
+        # what comes during registration and the inbox is held, in order, until the welcome.
+        greeting = env.message(
+            Action.CONNECT,
+            None,
+            timestamp=hub.now_ms(),
+            app=ident.app.name,
+            client=conn.client_id,
+            userId=conn.user_id,
+        )
+        conn.send_text(env.encode(greeting))
+        log.info("%s connected (raw, app %s)", conn.client_id, ident.app.name)
+        return conn
+
+    async def gone(self, conn: RawConnection) -> None:
+        """Unroutable before the transport goes."""
+        if isinstance(conn.ws, WebSocketConnection):
+            self.live.discard(conn.ws)
+        await self.hub.detach(conn)
+        log.info("%s disconnected (raw)", conn.client_id)
+        conn.writer.close()
+
+    async def shutdown(self, grace: float) -> None:
+        """Close every connection served below aiohttp (1001) and wait up to ``grace``."""
+        live = list(self.live)
+        for ws in live:
+            ws.start_close(1001, "server shutting down")
+        if live:
+            await asyncio.wait([asyncio.ensure_future(ws.wait_closed()) for ws in live], timeout=grace)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The same endpoint through aiohttp (an upgrade on a kept-alive connection)."""
         opts = self.options
         ws = RawSocket(
             self.hub.ingress,
@@ -146,43 +237,21 @@ class RawEndpoint:
             code = CLOSE_CODES.get(denied.reason, 4000)
             await ws.close(code=code, message=str(denied.reason).encode())
             return ws
-        app = ident.app
         assert request.transport is not None  # prepared: the connection is open
         writer = FrameWriter(
             request.transport,
             max_bytes=opts.raw_max_buffered_bytes,
             grace=opts.raw_slow_grace,
-            on_slow=lambda: log.info("%s closed: slow reader", conn.client_id),
+            on_slow=lambda: None,
         )
-        conn = RawConnection(
-            secrets.token_urlsafe(15),
-            app,
-            ident.user_id,
-            hub.clock(),
-            ws,
-            writer,
-            hub.tasks.spawn,
-        )
-        hub.ingress.attach(conn, ident)
+        conn = self._connect(ident, ws, writer)
         ws.conn = conn
-        # Greeted first, then reachable: nothing can reach the client before its greeting, and
-        # what comes during registration and the inbox is held, in order, until the welcome.
-        greeting = env.message(
-            Action.CONNECT,
-            None,
-            timestamp=hub.now_ms(),
-            app=app.name,
-            client=conn.client_id,
-            userId=conn.user_id,
-        )
-        conn.send_text(env.encode(greeting))
-        log.info("%s connected (raw, app %s)", conn.client_id, app.name)
         try:
             await hub.register(conn)
             await hub.welcome(conn)
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
-                    await self._on_text(conn, msg.data)
+                    await hub.ingress.text(conn, msg.data, conn.deliver)
                 elif msg.type is WSMsgType.BINARY:
                     hub.ingress.binary(conn, conn.deliver)
                 else:
@@ -190,15 +259,39 @@ class RawEndpoint:
                 if writer.behind:
                     await writer.wait_drained()  # a client that does not read is not read
         finally:
-            await hub.detach(conn)  # unroutable before the transport goes
-            log.info("%s disconnected (raw)", conn.client_id)
-            writer.close()
+            await self.gone(conn)
             if not ws.closed:
                 await ws.close()
         return ws
 
-    async def _on_text(self, conn: RawConnection, text: str) -> None:
-        await self.hub.ingress.text(conn, text, conn.deliver)
+
+class RawListener:
+    """A raw client's frames as its connection delivers them: one at a time, in order (the
+    connection runs each message's handling before the next)."""
+
+    __slots__ = ("endpoint", "conn", "ws")
+
+    def __init__(self, endpoint: RawEndpoint, conn: RawConnection, ws: WebSocketConnection):
+        self.endpoint = endpoint
+        self.conn = conn
+        self.ws = ws
+
+    def on_text(self, text: str) -> Coroutine[Any, Any, None]:
+        conn = self.conn
+        return self.endpoint.hub.ingress.text(conn, text, conn.deliver)
+
+    def on_binary(self, data: bytes) -> None:
+        conn = self.conn
+        self.endpoint.hub.ingress.binary(conn, conn.deliver)
+
+    def too_big(self) -> tuple[int, str]:
+        """A frame over ``max_frame_bytes``: say why (``deny too_large``), close with 4009."""
+        conn = self.conn
+        conn.writer.write_text(self.endpoint.hub.ingress.oversized(conn, self.endpoint.options.max_frame_bytes))
+        return CLOSE_CODES[DenyReason.TOO_LARGE], "too_large"
+
+    def on_closed(self) -> None:
+        self.endpoint.hub.tasks.spawn(self.endpoint.gone(self.conn))
 
 
 class RawSocket(web.WebSocketResponse):

@@ -17,6 +17,7 @@ from ...protocol.envelope import DenyReason
 from ...protocol.socketio import Packet, PacketType, encode
 from ...protocol.wsframe import TEXT, frame
 from ..transports.outbox import FrameWriter, message_frame
+from ..transports.wsconn import WebSocketConnection
 from .apps import AppConfig
 from .limits import TokenBucket
 
@@ -275,7 +276,7 @@ class RawConnection(Connection):
         app: AppConfig,
         user_id: str | None,
         now: float,
-        ws: web.WebSocketResponse,
+        ws: web.WebSocketResponse | WebSocketConnection,
         writer: FrameWriter,
         spawn: Callable[[Awaitable[Any]], object],
     ) -> None:
@@ -302,4 +303,8 @@ class RawConnection(Connection):
         self.stop()
         self.writer.close()
         code = CLOSE_CODES.get(reason, 4000)
-        self.spawn(self.ws.close(code=code, message=str(reason).encode()))
+        ws = self.ws
+        if isinstance(ws, WebSocketConnection):
+            ws.start_close(code, str(reason))
+        else:
+            self.spawn(ws.close(code=code, message=str(reason).encode()))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType
 from ...protocol.socketio.state import NamespaceConnection, SocketState, SocketTransition
+from ..tasks import Resume
 from .recovery import RECOVERABLE
 
 if TYPE_CHECKING:
@@ -415,9 +416,9 @@ class Socket:
             waiting_on = coro.send(None)
         except StopIteration:
             return
-        self._worker = self.nsp.server.spawn(self._work(_Resume(coro, waiting_on)))
+        self._worker = self.nsp.server.spawn(self._work(Resume(coro, waiting_on)))
 
-    async def _work(self, first: _Resume) -> None:
+    async def _work(self, first: Resume) -> None:
         try:
             await first
             while self._queue:
@@ -464,33 +465,3 @@ class Socket:
     def _release(self) -> None:
         if self._after_connect is not None and not self._after_connect.done():
             self._after_connect.set_result(None)
-
-
-class _Resume:
-    """Awaiting this carries on a coroutine that was started by hand and suspended on
-    ``waiting_on`` (what it yielded): the task awaiting it takes over where it stopped."""
-
-    __slots__ = ("coro", "waiting_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-        self.coro = coro
-        self.waiting_on = waiting_on
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, waiting_on = self.coro, self.waiting_on
-        while True:
-            try:
-                sent = yield waiting_on
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # e.g. the task's cancellation: the coroutine's to handle
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    waiting_on = coro.send(sent)
-                except StopIteration:
-                    return

@@ -1,9 +1,13 @@
 """The WebSocket transport: sessions opened directly on WebSocket (what WeChat mini programs do)
 and polling sessions upgraded through the probe sequence.
 
-One reader (the request handler's task) per socket; writes go through the session's
-:class:`~.outbox.FrameWriter`, so they never wait behind a read. ``maxPayload`` is aiohttp's
-``max_msg_size``, checked when a frame header announces its length (aiohttp >= 3.14.1).
+A session opened directly on WebSocket on a new connection is served below aiohttp
+(:func:`native`, :class:`EngineListener`: no task while idle, messages handled as their frames
+are read). The others (a polling session's upgrade, an upgrade on a kept-alive connection, an
+``allow_request`` or ``generate_id`` hook, permessage-deflate) go through aiohttp's
+WebSocketResponse with one reader task each. Writes go through the session's
+:class:`~.outbox.FrameWriter` either way, so they never wait behind a read. ``maxPayload`` is
+checked when a frame header announces its length.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -26,6 +32,8 @@ from ...protocol.engineio.packets import (
 from ...protocol.engineio.session import CloseReason, State
 from ...protocol.errors import RemoteProtocolError, StateError
 from ..engine import EngineServer, EngineSocket
+from .frontdoor import Acceptance, HandshakeRequest
+from .wsconn import WebSocketConnection
 
 log = logging.getLogger("wxio.engine")
 
@@ -71,6 +79,83 @@ def _decode(msg_type: WSMsgType, data: str | bytes, eio: int) -> Packet | None:
     if msg_type is WSMsgType.BINARY:
         return decode_binary(data, eio)  # type: ignore[arg-type]
     return None
+
+
+def native(server: EngineServer, request: HandshakeRequest) -> Acceptance | None:
+    """Take a new session's upgrade below aiohttp, or ``None`` to leave it to :func:`handle`
+    (whatever needs aiohttp's request object, and every error response)."""
+    opts = server.options
+    if (
+        server.allow_request is not None
+        or server.generate_id is not None
+        or opts.ws_compression
+        or not server.accepting
+    ):
+        return None
+    req = handshake.parse_request(
+        request.query, method="GET", is_upgrade=True, versions=opts.versions
+    )
+    if isinstance(req, RequestError) or req.sid is not None or req.transport != "websocket":
+        return None
+
+    def start(conn: WebSocketConnection) -> None:
+        sock = server.open_session(request, req, int(time.time() * 1000))
+        sock.attach_native(conn)
+        conn.attach(EngineListener(sock))
+        server.connected(sock)
+
+    return Acceptance(
+        start=start,
+        max_message=opts.max_payload,
+        max_buffered=opts.max_buffered_bytes,
+        slow_grace=opts.slow_grace,
+    )
+
+
+class EngineListener:
+    """An Engine.IO session's WebSocket served below aiohttp: what :func:`_read` does, per frame."""
+
+    __slots__ = ("sock", "session", "on_message")
+
+    def __init__(self, sock: EngineSocket) -> None:
+        self.sock = sock
+        self.session = sock.session
+        self.on_message = sock.server.handler.on_message
+
+    def on_text(self, text: str) -> None:
+        session = self.session
+        if text[:1] == "4" and session.state is State.OPEN:
+            # A message on an open session changes no session state: straight to the layer
+            # above, without the session's event queue and timer bookkeeping.
+            try:
+                self.on_message(self.sock, text[1:])
+            except Exception:
+                log.exception("%s: message handler failed", self.sock.sid)
+                self.sock.close(CloseReason.TRANSPORT_ERROR, "message handler failed")
+            return
+        self._receive(text, decode_text)
+
+    def on_binary(self, data: bytes) -> None:
+        eio = self.sock.eio
+        self._receive(data, lambda d: decode_binary(d, eio))
+
+    def _receive(self, data: Any, decode: Callable[[Any], Packet]) -> None:
+        session = self.session
+        sock = self.sock
+        if session.closed:
+            return
+        try:
+            packet = decode(data)
+        except RemoteProtocolError:
+            session.decode_failed()
+            sock.pump()
+            return
+        session.receive(packet, sock.now())
+        sock.pump()
+
+    def on_closed(self) -> None:
+        if not self.session.closed:
+            self.sock.close(CloseReason.TRANSPORT_CLOSE, "websocket closed")
 
 
 async def handle(

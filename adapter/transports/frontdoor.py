@@ -1,0 +1,163 @@
+"""The listening socket's first protocol: WebSocket connections below aiohttp, the rest to it.
+
+A new connection's first request head is read here (:mod:`wxio.protocol.http1`). A WebSocket
+upgrade that a mount accepts natively (the raw endpoint; an Engine.IO session opened directly on
+WebSocket, which is how mini programs and most socket.io clients connect) is answered with the
+101 here and becomes a :class:`~.wsconn.WebSocketConnection`: no aiohttp request, handler task or
+reader queue stays behind it, which is most of what a connection cost. Everything else (plain
+HTTP, polling, upgrades of polling sessions, anything this parser does not take) is handed to
+aiohttp with the bytes read so far, behind the :class:`~wxio.adapter.http.HeaderGuard`.
+
+The request-header deadline covers the first head here, then the guard covers aiohttp's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
+from yarl import URL
+
+from ...protocol.http1 import (
+    Incomplete,
+    RequestHead,
+    parse_head,
+    switching_protocols,
+    websocket_key,
+)
+from .wsconn import WebSocketConnection
+
+log = logging.getLogger("wxio.http")
+
+__all__ = ["HandshakeRequest", "Acceptance", "NativeRouter", "FrontDoor"]
+
+
+class HandshakeRequest:
+    """An upgrade request served below aiohttp, with the part of :class:`aiohttp.web.Request`
+    the mounts read (``headers``, ``query``, ``remote``, ``rel_url``, ``secure``...)."""
+
+    __slots__ = ("method", "rel_url", "headers", "remote", "secure", "transport")
+
+    def __init__(self, head: RequestHead, transport: asyncio.BaseTransport) -> None:
+        self.method = head.method
+        self.rel_url = URL(head.target)
+        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(head.headers))
+        peer = transport.get_extra_info("peername")
+        self.remote: str | None = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        self.secure = transport.get_extra_info("sslcontext") is not None
+        self.transport = transport
+
+    @property
+    def path(self) -> str:
+        return self.rel_url.path
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        return self.rel_url.query
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """A mount's yes to a native upgrade: the connection's bounds and what to run after the
+    101 (``start`` attaches a listener when the layer above is ready)."""
+
+    start: Callable[[WebSocketConnection], None]
+    max_message: int
+    max_buffered: int
+    slow_grace: float
+    heartbeat: float = 0.0
+
+
+#: Which mount takes an upgrade natively, and how (``None``: aiohttp serves it).
+NativeRouter = Callable[[HandshakeRequest], Acceptance | None]
+
+
+class FrontDoor(asyncio.Protocol):
+    """Reads one request head, then hands the transport to a WebSocket connection or to
+    aiohttp (``http()`` makes aiohttp's protocol, already behind the header guard)."""
+
+    __slots__ = ("router", "http", "timeout", "transport", "_buf", "_timer")
+
+    def __init__(
+        self, router: NativeRouter, http: Callable[[], asyncio.Protocol], timeout: float
+    ) -> None:
+        self.router = router
+        self.http = http
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self._buf = b""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self.timeout > 0:
+            self._timer = asyncio.get_running_loop().call_later(self.timeout, self._expire)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        try:
+            head = parse_head(buf)
+        except Incomplete:
+            self._buf = buf
+            return
+        self._buf = b""
+        self._disarm()
+        transport = self.transport
+        assert transport is not None
+        if head is not None:
+            key = websocket_key(head)
+            if key is not None:
+                request = HandshakeRequest(head, transport)
+                try:
+                    acceptance = self.router(request)
+                except Exception:
+                    log.exception("native upgrade check failed; serving it through aiohttp")
+                    acceptance = None
+                if acceptance is not None:
+                    self._accept(transport, key, acceptance, buf[head.size :])
+                    return
+        inner = self.http()
+        transport.set_protocol(inner)
+        inner.connection_made(transport)
+        inner.data_received(buf)
+
+    def _accept(
+        self, transport: asyncio.Transport, key: str, acceptance: Acceptance, rest: bytes
+    ) -> None:
+        conn = WebSocketConnection(
+            transport,
+            max_message=acceptance.max_message,
+            max_buffered=acceptance.max_buffered,
+            slow_grace=acceptance.slow_grace,
+            heartbeat=acceptance.heartbeat,
+        )
+        transport.set_protocol(conn)
+        transport.write(switching_protocols(key))
+        if rest:
+            conn.data_received(rest)  # kept until the layer above attaches
+        try:
+            acceptance.start(conn)
+        except Exception:
+            log.exception("starting a websocket failed")
+            transport.abort()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.transport is not None and not self.transport.is_closing():
+            log.info("closing a connection that sent no complete request headers in time")
+            self.transport.abort()

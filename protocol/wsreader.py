@@ -1,0 +1,192 @@
+"""Client-to-server WebSocket frames (RFC 6455 §5), parsed from bytes as they arrive.
+
+:meth:`FrameReader.feed` takes whatever the socket delivered and returns the complete events in
+it: a ``str`` for a text message, ``bytes`` for a binary one, :class:`Ping`, :class:`Pong` or
+:class:`CloseReceived`. Fragmented messages are joined; control frames may come between the
+fragments. A message over ``max_message`` bytes is refused as soon as a frame header announces
+it (:class:`MessageTooBig`), without buffering it. Anything else a client may not send raises
+:class:`WebSocketError` with the close code to send (1002, or 1007 for text that is not UTF-8).
+No extension is negotiated, so every RSV bit must be 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import LimitExceeded, RemoteProtocolError
+
+__all__ = [
+    "FrameReader",
+    "Ping",
+    "Pong",
+    "CloseReceived",
+    "WebSocketError",
+    "MessageTooBig",
+    "Event",
+    "unmask",
+]
+
+
+class WebSocketError(RemoteProtocolError):
+    """A frame the client may not send; ``code`` is the close code to answer with."""
+
+    reason = "malformed"
+
+    def __init__(self, message: str, code: int = 1002) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MessageTooBig(LimitExceeded):
+    """A message over the reader's bound (close code 1009)."""
+
+    code = 1009
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    #: 1005 when the frame carried no code.
+    code: int
+    reason: str
+
+
+Event = str | bytes | Ping | Pong | CloseReceived
+
+_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the repeated 4-byte ``mask`` (one big-integer operation)."""
+    n = len(payload)
+    if n == 0:
+        return b""
+    key = (mask * ((n + 3) >> 2))[:n]
+    value = int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")
+    return value.to_bytes(n, "little")
+
+
+def _valid_close_code(code: int) -> bool:
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code < 5000
+
+
+class FrameReader:
+    """The parser of one connection's incoming frames."""
+
+    __slots__ = ("max_message", "_buf", "_frag_op", "_frag", "_frag_size", "closed")
+
+    def __init__(self, max_message: int) -> None:
+        #: Largest message accepted, in bytes (a larger one raises :class:`MessageTooBig`).
+        self.max_message = max_message
+        self._buf = b""
+        self._frag_op = 0  # opcode of the fragmented message being joined (0: none)
+        self._frag: list[bytes] = []
+        self._frag_size = 0
+        #: True once a close frame was read: nothing after it is parsed.
+        self.closed = False
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self.closed:
+            return []
+        buf = self._buf + data if self._buf else data
+        events: list[Event] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            if b0 & 0x70:
+                raise WebSocketError("reserved bits set (no extension was negotiated)")
+            if not b1 & 0x80:
+                raise WebSocketError("client frames must be masked")
+            n = b1 & 0x7F
+            head = pos + 2
+            if n == 126:
+                if end - head < 2:
+                    break
+                n = int.from_bytes(buf[head : head + 2], "big")
+                head += 2
+            elif n == 127:
+                if end - head < 8:
+                    break
+                n = int.from_bytes(buf[head : head + 8], "big")
+                if n >> 63:
+                    raise WebSocketError("frame length over 2**63")
+                head += 8
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            if opcode >= _CLOSE:
+                if not fin or n > 125:
+                    raise WebSocketError("control frames are at most 125 bytes and unfragmented")
+            elif (self._frag_size if opcode == _CONTINUATION else 0) + n > self.max_message:
+                raise MessageTooBig(f"message over {self.max_message} bytes")
+            stop = head + 4 + n
+            if stop > end:
+                break
+            payload = unmask(buf[head + 4 : stop], buf[head : head + 4])
+            pos = stop
+            if opcode == _TEXT or opcode == _BINARY:
+                if self._frag_op:
+                    raise WebSocketError("a new message inside a fragmented one")
+                if fin:
+                    events.append(_decoded(opcode, payload))
+                else:
+                    self._frag_op = opcode
+                    self._frag = [payload]
+                    self._frag_size = n
+            elif opcode == _CONTINUATION:
+                if not self._frag_op:
+                    raise WebSocketError("continuation frame without a message to continue")
+                self._frag.append(payload)
+                self._frag_size += n
+                if fin:
+                    events.append(_decoded(self._frag_op, b"".join(self._frag)))
+                    self._frag_op = 0
+                    self._frag = []
+                    self._frag_size = 0
+            elif opcode == _PING:
+                events.append(Ping(payload))
+            elif opcode == _PONG:
+                events.append(Pong(payload))
+            elif opcode == _CLOSE:
+                events.append(_close(payload))
+                self.closed = True
+                self._buf = b""
+                return events
+            else:
+                raise WebSocketError(f"unknown opcode {opcode}")
+        self._buf = buf[pos:] if pos < end else b""
+        return events
+
+
+def _decoded(opcode: int, payload: bytes) -> str | bytes:
+    if opcode == _BINARY:
+        return payload
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        raise WebSocketError("text message is not UTF-8", 1007) from None
+
+
+def _close(payload: bytes) -> CloseReceived:
+    if not payload:
+        return CloseReceived(1005, "")
+    if len(payload) == 1:
+        raise WebSocketError("close frame with a one-byte payload")
+    code = int.from_bytes(payload[:2], "big")
+    if not _valid_close_code(code):
+        raise WebSocketError(f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode()
+    except UnicodeDecodeError:
+        raise WebSocketError("close reason is not UTF-8", 1007) from None
+    return CloseReceived(code, reason)
