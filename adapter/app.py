@@ -14,11 +14,11 @@ from .core.binding import CoreOptions, RawEndpoint, bind_socketio
 from .core.hub import Hub
 from .engine import EngineHandler, EngineServer
 from .http import NATIVE
-from .transports import websocket
-from .transports.frontdoor import Acceptance, HandshakeRequest, NativeRouter
 from .metrics import Metrics
 from .ops import HEALTH, Health, package_version
 from .sio import SocketIOServer
+from .transports import websocket
+from .transports.frontdoor import Acceptance, HandshakeRequest, NativeRouter
 
 log = logging.getLogger("wxio")
 
@@ -67,6 +67,13 @@ class Mounts:
         if handler is None:
             raise web.HTTPNotFound()
         return await handler(request)
+
+
+def _native_engine(engine: EngineServer) -> NativeRouter:
+    def route(request: HandshakeRequest) -> Acceptance | None:
+        return websocket.native(engine, request)
+
+    return route
 
 
 def add_admin_ui_routes(app: web.Application, root: Path) -> None:
@@ -142,13 +149,13 @@ def build_app(
         metrics=metrics,
     )
     engines.append(main)
-    mounts.add(config.engine.path, main.handle, lambda r: websocket.native(main, r))
+    mounts.add(config.engine.path, main.handle, _native_engine(main))
     from dataclasses import replace
 
     for path, handler in extra_engines or []:
         engine = EngineServer(replace(config.engine, path=path), handler, metrics=metrics)
         engines.append(engine)
-        mounts.add(path, engine.handle, lambda r, e=engine: websocket.native(e, r))
+        mounts.add(path, engine.handle, _native_engine(engine))
     if config.metrics_path:
 
         def sessions() -> list[tuple[tuple[tuple[str, str], ...], float]]:

@@ -89,6 +89,9 @@ class ServerConfig:
     shutdown_grace: float = 5.0
     #: Seconds a client has to send complete HTTP request headers.
     header_timeout: float = 10.0
+    #: Serve WebSocket upgrades that open a connection below aiohttp (lighter and faster;
+    #: see docs/operations.md). False: every request through aiohttp.
+    native_websocket: bool = True
     log_level: str = "INFO"
     #: "text" (one readable line per record) or "json" (one JSON object per line).
     log_format: str = "text"

@@ -436,7 +436,8 @@ class EngineServer:
 
     def new_sid(self, request: web.Request | HandshakeRequest) -> str:
         if self.generate_id is not None:
-            sid = self.generate_id(request)
+            # (aiohttp's request: with a generate_id hook no upgrade is served natively)
+            sid = self.generate_id(request)  # type: ignore[arg-type]
             if sid and sid not in self.sessions:
                 return sid
         # 120 random bits, 20 URL-safe characters, like the reference's base64id.

@@ -218,7 +218,10 @@ async def _run(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     server = HttpServer(
-        app, header_timeout=config.header_timeout, shutdown_timeout=config.shutdown_grace
+        app,
+        header_timeout=config.header_timeout,
+        shutdown_timeout=config.shutdown_grace,
+        native=config.native_websocket,
     )
     await server.start(config.host, config.port, reuse_port=reuse_port, ssl_context=ssl_context)
     tune_gc()

@@ -134,7 +134,7 @@ class FrameReader:
                 break
             payload = unmask(buf[head + 4 : stop], buf[head : head + 4])
             pos = stop
-            if opcode == _TEXT or opcode == _BINARY:
+            if opcode in (_TEXT, _BINARY):
                 if self._frag_op:
                     raise WebSocketError("a new message inside a fragmented one")
                 if fin:

@@ -214,7 +214,9 @@ class RawEndpoint:
         for ws in live:
             ws.start_close(1001, "server shutting down")
         if live:
-            await asyncio.wait([asyncio.ensure_future(ws.wait_closed()) for ws in live], timeout=grace)
+            await asyncio.wait(
+                [asyncio.ensure_future(ws.wait_closed()) for ws in live], timeout=grace
+            )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The same endpoint through aiohttp (an upgrade on a kept-alive connection)."""
@@ -287,7 +289,9 @@ class RawListener:
     def too_big(self) -> tuple[int, str]:
         """A frame over ``max_frame_bytes``: say why (``deny too_large``), close with 4009."""
         conn = self.conn
-        conn.writer.write_text(self.endpoint.hub.ingress.oversized(conn, self.endpoint.options.max_frame_bytes))
+        conn.writer.write_text(
+            self.endpoint.hub.ingress.oversized(conn, self.endpoint.options.max_frame_bytes)
+        )
         return CLOSE_CODES[DenyReason.TOO_LARGE], "too_large"
 
     def on_closed(self) -> None:

@@ -184,8 +184,22 @@ class WebSocketConnection(asyncio.Protocol):
         except WebSocketError as exc:
             self._fail(exc.code, exc.message)
             return
-        if events:
-            self._inbox.extend(events)
+        inbox = self._inbox
+        queued = len(inbox)
+        for event in events:
+            kind = type(event)
+            if kind is str or kind is bytes:
+                inbox.append(event)
+            elif kind is Ping:  # answered at once: a pong has no order to keep with messages
+                if self._state == 0:
+                    self.writer.write_frame(pong_frame(event.payload))  # type: ignore[union-attr]
+            elif kind is CloseReceived:
+                if inbox or self._delivery is not None:
+                    inbox.append(event)  # after the messages before it
+                else:
+                    self._close_received(event)  # type: ignore[arg-type]
+            # (a Pong only proves the client is there: it was heard)
+        if len(inbox) > queued:
             self._wake_delivery()
         if self.writer.behind:
             self._wait_drained()
@@ -297,9 +311,6 @@ class WebSocketConnection(asyncio.Protocol):
         if event is _LOST:
             self._tell_closed()
             return True
-        if kind is Ping and self._state == 0:
-            self.writer.write_frame(pong_frame(event.payload))  # type: ignore[attr-defined]
-        # (a Pong only proves the client is there: it was heard)
         return False
 
     def pause_writing(self) -> None:

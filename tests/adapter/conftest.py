@@ -80,7 +80,12 @@ async def start_server() -> AsyncIterator[StartServer]:
         app = build_app(
             config, io, extra_engines=extra, hub=hub, core_options=CoreOptions(**(core or {}))
         )
-        http = HttpServer(app, header_timeout=config.header_timeout, shutdown_timeout=1.0)
+        http = HttpServer(
+            app,
+            header_timeout=config.header_timeout,
+            shutdown_timeout=1.0,
+            native=config.native_websocket,
+        )
         port = await http.start("127.0.0.1", 0)
         runners.append(http)
         if backplane is not None and hasattr(backplane, "announce"):

@@ -1,0 +1,280 @@
+"""WebSocket connections served below aiohttp (adapter/transports/frontdoor.py, wsconn.py):
+which requests take that way, what a connection holds while idle, the WebSocket rules it
+enforces with real clients and hand-made frames, and the same endpoints through aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+import socketio
+import websockets
+from websockets.frames import Frame, Opcode
+from wxio.adapter.config import ServerConfig
+from wxio.adapter.transports.wsconn import WebSocketConnection
+
+from .conftest import RunningServer, StartServer
+from .core_clients import RawClient, Signer
+from .wire import engine, until
+
+APPS = {"shop": {"key": "shop-key", "api_client_key": True}}
+SHOP = Signer("shop", "shop-key")
+
+
+@pytest.fixture
+async def core(start_server: StartServer) -> RunningServer:
+    return await start_server(apps=APPS, core={"raw_heartbeat": 0.4})
+
+
+def client_frame(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
+    return Frame(opcode, data, fin=fin).serialize(mask=True, extensions=[])
+
+
+class Tcp:
+    """A hand-driven WebSocket client: exact bytes out, frames in."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def upgrade(cls, server: RunningServer, target: str) -> Tcp:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        return cls(reader, writer)
+
+    async def frame(self, timeout: float = 5) -> tuple[int, bytes]:
+        """(opcode, payload) of the next frame; (-1, b"") at EOF."""
+        try:
+            b0, b1 = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+        except asyncio.IncompleteReadError:
+            return -1, b""
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif n == 127:
+            n = int.from_bytes(await self.reader.readexactly(8), "big")
+        return b0 & 0x0F, await self.reader.readexactly(n)
+
+    async def until_close(self) -> int:
+        """Frames until the close frame: its code."""
+        while True:
+            opcode, payload = await self.frame()
+            if opcode in (-1, 8):
+                return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_direct_upgrades_are_served_below_aiohttp(core: RunningServer) -> None:
+    """A socket.io client on WebSocket from the start and a raw client: their sessions' and
+    connections' transport is a WebSocketConnection (no aiohttp request behind it)."""
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(
+        core.url, transports=["websocket"], socketio_path="socket.io", auth=SHOP.auth("s")
+    )
+    raw = await RawClient.connect(core.ws_url, SHOP, user="u")
+    try:
+        sessions = engine(core, "/socket.io/").sessions.values()
+        assert [type(s.ws) for s in sessions] == [WebSocketConnection]
+        assert core.hub is not None
+        (conn,) = [c for c in core.hub.connections.values() if c.kind == "raw"]
+        assert isinstance(conn.ws, WebSocketConnection)  # type: ignore[attr-defined]
+    finally:
+        await sio.disconnect()
+        await raw.close()
+
+
+async def test_polling_upgrade_and_kept_alive_connections_go_through_aiohttp(
+    core: RunningServer,
+) -> None:
+    """Polling then upgrade (python-socketio's default): the upgrade comes with a sid and is
+    aiohttp's; an upgrade on a connection that served a request first is aiohttp's too."""
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(core.url, socketio_path="socket.io", auth=SHOP.auth("p"))
+    try:
+        sessions = engine(core, "/socket.io/").sessions
+        await until(lambda: all(s.transport == "websocket" for s in sessions.values()))
+        assert all(not isinstance(s.ws, WebSocketConnection) for s in sessions.values())
+    finally:
+        await sio.disconnect()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{core.url}/healthz") as response:
+            assert response.status == 200
+        query = urlencode(SHOP.auth("kept"))
+        async with http.ws_connect(f"{core.url}/ws?{query}") as ws:
+            hello = json.loads((await ws.receive(timeout=5)).data)
+            assert hello["data"]["action"] == "connect"
+            assert core.hub is not None
+            (conn,) = [c for c in core.hub.connections.values() if c.kind == "raw"]
+            assert not isinstance(conn.ws, WebSocketConnection)  # type: ignore[attr-defined]
+
+
+async def test_an_idle_connection_holds_no_task(core: RunningServer) -> None:
+    """A connection's delivery task runs while messages flow and ends soon after: idle
+    connections cost no coroutine."""
+
+    def deliveries() -> int:
+        return sum(
+            1
+            for t in asyncio.all_tasks()
+            if t.get_coro().__qualname__ == "WebSocketConnection._deliver"  # type: ignore[union-attr]
+        )
+
+    clients = [await RawClient.connect(core.ws_url, SHOP, user=f"idle{i}") for i in range(20)]
+    try:
+        for c in clients:
+            await c.send(SHOP.envelope("requestId"))
+            await c.recv()
+        assert deliveries() > 0  # (the last ones are still lingering)
+        await until(lambda: deliveries() == 0, timeout=6, what="delivery tasks ended")
+        # Still served after that: a new message starts a new delivery task.
+        reply = await clients[0].request(SHOP.envelope("requestId"))
+        assert reply["data"]["action"] == "saveId"
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_ping_answered_and_silent_client_dropped(core: RunningServer) -> None:
+    """A client's ping gets a pong with its payload; the raw endpoint pings every
+    ``raw_heartbeat`` seconds and drops a client that answers nothing."""
+    tcp = await Tcp.upgrade(core, f"/ws?{urlencode(SHOP.auth('quiet'))}")
+    opcode, hello = await tcp.frame()
+    assert opcode == 1 and json.loads(hello)["data"]["action"] == "connect"
+    tcp.send(client_frame(Opcode.PING, b"are you there"))
+    frames = [await tcp.frame()]
+    while frames[-1][0] == 9:  # the server's own heartbeat ping may come first
+        frames.append(await tcp.frame())
+    assert frames[-1] == (10, b"are you there")
+    # Now silent: pinged, then the connection ends (no close frame: the peer is gone).
+    seen = []
+    while True:
+        opcode, _ = await tcp.frame(timeout=5)
+        seen.append(opcode)
+        if opcode == -1:
+            break
+    assert 9 in seen
+    tcp.close()
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        (Frame(Opcode.TEXT, b"x").serialize(mask=False, extensions=[]), 1002),
+        (client_frame(Opcode.TEXT, b"\xff"), 1007),
+        (client_frame(Opcode.CONT, b"x"), 1002),
+    ],
+)
+async def test_protocol_errors_close_with_their_code(
+    core: RunningServer, wire: bytes, code: int
+) -> None:
+    tcp = await Tcp.upgrade(core, "/socket.io/?EIO=4&transport=websocket")
+    opcode, open_packet = await tcp.frame()
+    assert opcode == 1 and open_packet.startswith(b"0{")
+    tcp.send(wire)
+    assert await tcp.until_close() == code
+    tcp.close()
+    # The server goes on serving everyone else.
+    other = await RawClient.connect(core.ws_url, SHOP, user="after")
+    await other.close()
+
+
+async def test_oversized_engine_message_is_1009_and_raw_frame_is_deny_then_4009(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(
+        apps=APPS, engine={"max_payload": 100}, core={"max_frame_bytes": 300}
+    )
+    tcp = await Tcp.upgrade(server, "/socket.io/?EIO=4&transport=websocket")
+    await tcp.frame()
+    tcp.send(client_frame(Opcode.TEXT, b"4" + b"x" * 99))  # exactly max_payload: fine
+    tcp.send(client_frame(Opcode.TEXT, b"4" + b"x" * 100))
+    assert await tcp.until_close() == 1009
+    tcp.close()
+    raw = await RawClient.connect(server.ws_url, SHOP, user="big")
+    await raw.send("x" * 301)
+    deny = await raw.recv()
+    assert deny["data"]["payload"]["reason"] == "too_large"
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await raw.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4009
+
+
+async def test_frames_split_anywhere_and_pipelined_with_the_handshake(
+    core: RunningServer,
+) -> None:
+    """Bytes that arrive with the upgrade request, and frames cut at every byte, are read in
+    order: a raw client's requests are answered in the order sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", core.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    envelopes = [SHOP.envelope("requestId") for _ in range(3)]
+    for i, e in enumerate(envelopes):
+        e["meta"]["n"] = i  # echoed nowhere; the replies come in order anyway
+    wire = b"".join(client_frame(Opcode.TEXT, json.dumps(e).encode()) for e in envelopes)
+    request = (
+        f"GET /ws?{urlencode(SHOP.auth('pipelined'))} HTTP/1.1\r\nHost: x\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    writer.write(request + wire[:7])
+    for i in range(7, len(wire)):
+        writer.write(wire[i : i + 1])
+        await writer.drain()
+    tcp = Tcp(reader, writer)
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    actions = []
+    for _ in range(4):
+        opcode, payload = await tcp.frame()
+        actions.append(json.loads(payload)["data"]["action"])
+    assert actions == ["connect", "saveId", "saveId", "saveId"]
+    tcp.send(client_frame(Opcode.CLOSE, (1000).to_bytes(2, "big")))
+    assert await tcp.until_close() == 1000
+    tcp.close()
+
+
+async def test_the_same_endpoints_through_aiohttp_when_native_is_off(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(apps=APPS, config=ServerConfig(native_websocket=False))
+    assert server.runner.router is None
+    raw = await RawClient.connect(server.ws_url, SHOP, user="a")
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(
+        server.url, transports=["websocket"], socketio_path="socket.io", auth=SHOP.auth("s")
+    )
+    try:
+        assert core_conn_is_aiohttp(server)
+        reply = await raw.request(SHOP.envelope("requestId"))
+        assert reply["data"]["action"] == "saveId"
+    finally:
+        await sio.disconnect()
+        await raw.close()
+
+
+def core_conn_is_aiohttp(server: RunningServer) -> bool:
+    assert server.hub is not None
+    conns: list[Any] = [c for c in server.hub.connections.values() if c.kind == "raw"]
+    sessions = engine(server, "/socket.io/").sessions.values()
+    return all(not isinstance(c.ws, WebSocketConnection) for c in conns) and all(
+        not isinstance(s.ws, WebSocketConnection) for s in sessions
+    )
