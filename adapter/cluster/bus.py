@@ -9,9 +9,10 @@ loop turn (one PUBLISH carries many requests, replies and emits); the format is 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -30,6 +31,9 @@ __all__ = ["Bus", "MAX_QUEUED_MESSAGES"]
 #: Messages waiting to be published at most (past it, a slow Redis costs messages, not memory).
 MAX_QUEUED_MESSAGES = 10_000
 
+#: Told how a queued message's PUBLISH went: the count of subscribers, or the error.
+Published = Callable[[int | BaseException], None]
+
 
 class Bus:
     """The pub/sub side of one :class:`.redis.RedisBackplane`."""
@@ -43,9 +47,16 @@ class Bus:
         #: find this node's clients registered but get no answer from it.
         self.subscribed = asyncio.Event()
         #: What to publish, per channel, until the next flush (see _post).
-        self._outbox: dict[str, list[tuple[dict[str, Any], asyncio.Future[int] | None]]] = {}
+        self._outbox: dict[str, list[tuple[dict[str, Any], Published | None]]] = {}
         self._queued = 0
         self._flushing: asyncio.Task[None] | None = None
+        # Request ids: unique per node (a random prefix, then a counter); replies come back on
+        # this node's own channel.
+        self._rid_prefix = secrets.token_hex(4)
+        self._rids = itertools.count(1)
+
+    def _new_rid(self) -> str:
+        return f"{self._rid_prefix}{next(self._rids):x}"
 
     async def listen(self) -> None:
         backoff = 0.1
@@ -118,33 +129,24 @@ class Bus:
         not wait for replies either: they go out with the next flush."""
         if "id" not in message:
             return
-        answer = {"re": message["id"], "body": body}
-        try:
-            wire.encode(answer)  # one bad answer must not spoil the batch it would join
-        except (wire.SchemaError, RemoteProtocolError, LocalProtocolError) as exc:
-            log.warning(
-                "node %s: a reply to %s was dropped: %s", self.bp.node_id, message["t"], exc
-            )
-            return
-        self._post(self.bp.key("ch", message["from"]), answer, None)
+        # (An answer that cannot be encoded is dropped at the flush, alone: see _frame.)
+        self._post(self.bp.key("ch", message["from"]), {"re": message["id"], "body": body}, None)
 
     # -- the outbox: what this node publishes, batched per channel and loop turn ---------------
 
-    def _post(
-        self, channel: str, message: dict[str, Any], receivers: asyncio.Future[int] | None
-    ) -> None:
-        """Queue ``message`` for ``channel``; ``receivers`` (if given) gets the PUBLISH's count
-        of subscribers, or a :class:`BackplaneError`."""
+    def _post(self, channel: str, message: dict[str, Any], published: Published | None) -> None:
+        """Queue ``message`` for ``channel``; ``published`` (if given) is told the PUBLISH's
+        count of subscribers, or a :class:`BackplaneError`."""
         if self._queued >= MAX_QUEUED_MESSAGES:
             # Redis is too slow to take what we publish: the requester times out and falls
             # back (inbox); this node must not buffer without bound meanwhile.
             log.warning(
                 "node %s: message dropped, %d waiting for Redis", self.bp.node_id, self._queued
             )
-            if receivers is not None and not receivers.done():
-                receivers.set_exception(BackplaneError("too many messages waiting for Redis"))
+            if published is not None:
+                published(BackplaneError("too many messages waiting for Redis"))
             return
-        self._outbox.setdefault(channel, []).append((message, receivers))
+        self._outbox.setdefault(channel, []).append((message, published))
         self._queued += 1
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
@@ -154,24 +156,15 @@ class Bus:
         while self._outbox:
             outbox, self._outbox = self._outbox, {}
             count = sum(len(items) for items in outbox.values())
-            publishes: list[tuple[list[asyncio.Future[int] | None], bytes]] = []
+            publishes: list[tuple[list[Published | None], bytes]] = []
             channels: list[str] = []
             for channel, items in outbox.items():
                 for start in range(0, len(items), wire.MAX_BATCH):
                     chunk = items[start : start + wire.MAX_BATCH]
-                    futures = [fut for _, fut in chunk]
-                    try:
-                        data = self._frame(chunk)
-                    except wire.SchemaError as exc:  # e.g. a batch over the size limit
-                        log.warning(
-                            "node %s: %d message(s) dropped: %s", self.bp.node_id, len(chunk), exc
-                        )
-                        for fut in futures:
-                            if fut is not None and not fut.done():
-                                fut.set_exception(BackplaneError(str(exc)))
-                        continue
-                    publishes.append((futures, data))
-                    channels.append(channel)
+                    data = self._frame(chunk)
+                    if data is not None:
+                        publishes.append(([done for _, done in chunk], data))
+                        channels.append(channel)
             try:
                 async with self.bp.redis.pipeline(transaction=False) as pipe:
                     for channel, (_, data) in zip(channels, publishes, strict=True):
@@ -179,27 +172,63 @@ class Bus:
                     counts = await self.bp.call(pipe.execute())
             except BackplaneError as exc:
                 log.warning("node %s: %d message(s) not published: %s", self.bp.node_id, count, exc)
-                for futures, _ in publishes:
-                    for fut in futures:
-                        if fut is not None and not fut.done():
-                            fut.set_exception(exc)
+                for callbacks, _ in publishes:
+                    for done in callbacks:
+                        if done is not None:
+                            done(exc)
             else:
-                for (futures, _), subscribers in zip(publishes, counts, strict=True):
-                    for fut in futures:
-                        if fut is not None and not fut.done():
-                            fut.set_result(int(subscribers))
+                for (callbacks, _), subscribers in zip(publishes, counts, strict=True):
+                    for done in callbacks:
+                        if done is not None:
+                            done(int(subscribers))
             finally:
                 self._queued -= count
 
-    def _frame(self, items: list[tuple[dict[str, Any], asyncio.Future[int] | None]]) -> bytes:
+    def _frame(self, items: list[tuple[dict[str, Any], Published | None]]) -> bytes | None:
+        """One PUBLISH's payload. A message that cannot be encoded (too large, not JSON) is
+        dropped alone, not with the batch it would have joined; None if none is left."""
         head = {"v": wire.VERSION, "from": self.bp.node_id}
-        if len(items) == 1:
-            return wire.encode({**head, **items[0][0]})
-        return wire.encode({**head, "t": "batch", "msgs": [message for message, _ in items]})
+        try:
+            if len(items) == 1:
+                return wire.encode({**head, **items[0][0]})
+            return wire.encode({**head, "t": "batch", "msgs": [message for message, _ in items]})
+        except (wire.SchemaError, RemoteProtocolError, LocalProtocolError):
+            pass
+        good: list[tuple[dict[str, Any], Published | None]] = []
+        for message, done in items:
+            try:
+                wire.encode({**head, **message})
+            except (wire.SchemaError, RemoteProtocolError, LocalProtocolError) as exc:
+                log.warning(
+                    "node %s: a %s message was dropped: %s",
+                    self.bp.node_id,
+                    message.get("t", "reply"),
+                    exc,
+                )
+                if done is not None:
+                    done(BackplaneError(str(exc)))
+            else:
+                good.append((message, done))
+        if not good or len(good) == len(items):  # (all bad; or only the batch is too large)
+            if good:
+                for _, done in good:
+                    if done is not None:
+                        done(BackplaneError("batch over the size limit"))
+            return None
+        return self._frame(good)
 
     async def _publish(self, channel: str, message: dict[str, Any]) -> int:
         receivers: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._post(channel, message, receivers)
+
+        def published(result: int | BaseException) -> None:
+            if receivers.done():
+                return
+            if isinstance(result, BaseException):
+                receivers.set_exception(result)
+            else:
+                receivers.set_result(result)
+
+        self._post(channel, message, published)
         return await receivers
 
     async def request(
@@ -207,17 +236,24 @@ class Bus:
     ) -> dict[str, Any] | None:
         if not await self.bp.nodes.node_alive(node):
             return None
-        rid = secrets.token_hex(8)
+        rid = self._new_rid()
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
-        receivers: asyncio.Future[int] = loop.create_future()
-        self._pending[rid] = fut
-        # One timer bounds both waits (cheaper than asyncio.timeout on every request).
-        timer = loop.call_later(timeout, _time_out, receivers, fut)
+        fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        self._pending[rid] = fut  # type: ignore[assignment]
+        # One timer and one future per request (cheaper than asyncio.timeout on every one).
+        timer = loop.call_later(timeout, _time_out, fut)
+
+        def published(result: int | BaseException) -> None:
+            # Nobody subscribed (the node is gone): no answer will come. Otherwise the reply
+            # (or the timer) settles the request.
+            if not fut.done():
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                elif not result:
+                    fut.set_result(None)
+
         try:
-            self._post(self.bp.key("ch", node), {**message, "id": rid}, receivers)
-            if not await receivers:
-                return None
+            self._post(self.bp.key("ch", node), {**message, "id": rid}, published)
             return await fut
         except TimeoutError:
             return None
@@ -234,7 +270,7 @@ class Bus:
     ) -> tuple[list[dict[str, Any]], int]:
         """:meth:`request_all`, plus how many nodes got the request (so a caller can tell that
         some did not answer in time)."""
-        rid = secrets.token_hex(8)
+        rid = self._new_rid()
         loop = asyncio.get_running_loop()
         replies: list[dict[str, Any]] = []
         done: asyncio.Future[dict[str, Any]] = loop.create_future()
