@@ -11,6 +11,7 @@ No extension is negotiated, so every RSV bit must be 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import LimitExceeded, RemoteProtocolError
@@ -79,14 +80,20 @@ def _valid_close_code(code: int) -> bool:
     return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code < 5000
 
 
+#: ``unmask(payload, mask)``: the payload XORed with the mask, as bytes or a bytearray.
+Unmask = Callable[[bytes, bytes], "bytes | bytearray"]
+
+
 class FrameReader:
-    """The parser of one connection's incoming frames."""
+    """The parser of one connection's incoming frames. ``unmask`` may be a faster
+    implementation of :func:`unmask` (the adapter passes a C one when it has it)."""
 
-    __slots__ = ("max_message", "_buf", "_frag_op", "_frag", "_frag_size", "closed")
+    __slots__ = ("max_message", "unmask", "_buf", "_frag_op", "_frag", "_frag_size", "closed")
 
-    def __init__(self, max_message: int) -> None:
+    def __init__(self, max_message: int, unmask: Unmask = unmask) -> None:
         #: Largest message accepted, in bytes (a larger one raises :class:`MessageTooBig`).
         self.max_message = max_message
+        self.unmask = unmask
         self._buf = b""
         self._frag_op = 0  # opcode of the fragmented message being joined (0: none)
         self._frag: list[bytes] = []
@@ -101,6 +108,8 @@ class FrameReader:
         events: list[Event] = []
         pos = 0
         end = len(buf)
+        limit = self.max_message
+        unmask = self.unmask
         while end - pos >= 2:
             b0 = buf[pos]
             b1 = buf[pos + 1]
@@ -122,17 +131,30 @@ class FrameReader:
                 if n >> 63:
                     raise WebSocketError("frame length over 2**63")
                 head += 8
+            if b0 == 0x81 and not self._frag_op:
+                # The usual frame: a whole text message. Refused by its header if too big.
+                if n > limit:
+                    raise MessageTooBig(f"message over {limit} bytes")
+                stop = head + 4 + n
+                if stop > end:
+                    break
+                try:
+                    events.append(unmask(buf[head + 4 : stop], buf[head : head + 4]).decode())
+                except UnicodeDecodeError:
+                    raise WebSocketError("text message is not UTF-8", 1007) from None
+                pos = stop
+                continue
             opcode = b0 & 0x0F
             fin = b0 & 0x80
             if opcode >= _CLOSE:
                 if not fin or n > 125:
                     raise WebSocketError("control frames are at most 125 bytes and unfragmented")
-            elif (self._frag_size if opcode == _CONTINUATION else 0) + n > self.max_message:
-                raise MessageTooBig(f"message over {self.max_message} bytes")
+            elif (self._frag_size if opcode == _CONTINUATION else 0) + n > limit:
+                raise MessageTooBig(f"message over {limit} bytes")
             stop = head + 4 + n
             if stop > end:
                 break
-            payload = unmask(buf[head + 4 : stop], buf[head : head + 4])
+            payload = bytes(unmask(buf[head + 4 : stop], buf[head : head + 4]))
             pos = stop
             if opcode in (_TEXT, _BINARY):
                 if self._frag_op:

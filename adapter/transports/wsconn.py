@@ -25,11 +25,23 @@ from ...protocol.wsreader import (
     MessageTooBig,
     Ping,
     WebSocketError,
+    unmask,
 )
 from ..tasks import start_eagerly
 from .outbox import FrameWriter
 
 log = logging.getLogger("wxio.transport")
+
+try:  # aiohttp's C unmasking, about 4x the pure one (a private module: the pure one if it moves)
+    from aiohttp._websocket.mask import _websocket_mask_cython as _mask_in_place
+
+    def _unmask(payload: bytes, mask: bytes) -> bytearray:
+        data = bytearray(payload)
+        _mask_in_place(mask, data)
+        return data
+
+except ImportError:  # pragma: no cover
+    _unmask = unmask  # type: ignore[assignment]
 
 __all__ = ["WebSocketListener", "WebSocketConnection"]
 
@@ -91,7 +103,7 @@ class WebSocketConnection(asyncio.Protocol):
         on_too_big: Callable[[], tuple[int, str]] | None = None,
     ) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.reader = FrameReader(max_message)
+        self.reader = FrameReader(max_message, _unmask)
         self.writer = FrameWriter(
             transport, max_bytes=max_buffered, grace=slow_grace, on_slow=self._slow
         )

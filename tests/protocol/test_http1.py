@@ -74,6 +74,7 @@ def test_heads_left_to_the_framework(wire: bytes) -> None:
         (b"GET ", b"POST "),
         (b"Upgrade: websocket", b"Upgrade: h2c"),
         (b"keep-alive, Upgrade", b"keep-alive"),
+        (b"Connection: keep-alive, Upgrade\r\n", b""),  # no Connection field at all
         (b"Version: 13", b"Version: 8"),
         (b"dGhlIHNhbXBsZSBub25jZQ==", b"not base64!"),
         (b"dGhlIHNhbXBsZSBub25jZQ==", b"c2hvcnQ="),  # decodes, but not to 16 bytes

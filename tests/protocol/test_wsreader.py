@@ -113,6 +113,7 @@ def test_fragments_count_toward_the_bound() -> None:
         (bytes([0x89, 0xFE, 0, 126]) + b"\0" * 130, 1002),  # control frames: <= 125 bytes
         (forged(0x09, b"a"), 1002),  # and never fragmented
         (forged(0x81, b"\xff\xfe"), 1007),  # text must be UTF-8
+        (forged(0x01, b"\xe2\x82") + forged(0x80, b"\xff"), 1007),  # joined fragments too
         (forged(0x88, b"\x03"), 1002),  # a one-byte close payload
         (forged(0x88, (999).to_bytes(2, "big")), 1002),  # not a close code
         (forged(0x88, (1005).to_bytes(2, "big")), 1002),  # reserved, never sent
