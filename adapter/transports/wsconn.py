@@ -33,7 +33,9 @@ from .outbox import FrameWriter
 log = logging.getLogger("wxio.transport")
 
 try:  # aiohttp's C unmasking, about 4x the pure one (a private module: the pure one if it moves)
-    from aiohttp._websocket.mask import _websocket_mask_cython as _mask_in_place
+    from aiohttp._websocket.mask import (  # type: ignore[import-not-found]
+        _websocket_mask_cython as _mask_in_place,
+    )
 
     def _unmask(payload: bytes, mask: bytes) -> bytearray:
         data = bytearray(payload)
