@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,6 +202,11 @@ class Identity:
     expires: float | None = None
 
 
+def _signature_denied(exc: SignatureError) -> Denied:
+    reason = DenyReason.EXPIRED if exc.reason == "expired" else DenyReason.BAD_SIGNATURE
+    return Denied(reason, exc.message)
+
+
 class Authenticator:
     """Every credential check of the routing core. ``replay`` is the backplane's nonce store
     (HMAC nonces and token ids share it, in separate key spaces)."""
@@ -363,51 +368,78 @@ class Authenticator:
             return key(app) if key is not None else app.key
 
         sign_text = sign if isinstance(sign, str) else None
+        if app is None or app.scheme != "hmac":
+            self._verify_md5(app_name, timestamp, sign_text, keys, now_ms, window)
+            return
         try:
-            if app is not None and app.scheme == "hmac":
-                claim = verify_hmac(
-                    app_name,
-                    timestamp,
-                    nonce if isinstance(nonce, str) else None,
-                    body,
-                    sign_text,
-                    keys,
-                    now_ms=now_ms,
-                    window_ms=window,
-                )
-                try:
-                    first_use = await self.replay.claim(claim, now_ms)
-                except BackplaneError as exc:
-                    raise unavailable("nonce claim", exc) from None
-                if not first_use:
-                    raise Denied(DenyReason.BAD_SIGNATURE, "nonce already used")
-            else:
-                verify_md5(
-                    app_name,
-                    timestamp,
-                    sign_text,
-                    keys,
-                    now_ms=now_ms,
-                    window_ms=window,
-                    signer=_md5_memo,
-                )
+            claim = verify_hmac(
+                app_name,
+                timestamp,
+                nonce if isinstance(nonce, str) else None,
+                body,
+                sign_text,
+                keys,
+                now_ms=now_ms,
+                window_ms=window,
+            )
+            try:
+                first_use = await self.replay.claim(claim, now_ms)
+            except BackplaneError as exc:
+                raise unavailable("nonce claim", exc) from None
+            if not first_use:
+                raise Denied(DenyReason.BAD_SIGNATURE, "nonce already used")
         except SignatureError as exc:
-            reason = DenyReason.EXPIRED if exc.reason == "expired" else DenyReason.BAD_SIGNATURE
-            raise Denied(reason, exc.message) from None
+            raise _signature_denied(exc) from None
 
-    async def verify_message(self, app: AppConfig, message: Envelope, raw: Any) -> None:
-        """``meta.sign`` of one envelope from a client-key connection."""
+    @staticmethod
+    def _verify_md5(
+        app_name: str,
+        timestamp: int,
+        sign: str | None,
+        keys: Callable[[str], str | None],
+        now_ms: int,
+        window: int,
+    ) -> None:
+        try:
+            verify_md5(
+                app_name,
+                timestamp,
+                sign,
+                keys,
+                now_ms=now_ms,
+                window_ms=window,
+                signer=_md5_memo,
+            )
+        except SignatureError as exc:
+            raise _signature_denied(exc) from None
+
+    def verify_message(
+        self, app: AppConfig, message: Envelope, raw: Any
+    ) -> Coroutine[Any, Any, None] | None:
+        """``meta.sign`` of one envelope from a client-key connection: an md5 signature is
+        checked at once (raises :class:`Denied`, returns None); an HMAC one returns the
+        coroutine that also claims its nonce."""
         meta = message.meta
         if meta.timestamp is None or meta.sign is None:
             raise Denied(DenyReason.BAD_SIGNATURE, "meta.timestamp and meta.sign are required")
-        body = None
         if app.scheme == "hmac":
             # The whole envelope but its signature is signed.
             body = {
                 "meta": {k: v for k, v in raw["meta"].items() if k != "sign"},
                 "data": raw["data"],
             }
-        await self.verify(app, app.name, meta.timestamp, meta.sign, meta.nonce, body)
+            return self.verify(app, app.name, meta.timestamp, meta.sign, meta.nonce, body)
+        key = app.key
+        name = app.name
+        self._verify_md5(
+            name,
+            meta.timestamp,
+            meta.sign if isinstance(meta.sign, str) else None,
+            lambda n: key if n == name else None,
+            self.now_ms(),
+            app.window_ms,
+        )
+        return None
 
     # -- the HTTP API ----------------------------------------------------------------------
 

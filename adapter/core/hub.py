@@ -191,7 +191,9 @@ class Hub:
         if action is None and message.action != Action.PING:
             raise Denied(DenyReason.UNKNOWN_ACTION, f"unknown action {message.action!r}")
         try:
-            await self.ingress.check(conn, message, raw)
+            waiting = self.ingress.check(conn, message, raw)
+            if waiting is not None:
+                await waiting
             if action is None:
                 respond(self.reply(Action.PONG, conn))
                 return

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -187,15 +187,20 @@ class Ingress:
         self.count(conn.app if conn is not None else None, denied.reason)
         return self.hub.deny(denied, conn).json()
 
-    async def check(self, conn: Connection, message: Envelope, raw: Any) -> None:
-        """Step 4 for a parsed envelope: token expiry, then the per-message signature."""
+    def check(
+        self, conn: Connection, message: Envelope, raw: Any
+    ) -> Coroutine[Any, Any, None] | None:
+        """Step 4 for a parsed envelope: token expiry, then the per-message signature. Raises
+        :class:`Denied`; returns a coroutine to await when the check has to wait (an HMAC
+        nonce claim), else None."""
         session = self._sessions.get(conn)
         if session is not None:
             if message.action != Action.REFRESH and self.hub.clock() >= session.expires:
                 raise Denied(DenyReason.EXPIRED, "token expired: send refresh with a new token")
-            return  # the token authenticates the connection; there is no client key to sign
+            return None  # the token authenticates the connection; there is no key to sign
         if conn.app.verify_message_sign and message.action not in _UNSIGNED:
-            await self.hub.auth.verify_message(conn.app, message, raw)
+            return self.hub.auth.verify_message(conn.app, message, raw)
+        return None
 
     async def refresh(self, conn: Connection, message: Envelope, respond: Respond) -> None:
         """``refresh`` with ``payload.token``: the same user's new token, before (or within the
