@@ -170,10 +170,21 @@ def parse(obj: Any) -> Envelope:
     action = data.get("action")
     if type(action) is not str or not action or len(action) > _MAX_ACTION_LEN:
         raise EnvelopeError("data.action", f"must be a string of 1 to {_MAX_ACTION_LEN} characters")
-    # Only the fields the client sent are looked at (most envelopes carry three or four).
-    fields = {name: _id_field(raw_meta, name) for name in _ID_SET.intersection(raw_meta)}
-    meta = Meta(timestamp=_timestamp(raw_meta.get("timestamp")), **fields)
-    return Envelope(meta, action, data.get("payload"))
+    # Only the fields the client sent are looked at (most envelopes carry three or four); a
+    # plain string of the right length is taken as it is, anything else goes the long way.
+    fields = {}
+    for name, value in raw_meta.items():
+        if name in _ID_SET:
+            if type(value) is str and 0 < len(value) <= MAX_ID_LEN:
+                fields[name] = value
+            else:
+                fields[name] = _id_field(raw_meta, name)
+    timestamp = raw_meta.get("timestamp")
+    if timestamp is not None and (
+        type(timestamp) is not int or not 0 <= timestamp <= _MAX_TIMESTAMP
+    ):
+        timestamp = parse_timestamp(timestamp)
+    return Envelope(Meta(timestamp, **fields), action, data.get("payload"))
 
 
 def parse_text(text: str | bytes) -> Envelope:
