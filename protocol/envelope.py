@@ -151,10 +151,6 @@ def parse_timestamp(value: Any, field: str = "meta.timestamp") -> int:
     return value
 
 
-def _timestamp(value: Any) -> int | None:
-    return None if value is None else parse_timestamp(value)
-
-
 def parse(obj: Any) -> Envelope:
     """Validate a decoded JSON value as an envelope."""
     if type(obj) is not dict:
