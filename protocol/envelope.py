@@ -168,7 +168,7 @@ def parse(obj: Any) -> Envelope:
         raise EnvelopeError("data.action", f"must be a string of 1 to {_MAX_ACTION_LEN} characters")
     # Only the fields the client sent are looked at (most envelopes carry three or four); a
     # plain string of the right length is taken as it is, anything else goes the long way.
-    fields = {}
+    fields: dict[str, str | None] = {}
     for name, value in raw_meta.items():
         if name in _ID_SET:
             if type(value) is str and 0 < len(value) <= MAX_ID_LEN:
