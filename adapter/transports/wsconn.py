@@ -8,7 +8,8 @@ connection's :class:`~.outbox.FrameWriter`, control frames included, so a close 
 follows what was queued before it.
 
 Flow control: while the writer says the client is behind (it does not read what it is sent),
-or the listener's work for a message waits, the transport stops reading.
+or :data:`INBOX_HIGH` messages (:data:`INBOX_HIGH_BYTES`) wait to be handled, the transport
+stops reading.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ __all__ = ["WebSocketListener", "WebSocketConnection"]
 CLOSE_TIMEOUT = 10.0
 #: Seconds a connection's delivery task waits for more input before it ends.
 LINGER = 2.0
+#: Messages (or characters and bytes of them) read and not yet handled at which a connection
+#: stops reading until they are handled.
+INBOX_HIGH = 64
+INBOX_HIGH_BYTES = 1 << 20
 #: Queued after the last message when the connection is lost.
 _LOST = object()
 
@@ -88,6 +93,7 @@ class WebSocketConnection(asyncio.Protocol):
         "_heard",
         "_drain",
         "_inbox",
+        "_inbox_size",
         "_delivery",
         "_wake",
         "_linger",
@@ -123,6 +129,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._heard = True
         self._drain: asyncio.Task[None] | None = None
         self._inbox: list[object] = []
+        self._inbox_size = 0
         self._delivery: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[bool] | None = None
         self._linger: asyncio.TimerHandle | None = None
@@ -204,6 +211,7 @@ class WebSocketConnection(asyncio.Protocol):
             kind = type(event)
             if kind is str or kind is bytes:
                 inbox.append(event)
+                self._inbox_size += len(event)  # type: ignore[arg-type]
             elif kind is Ping:  # answered at once: a pong has no order to keep with messages
                 if self._state == 0:
                     self.writer.write_frame(pong_frame(event.payload))  # type: ignore[union-attr]
@@ -215,6 +223,8 @@ class WebSocketConnection(asyncio.Protocol):
             # (a Pong only proves the client is there: it was heard)
         if len(inbox) > queued:
             self._wake_delivery()
+            if len(inbox) >= INBOX_HIGH or self._inbox_size >= INBOX_HIGH_BYTES:
+                self._pause(4)  # handling lags behind reading: read no more until it catches up
         if self.writer.behind:
             self._wait_drained()
 
@@ -259,6 +269,8 @@ class WebSocketConnection(asyncio.Protocol):
                 inbox = self._inbox
                 if inbox:
                     self._inbox = []
+                    self._inbox_size = 0
+                    self._resume(4)
                     for event in inbox:
                         kind = type(event)
                         if kind is str or kind is bytes:
@@ -292,14 +304,11 @@ class WebSocketConnection(asyncio.Protocol):
             if work is None:
                 return
             # Most handling finishes without waiting: no await, no suspension. Work that waits
-            # holds this connection's later messages (in order) and its reading meanwhile.
+            # holds this connection's later messages (in order); reading goes on until
+            # INBOX_HIGH of them wait.
             resume = start_eagerly(work)
             if resume is not None:
-                self._pause(4)
-                try:
-                    await resume
-                finally:
-                    self._resume(4)
+                await resume
         except Exception:
             log.exception("a websocket message handler failed")
             self._fail(1011, "internal error")

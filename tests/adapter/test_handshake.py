@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 import socketio
 from wxio.adapter.sio import Socket, SocketIOServer
 from wxio.protocol import jsonutil
@@ -15,7 +16,10 @@ from wxio.protocol import jsonutil
 from .conftest import StartServer
 
 
-async def test_handshake_is_json_serialisable(start_server: StartServer) -> None:
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+async def test_handshake_is_json_serialisable(start_server: StartServer, transport: str) -> None:
+    """The same over polling (through aiohttp) and a WebSocket opened directly (served below
+    it, see adapter/transports/frontdoor.py)."""
     seen: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
 
     def setup(io: SocketIOServer) -> None:
@@ -33,7 +37,7 @@ async def test_handshake_is_json_serialisable(start_server: StartServer) -> None
         namespaces=["/h"],
         headers={"X-Custom": "1", "Origin": "http://example.com"},
         auth={"token": "t"},
-        transports=["polling"],
+        transports=[transport],
         wait_timeout=5,
     )
     try:
@@ -61,7 +65,7 @@ async def test_handshake_is_json_serialisable(start_server: StartServer) -> None
     assert data["time"].endswith("GMT+0000 (Coordinated Universal Time)")
     assert data["url"].startswith("/socket.io/?")
     assert data["query"]["room"] == "a" and data["query"]["tag"] == ["x", "y"]
-    assert data["query"]["EIO"] == "4" and data["query"]["transport"] == "polling"
+    assert data["query"]["EIO"] == "4" and data["query"]["transport"] == transport
     assert data["auth"] == {"token": "t"}
     # Attributes, and header lookups that ignore case, as before.
     assert hs.query is hs["query"] and hs.auth == {"token": "t"} and hs.issued == data["issued"]

@@ -278,3 +278,19 @@ def core_conn_is_aiohttp(server: RunningServer) -> bool:
     return all(not isinstance(c.ws, WebSocketConnection) for c in conns) and all(
         not isinstance(s.ws, WebSocketConnection) for s in sessions
     )
+
+
+async def test_shutdown_closes_native_connections_with_1001(start_server: StartServer) -> None:
+    server = await start_server(apps=APPS)
+    raw = await RawClient.connect(server.ws_url, SHOP, user="leaving")
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(
+        server.url, transports=["websocket"], socketio_path="socket.io", auth=SHOP.auth("s2")
+    )
+    gone = asyncio.Event()
+    sio.on("disconnect", lambda *args: gone.set())
+    await server.runner.stop()
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await raw.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    await asyncio.wait_for(gone.wait(), 5)  # the socket.io client was told too (a close packet)
