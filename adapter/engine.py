@@ -133,7 +133,7 @@ class EngineSocket:
         self.context: Any = None
         self.get_waiter: asyncio.Future[None] | None = None
         self.ws: web.WebSocketResponse | WebSocketConnection | None = None
-        self.probe_ws: web.WebSocketResponse | None = None
+        self.probe_ws: web.WebSocketResponse | WebSocketConnection | None = None
         #: The outbox of the active WebSocket (None on polling).
         self.writer: FrameWriter | None = None
         #: The slow-reader policy while on polling (the WebSocket writer has its own).
@@ -363,7 +363,10 @@ class EngineSocket:
     def _close_probe(self) -> None:
         ws, self.probe_ws = self.probe_ws, None
         if ws is not None and not ws.closed:
-            self.server.spawn(ws.close())
+            if isinstance(ws, WebSocketConnection):
+                ws.start_close()
+            else:
+                self.server.spawn(ws.close())
 
     def _on_closed(self, event: Closed) -> None:
         if self._closed_reported:

@@ -31,6 +31,7 @@ from ...protocol.engineio.packets import (
 )
 from ...protocol.engineio.session import CloseReason, State
 from ...protocol.errors import RemoteProtocolError, StateError
+from ...protocol.wsframe import text_frame
 from ..engine import EngineServer, EngineSocket
 from .frontdoor import Acceptance, HandshakeRequest
 from .wsconn import WebSocketConnection
@@ -95,8 +96,10 @@ def native(server: EngineServer, request: HandshakeRequest) -> Acceptance | None
     req = handshake.parse_request(
         request.query, method="GET", is_upgrade=True, versions=opts.versions
     )
-    if isinstance(req, RequestError) or req.sid is not None or req.transport != "websocket":
+    if isinstance(req, RequestError) or req.transport != "websocket":
         return None
+    if req.sid is not None:
+        return _native_probe(server, req.sid, req.eio)
 
     def start(conn: WebSocketConnection) -> None:
         sock = server.open_session(request, req, int(time.time() * 1000))
@@ -110,6 +113,76 @@ def native(server: EngineServer, request: HandshakeRequest) -> Acceptance | None
         max_buffered=opts.max_buffered_bytes,
         slow_grace=opts.slow_grace,
     )
+
+
+def _native_probe(server: EngineServer, sid: str, eio: int) -> Acceptance | None:
+    """The upgrade of a polling session of this node (another node's, or an unknown sid, is
+    left to aiohttp: forwarding, refusals)."""
+    sock = server.sessions.get(sid)
+    if sock is None or sock.eio != eio:
+        return None
+
+    def start(conn: WebSocketConnection) -> None:
+        try:
+            sock.session.probe_started(sock.now())
+        except StateError:
+            conn.start_close()  # a second WebSocket, or a session not on polling: 101, closed
+            return
+        sock.probe_ws = conn
+        sock.pump()
+        conn.attach(ProbeListener(sock, conn))
+
+    opts = server.options
+    return Acceptance(
+        start=start,
+        max_message=opts.max_payload,
+        max_buffered=opts.max_buffered_bytes,
+        slow_grace=opts.slow_grace,
+    )
+
+
+class ProbeListener:
+    """A probe WebSocket served below aiohttp: ``2probe`` -> ``3probe``, then ``5``; after that
+    the connection is the session's transport and its messages go to an :class:`EngineListener`."""
+
+    __slots__ = ("sock", "conn")
+
+    def __init__(self, sock: EngineSocket, conn: WebSocketConnection) -> None:
+        self.sock = sock
+        self.conn = conn
+
+    def on_text(self, text: str) -> None:
+        self._probe(text, decode_text)
+
+    def on_binary(self, data: bytes) -> None:
+        eio = self.sock.eio
+        self._probe(data, lambda d: decode_binary(d, eio))
+
+    def _probe(self, data: Any, decode: Callable[[Any], Packet]) -> None:
+        sock, conn = self.sock, self.conn
+        session = sock.session
+        if sock.probe_ws is not conn:
+            return  # aborted meanwhile (upgrade timeout, session closed)
+        try:
+            replies = session.receive_probe(decode(data), sock.now())
+        except RemoteProtocolError:
+            if session.probing:  # (receive_probe aborts on a packet it refuses)
+                session.abort_upgrade("bad probe packet")
+            sock.pump()
+            conn.start_close()
+            return
+        for packet in replies:
+            conn.writer.write_frame(text_frame(encode_text(packet)))
+        sock.pump()
+        if sock.ws is conn:  # upgraded: this connection is the session's transport now
+            sock.attach_native(conn)
+            conn.listener = EngineListener(sock)
+
+    def on_closed(self) -> None:
+        sock = self.sock
+        if sock.probe_ws is self.conn and sock.session.probing:
+            sock.session.abort_upgrade("probe transport closed")
+            sock.pump()
 
 
 class EngineListener:

@@ -104,19 +104,51 @@ async def test_direct_upgrades_are_served_below_aiohttp(core: RunningServer) -> 
         await raw.close()
 
 
-async def test_polling_upgrade_and_kept_alive_connections_go_through_aiohttp(
+async def test_polling_upgrade_on_a_new_connection_is_served_below_aiohttp(
     core: RunningServer,
 ) -> None:
-    """Polling then upgrade (python-socketio's default): the upgrade comes with a sid and is
-    aiohttp's; an upgrade on a connection that served a request first is aiohttp's too."""
-    sio = socketio.AsyncClient(reconnection=False)
-    await sio.connect(core.url, socketio_path="socket.io", auth=SHOP.auth("p"))
-    try:
-        sessions = engine(core, "/socket.io/").sessions
-        await until(lambda: all(s.transport == "websocket" for s in sessions.values()))
-        assert all(not isinstance(s.ws, WebSocketConnection) for s in sessions.values())
-    finally:
-        await sio.disconnect()
+    """socket.io's default: polling, then a WebSocket with the sid (on a connection of its own
+    in browsers): the probe and the upgraded session are served below aiohttp."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{core.url}/socket.io/?EIO=4&transport=polling") as response,
+    ):
+        body = await response.text()
+    sid = json.loads(body[1:])["sid"]
+    tcp = await Tcp.upgrade(core, f"/socket.io/?EIO=4&transport=websocket&sid={sid}")
+    tcp.send(client_frame(Opcode.TEXT, b"2probe"))
+    assert await tcp.frame() == (1, b"3probe")
+    tcp.send(client_frame(Opcode.TEXT, b"5"))
+    sock = engine(core, "/socket.io/").sessions[sid]
+    await until(lambda: sock.transport == "websocket", what="upgraded")
+    assert isinstance(sock.ws, WebSocketConnection)
+    # The session's own pings now come over this connection; answered, it stays open.
+    tcp.send(client_frame(Opcode.TEXT, b"3"))
+    assert not sock.closed
+    tcp.send(client_frame(Opcode.CLOSE, (1000).to_bytes(2, "big")))
+    assert await tcp.until_close() == 1000
+    await until(lambda: sock.closed, what="session closed with its transport")
+    tcp.close()
+
+
+async def test_a_bad_probe_leaves_the_session_on_polling(core: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{core.url}/socket.io/?EIO=4&transport=polling") as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        tcp = await Tcp.upgrade(core, f"/socket.io/?EIO=4&transport=websocket&sid={sid}")
+        tcp.send(client_frame(Opcode.TEXT, b"4not a probe"))
+        assert await tcp.until_close() == 1000
+        tcp.close()
+        sock = engine(core, "/socket.io/").sessions[sid]
+        assert sock.transport == "polling" and not sock.closed
+        # The session still serves polling.
+        async with http.get(f"{core.url}/socket.io/?EIO=4&transport=polling&sid={sid}") as response:
+            assert response.status == 200
+
+
+async def test_an_upgrade_on_a_kept_alive_connection_goes_through_aiohttp(
+    core: RunningServer,
+) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{core.url}/healthz") as response:
             assert response.status == 200
@@ -127,6 +159,9 @@ async def test_polling_upgrade_and_kept_alive_connections_go_through_aiohttp(
             assert core.hub is not None
             (conn,) = [c for c in core.hub.connections.values() if c.kind == "raw"]
             assert not isinstance(conn.ws, WebSocketConnection)  # type: ignore[attr-defined]
+            await ws.send_str(json.dumps(SHOP.envelope("requestId")))
+            reply = json.loads((await ws.receive(timeout=5)).data)
+            assert reply["data"]["action"] == "saveId"
 
 
 async def test_an_idle_connection_holds_no_task(core: RunningServer) -> None:
