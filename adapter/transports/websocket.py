@@ -1,11 +1,11 @@
 """The WebSocket transport: sessions opened directly on WebSocket (what WeChat mini programs do)
 and polling sessions upgraded through the probe sequence.
 
-A session opened directly on WebSocket on a new connection is served below aiohttp
-(:func:`native`, :class:`EngineListener`: no task while idle, messages handled as their frames
-are read). The others (a polling session's upgrade, an upgrade on a kept-alive connection, an
-``allow_request`` or ``generate_id`` hook, permessage-deflate) go through aiohttp's
-WebSocketResponse with one reader task each. Writes go through the session's
+A WebSocket on a new connection that opens a session, or upgrades a polling session of this
+node, is served below aiohttp (:func:`native`, :class:`ProbeListener`, :class:`EngineListener`:
+no task while idle). The others (another node's or an unknown sid, an upgrade on a kept-alive
+connection, an ``allow_request`` or ``generate_id`` hook, permessage-deflate) go through
+aiohttp's WebSocketResponse with one reader task each. Writes go through the session's
 :class:`~.outbox.FrameWriter` either way, so they never wait behind a read. ``maxPayload`` is
 checked when a frame header announces its length.
 """
