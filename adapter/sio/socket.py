@@ -6,12 +6,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType
 from ...protocol.socketio.state import NamespaceConnection, SocketState, SocketTransition
-from ..tasks import Resume
 from .recovery import RECOVERABLE
 
 if TYPE_CHECKING:
@@ -402,8 +401,9 @@ class Socket:
 
     def receive_event(self, packet: Packet) -> None:
         """Handle an EVENT from the client, after the ones still being handled (in order, one at
-        a time). A handler that finishes without waiting runs now; only one that waits gets a
-        task, and the socket's later events queue behind it."""
+        a time). A plain handler runs now; a coroutine handler runs in the socket's worker task,
+        and the socket's later events queue behind it. (Not started here: a coroutine started in
+        one task and carried on in another would have ``asyncio.timeout`` cancel the wrong one.)"""
         if self._worker is not None:
             if self._queue is None:
                 self._queue = deque()
@@ -412,13 +412,9 @@ class Socket:
         coro = self.nsp.dispatch(self, packet)
         if coro is None:
             return  # a plain handler: done already
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return
-        self._worker = self.nsp.server.spawn(self._work(Resume(coro, waiting_on)))
+        self._worker = self.nsp.server.spawn(self._work(coro))
 
-    async def _work(self, first: Resume) -> None:
+    async def _work(self, first: Coroutine[Any, Any, None]) -> None:
         try:
             await first
             while self._queue:

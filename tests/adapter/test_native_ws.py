@@ -329,3 +329,43 @@ async def test_shutdown_closes_native_connections_with_1001(start_server: StartS
         await raw.recv()
     assert info.value.rcvd is not None and info.value.rcvd.code == 1001
     await asyncio.wait_for(gone.wait(), 5)  # the socket.io client was told too (a close packet)
+
+
+async def test_asyncio_timeout_in_a_handler_cancels_the_handler_only(
+    start_server: StartServer,
+) -> None:
+    """A coroutine handler runs in its socket's own task from its first step: when its
+    ``asyncio.timeout`` expires, the handler gets TimeoutError, and the connection goes on
+    delivering (a handler started in one task and carried on in another would have the
+    timeout cancel the connection's delivery instead)."""
+
+    def setup(io: Any) -> None:
+        async def slow(socket: Any, data: Any) -> str:
+            try:
+                async with asyncio.timeout(0.2):
+                    await asyncio.sleep(10)
+            except TimeoutError:
+                return "timed out"
+            return "slept"
+
+        def quick(socket: Any, data: Any) -> str:
+            return f"quick {data}"
+
+        io.on("slow", namespace="/t")(slow)
+        io.on("quick", namespace="/t")(quick)
+
+    server = await start_server(setup=setup)
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(server.url, namespaces=["/t"], transports=["websocket"])
+    try:
+        assert isinstance(
+            next(iter(engine(server, "/socket.io/").sessions.values())).ws, WebSocketConnection
+        )
+        slow, quick = await asyncio.gather(
+            client.call("slow", 1, namespace="/t", timeout=5),
+            client.call("quick", 2, namespace="/t", timeout=5),
+        )
+        assert (slow, quick) == ("timed out", "quick 2")
+        assert await client.call("quick", 3, namespace="/t", timeout=5) == "quick 3"
+    finally:
+        await client.disconnect()
