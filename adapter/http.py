@@ -15,11 +15,10 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import cast
 
 from aiohttp import web
 
-from .transports.frontdoor import FrontDoor, NativeRouter
+from .transports.frontdoor import FrontDoor, HeaderDeadline, NativeRouter
 
 log = logging.getLogger("wxio.http")
 
@@ -29,45 +28,21 @@ __all__ = ["HeaderGuard", "header_deadline", "HttpServer", "NATIVE"]
 NATIVE: web.AppKey[NativeRouter] = web.AppKey("wxio_native_router")
 
 
-class HeaderGuard(asyncio.Protocol):
+class HeaderGuard(HeaderDeadline):
     """Forwards every protocol call to aiohttp's handler; owns one deadline timer.
 
     It is the transport's protocol, so the middleware finds it with
     ``request.transport.get_protocol()``: no registry outlives the connection."""
 
+    __slots__ = ("inner",)
+
     def __init__(self, inner: asyncio.Protocol, timeout: float) -> None:
+        super().__init__(timeout)
         self.inner = inner
-        self.timeout = timeout
-        self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._lost = False
-
-    def arm(self) -> None:
-        # Never after connection_lost: the middleware re-arms when a request ends, which for a
-        # WebSocket is after the connection is gone, and the timer would keep the whole
-        # connection (transport, aiohttp's handler, the request) alive for header_timeout.
-        if self._lost:
-            return
-        if self._timer is None and self.transport is not None and self.timeout > 0:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.timeout, self._expire)
-
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expire(self) -> None:
-        self._timer = None
-        if self.transport is not None and not self.transport.is_closing():
-            log.info("closing a connection that sent no complete request headers in time")
-            self.transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Duck-typed: uvloop's transports are not subclasses of asyncio.Transport.
-        self.transport = cast(asyncio.Transport, transport)
         self.inner.connection_made(transport)
-        self.arm()
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         self.inner.data_received(data)
@@ -76,8 +51,7 @@ class HeaderGuard(asyncio.Protocol):
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self.disarm()
+        super().connection_lost(exc)
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:

@@ -33,7 +33,7 @@ from .wsconn import WebSocketConnection
 
 log = logging.getLogger("wxio.http")
 
-__all__ = ["HandshakeRequest", "Acceptance", "NativeRouter", "FrontDoor"]
+__all__ = ["HandshakeRequest", "Acceptance", "NativeRouter", "HeaderDeadline", "FrontDoor"]
 
 
 class HandshakeRequest:
@@ -76,26 +76,62 @@ class Acceptance:
 NativeRouter = Callable[[HandshakeRequest], Acceptance | None]
 
 
-class FrontDoor(asyncio.Protocol):
+class HeaderDeadline(asyncio.Protocol):
+    """The request-header deadline of the listening socket's protocols (this front door, and
+    :class:`~wxio.adapter.http.HeaderGuard` in front of aiohttp): a connection that has not
+    completed a request's headers ``timeout`` seconds after :meth:`arm` is cut (slowloris)."""
+
+    __slots__ = ("timeout", "transport", "_timer", "_lost")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lost = False
+
+    def arm(self) -> None:
+        # Never after connection_lost: aiohttp's guard re-arms when a request ends, which for a
+        # WebSocket is after the connection is gone, and the timer would keep the whole
+        # connection (transport, aiohttp's handler, the request) alive for the timeout.
+        if self._lost:
+            return
+        if self._timer is None and self.transport is not None and self.timeout > 0:
+            self._timer = asyncio.get_running_loop().call_later(self.timeout, self._expire)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.transport is not None and not self.transport.is_closing():
+            log.info("closing a connection that sent no complete request headers in time")
+            self.transport.abort()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Duck-typed: uvloop's transports are not subclasses of asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+        self.arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.disarm()
+
+
+class FrontDoor(HeaderDeadline):
     """Reads one request head, then hands the transport to a WebSocket connection or to
     aiohttp (``http()`` makes aiohttp's protocol, already behind the header guard)."""
 
-    __slots__ = ("router", "http", "timeout", "transport", "_buf", "_timer")
+    __slots__ = ("router", "http", "_buf")
 
     def __init__(
         self, router: NativeRouter, http: Callable[[], asyncio.Protocol], timeout: float
     ) -> None:
+        super().__init__(timeout)
         self.router = router
         self.http = http
-        self.timeout = timeout
-        self.transport: asyncio.Transport | None = None
         self._buf = b""
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        if self.timeout > 0:
-            self._timer = asyncio.get_running_loop().call_later(self.timeout, self._expire)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
@@ -105,7 +141,7 @@ class FrontDoor(asyncio.Protocol):
             self._buf = buf
             return
         self._buf = b""
-        self._disarm()
+        self.disarm()
         transport = self.transport
         assert transport is not None
         if head is not None:
@@ -147,17 +183,3 @@ class FrontDoor(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expire(self) -> None:
-        self._timer = None
-        if self.transport is not None and not self.transport.is_closing():
-            log.info("closing a connection that sent no complete request headers in time")
-            self.transport.abort()
