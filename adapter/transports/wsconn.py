@@ -62,8 +62,8 @@ _LOST = object()
 
 class WebSocketListener(Protocol):
     """What a connection tells the layer above. A message handler may return a coroutine: the
-    connection runs it before delivering its next message (started at once; only if it waits
-    does reading pause meanwhile)."""
+    connection's delivery task runs it before delivering the next message (so it runs inside
+    that task, and messages are handled one at a time, in order)."""
 
     def on_text(self, text: str) -> Coroutine[Any, Any, None] | None: ...
 
@@ -124,7 +124,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._pending = b""
         self._state = 0  # 0 open, 1 closing (a close frame sent or received), 2 closed
         self._lost: asyncio.Future[None] | None = None
-        self._paused_by = 0  # bit 1: not attached yet, 2: client behind, 4: listener busy
+        self._paused_by = 0  # bit 1: not attached yet, 2: client behind, 4: INBOX_HIGH waiting
         self._timer: asyncio.TimerHandle | None = None
         self._heard = True
         self._drain: asyncio.Task[None] | None = None
