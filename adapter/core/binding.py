@@ -158,6 +158,11 @@ class RawEndpoint:
             ws.writer.write_text(hub.deny(denied, None).json())
             ws.start_close(CLOSE_CODES.get(denied.reason, 4000), str(denied.reason))
             return
+        except Exception:
+            log.exception("authenticating a raw client failed")
+            self.live.discard(ws)
+            ws.start_close(1011, "server error")
+            return
         conn = self._connect(ident, ws, ws.writer)
         listener = RawListener(self, conn, ws)
         ws.on_too_big = listener.too_big

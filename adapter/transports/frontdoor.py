@@ -147,9 +147,8 @@ class FrontDoor(HeaderDeadline):
         if head is not None:
             key = websocket_key(head)
             if key is not None:
-                request = HandshakeRequest(head, transport)
                 try:
-                    acceptance = self.router(request)
+                    acceptance = self.router(HandshakeRequest(head, transport))
                 except Exception:
                     log.exception("native upgrade check failed; serving it through aiohttp")
                     acceptance = None
