@@ -58,6 +58,9 @@ class Health:
         backplane = self.backplane
         if backplane is not None and not isinstance(backplane, MemoryBackplane):
             checks["cluster"] = await self._ping(backplane)
+        elif backplane is not None and hasattr(backplane, "database"):
+            # The embedded store: not ready while it cannot write (disk full, I/O error).
+            checks["store"] = await self._ping(backplane)
         failed = sorted(name for name, state in checks.items() if state != "ok")
         body: dict[str, Any] = {"status": "unavailable" if failed else "ok", "checks": checks}
         if failed:

@@ -24,6 +24,7 @@ from .core.apps import DEMO_APP, AppRegistry
 from .core.backplane import Backplane, MemoryBackplane
 from .core.binding import CoreOptions
 from .core.hub import Hub
+from .embedded.database import StoreOptions
 from .engine import EngineHandler
 from .http import HttpServer
 from .logs import configure as configure_logging
@@ -90,11 +91,32 @@ def make_backplane(config: ServerConfig) -> Backplane:
     if worker is not None:  # one node per --workers process
         cluster["node_id"] = f"{cluster.get('node_id') or secrets.token_hex(3)}-{worker}"
     if not url:
-        return MemoryBackplane(cluster.get("node_id"))
+        return single_node_backplane(config, cluster.get("node_id"))
     _need_redis()
     from .cluster.redis import RedisBackplane
 
     return RedisBackplane(url, **cluster)
+
+
+def store_options(config: ServerConfig) -> StoreOptions:
+    """``[store]``, with ``WXIO_STORE`` (the engine) and ``WXIO_DATA_DIR`` over the file."""
+    table = dict(config.extra.get("store", {}))
+    if os.environ.get("WXIO_STORE"):
+        table["engine"] = os.environ["WXIO_STORE"]
+    if os.environ.get("WXIO_DATA_DIR"):
+        table["data_dir"] = os.environ["WXIO_DATA_DIR"]
+    return StoreOptions.from_config(table)
+
+
+def single_node_backplane(config: ServerConfig, node_id: str | None = None) -> Backplane:
+    """One node without Redis: the embedded durable store, or memory when ``[store] engine``
+    says so."""
+    options = store_options(config)
+    if options.engine == "memory":
+        return MemoryBackplane(node_id)
+    from .embedded.backplane import EmbeddedBackplane
+
+    return EmbeddedBackplane(options, node_id)
 
 
 def make_app(
@@ -113,6 +135,9 @@ def make_app(
     else:
         apps, options = core_setup(config)
         hub = Hub(apps, backplane=make_backplane(config))
+        add_metrics = getattr(hub.backplane, "add_metrics", None)
+        if add_metrics is not None:
+            add_metrics(hub.metrics)
     if app_spec:
         io = load_user_app(app_spec, io)
     app = build_app(config, io, extra_engines=extra, hub=hub, core_options=options)

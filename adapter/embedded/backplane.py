@@ -1,0 +1,62 @@
+"""The single node's backplane on the embedded store: no other nodes (as
+:class:`~..core.backplane.MemoryBackplane`), its state durable in a SQLite file."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ..core.backplane import MemoryBackplane, NodeHandler
+from ..metrics import Metrics
+from .database import Database, StoreOptions
+from .state import DurableDirectory, DurableInbox, DurableReplay, SessionTable
+
+log = logging.getLogger("wxio.store")
+
+__all__ = ["EmbeddedBackplane"]
+
+
+class EmbeddedBackplane(MemoryBackplane):
+    """One node; the directory, the inboxes, the nonces and the sessions in ``data_dir``.
+    Everything is read from the file in the constructor (errors are :class:`StoreOpenError`),
+    before the server listens."""
+
+    def __init__(
+        self,
+        options: StoreOptions,
+        node_id: str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(node_id)
+        self.database = db = Database(options, clock=clock)
+        try:
+            self.directory = directory = DurableDirectory(db)
+            self.inbox = inbox = DurableInbox(db)
+            self.replay = replay = DurableReplay(db)
+            self.admin_sessions = SessionTable(db, "admin")
+            db.purge()
+            loaded = (inbox.load(), directory.load(), replay.load())
+        except BaseException:
+            db.close_now()
+            raise
+        log.info(
+            "store: %s (%s durability): %d kept message(s), %d user binding(s), %d nonce(s)",
+            db.path,
+            options.durability,
+            *loaded,
+        )
+
+    def add_metrics(self, metrics: Metrics) -> None:
+        self.database.add_metrics(metrics)
+
+    async def start(self, handler: NodeHandler) -> None:
+        self.database.start()
+
+    async def close(self) -> None:
+        await self.database.close()
+
+    async def ping(self) -> None:
+        """Ready while the store can write."""
+        self.database.check()

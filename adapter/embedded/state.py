@@ -1,0 +1,193 @@
+"""The routing core's state on one node, kept durable: the in-memory stores (read as they are)
+with every change also recorded in the :class:`~.database.Database`, and loaded from it at start.
+
+The same interfaces as the Redis cluster's stores (:class:`~..core.directory.Directory`,
+:class:`~..core.inbox.Inbox`, the replay cache). What each records:
+
+- the directory: clients with a user id (a client without one is unreachable once it is gone,
+  so it costs no write) and re-bound ids. A client that was online when the process stopped is
+  offline after the restart, its binding kept for its app's ``inbox_ttl`` from then;
+- the inbox: every kept message until acknowledged, dropped by the cap, or expired;
+- nonces and token ``jti``s, each until its window ends;
+- sessions (Admin UI logins; the recovery store keeps its own through :meth:`SessionTable`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...protocol import jsonutil
+from ...protocol.errors import RemoteProtocolError
+from ...protocol.signing import NonceClaim
+from ..core.directory import MemoryDirectory
+from ..core.inbox import InboxEntry, MemoryInbox
+from ..core.limits import MemoryReplayCache
+from .database import Database
+
+__all__ = ["DurableDirectory", "DurableInbox", "DurableReplay", "SessionTable"]
+
+
+class DurableDirectory(MemoryDirectory):
+    """:class:`MemoryDirectory`, recorded in the database."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db.clock)
+        self.db = db
+
+    def load(self) -> int:
+        """Read the bindings and re-bound ids; every client is offline now. Returns the count."""
+        now = self.clock()
+        db = self.db
+        # Online when the process stopped (SIGKILL, or a connection not detached): offline
+        # from now, for its ttl.
+        db.execute_now("UPDATE clients SET forget_at = ? + ttl WHERE forget_at IS NULL", (now,))
+        rows = db.read(
+            "SELECT app, client, user, forget_at FROM clients WHERE forget_at > ? "
+            "ORDER BY forget_at",
+            (now,),
+        )
+        for app, client, user, forget_at in rows:
+            self._clients[(app, client)] = (None, user, float(forget_at))
+        for app, old, new, exp in db.read(
+            "SELECT app, old, new, exp FROM aliases WHERE exp > ?", (now,)
+        ):
+            self._aliases[(app, old)] = (new, float(exp))
+        return len(rows)
+
+    async def online(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
+        if user is None:
+            known = self._clients.get((app, client))
+            if known is not None and known[1] is not None:
+                self.db.write(("c", app, client), "client-", (app, client))
+        else:
+            self.db.write(("c", app, client), "client+", (app, client, user, float(ttl), None))
+        await super().online(app, client, user, node, ttl)
+
+    async def offline(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
+        if user is not None:
+            self.db.write(
+                ("c", app, client), "client+", (app, client, user, float(ttl), self.clock() + ttl)
+            )
+        await super().offline(app, client, user, node, ttl)
+
+    async def rebind(self, app: str, old: str, new: str, ttl: float) -> None:
+        exp = self.clock() + ttl
+        self.db.write(("a", app, old), "alias+", (app, old, new, exp))
+        await super().rebind(app, old, new, ttl)
+
+
+class DurableInbox(MemoryInbox):
+    """:class:`MemoryInbox`, recorded in the database. ``put`` refuses while the store cannot
+    write (the router answers ``unavailable``, or delivers to a connected target unkept); in
+    strict mode it returns once the message is on disk."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self.db = db
+        self._seq = 0
+
+    def load(self) -> int:
+        """Read the inboxes, oldest first. Returns the count of messages."""
+        now = self.db.clock()
+        rows = self.db.read(
+            "SELECT app, user, msg_id, seq, env, exp FROM inbox WHERE exp > ? "
+            "ORDER BY app, user, seq",
+            (now,),
+        )
+        count = 0
+        for app, user, msg_id, seq, body, exp in rows:
+            self._seq = max(self._seq, int(seq))
+            try:
+                envelope = jsonutil.loads(body)
+            except RemoteProtocolError:
+                continue
+            if not isinstance(envelope, dict):
+                continue
+            box = self._boxes.get((app, user))
+            if box is None:
+                from collections import OrderedDict
+
+                box = self._boxes[(app, user)] = OrderedDict()
+            box[msg_id] = InboxEntry(msg_id, envelope, float(exp))
+            count += 1
+        return count
+
+    async def put(
+        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float
+    ) -> list[InboxEntry]:
+        db = self.db
+        db.check()
+        dropped = await super().put(app, user, entry, cap=cap, now=now)
+        self._seq += 1
+        db.write(
+            ("i", app, user, entry.msg_id),
+            "inbox+",
+            (app, user, entry.msg_id, self._seq, entry.envelope, entry.expires_at),
+        )
+        for old in dropped:
+            db.write(("i", app, user, old.msg_id), "inbox-", (app, user, old.msg_id))
+        if db.strict:
+            await db.committed()
+        return dropped
+
+    async def ack(self, app: str, user: str, msg_id: str) -> bool:
+        removed = await super().ack(app, user, msg_id)
+        if removed:
+            self.db.write(("i", app, user, msg_id), "inbox-", (app, user, msg_id))
+        return removed
+
+
+class DurableReplay(MemoryReplayCache):
+    """Nonces and token ``jti``s accepted once, also across restarts. A claim is refused
+    (``unavailable``) while the store cannot write; in strict mode it returns once on disk."""
+
+    def __init__(self, db: Database, max_entries: int = 1_000_000) -> None:
+        super().__init__(max_entries)
+        self.db = db
+
+    def load(self) -> int:
+        now_ms = int(self.db.clock() * 1000)
+        rows = self.db.read("SELECT app, nonce, exp_ms FROM nonces WHERE exp_ms > ?", (now_ms,))
+        for app, nonce, exp_ms in rows:
+            self._window.claim(NonceClaim(app, nonce, int(exp_ms)), now_ms)
+        return len(rows)
+
+    async def claim(self, claim: NonceClaim, now_ms: int) -> bool:
+        db = self.db
+        db.check()
+        if not self._window.claim(claim, now_ms):
+            return False
+        db.write(("n", claim.app, claim.nonce), "nonce+", (claim.app, claim.nonce, claim.expires_at_ms))
+        if db.strict:
+            await db.committed()
+        return True
+
+
+class SessionTable:
+    """Sessions of one ``kind`` that outlive a connection: JSON bodies with an expiry (wall
+    clock). Reads are the caller's (it keeps them in memory); this records and loads them."""
+
+    def __init__(self, db: Database, kind: str) -> None:
+        self.db = db
+        self.kind = kind
+
+    def load(self) -> list[tuple[str, Any, float]]:
+        """(id, body, expires at) of the unexpired sessions."""
+        now = self.db.clock()
+        result = []
+        for sid, body, exp in self.db.read(
+            "SELECT id, body, exp FROM sessions WHERE kind = ? AND exp > ?", (self.kind, now)
+        ):
+            try:
+                result.append((sid, jsonutil.loads(body), float(exp)))
+            except RemoteProtocolError:
+                continue
+        return result
+
+    def put(self, sid: str, body: Any, expires_at: float) -> None:
+        self.db.write(
+            ("s", self.kind, sid), "session+", (self.kind, sid, jsonutil.dumps(body), expires_at)
+        )
+
+    def delete(self, sid: str) -> None:
+        self.db.write(("s", self.kind, sid), "session-", (self.kind, sid))
