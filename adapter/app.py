@@ -122,6 +122,15 @@ def build_app(
 
                 # Sessions and the packet log in Redis: a client recovers on any node.
                 io.recovery = RedisRecovery(io, io.recovery.options, hub.backplane)
+        database = getattr(hub.backplane, "database", None)
+        if database is not None:  # one node on the embedded store: kept across restarts
+            from .embedded.recovery import DurableRecovery
+            from .sio.recovery import MemoryRecovery
+
+            if type(io.recovery) is MemoryRecovery:
+                io.recovery = DurableRecovery(io, io.recovery.options, database)
+            if io.admin is not None:
+                io.admin.keep_sessions(getattr(hub.backplane, "admin_sessions", None))
         emitter.register(hub.node_handlers)
         options = core_options or CoreOptions()
         bind_socketio(hub, io, options)

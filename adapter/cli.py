@@ -46,7 +46,49 @@ def _build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--private-key", metavar="PEM", help="RS256/ES256: the private key file to sign with"
     )
+    backup = sub.add_parser(
+        "backup",
+        help="copy the embedded store's database to FILE, also while the server is running",
+    )
+    backup.add_argument(
+        "file",
+        help="the copy (a SQLite file; start a node on it by putting it "
+        "in an empty data_dir as wxio.db)",
+    )
+    backup.add_argument("--config", metavar="FILE", help="TOML configuration with [store]")
+    backup.add_argument("--data-dir", metavar="DIR", help="default: [store] data_dir")
     return parser
+
+
+def _backup(args: argparse.Namespace) -> int:
+    """SQLite's online backup: a consistent copy while the server goes on writing."""
+    import sqlite3
+    from pathlib import Path
+
+    from .config import ConfigError, load
+    from .embedded.database import open_for_backup
+    from .server import store_options
+
+    try:
+        data_dir = args.data_dir or store_options(load(args.config)).data_dir
+        target = Path(args.file)
+        if target.exists():
+            raise ConfigError(f"{target} exists: give a new file")
+        source = open_for_backup(data_dir)
+        try:
+            copy = sqlite3.connect(target)
+            try:
+                source.backup(copy, pages=1024)
+                pages = copy.execute("PRAGMA page_count").fetchone()[0]
+            finally:
+                copy.close()
+        finally:
+            source.close()
+    except (ConfigError, OSError, sqlite3.Error) as exc:
+        print(f"wxio: {exc}", file=sys.stderr)
+        return 2
+    print(f"wxio: backed up {data_dir} to {target} ({pages} pages)")
+    return 0
 
 
 def _version() -> str:
@@ -103,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return _token(args)
+    if args.command == "backup":
+        return _backup(args)
     if args.command == "serve":
         from .server import serve
 

@@ -258,8 +258,10 @@ class Database:
         self.failure: Exception | None = None
         self._last_fsync = time.monotonic()
         self._last_purge = time.monotonic()
-        #: Purged with the log: entries older than this many seconds (set by the recovery store).
+        #: The recovery store's log on disk: entries older than this many seconds, and all but
+        #: the newest ``log_max``, are purged (set by that store).
         self.log_retention = 0.0
+        self.log_max = 0
         # What the metrics and the docs' figures read.
         self.commits = 0
         self.rows = 0
@@ -270,6 +272,10 @@ class Database:
         self.max_commit_seconds = 0.0
         if metrics is not None:
             self.add_metrics(metrics)
+        #: Whether the previous run stopped cleanly (closed the store); False after a crash, a
+        #: SIGKILL or a power loss, and for a new file. Until this run closes, the file says no.
+        self.clean_start = self.meta("clean") == "1"
+        self.execute_now("INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', '0')")
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -544,6 +550,11 @@ class Database:
                 ("DELETE FROM sio_log WHERE at < ?", (now - self.log_retention,)),
             ):
                 deleted += conn.execute(sql, params).rowcount
+            if self.log_max:
+                deleted += conn.execute(
+                    "DELETE FROM sio_log WHERE n <= (SELECT MAX(n) FROM sio_log) - ?",
+                    (self.log_max,),
+                ).rowcount
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -567,6 +578,7 @@ class Database:
         the directory go. Idempotent."""
         if self._closed:
             return
+        self.write(("m", "clean"), "meta+", ("clean", "1"))
         if self._thread is not None:
             if self._timer is not None:
                 self._timer.cancel()
@@ -592,6 +604,8 @@ class Database:
 
     def close_now(self) -> None:
         """Close without a loop (at start, when loading failed; in tests)."""
+        if self._thread is None and not self._closed:
+            self.write(("m", "clean"), "meta+", ("clean", "1"))
         self._closed = True
         if self._thread is not None:
             self._queue.put(None)
@@ -652,7 +666,11 @@ class Database:
                 "The longest commit since start, in seconds.",
                 lambda: self.max_commit_seconds,
             ),
-            ("wxio_store_queue_depth", "Changes waiting for the next commit.", lambda: self.pending),
+            (
+                "wxio_store_queue_depth",
+                "Changes waiting for the next commit.",
+                lambda: self.pending,
+            ),
             ("wxio_store_file_bytes", "Size of the database file and its WAL.", self.file_bytes),
             (
                 "wxio_store_failing",

@@ -157,7 +157,9 @@ class DurableReplay(MemoryReplayCache):
         db.check()
         if not self._window.claim(claim, now_ms):
             return False
-        db.write(("n", claim.app, claim.nonce), "nonce+", (claim.app, claim.nonce, claim.expires_at_ms))
+        db.write(
+            ("n", claim.app, claim.nonce), "nonce+", (claim.app, claim.nonce, claim.expires_at_ms)
+        )
         if db.strict:
             await db.committed()
         return True

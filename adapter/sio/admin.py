@@ -213,6 +213,18 @@ class AdminUI:
             return
         raise ConnectionRefused("invalid credentials")
 
+    def keep_sessions(self, table: Any) -> None:
+        """One node on the embedded store: login sessions outlive a restart (``table`` is a
+        :class:`~wxio.adapter.embedded.state.SessionTable`)."""
+        if table is None:
+            return
+        self._table = table
+        wall, now = time.time(), time.monotonic()
+        for session, _, expires in table.load():
+            self._sessions[session] = now + (expires - wall)
+
+    _table: Any = None
+
     def _redis(self) -> Any:
         """The cluster's Redis backplane, if any: admin sessions are shared through it (the
         npm package's RedisStore), so the UI reconnects to any node without a new login."""
@@ -221,6 +233,8 @@ class AdminUI:
         return backplane if hasattr(backplane, "redis") else None
 
     async def _share_session(self, session: str) -> None:
+        if self._table is not None:
+            self._table.put(session, {}, time.time() + SESSION_TTL)
         bp = self._redis()
         if bp is not None:
             try:

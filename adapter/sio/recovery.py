@@ -249,6 +249,8 @@ class MemoryRecovery(_Store):
         ] = deque()
         #: (nsp, pid) -> (session, disconnected at), in disconnection order.
         self._sessions: OrderedDict[tuple[str, str], tuple[dict[str, Any], float]] = OrderedDict()
+        #: Stamps of the log and the sessions (the durable store's are wall-clock time).
+        self.clock = time.monotonic
 
     def emit(
         self, nsp: Namespace, rooms: Iterable[str], excluded: Iterable[str], data: list[Any]
@@ -260,7 +262,7 @@ class MemoryRecovery(_Store):
         first, atts = self.server.encode(
             Packet(PacketType.EVENT, nsp.name, [*data, f"{self._boot}.{n}"])
         )
-        now = time.monotonic()
+        now = self.clock()
         entries = self._log
         entries.append((n, now, nsp.name, rooms, excluded, first, tuple(atts)))
         threshold = now - self.options.max_disconnection_duration
@@ -271,7 +273,7 @@ class MemoryRecovery(_Store):
         return _send_to(_local_targets(nsp, rooms, excluded), first, atts)
 
     def persist(self, socket: Socket) -> None:
-        now = time.monotonic()
+        now = self.clock()
         sessions = self._sessions
         threshold = now - self.options.max_disconnection_duration
         while sessions:
@@ -287,7 +289,7 @@ class MemoryRecovery(_Store):
     def has_session(self, nsp: str, pid: str) -> bool:
         entry = self._sessions.get((nsp, pid))
         return entry is not None and (
-            entry[1] + self.options.max_disconnection_duration >= time.monotonic()
+            entry[1] + self.options.max_disconnection_duration >= self.clock()
         )
 
     async def restore(self, nsp: Namespace, pid: str, offset: str) -> Restored | None:
@@ -295,7 +297,7 @@ class MemoryRecovery(_Store):
         if entry is None:
             return None
         session, disconnected_at = entry
-        if disconnected_at + self.options.max_disconnection_duration < time.monotonic():
+        if disconnected_at + self.options.max_disconnection_duration < self.clock():
             return None
         boot, _, number = offset.partition(".")
         if boot != self._boot or not number.isdigit() or not self._log:
