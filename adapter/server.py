@@ -254,6 +254,9 @@ async def _run(
     if hub is not None:  # after the banner, which scripts read first
         for warning in hub.apps.warnings():
             log.warning("%s", warning)
+        describe = getattr(hub.backplane, "describe", None)
+        if describe is not None:
+            log.info("%s", describe())
     backplane = hub.backplane if hub is not None else None
     if backplane is not None and hasattr(backplane, "announce"):
         # Other nodes forward this node's polling sessions to an address of its own (with

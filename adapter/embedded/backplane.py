@@ -41,11 +41,16 @@ class EmbeddedBackplane(MemoryBackplane):
         except BaseException:
             db.close_now()
             raise
-        log.info(
-            "store: %s (%s durability): %d kept message(s), %d user binding(s), %d nonce(s)",
-            db.path,
-            options.durability,
-            *loaded,
+        self.loaded = loaded
+
+    def describe(self) -> str:
+        """What the node found at start, for its log (after the banner, which scripts read)."""
+        db = self.database
+        messages, bindings, nonces = self.loaded
+        previous = "" if db.clean_start else "; the previous run did not stop cleanly"
+        return (
+            f"store: {db.path} ({db.options.durability} durability): {messages} kept "
+            f"message(s), {bindings} user binding(s), {nonces} nonce(s){previous}"
         )
 
     def add_metrics(self, metrics: Metrics) -> None:

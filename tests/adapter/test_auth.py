@@ -715,7 +715,7 @@ async def test_serve_warns_about_client_policy_apps(tmp_path: Path) -> None:
         str(free_port()),
         "--config",
         str(config),
-        env=dict(os.environ),
+        env={**os.environ, "WXIO_DATA_DIR": str(tmp_path / "data")},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

@@ -335,7 +335,7 @@ def test_wxio_serve_with_tls_and_json_logs(certificate: tuple[Path, Path], tmp_p
     """The command line end to end: --certfile/--keyfile/--log-format json."""
     cert, key = certificate
     port = free_port()
-    env = {**os.environ, "WXIO_DEMO_KEY": "demo-secret-key"}
+    env = {**os.environ, "WXIO_DEMO_KEY": "demo-secret-key", "WXIO_DATA_DIR": str(tmp_path)}
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "wxio.adapter", "serve", "--port", str(port),

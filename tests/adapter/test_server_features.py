@@ -120,7 +120,7 @@ async def test_serve_loads_app_and_shuts_down_gracefully(tmp_path: Path) -> None
         "--app",
         "tests.adapter.user_app:setup",
         cwd=str(ROOT),
-        env={**os.environ, "WXIO_DEMO_KEY": "demo-key"},
+        env={**os.environ, "WXIO_DEMO_KEY": "demo-key", "WXIO_DATA_DIR": str(tmp_path / "data")},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
