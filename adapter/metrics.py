@@ -46,8 +46,10 @@ class Metrics:
         """A copy of a counter's series (empty if it was never declared)."""
         return dict(self._counters.get(name, {}))
 
-    def gauge(self, name: str, help_text: str, read: GaugeFn) -> None:
-        self._help[name] = ("gauge", help_text)
+    def gauge(self, name: str, help_text: str, read: GaugeFn, *, kind: str = "gauge") -> None:
+        """Series read at scrape time; ``kind="counter"`` for a total kept elsewhere (read, not
+        bumped here)."""
+        self._help[name] = (kind, help_text)
         self._gauges[name] = read
 
     def render(self) -> str:
@@ -55,9 +57,10 @@ class Metrics:
         for name, (kind, help_text) in self._help.items():
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
-            if kind == "counter":
-                samples: Iterable[tuple[Labels, float]] = self._counters[name].items()
+            read = self._gauges.get(name)
+            if read is not None:
+                samples: Iterable[tuple[Labels, float]] = read()
             else:
-                samples = self._gauges[name]()
+                samples = self._counters[name].items()
             lines.extend(_series(name, labels, value) for labels, value in samples)
         return "\n".join(lines) + "\n"

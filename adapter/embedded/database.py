@@ -647,38 +647,63 @@ class Database:
         def one(value: Callable[[], float]) -> Callable[[], list[tuple[Any, float]]]:
             return lambda: [((), float(value()))]
 
-        for name, help_text, value in (
-            ("wxio_store_commits", "Group commits of the embedded store.", lambda: self.commits),
-            ("wxio_store_rows_written", "Rows written by those commits.", lambda: self.rows),
+        for name, kind, help_text, value in (
             (
-                "wxio_store_rows_cancelled",
+                "wxio_store_commits_total",
+                "counter",
+                "Group commits of the embedded store.",
+                lambda: self.commits,
+            ),
+            (
+                "wxio_store_rows_written_total",
+                "counter",
+                "Rows written by those commits.",
+                lambda: self.rows,
+            ),
+            (
+                "wxio_store_rows_cancelled_total",
+                "counter",
                 "Rows inserted and deleted before they were written (never reached the disk).",
                 lambda: self.cancelled,
             ),
-            ("wxio_store_commit_failures", "Commits that failed.", lambda: self.failures),
             (
-                "wxio_store_commit_seconds_sum",
-                "Seconds spent in commits (divide by commits: the mean latency).",
+                "wxio_store_commit_failures_total",
+                "counter",
+                "Commits that failed (disk full, I/O error).",
+                lambda: self.failures,
+            ),
+            (
+                "wxio_store_commit_seconds_total",
+                "counter",
+                "Seconds spent in commits (over commits: the mean commit latency).",
                 lambda: self.commit_seconds,
             ),
             (
                 "wxio_store_commit_seconds_max",
+                "gauge",
                 "The longest commit since start, in seconds.",
                 lambda: self.max_commit_seconds,
             ),
             (
                 "wxio_store_queue_depth",
+                "gauge",
                 "Changes waiting for the next commit.",
                 lambda: self.pending,
             ),
-            ("wxio_store_file_bytes", "Size of the database file and its WAL.", self.file_bytes),
+            (
+                "wxio_store_file_bytes",
+                "gauge",
+                "Size of the database file and its WAL, in bytes.",
+                self.file_bytes,
+            ),
             (
                 "wxio_store_failing",
-                "1 while the store cannot write (disk full, I/O error).",
+                "gauge",
+                "1 while the store cannot write (disk full, I/O error), else 0.",
                 lambda: 1.0 if self.failure is not None else 0.0,
             ),
         ):
-            metrics.gauge(name, help_text, one(value))
+            metrics.gauge(name, help_text, one(value), kind=kind)
 
 
 def open_for_backup(data_dir: str | Path) -> sqlite3.Connection:

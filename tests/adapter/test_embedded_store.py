@@ -213,10 +213,10 @@ def test_metrics_of_the_store(tmp_path: Path) -> None:
     try:
         text = metrics.render()
         for name in (
-            "wxio_store_commits",
-            "wxio_store_commit_seconds_sum",
-            "wxio_store_queue_depth",
-            "wxio_store_file_bytes",
+            "# TYPE wxio_store_commits_total counter",
+            "# TYPE wxio_store_commit_seconds_total counter",
+            "wxio_store_queue_depth 0",
+            "# TYPE wxio_store_file_bytes gauge",
             "wxio_store_failing 0",
         ):
             assert name in text

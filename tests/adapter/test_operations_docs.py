@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 from wxio.adapter.config import ServerConfig
+from wxio.adapter.embedded.backplane import EmbeddedBackplane
+from wxio.adapter.embedded.database import StoreOptions
 
 from .conftest import StartServer
 
@@ -18,11 +20,17 @@ DOCS = Path(__file__).resolve().parent.parent.parent / "docs"
 METRIC = re.compile(r"\bwxio_[a-z0-9_]+")
 
 
-async def scrape(start_server: StartServer) -> dict[str, str]:
-    """name -> type, from the ``# TYPE`` lines of a real server's /metrics."""
+async def scrape(start_server: StartServer, tmp_path: Path) -> dict[str, str]:
+    """name -> type, from the ``# TYPE`` lines of a real server's /metrics (on the embedded
+    store, the single node's default, as ``wxio serve`` sets it up)."""
+    backplane = EmbeddedBackplane(StoreOptions(data_dir=str(tmp_path / "data")))
     server = await start_server(
-        apps={"shop": {"key": "k"}}, config=ServerConfig(metrics_path="/metrics")
+        apps={"shop": {"key": "k"}},
+        config=ServerConfig(metrics_path="/metrics"),
+        backplane=backplane,
     )
+    assert server.hub is not None
+    backplane.add_metrics(server.hub.metrics)
     async with aiohttp.ClientSession() as session, session.get(f"{server.url}/metrics") as resp:
         assert resp.status == 200
         text = await resp.text()
@@ -48,8 +56,10 @@ def expressions(node: Any) -> list[str]:
     return found
 
 
-async def test_dashboard_uses_only_exported_metrics(start_server: StartServer) -> None:
-    exported = await scrape(start_server)
+async def test_dashboard_uses_only_exported_metrics(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    exported = await scrape(start_server, tmp_path)
     dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
     assert dashboard["panels"] and dashboard["title"]
     exprs = expressions(dashboard)
@@ -63,8 +73,10 @@ async def test_dashboard_uses_only_exported_metrics(start_server: StartServer) -
     assert used == set(exported), f"not on the dashboard: {set(exported) - used}"
 
 
-async def test_operations_page_lists_every_metric_with_its_type(start_server: StartServer) -> None:
-    exported = await scrape(start_server)
+async def test_operations_page_lists_every_metric_with_its_type(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    exported = await scrape(start_server, tmp_path)
     page = (DOCS / "operations.md").read_text()
     documented = dict(re.findall(r"^\| `(wxio_[a-z0-9_]+)` \| (counter|gauge) \|", page, re.M))
     assert documented == exported
