@@ -256,6 +256,8 @@ class Database:
         self._closed = False
         #: The error of the last failed commit, until one succeeds again.
         self.failure: Exception | None = None
+        #: Written since the WAL's last fsync (the writer thread's own state).
+        self._dirty = False
         self._last_fsync = time.monotonic()
         self._last_purge = time.monotonic()
         #: The recovery store's log on disk: entries older than this many seconds, and all but
@@ -385,7 +387,7 @@ class Database:
         self._pending.waiters.append(future)
         if self._timer is None and not self._busy:
             self._schedule(at_once=True)
-        elif isinstance(self._timer, asyncio.TimerHandle) and self.strict:
+        elif isinstance(self._timer, asyncio.TimerHandle):  # someone waits: no batching delay
             self._timer.cancel()
             self._schedule(at_once=True)
         return future
@@ -499,8 +501,6 @@ class Database:
                 pass
             raise
         self._dirty = True
-
-    _dirty = False
 
     def _housekeeping(self) -> None:
         """In the writer thread: the WAL's fsync in group mode, and the purge of expired rows."""
