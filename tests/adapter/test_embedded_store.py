@@ -278,3 +278,120 @@ def test_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="unknown"):
         StoreOptions.from_config({"dir": "x"})
     assert StoreOptions.from_config({"durability": "strict"}).durability == "strict"
+
+
+def test_a_single_node_uses_the_embedded_store_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wxio.adapter.config import ServerConfig
+    from wxio.adapter.core.backplane import MemoryBackplane
+    from wxio.adapter.server import make_backplane
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("WXIO_STORE", "WXIO_DATA_DIR", "WXIO_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    default = make_backplane(ServerConfig())
+    assert isinstance(default, EmbeddedBackplane)
+    assert default.database.path == tmp_path / "wxio-data" / DB_NAME  # make run's default
+    assert default.database.options.durability == "group"
+    default.database.close_now()
+    configured = make_backplane(
+        ServerConfig(extra={"store": {"data_dir": "elsewhere", "durability": "strict"}})
+    )
+    assert isinstance(configured, EmbeddedBackplane) and configured.database.strict
+    assert configured.database.path == tmp_path / "elsewhere" / DB_NAME
+    configured.database.close_now()
+    monkeypatch.setenv("WXIO_DATA_DIR", str(tmp_path / "from-env"))
+    from_env = make_backplane(ServerConfig())
+    assert isinstance(from_env, EmbeddedBackplane)
+    assert from_env.database.path == tmp_path / "from-env" / DB_NAME
+    from_env.database.close_now()
+    monkeypatch.setenv("WXIO_STORE", "memory")
+    memory = make_backplane(ServerConfig())
+    assert type(memory) is MemoryBackplane
+    monkeypatch.delenv("WXIO_STORE")
+    memory = make_backplane(ServerConfig(extra={"store": {"engine": "memory"}}))
+    assert type(memory) is MemoryBackplane
+
+
+# -- connection state recovery sessions and log (the end-to-end run with socket.io-client 4 is in
+# test_restart_recovery.py) -------------------------------------------------------------------
+
+
+class _Gone:
+    """What the recovery store reads of a socket that went away (id, pid, rooms, data, nsp)."""
+
+    def __init__(self, nsp: Any, sid: str, pid: str, rooms: set[str], data: dict[str, Any]):
+        self.nsp, self.id, self.pid, self.rooms, self.data = nsp, sid, pid, rooms, data
+
+
+def _recovery(tmp_path: Path) -> tuple[Any, Any, Any]:
+    from wxio.adapter.embedded.recovery import DurableRecovery
+    from wxio.adapter.sio import SocketIOServer
+    from wxio.adapter.sio.recovery import RecoveryOptions
+
+    io = SocketIOServer()
+    db = Database(options(tmp_path))
+    return io, db, DurableRecovery(io, RecoveryOptions(max_disconnection_duration=60), db)
+
+
+def test_recovery_sessions_and_missed_packets_outlive_a_clean_stop(tmp_path: Path) -> None:
+    io, db, store = _recovery(tmp_path)
+    nsp = io.of("/chat")
+    store.emit(nsp, ["room1"], [], ["before", 0])
+    store.persist(_Gone(nsp, "sid-1", "pid-1", {"sid-1", "room1"}, {"name": "ann", "fn": print}))
+    boot = store._boot
+    offset = f"{boot}.1"  # the client had the first packet
+    store.emit(nsp, ["room1"], [], ["missed", 1])
+    store.emit(nsp, ["room2"], [], ["not for it", 2])
+    store.emit(nsp, [], ["room1"], ["excluded", 3])
+    store.emit(nsp, ["room1"], [], ["missed", 4])
+    db.close_now()
+
+    io, db, store = _recovery(tmp_path)
+    try:
+        assert store._boot == boot
+        nsp = io.of("/chat")
+        restored = asyncio.run(store.restore(nsp, "pid-1", offset))
+        assert restored is not None
+        assert (restored.sid, sorted(restored.rooms)) == ("sid-1", ["room1", "sid-1"])
+        assert restored.data == {"name": "ann"}  # what JSON can hold
+        frames = restored.finish()
+        assert [f[0] for f in frames] == [
+            f'2/chat,["missed",1,"{boot}.2"]',
+            f'2/chat,["missed",4,"{boot}.5"]',
+        ]
+        # Numbers go on after the last one: a new packet's offset is not one given before.
+        store.emit(nsp, ["room1"], [], ["after", 5])
+        assert store._log[-1][0] == 6
+        # One reconnection alone restores a session, also after another restart.
+        assert asyncio.run(store.restore(nsp, "pid-1", offset)) is None
+    finally:
+        db.close_now()
+    io, db, store = _recovery(tmp_path)
+    try:
+        assert asyncio.run(store.restore(io.of("/chat"), "pid-1", offset)) is None
+    finally:
+        db.close_now()
+
+
+def test_recovery_after_an_unclean_stop_starts_new_sessions(tmp_path: Path) -> None:
+    io, db, store = _recovery(tmp_path)
+    nsp = io.of("/chat")
+    store.emit(nsp, ["room1"], [], ["x", 0])
+    store.persist(_Gone(nsp, "sid-1", "pid-1", {"room1"}, {}))
+    offset = f"{store._boot}.1"
+    db.close_now()
+    conn = sqlite3.connect(tmp_path / DB_NAME)  # as if the process had been killed
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'clean'")
+    conn.commit()
+    conn.close()
+    io, db, store = _recovery(tmp_path)
+    try:
+        assert not db.clean_start
+        assert not offset.startswith(store._boot)
+        assert asyncio.run(store.restore(io.of("/chat"), "pid-1", offset)) is None
+    finally:
+        db.close_now()
+    assert rows(tmp_path, "SELECT count(*) FROM sio_log") == [(0,)]
+    assert rows(tmp_path, "SELECT count(*) FROM sessions WHERE kind = 'sio'") == [(0,)]
