@@ -47,7 +47,9 @@ class EmbeddedBackplane(MemoryBackplane):
         """What the node found at start, for its log (after the banner, which scripts read)."""
         db = self.database
         messages, bindings, nonces = self.loaded
-        previous = "" if db.clean_start else "; the previous run did not stop cleanly"
+        previous = "; the previous run did not stop cleanly"
+        if db.clean_start or db.new_file:
+            previous = ""
         return (
             f"store: {db.path} ({db.options.durability} durability): {messages} kept "
             f"message(s), {bindings} user binding(s), {nonces} nonce(s){previous}"

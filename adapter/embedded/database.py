@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import math
 import os
 import queue
 import sqlite3
@@ -262,7 +263,7 @@ class Database:
         self._last_purge = time.monotonic()
         #: The recovery store's log on disk: entries older than this many seconds, and all but
         #: the newest ``log_max``, are purged (set by that store).
-        self.log_retention = 0.0
+        self.log_retention = math.inf  # unknown (no recovery store yet): the log is kept
         self.log_max = 0
         # What the metrics and the docs' figures read.
         self.commits = 0
@@ -276,7 +277,10 @@ class Database:
             self.add_metrics(metrics)
         #: Whether the previous run stopped cleanly (closed the store); False after a crash, a
         #: SIGKILL or a power loss, and for a new file. Until this run closes, the file says no.
-        self.clean_start = self.meta("clean") == "1"
+        clean = self.meta("clean")
+        self.clean_start = clean == "1"
+        #: A file this run created (no previous run to speak of).
+        self.new_file = clean is None
         self.execute_now("INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', '0')")
 
     # -- opening ---------------------------------------------------------------------------
@@ -547,9 +551,11 @@ class Database:
                 ("DELETE FROM aliases WHERE exp <= ?", (now,)),
                 ("DELETE FROM nonces WHERE exp_ms <= ?", (int(now * 1000),)),
                 ("DELETE FROM sessions WHERE exp <= ?", (now,)),
-                ("DELETE FROM sio_log WHERE at < ?", (now - self.log_retention,)),
             ):
                 deleted += conn.execute(sql, params).rowcount
+            if self.log_retention != math.inf:
+                cutoff = now - self.log_retention
+                deleted += conn.execute("DELETE FROM sio_log WHERE at < ?", (cutoff,)).rowcount
             if self.log_max:
                 deleted += conn.execute(
                     "DELETE FROM sio_log WHERE n <= (SELECT MAX(n) FROM sio_log) - ?",

@@ -110,7 +110,11 @@ class JsPeer:
                     raise AssertionError(f"{self.lib}: command failed: {event}")
                 skipped.append(event)
         finally:
-            for event in skipped:
+            # The skipped events go back first, before what came meanwhile: order is kept.
+            later = []
+            while not self.events.empty():
+                later.append(self.events.get_nowait())
+            for event in (*skipped, *later):
                 self.events.put_nowait(event)
 
     async def connect(

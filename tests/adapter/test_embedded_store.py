@@ -331,7 +331,7 @@ def _recovery(tmp_path: Path) -> tuple[Any, Any, Any]:
     from wxio.adapter.sio.recovery import RecoveryOptions
 
     io = SocketIOServer()
-    db = Database(options(tmp_path))
+    db = EmbeddedBackplane(options(tmp_path)).database  # opened as a node opens it (and purged)
     return io, db, DurableRecovery(io, RecoveryOptions(max_disconnection_duration=60), db)
 
 
