@@ -5,12 +5,35 @@ Run by hand (``tests/cluster/test_soak.py`` runs a short version)::
     .venv/bin/python bench/soak.py                          # 200 users, 60 s, one node
     .venv/bin/python bench/soak.py --cluster                # two nodes on Redis, one SIGKILLed
     .venv/bin/python bench/soak.py --users 40 --duration 15 --seed 1 --json
+    .venv/bin/python bench/soak.py --restart-every 20 --restart-kinds term,kill   # restarts
+    .venv/bin/python bench/soak.py --restart-every 20 --durability strict
 
 What it does. ``wxio serve`` subprocesses on free loopback ports, one app (``soak``, md5, message
 signatures checked as by default, the rate limit lifted, an inbox large enough never to drop).
 With ``--cluster``: two nodes, ``a`` and ``b``, on Redis (``--redis-url``) under a key prefix of
 their own, deleted at the end (nothing else in the Redis database is touched); halfway, ``b`` is
-SIGKILLed, and restarted (same node id, same port) ``--restart-after`` seconds later.
+SIGKILLed, and restarted (same node id, same port) ``--restart-after`` seconds later. A single
+node runs on its embedded store (``[store] engine = "sqlite"``), its ``wxio-data`` in the log
+directory, which is its working directory.
+
+Restarts (``--restart-every SECONDS``, one node only). The node runs on its embedded store
+(``[store] durability`` from ``--durability``: ``group`` or ``strict``), in a working directory
+that stays the same, so every start finds the file (``wxio-data/wxio.db``). Every
+``--restart-every`` seconds after it is back, the node is stopped by the next signal of
+``--restart-kinds`` in turn (``term``: SIGTERM, a clean stop, SIGKILLed if it has not exited
+within 10 s, reported as ``escalated``; ``kill``: SIGKILL) and started again at once, on the same
+port. While it is down, users wait; those whose connection it closed come back as after a churn
+drop, once it is up. Every answer and every message read is labelled with the *epoch* of the
+connection it came on (0 for the node's first process, 1 after the first restart...): a message
+is attributed to the restart that ended the process that accepted it (the last process, which the
+final drain reads from, is ``after_last_restart``); a duplicate to the restart that ended the
+process it was first read from. Per restart and per kind the report gives: messages accepted by
+the processes it ended, those lost, and for each lost one the time from its acceptance to the
+signal: at most ``signal - request sent`` (the server accepted it after the request was sent; this
+is the bound ``lost_outside_window`` checks against ``--loss-window``) and at least ``signal -
+result read``.
+With ``durability = "group"`` a SIGKILL may lose what was accepted in the last few milliseconds;
+a SIGTERM, and any restart with ``strict``, must lose nothing.
 
 ``--users`` users (``u0``, ``u1``...) connect to the raw endpoint ``/ws`` with their ``userId``
 (in the cluster, each connection goes to a random live node). Each user:
@@ -48,9 +71,11 @@ connected client of the same user, or to that user's inbox (``queued``). So a me
 * tracebacks: ``Traceback`` blocks in the servers' output (stdout and stderr, one log per start);
 * RSS of each server process, sampled every ``--rss-interval`` seconds from /proc/<pid>/status.
 
-The exit status is 1 if anything was lost or misrouted or a server logged a traceback, 2 if the
-soak could not run. One process drives every client; its CPU share is reported, and a note says so
-when it could not keep the requested send rate (the figures are still exact, for less load).
+The exit status is 1 if anything was lost or misrouted or a server logged a traceback (or, with
+restarts, a SIGTERM did not stop the node; a loss by a SIGKILL within ``--loss-window`` of it in
+group durability is reported, not a failure), 2 if the soak could not run. One process drives
+every client; its CPU share is reported, and a note says so when it could not keep the requested
+send rate (the figures are still exact, for less load).
 """
 
 from __future__ import annotations
@@ -65,6 +90,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import socket
 import struct
@@ -128,13 +154,29 @@ class SoakConfig:
     keep_logs: bool = False
     #: Extra ``[cluster]`` keys for the nodes (e.g. ``max_connections``).
     cluster_options: dict[str, Any] = field(default_factory=dict)
+    #: One node: restart it every this many seconds after it is back (0: never).
+    restart_every: float = 0.0
+    #: The signals of the restarts, in turn: "term" (SIGTERM) and "kill" (SIGKILL).
+    restart_kinds: tuple[str, ...] = ("term", "kill")
+    #: ``[store] durability`` of the single node: "group" or "strict".
+    durability: str = "group"
+    #: Seconds before a SIGKILL within which a lost message counts as in the stated window.
+    loss_window: float = 0.1
+    #: Extra ``[store]`` keys of the single node (e.g. ``commit_interval``; ``engine =
+    #: "memory"`` shows what the soak reports when a restart loses everything).
+    store_options: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
 # Server processes
 
 
-def config_text(cluster: dict[str, Any] | None, *, inbox_ttl: int = 3600) -> str:
+def config_text(
+    cluster: dict[str, Any] | None,
+    *,
+    inbox_ttl: int = 3600,
+    store: dict[str, Any] | None = None,
+) -> str:
     lines = [
         "[server]",
         'log_level = "WARNING"',
@@ -152,6 +194,9 @@ def config_text(cluster: dict[str, Any] | None, *, inbox_ttl: int = 3600) -> str
     if cluster:
         lines += ["", "[cluster]"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in cluster.items()]
+    if store:
+        lines += ["", "[store]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in store.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -200,10 +245,17 @@ def tcp_connections(pid: int, remote_port: int) -> int | None:
 
 class NodeProc:
     """One ``wxio serve`` process; :meth:`start` again after :meth:`kill` restarts it on the same
-    port with the same configuration (a new log file per start)."""
+    port with the same configuration and working directory (``log_dir``: where the embedded
+    store's ``wxio-data`` is), a new log file per start."""
 
     def __init__(
-        self, name: str, log_dir: Path, cluster: dict[str, Any] | None, *, inbox_ttl: int = 3600
+        self,
+        name: str,
+        log_dir: Path,
+        cluster: dict[str, Any] | None,
+        *,
+        inbox_ttl: int = 3600,
+        store: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -211,7 +263,9 @@ class NodeProc:
         self.cluster = cluster
         self.node_id = cluster.get("node_id") if cluster else None
         self.config = log_dir / f"{name}.toml"
-        self.config.write_text(config_text(cluster, inbox_ttl=inbox_ttl), encoding="utf-8")
+        self.config.write_text(
+            config_text(cluster, inbox_ttl=inbox_ttl, store=store), encoding="utf-8"
+        )
         self.logs: list[Path] = []
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -291,6 +345,27 @@ class NodeProc:
         except subprocess.TimeoutExpired:
             self.popen.send_signal(signal.SIGKILL)
             self.popen.wait(10)
+
+    async def stop(self, kind: str, timeout: float = 10.0) -> tuple[int | None, bool]:
+        """Stop it with SIGTERM (``term``; SIGKILL if still there after ``timeout``) or SIGKILL
+        (``kill``) without blocking the loop; returns (exit status, whether SIGTERM had to be
+        followed by SIGKILL)."""
+        assert self.popen is not None
+        popen = self.popen
+        if popen.poll() is not None:
+            return popen.returncode, False
+        popen.send_signal(signal.SIGTERM if kind == "term" else signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        escalated = False
+        while popen.poll() is None:
+            if time.monotonic() > deadline:
+                if escalated:
+                    raise RuntimeError(f"{self.name} (pid {popen.pid}) does not die")
+                popen.send_signal(signal.SIGKILL)
+                escalated = True
+                deadline = time.monotonic() + timeout
+            await asyncio.sleep(0.01)
+        return popen.returncode, escalated
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.logs:
@@ -383,7 +458,26 @@ class Accepted:
     target_user: int
     target: str
     status: str
+    #: When the client read the ``result``, and when it had sent the request (soak clock).
     at: float
+    sent_at: float
+    #: The epoch of the sender's connection: which process of the node accepted it.
+    epoch: int
+
+
+@dataclass
+class Restart:
+    """One restart of the single node (``--restart-every``), soak clock."""
+
+    kind: str  # "term" | "kill"
+    #: The epoch it ended (the process stopped).
+    epoch: int
+    signal_at: float
+    exited_at: float | None = None
+    back_at: float | None = None
+    exit_status: int | None = None
+    #: SIGTERM did not stop the process in time: it was SIGKILLed.
+    escalated: bool = False
 
 
 class Ledger:
@@ -397,9 +491,13 @@ class Ledger:
         self.statuses: Counter[str] = Counter()
         self.denials: Counter[str] = Counter()  # "action:reason"
         self.dropped: set[str] = set()
-        self.received: list[set[str]] = [set() for _ in range(users)]
+        #: By user: msgId -> the epoch of the connection it was first read on.
+        self.received: list[dict[str, int]] = [{} for _ in range(users)]
         self.frames: Counter[str] = Counter()
         self.duplicates = 0
+        #: Duplicates read on a later epoch than the first read, by the first read's epoch (the
+        #: restart that ended it came between the two reads).
+        self.duplicates_across: Counter[int] = Counter()
         self.misrouted = 0
         self.misrouted_samples: list[dict[str, Any]] = []
         #: Frames on a connection before its ``connect`` greeting, by action.
@@ -417,19 +515,21 @@ class Ledger:
     def now(self) -> float:
         return time.monotonic() - self.t0
 
-    def result(self, data: dict[str, Any], target: Any) -> None:
-        """Count the ``result`` answer to a ``sendToOthers`` to ``target``."""
+    def result(self, data: dict[str, Any], target: Any, sent_at: float, epoch: int) -> None:
+        """Count the ``result`` answer to a ``sendToOthers`` to ``target``, sent at ``sent_at``
+        on a connection of ``epoch``."""
         payload = data.get("payload") or {}
         status, msg_id = payload.get("status"), payload.get("msgId")
         self.statuses[str(status)] += 1
         life = self.clients.get(target) if isinstance(target, str) else None
         if status in ("delivered", "queued") and isinstance(msg_id, str) and life is not None:
-            self.accepted[msg_id] = Accepted(life.user, target, status, self.now())
+            self.accepted[msg_id] = Accepted(life.user, target, status, self.now(), sent_at, epoch)
         for dropped in payload.get("dropped") or ():
             self.dropped.add(dropped)
 
-    def receive(self, user: int, message: dict[str, Any]) -> str | None:
-        """Count one ``exchange`` read by ``user``; returns its msgId (to acknowledge)."""
+    def receive(self, user: int, message: dict[str, Any], epoch: int) -> str | None:
+        """Count one ``exchange`` read by ``user`` on a connection of ``epoch``; returns its
+        msgId (to acknowledge)."""
         meta = message.get("meta") or {}
         msg_id = meta.get("msgId")
         self.frames["exchange"] += 1
@@ -447,10 +547,13 @@ class Ledger:
                 )
             return msg_id
         got = self.received[user]
-        if msg_id in got:
+        first = got.get(msg_id)
+        if first is not None:
             self.duplicates += 1
+            if first < epoch:
+                self.duplicates_across[first] += 1
         else:
-            got.add(msg_id)
+            got[msg_id] = epoch
         return msg_id
 
     def lost(self) -> list[tuple[str, Accepted]]:
@@ -526,11 +629,15 @@ class Ledger:
 class Session:
     """One connection of one user. One request in flight at a time (see the module docstring)."""
 
-    def __init__(self, user: User, ws: ClientConnection, client_id: str, node: str) -> None:
+    def __init__(
+        self, user: User, ws: ClientConnection, client_id: str, node: str, epoch: int = 0
+    ) -> None:
         self.user = user
         self.ws = ws
         self.client_id = client_id
         self.node = node
+        #: Which process of the node greeted it (its start count, from 0).
+        self.epoch = epoch
         self.lock = asyncio.Lock()
         self.waiter: tuple[str, asyncio.Future[dict[str, Any]]] | None = None
         self.to_ack: list[str] = []
@@ -543,9 +650,11 @@ class Session:
         self.acker: asyncio.Task[None] | None = None
         #: Set when the client starts to go away: no new requests.
         self.leaving = False
-        #: Requests given up (their task cancelled) after they were sent: their answers still
-        #: come, in order, before those of later requests.
-        self.abandoned: deque[str] = deque()
+        #: Requests given up (their task cancelled) after they were sent, with when they were
+        #: sent: their answers still come, in order, before those of later requests.
+        self.abandoned: deque[tuple[str, float]] = deque()
+        #: When the frames of the latest request were sent (soak clock).
+        self.request_at = 0.0
 
     def start(self, early: list[dict[str, Any]]) -> None:
         for message in early:
@@ -576,7 +685,7 @@ class Session:
         waiter = self.waiter
         if action == "exchange":
             self.last_exchange = time.monotonic()
-            msg_id = ledger.receive(self.user.index, message)
+            msg_id = ledger.receive(self.user.index, message, self.epoch)
             if msg_id is not None:
                 self.to_ack.append(msg_id)
                 self.ack_wake.set()
@@ -584,7 +693,7 @@ class Session:
         ledger.frames[str(action)] += 1
         answers = EXPECTED.get(str(action))
         if self.abandoned:  # answers to requests given up come first
-            kind = self.abandoned[0]
+            kind, sent_at = self.abandoned[0]
             if action == "deny":
                 reason = (data.get("payload") or {}).get("reason", "?")
                 ledger.denials[f"{kind}:{reason}"] += 1
@@ -598,7 +707,8 @@ class Session:
                 ledger.late_answers += 1
                 ledger.unanswered -= kind == "send"
                 if action == "result":  # the server's answer reached the client: it counts
-                    ledger.result(data, (message.get("meta") or {}).get("target"))
+                    target = (message.get("meta") or {}).get("target")
+                    ledger.result(data, target, sent_at, self.epoch)
                 return
         if action == "deny":
             reason = (data.get("payload") or {}).get("reason", "?")
@@ -620,6 +730,7 @@ class Session:
                 return None
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self.waiter = (kind, fut)
+            self.request_at = self.user.soak.ledger.now()
             try:
                 for frame in frames:
                     await self.ws.send(frame)
@@ -636,7 +747,7 @@ class Session:
             except asyncio.CancelledError:
                 # Cancelling this task cancelled the future too: no answer has come yet.
                 if fut.cancelled() or not fut.done():
-                    self.abandoned.append(kind)
+                    self.abandoned.append((kind, self.request_at))
                 raise
             finally:
                 self.waiter = None
@@ -683,7 +794,8 @@ class Session:
             return
         data = reply["data"]
         if data.get("action") == "result":  # else a deny, counted by dispatch
-            ledger.result(data, target)
+            # (read before any await: the next request sets it)
+            ledger.result(data, target, self.request_at, self.epoch)
 
     async def reconnect_and_updates(self, old: list[str]) -> None:
         soak = self.user.soak
@@ -753,7 +865,13 @@ class User:
         soak = self.soak
         ledger = soak.ledger
         while True:
+            if not soak.live:  # the only node is restarting
+                await asyncio.sleep(0.05)
+                continue
             node = self.rng.choice(soak.live)
+            # The process this connection goes to: the node's latest (a restart removes the
+            # node from ``live`` before it signals; checked again after the greeting).
+            epoch = node.starts - 1
             ts, sign = soak.signer.now()
             url = (
                 f"ws://127.0.0.1:{node.port}/ws?app={APP}&timestamp={ts}&sign={sign}"
@@ -782,10 +900,14 @@ class User:
                 ws.transport.abort()
                 await asyncio.sleep(0.2)
                 continue
+            if node.starts - 1 != epoch:  # greeted by a process that is gone: which one?
+                ledger.connect_failures["restarted while connecting"] += 1
+                ws.transport.abort()
+                continue
             ledger.connects += 1
             ledger.clients[client_id] = ClientLife(self.index, node.name, ledger.now())
             self.ids.append(client_id)
-            session = Session(self, ws, client_id, node.name)
+            session = Session(self, ws, client_id, node.name, epoch)
             session.start(early)
             self.session = session
             return session
@@ -865,6 +987,10 @@ class Soak:
         #: Phases that did not end in time, with where their tasks were.
         self.stuck: list[str] = []
         self._kind = 0
+        #: The single node's restarts (``restart_every``), in order.
+        self.restarts: list[Restart] = []
+        #: Set when sending stops: no restart begins after it.
+        self.halt = asyncio.Event()
 
     def event(self, text: str) -> None:
         self.events.append(f"{self.ledger.now():7.2f}s {text}")
@@ -910,6 +1036,36 @@ class Soak:
         self.live.append(node)
         self.event(f"{node.name} restarted (pid {node.pid})")
 
+    async def restart_loop(self, node: NodeProc) -> None:
+        """Restart ``node`` every ``restart_every`` seconds after it is back, by each signal of
+        ``restart_kinds`` in turn, until :attr:`halt` (a restart under way is finished)."""
+        cfg = self.config
+        ledger = self.ledger
+        while True:
+            try:
+                await asyncio.wait_for(self.halt.wait(), cfg.restart_every)
+                return
+            except TimeoutError:
+                pass
+            kind = cfg.restart_kinds[len(self.restarts) % len(cfg.restart_kinds)]
+            self.live.remove(node)  # no new connections to the process going away
+            restart = Restart(kind, node.starts - 1, ledger.now())
+            self.restarts.append(restart)
+            pid = node.pid
+            restart.exit_status, restart.escalated = await node.stop(kind)
+            restart.exited_at = ledger.now()
+            signame = "SIGTERM" if kind == "term" else "SIGKILL"
+            self.event(
+                f"{signame} {node.name} (pid {pid}): exited {restart.exit_status} after "
+                f"{restart.exited_at - restart.signal_at:.2f} s"
+                + (" (SIGKILLed: SIGTERM did not stop it)" if restart.escalated else "")
+            )
+            node.start()
+            await node.wait_ready(None, None, 30)
+            restart.back_at = ledger.now()
+            self.live.append(node)
+            self.event(f"{node.name} restarted (pid {node.pid})")
+
     async def final_drain(self) -> dict[str, Any]:
         """Every user connects once more and reads its inbox until quiet."""
         cfg = self.config
@@ -945,9 +1101,12 @@ class Soak:
                 NodeProc(name, log_dir, {**common, "node_id": name}) for name in ("a", "b")
             ]
         else:
-            self.nodes = [NodeProc("mem", log_dir, None)]
+            # The embedded store, in log_dir/wxio-data (the node's working directory).
+            store = {"engine": "sqlite", "durability": cfg.durability, **cfg.store_options}
+            self.nodes = [NodeProc("mem", log_dir, None, store=store)]
         cpu0 = time.process_time()
         tasks: list[asyncio.Task[Any]] = []
+        restarter: asyncio.Task[None] | None = None
         drain: dict[str, Any] = {}
         try:
             for node in self.nodes:
@@ -972,12 +1131,17 @@ class Soak:
                 tasks.append(
                     loop.create_task(self.kill_and_restart(self.nodes[1], cfg.redis_url, prefix))
                 )
+            if cfg.restart_every > 0:
+                restarter = loop.create_task(self.restart_loop(self.nodes[0]))
             send_start = time.monotonic()
             sent0 = self.ledger.sent
             await asyncio.sleep(cfg.duration)
             self.stopping = True
+            self.halt.set()
             for task in tasks[1:]:
                 task.cancel()
+            if restarter is not None:  # a restart under way ends with the node back
+                await restarter
             for user in self.users:
                 if user.drop is not None and not user.drop.done():
                     user.drop.set_result("clean")
@@ -1003,6 +1167,8 @@ class Soak:
                 self.stuck.append("the final drain did not finish")
             self.event(f"final drain done: {drain}")
         finally:
+            if restarter is not None:
+                tasks.append(restarter)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -1019,6 +1185,98 @@ class Soak:
             sent_in_time=sent,
             rss_end=rss_end,
         )
+
+    def restart_report(self, lost: list[tuple[str, Accepted]]) -> dict[str, Any]:
+        """The restarts (``restart_every``): each, and by kind, what was accepted by the process
+        it ended, what of that was lost and how long before the signal it had been accepted."""
+        cfg = self.config
+        ledger = self.ledger
+        window = cfg.loss_window
+        accepted: dict[int, list[Accepted]] = {}
+        for a in ledger.accepted.values():
+            accepted.setdefault(a.epoch, []).append(a)
+        lost_by: dict[int, list[Accepted]] = {}
+        for _, a in lost:
+            lost_by.setdefault(a.epoch, []).append(a)
+
+        def ms(seconds: float) -> float:
+            return round(seconds * 1000, 1)
+
+        rows: list[dict[str, Any]] = []
+        for n, r in enumerate(self.restarts, 1):
+            mine = accepted.get(r.epoch, [])
+            gone = lost_by.get(r.epoch, [])
+            rows.append(
+                {
+                    "n": n,
+                    "kind": r.kind,
+                    "epoch": r.epoch,
+                    "signal_at": round(r.signal_at, 3),
+                    "exit_seconds": round(r.exited_at - r.signal_at, 3)
+                    if r.exited_at is not None
+                    else None,
+                    "down_seconds": round(r.back_at - r.signal_at, 3)
+                    if r.back_at is not None
+                    else None,
+                    "exit_status": r.exit_status,
+                    "escalated": r.escalated,
+                    "accepted": len(mine),
+                    # Accepted (its result read) within the window before the signal, or after
+                    # it: what a SIGKILL may lose in group mode.
+                    "accepted_in_window": sum(r.signal_at - a.at <= window for a in mine),
+                    "lost": len(gone),
+                    "lost_by_status": dict(Counter(a.status for a in gone)),
+                    # From the acceptance to the signal, per lost message: at most from the
+                    # request (the bound), at least from the result read (may be < 0).
+                    "lost_ms_before_signal": sorted(ms(r.signal_at - a.sent_at) for a in gone),
+                    "lost_ms_result_before_signal": sorted(ms(r.signal_at - a.at) for a in gone),
+                    "lost_outside_window": sum(r.signal_at - a.sent_at > window for a in gone),
+                    "duplicates": ledger.duplicates_across.get(r.epoch, 0),
+                }
+            )
+        by_kind: dict[str, dict[str, Any]] = {}
+        for kind in cfg.restart_kinds:
+            mine_rows = [row for row in rows if row["kind"] == kind]
+            upper = [v for row in mine_rows for v in row["lost_ms_before_signal"]]
+            lower = [v for row in mine_rows for v in row["lost_ms_result_before_signal"]]
+            by_kind[kind] = {
+                "restarts": len(mine_rows),
+                "escalated": sum(row["escalated"] for row in mine_rows),
+                "accepted": sum(row["accepted"] for row in mine_rows),
+                "accepted_in_window": sum(row["accepted_in_window"] for row in mine_rows),
+                "lost": sum(row["lost"] for row in mine_rows),
+                "lost_outside_window": sum(row["lost_outside_window"] for row in mine_rows),
+                "duplicates": sum(row["duplicates"] for row in mine_rows),
+                # The longest time from a lost message's acceptance to the signal: its bound
+                # (from the request) and its least value (from the result read).
+                "max_lost_ms_before_signal": max(upper) if upper else None,
+                "max_lost_ms_result_before_signal": max(lower) if lower else None,
+                "max_down_seconds": max(
+                    (row["down_seconds"] for row in mine_rows if row["down_seconds"] is not None),
+                    default=None,
+                ),
+            }
+        last = self.nodes[0].starts - 1 if self.nodes else 0
+        after = accepted.get(last, [])
+        # Losses the soak accepts: in group mode, by a SIGKILL (not an escalated SIGTERM) and
+        # within the window before it. Anything else lost is a failure.
+        allowed = 0
+        if cfg.durability == "group":
+            allowed = sum(
+                row["lost"] - row["lost_outside_window"] for row in rows if row["kind"] == "kill"
+            )
+        return {
+            "durability": cfg.durability,
+            "loss_window_ms": ms(window),
+            "by_kind": by_kind,
+            "after_last_restart": {
+                "epoch": last,
+                "accepted": len(after),
+                "lost": len(lost_by.get(last, [])),
+            },
+            "lost_allowed": allowed,
+            "list": rows,
+        }
 
     def report(self, **extra: Any) -> dict[str, Any]:
         cfg = self.config
@@ -1091,8 +1349,17 @@ class Soak:
             "client_cpu_pct": round(extra["cpu"] / max(extra["send_seconds"], 1e-9) * 100, 1),
             "redis_keys_cleaned": extra["cleaned"],
         }
+        out["restarts"] = self.restart_report(lost) if cfg.restart_every > 0 else None
+        allowed = out["restarts"]["lost_allowed"] if out["restarts"] else 0
+        escalated = sum(r.escalated for r in self.restarts)
         out["stuck"] = self.stuck
-        out["ok"] = not (out["lost"] or out["misrouted"] or out["tracebacks"] or self.stuck)
+        out["ok"] = not (
+            out["lost"] - allowed
+            or out["misrouted"]
+            or out["tracebacks"]
+            or self.stuck
+            or escalated
+        )
         return out
 
 
@@ -1106,6 +1373,12 @@ def task_dump(tasks: Any = None) -> str:
 
 async def run_soak(config: SoakConfig) -> dict[str, Any]:
     """Run one soak (servers started and stopped here); returns the report (see ``main``)."""
+    if config.restart_every and config.cluster:
+        raise ValueError("restart_every is for one node")
+    if not config.restart_kinds or set(config.restart_kinds) - {"term", "kill"}:
+        raise ValueError(f"restart_kinds: term and kill, not {config.restart_kinds}")
+    if config.durability not in ("group", "strict"):
+        raise ValueError(f"durability: group or strict, not {config.durability!r}")
     log_dir = config.log_dir
     tmp = None
     if log_dir is None:
@@ -1116,9 +1389,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         return await Soak(config).run(log_dir)
     finally:
         if tmp is not None and not config.keep_logs:
-            for p in tmp.iterdir():
-                p.unlink()
-            tmp.rmdir()
+            shutil.rmtree(tmp, ignore_errors=True)  # logs, configs, the store's wxio-data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1128,6 +1399,11 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
 def summary(r: dict[str, Any]) -> str:
     s = r["settings"]
     mode = "two nodes on Redis, b SIGKILLed halfway" if s["cluster"] else "one node"
+    if s["restart_every"]:
+        mode = (
+            f"one node ({s['durability']} durability) restarted every ~{s['restart_every']:g} s"
+            f" by {', '.join(s['restart_kinds'])} in turn"
+        )
     lines = [
         f"soak: {s['users']} users x {s['duration']:g} s, {mode}, churn {s['churn']:.0%} every "
         f"~{s['churn_interval']:g} s, seed {s['seed']}",
@@ -1153,6 +1429,7 @@ def summary(r: dict[str, Any]) -> str:
         lines.append(f"Redis connections, most seen open per node: {r['redis_connections_max']}")
     if r["lost"]:
         lines.append(f"lost, by situation: {r['lost_detail']['by_situation']}")
+    lines.extend(restart_summary(r["restarts"]))
     if r["unexpected"]:
         lines.append(f"unexpected: {r['unexpected']}")
     lines.append(f"server tracebacks: {r['tracebacks']}")
@@ -1160,8 +1437,54 @@ def summary(r: dict[str, Any]) -> str:
         lines.append(f"--- {t['count']} x {t['where']} (first in {t['log']})\n{t['text']}")
     lines.extend(f"  {e}" for e in r["events"])
     lines.extend(f"STUCK: {s}" for s in r["stuck"])
-    lines.append("OK" if r["ok"] else "FAILED: lost, misrouted, server traceback or stuck")
+    lines.append(
+        "OK"
+        if r["ok"]
+        else "FAILED: lost, misrouted, server traceback, stuck or a SIGTERM that did not stop"
+    )
     return "\n".join(lines)
+
+
+def restart_summary(rr: dict[str, Any] | None) -> list[str]:
+    """The restarts' lines of :func:`summary`."""
+    if not rr:
+        return []
+    window = f"{rr['loss_window_ms']:g} ms"
+    names = {"term": "SIGTERM", "kill": "SIGKILL"}
+    lines = [f"restarts ({rr['durability']} durability), by kind:"]
+    for kind, k in rr["by_kind"].items():
+        escalated = f" ({k['escalated']} escalated to SIGKILL)" if k["escalated"] else ""
+        line = (
+            f"  {names.get(kind, kind)}: {k['restarts']} restart(s){escalated}, "
+            f"accepted {k['accepted']} (in the last {window}: {k['accepted_in_window']}), "
+            f"LOST {k['lost']}, duplicates {k['duplicates']}, down at most "
+            f"{k['max_down_seconds']} s"
+        )
+        if k["lost"]:
+            line += (
+                f"; lost accepted at most {k['max_lost_ms_before_signal']} ms before the signal"
+                f" (result read at most {k['max_lost_ms_result_before_signal']} ms before), "
+                f"{k['lost_outside_window']} outside {window}"
+            )
+        lines.append(line)
+    a = rr["after_last_restart"]
+    lines.append(f"  after the last restart: accepted {a['accepted']}, LOST {a['lost']}")
+    for row in rr["list"]:
+        ms = row["lost_ms_before_signal"]
+        # The longest times from a lost message's acceptance (its request) to the signal.
+        longest = f" (accepted {', '.join(map(str, ms[-3:]))} ms before the signal)" if ms else ""
+        lines.append(
+            f"  #{row['n']} {names.get(row['kind'], row['kind'])} at {row['signal_at']:.2f} s:"
+            f" exited in {row['exit_seconds']} s, back after {row['down_seconds']} s; accepted "
+            f"{row['accepted']} ({row['accepted_in_window']} in the last {window}), lost "
+            f"{row['lost']}{longest}, duplicates {row['duplicates']}"
+        )
+    if rr["lost_allowed"]:
+        lines.append(
+            f"  {rr['lost_allowed']} lost by SIGKILL within {window} before it: the stated "
+            "window of group durability (not a failure)"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1179,8 +1502,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", type=float, default=2.0, help="final drain: seconds of silence")
     ap.add_argument("--max-connections", type=int, help="[cluster] max_connections of the nodes")
     ap.add_argument("--log-dir", type=Path, help="keep the servers' logs here")
+    ap.add_argument(
+        "--restart-every",
+        type=float,
+        default=0.0,
+        help="one node: restart it every SECONDS after it is back (0: never)",
+    )
+    ap.add_argument(
+        "--restart-kinds",
+        default="term,kill",
+        help="the restarts' signals, in turn: term (SIGTERM), kill (SIGKILL); default term,kill",
+    )
+    ap.add_argument(
+        "--durability",
+        choices=("group", "strict"),
+        default="group",
+        help="[store] durability of the single node (default group)",
+    )
+    ap.add_argument(
+        "--loss-window",
+        type=float,
+        default=0.1,
+        help="seconds before a SIGKILL within which a loss is group durability's (default 0.1)",
+    )
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)
+    kinds = tuple(k.strip() for k in args.restart_kinds.split(",") if k.strip())
+    if not kinds or set(kinds) - {"term", "kill"}:
+        ap.error("--restart-kinds: a comma-separated list of term and kill")
+    if args.restart_every and args.cluster:
+        ap.error("--restart-every is for one node (--cluster SIGKILLs b once)")
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: where is it stuck?
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     config = SoakConfig(
@@ -1198,6 +1549,10 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=args.log_dir,
         keep_logs=args.log_dir is not None,
         cluster_options={"max_connections": args.max_connections} if args.max_connections else {},
+        restart_every=args.restart_every,
+        restart_kinds=kinds,
+        durability=args.durability,
+        loss_window=args.loss_window,
     )
 
     async def run() -> dict[str, Any]:

@@ -620,12 +620,13 @@ class Database:
 
     def _close_file(self) -> None:
         try:
-            if self._pending.changes and self._thread is None:
-                self._commit(self._pending.changes)  # recorded while loading, never started
+            if self._pending.changes and (self._thread is None or not self._thread.is_alive()):
+                # Recorded while loading (never started), or after the writer's last batch.
+                self._commit(self._pending.changes)
                 self._pending = _Batch()
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
-            log.warning("store: final checkpoint failed: %s", exc)
+            log.error("store: closing: %d change(s) not written: %s", self.pending, exc)
         finally:
             self._conn.close()
             try:

@@ -14,6 +14,7 @@ The same interfaces as the Redis cluster's stores (:class:`~..core.directory.Dir
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ...protocol import jsonutil
@@ -22,7 +23,9 @@ from ...protocol.signing import NonceClaim
 from ..core.directory import MemoryDirectory
 from ..core.inbox import InboxEntry, MemoryInbox
 from ..core.limits import MemoryReplayCache
-from .database import Database
+from .database import Database, StoreUnavailable
+
+log = logging.getLogger("wxio.store")
 
 __all__ = ["DurableDirectory", "DurableInbox", "DurableReplay", "SessionTable"]
 
@@ -62,6 +65,8 @@ class DurableDirectory(MemoryDirectory):
         else:
             self.db.write(("c", app, client), "client+", (app, client, user, float(ttl), None))
         await super().online(app, client, user, node, ttl)
+        if user is not None and self.db.strict:
+            await self._committed()  # the client id a user is greeted with outlives a crash
 
     async def offline(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
         if user is not None:
@@ -74,6 +79,16 @@ class DurableDirectory(MemoryDirectory):
         exp = self.clock() + ttl
         self.db.write(("a", app, old), "alias+", (app, old, new, exp))
         await super().rebind(app, old, new, ttl)
+        if self.db.strict:
+            await self._committed()
+
+    async def _committed(self) -> None:
+        """Strict mode: wait for the commit (a failed one is logged: the client is served,
+        its binding is written with the next commit that succeeds)."""
+        try:
+            await self.db.committed()
+        except StoreUnavailable as exc:
+            log.warning("store: a binding is not on disk yet: %s", exc)
 
 
 class DurableInbox(MemoryInbox):

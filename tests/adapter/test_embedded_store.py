@@ -128,6 +128,11 @@ async def test_strict_mode_returns_once_the_message_is_on_disk(tmp_path: Path) -
     claim = NonceClaim("a", "n1", int(time.time() * 1000) + 60_000)
     assert await bp.replay.claim(claim, int(time.time() * 1000))
     assert rows(tmp_path, "SELECT nonce FROM nonces") == [("n1",)]
+    # The client id a user is greeted with, and a re-bound id, are on disk before the answer.
+    await bp.directory.online("a", "c1", "u", bp.node_id, 60)
+    await bp.directory.rebind("a", "c0", "c1", 60)
+    assert rows(tmp_path, "SELECT client, user FROM clients") == [("c1", "u")]
+    assert rows(tmp_path, "SELECT old, new FROM aliases") == [("c0", "c1")]
     assert rows(tmp_path, "PRAGMA synchronous") == [(2,)]  # FULL (in this connection's view)
     await bp.close()
 
