@@ -234,23 +234,48 @@ class Bus:
     async def request(
         self, node: str, message: dict[str, Any], timeout: float
     ) -> dict[str, Any] | None:
-        if not await self.bp.nodes.node_alive(node):
+        """Ask ``node`` and wait for its answer; ``timeout`` bounds the whole request, Redis's
+        part included. None: the node is gone or did not answer in time. Raises
+        :class:`BackplaneError` when Redis itself did not answer in time (the liveness check or
+        the PUBLISH): that is not the node's silence, and the caller must not take it for one
+        (a frozen Redis would otherwise cost a fallback through Redis after the timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                alive = await self.bp.nodes.node_alive(node)
+        except TimeoutError:
+            raise BackplaneError(f"redis: no answer within {timeout:g} s") from None
+        if not alive:
             return None
         rid = self._new_rid()
-        loop = asyncio.get_running_loop()
         fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self._pending[rid] = fut  # type: ignore[assignment]
+        #: Redis took the PUBLISH: from then on only the node's answer is awaited.
+        taken = False
+
+        def expire() -> None:
+            if not fut.done():
+                if taken:
+                    fut.set_exception(TimeoutError())
+                else:
+                    fut.set_exception(BackplaneError(f"redis: no answer within {timeout:g} s"))
+                fut.exception()  # retrieved: the waiter may have gone already
+
         # One timer and one future per request (cheaper than asyncio.timeout on every one).
-        timer = loop.call_later(timeout, _time_out, fut)
+        timer = loop.call_at(deadline, expire)
 
         def published(result: int | BaseException) -> None:
             # Nobody subscribed (the node is gone): no answer will come. Otherwise the reply
             # (or the timer) settles the request.
+            nonlocal taken
             if not fut.done():
                 if isinstance(result, BaseException):
                     fut.set_exception(result)
                 elif not result:
                     fut.set_result(None)
+                else:
+                    taken = True
 
         try:
             self._post(self.bp.key("ch", node), {**message, "id": rid}, published)
@@ -308,13 +333,6 @@ class _Collector:
         self.replies.append(body)
         if len(self.replies) >= self.expected and not self.done_future.done():
             self.done_future.set_result(body)
-
-
-def _time_out(*futures: asyncio.Future[Any]) -> None:
-    for fut in futures:
-        if not fut.done():
-            fut.set_exception(TimeoutError())
-            fut.exception()  # retrieved: the waiter may have gone already
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

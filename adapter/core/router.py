@@ -13,8 +13,8 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
 
 from ...protocol import envelope as env
 from ...protocol.envelope import Action, DenyReason
@@ -29,7 +29,9 @@ from .singleflight import SingleFlight
 
 log = logging.getLogger("wxio.core")
 
-__all__ = ["Router", "Outcome", "NODE_TIMEOUT"]
+__all__ = ["Router", "Outcome", "NODE_TIMEOUT", "SEND_WAIT"]
+
+T = TypeVar("T")
 
 #: Seconds to wait for another node's answer before treating the target as gone.
 NODE_TIMEOUT = 2.0
@@ -41,6 +43,12 @@ ROUTE_CACHE_SIZE = 100_000
 KEEP_RETRY = 5.0
 #: Seconds a send to a connected client waits for the shared inbox before it goes out unkept.
 KEEP_WAIT = 1.0
+#: Seconds a send waits, in all, on the shared state (Redis) and on other nodes: one Redis
+#: command timeout (``socket_timeout`` in ``adapter/cluster/redis.py``). Every wait of a send
+#: (the directory, the inbox, the target's node, the user's other clients) takes its time from
+#: this one budget, so a stalled Redis costs a send this much once, not once per question; past
+#: it the send is answered ``unavailable`` (or ``queued`` when the message is already kept).
+SEND_WAIT = 3.0
 
 
 class Outcome(NamedTuple):
@@ -137,6 +145,8 @@ class Router:
         conn = self.connections.get((app.name, target))
         if conn is not None and conn.user_id is None and conn.deliver(out):
             return Outcome("delivered", msg_id, 1)  # the common case costs no shared state
+        # From here on the send may wait on the cluster: every wait shares one deadline.
+        deadline = asyncio.get_running_loop().time() + SEND_WAIT
         # Where is the target? Here, on another node (cached for a moment), or gone.
         key = (app.name, target)
         client: str | None = None
@@ -150,8 +160,9 @@ class Router:
                 client, node, user = cached[0], cached[1], cached[2]
             else:
                 self._routes.pop(key, None)  # (another send may have dropped it already)
-                where = await self._locating.run(
-                    key, lambda: self.directory.locate(app.name, target)
+                where = await self._bounded(
+                    deadline,
+                    self._locating.run(key, lambda: self.directory.locate(app.name, target)),
                 )
                 if where is not None:
                     client, node, user = where.client, where.node, where.user
@@ -164,7 +175,8 @@ class Router:
             # Kept before it is written: an ack, not the socket write, is what ends it.
             try:
                 if self.backplane.shared:  # a slow Redis must not hold up a connected target
-                    dropped = await asyncio.wait_for(self._keep(app, user, out), KEEP_WAIT)
+                    wait = min(KEEP_WAIT, deadline - asyncio.get_running_loop().time())
+                    dropped = await asyncio.wait_for(self._keep(app, user, out), wait)
                 else:
                     dropped = await self._keep(app, user, out)
             except (BackplaneError, TimeoutError) as exc:
@@ -174,23 +186,37 @@ class Router:
         # A node that did not answer within this send is not asked again in it (a frozen node
         # would otherwise cost NODE_TIMEOUT per client of the user it holds).
         unanswered: set[str] = set()
-        if node is not None and await self._deliver_to(app.name, client, node, out, unanswered):
+        if node is not None and await self._deliver_to(
+            app.name, client, node, out, unanswered, deadline
+        ):
             return Outcome("delivered", msg_id, 1, dropped, out.kept)
         self._routes.pop(key, None)
         if user is None:
             raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
         # The same user may be back under another id and not have re-bound yet.
         delivered = 0
-        for other, where_node in await self.directory.user_clients(app.name, user):
+        others = await self._bounded(deadline, self.directory.user_clients(app.name, user))
+        for other, where_node in others:
             if other != client and await self._deliver_to(
-                app.name, other, where_node, out, unanswered
+                app.name, other, where_node, out, unanswered, deadline
             ):
                 delivered += 1
         if delivered:
             return Outcome("delivered", msg_id, delivered, dropped, out.kept)
         if not out.kept:
-            dropped = await self._keep(app, user, out)
+            dropped = await self._bounded(deadline, self._keep(app, user, out))
         return Outcome("queued", msg_id, 0, dropped, True)
+
+    async def _bounded(self, deadline: float, awaitable: Awaitable[T]) -> T:
+        """Wait for the shared state until the send's ``deadline`` (loop time); past it, a
+        :class:`BackplaneError` (the send is then ``unavailable``)."""
+        if not self.backplane.shared:
+            return await awaitable  # in this process: nothing to wait for
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await awaitable
+        except TimeoutError:
+            raise BackplaneError(f"no answer within the send's {SEND_WAIT:g} s") from None
 
     async def _keep(self, app: AppConfig, user: str, out: Outgoing) -> tuple[str, ...]:
         """Put ``out`` in ``user``'s inbox; returns the msgIds pushed out by the size cap."""
@@ -224,15 +250,21 @@ class Router:
         client: str,
         node: str | None,
         out: Outgoing,
-        unanswered: set[str] | None = None,
+        unanswered: set[str],
+        deadline: float,
     ) -> bool:
         """Deliver to ``client`` here (node None or ours) or on ``node``; True if it was
-        connected there. A node in ``unanswered`` is not asked; one that does not answer is
-        added to it."""
+        connected there. A node in ``unanswered`` is not asked; one that does not answer (by
+        NODE_TIMEOUT, or by the send's ``deadline`` if that comes first) is added to it. Raises
+        :class:`BackplaneError` when Redis does not take the request in that time."""
         if node is None or node == self.node:
             conn = self.connections.get((app, client))
             return conn is not None and conn.deliver(out)
-        if unanswered is not None and node in unanswered:
+        if node in unanswered:
+            return False
+        timeout = min(NODE_TIMEOUT, deadline - asyncio.get_running_loop().time())
+        if timeout <= 0:  # the send's time is up: this node cannot be asked any more
+            unanswered.add(node)
             return False
         message: dict[str, Any] = {
             "t": "deliver",
@@ -242,8 +274,8 @@ class Router:
         }
         if out.kept:
             message["kept"] = True
-        reply = await self.backplane.request(node, message, timeout=NODE_TIMEOUT)
-        if reply is None and unanswered is not None:
+        reply = await self.backplane.request(node, message, timeout=timeout)
+        if reply is None:
             unanswered.add(node)
         return bool(reply and reply.get("ok"))
 

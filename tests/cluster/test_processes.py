@@ -450,7 +450,9 @@ async def test_stalled_redis_gives_bounded_answers(procs: Processes, redis_prefi
             started = time.monotonic()
             result = await asyncio.wait_for(send(a, b.client_id, "stalled"), 10)
             assert payload(result)["reason"] == "unavailable", result
-            assert time.monotonic() - started < 8  # the command timeout (3 s), not a hang
+            # One Redis command timeout (3 s) for the whole send, not a sum of waits (4.0 s
+            # here before issue 20; tests/cluster/test_frozen_redis.py has the 5-6 s cases).
+            assert time.monotonic() - started < 4.5
             result = await send(a, a2.client_id, "local")
             assert payload(result)["status"] == "delivered", result
             assert payload(await a2.recv()) == "local"
