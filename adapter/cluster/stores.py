@@ -186,7 +186,14 @@ class RedisInbox:
         self._inbox_put = bp.redis.register_script(_INBOX_PUT)
 
     async def put(
-        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float
+        self,
+        app: str,
+        user: str,
+        entry: InboxEntry,
+        *,
+        cap: int,
+        now: float,
+        encoded: bytes | None = None,
     ) -> list[InboxEntry]:
         bp = self.bp
         body = jsonutil.dumps({"env": entry.envelope, "exp": entry.expires_at})

@@ -22,9 +22,17 @@ class InboxEntry(NamedTuple):
 
 class Inbox(Protocol):
     async def put(
-        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float
+        self,
+        app: str,
+        user: str,
+        entry: InboxEntry,
+        *,
+        cap: int,
+        now: float,
+        encoded: bytes | None = None,
     ) -> list[InboxEntry]:
-        """Append; returns the entries dropped to stay within ``cap``."""
+        """Append; returns the entries dropped to stay within ``cap``. ``encoded``: the envelope
+        as UTF-8 JSON when the caller has it (a store that writes it saves encoding it again)."""
         ...
 
     async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
@@ -46,9 +54,20 @@ class MemoryInbox:
             if first.expires_at > now:
                 break
             box.popitem(last=False)
+            self._forget(first)
+
+    def _forget(self, entry: InboxEntry) -> None:
+        """An entry left the inbox by expiry (a durable store forgets its row number)."""
 
     async def put(
-        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float
+        self,
+        app: str,
+        user: str,
+        entry: InboxEntry,
+        *,
+        cap: int,
+        now: float,
+        encoded: bytes | None = None,
     ) -> list[InboxEntry]:
         box = self._boxes.setdefault((app, user), OrderedDict())
         self._expire(box, now)

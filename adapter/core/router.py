@@ -223,7 +223,9 @@ class Router:
         assert out.msg_id is not None
         now = self.clock()
         entry = InboxEntry(out.msg_id, out.envelope, now + app.inbox_ttl)
-        dropped = await self.inbox.put(app.name, user, entry, cap=app.inbox_size, now=now)
+        dropped = await self.inbox.put(
+            app.name, user, entry, cap=app.inbox_size, now=now, encoded=out.utf8()
+        )
         out.kept = True
         return tuple(d.msg_id for d in dropped)
 

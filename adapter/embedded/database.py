@@ -73,13 +73,13 @@ RETRY_INTERVAL = 1.0
 _MIGRATIONS: list[str] = [
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-    -- Offline inboxes: one row a kept message, seq gives the order within a user's inbox.
+    -- Offline inboxes: one row a kept message, numbered in the order kept (a new row goes at
+    -- the end of the table, an acknowledged one is deleted by its number: the cheapest writes
+    -- SQLite has). No index: the purge of expired rows scans the table once a minute.
     CREATE TABLE inbox (
-        app TEXT NOT NULL, user TEXT NOT NULL, msg_id TEXT NOT NULL,
-        seq INTEGER NOT NULL, env TEXT NOT NULL, exp REAL NOT NULL,
-        PRIMARY KEY (app, user, msg_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX inbox_exp ON inbox (exp);
+        seq INTEGER PRIMARY KEY, app TEXT NOT NULL, user TEXT NOT NULL, msg_id TEXT NOT NULL,
+        env BLOB NOT NULL, exp REAL NOT NULL
+    );
     -- Clients with a user id: forget_at is NULL while online (the binding lives ttl seconds
     -- past the disconnect).
     CREATE TABLE clients (
@@ -112,9 +112,6 @@ _MIGRATIONS: list[str] = [
 #: What a change does, by name: its statement. Parameters are plain values; an inbox row's
 #: envelope is encoded in the writer thread (a change that is cancelled is never encoded).
 _SQL: dict[str, str] = {
-    "inbox+": "INSERT OR REPLACE INTO inbox (app, user, msg_id, seq, env, exp) "
-    "VALUES (?, ?, ?, ?, ?, ?)",
-    "inbox-": "DELETE FROM inbox WHERE app = ? AND user = ? AND msg_id = ?",
     "client+": "INSERT OR REPLACE INTO clients (app, client, user, ttl, forget_at) "
     "VALUES (?, ?, ?, ?, ?)",
     "client-": "DELETE FROM clients WHERE app = ? AND client = ?",
@@ -125,8 +122,18 @@ _SQL: dict[str, str] = {
     "log+": "INSERT OR REPLACE INTO sio_log (n, at, body) VALUES (?, ?, ?)",
     "meta+": "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
 }
+#: Inbox rows, the bulk of the writes, go in statements of many rows each (one statement
+#: executed instead of one a row): ``inbox+`` takes (seq, app, user, msg_id, env, exp),
+#: ``inbox-`` (seq,).
+_INBOX_INSERT = "INSERT OR REPLACE INTO inbox (seq, app, user, msg_id, env, exp) VALUES "
+_INBOX_DELETE = "DELETE FROM inbox WHERE seq IN "
+#: Rows per multi-row statement (6 parameters a row: far below SQLite's limit of 32766).
+_CHUNK = 500
 #: A delete that finds the insert of the same row still waiting cancels it (nothing to write).
 _CANCELS = {"inbox-": "inbox+", "session-": "session+"}
+#: WAL pages before SQLite copies them back into the file (its default is 1000): fewer, larger
+#: checkpoints, each page written back once for many commits that touched it.
+_WAL_PAGES = 10_000
 
 Change = tuple[str, tuple[Any, ...]]
 
@@ -304,6 +311,7 @@ class Database:
                 raise StoreOpenError(f"[store] {path}: WAL mode unavailable (journal_mode {mode})")
             conn.execute(f"PRAGMA synchronous={'FULL' if self.strict else 'NORMAL'}")
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
             if self.options.max_size_mb:
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
                 pages = max(1, self.options.max_size_mb * 1024 * 1024 // page)
@@ -488,15 +496,16 @@ class Database:
             if rows is None:
                 rows = grouped[kind] = []
             rows.append(params)
-        inbox = grouped.get("inbox+")
-        if inbox is not None:
-            dumps = jsonutil.dumps
-            grouped["inbox+"] = [(a, u, m, s, dumps(e), x) for a, u, m, s, e, x in inbox]
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, rows in grouped.items():
-                conn.executemany(_SQL[kind], rows)
+                if kind == "inbox+":
+                    self._insert_inbox(rows)
+                elif kind == "inbox-":
+                    self._delete_inbox(rows)
+                else:
+                    conn.executemany(_SQL[kind], rows)
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -505,6 +514,24 @@ class Database:
                 pass
             raise
         self._dirty = True
+
+    def _insert_inbox(self, rows: list[tuple[Any, ...]]) -> None:
+        dumps = jsonutil.dumps_bytes
+        values: list[Any] = []
+        for seq, app, user, msg_id, env, exp in rows:
+            # The envelope as the sender encoded it (bytes), else encoded here, off the loop.
+            values.extend((seq, app, user, msg_id, env if type(env) is bytes else dumps(env), exp))
+        width = 6 * _CHUNK
+        for start in range(0, len(values), width):
+            chunk = values[start : start + width]
+            marks = ",".join(["(?,?,?,?,?,?)"] * (len(chunk) // 6))
+            self._conn.execute(_INBOX_INSERT + marks, chunk)
+
+    def _delete_inbox(self, rows: list[tuple[Any, ...]]) -> None:
+        seqs = [row[0] for row in rows]
+        for start in range(0, len(seqs), _CHUNK):
+            chunk = seqs[start : start + _CHUNK]
+            self._conn.execute(f"{_INBOX_DELETE}({','.join(['?'] * len(chunk))})", chunk)
 
     def _housekeeping(self) -> None:
         """In the writer thread: the WAL's fsync in group mode, and the purge of expired rows."""

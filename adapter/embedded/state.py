@@ -15,6 +15,7 @@ The same interfaces as the Redis cluster's stores (:class:`~..core.directory.Dir
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from ...protocol import jsonutil
@@ -92,26 +93,30 @@ class DurableDirectory(MemoryDirectory):
 
 
 class DurableInbox(MemoryInbox):
-    """:class:`MemoryInbox`, recorded in the database. ``put`` refuses while the store cannot
-    write (the router answers ``unavailable``, or delivers to a connected target unkept); in
-    strict mode it returns once the message is on disk."""
+    """:class:`MemoryInbox`, recorded in the database: a row a kept message, numbered in the
+    order kept (the number is the row's key, remembered by message id until the message leaves).
+    ``put`` refuses while the store cannot write (the router answers ``unavailable``, or
+    delivers to a connected target unkept); in strict mode it returns once on disk."""
 
     def __init__(self, db: Database) -> None:
         super().__init__()
         self.db = db
         self._seq = 0
+        #: msg id -> its row's number, while the message is in an inbox.
+        self._rows: dict[str, int] = {}
 
     def load(self) -> int:
         """Read the inboxes, oldest first. Returns the count of messages."""
         now = self.db.clock()
         rows = self.db.read(
-            "SELECT app, user, msg_id, seq, env, exp FROM inbox WHERE exp > ? "
+            "SELECT seq, app, user, msg_id, env, exp FROM inbox WHERE exp > ? "
             "ORDER BY app, user, seq",
             (now,),
         )
+        last = self.db.read("SELECT MAX(seq) FROM inbox")[0][0]
+        self._seq = int(last or 0)
         count = 0
-        for app, user, msg_id, seq, body, exp in rows:
-            self._seq = max(self._seq, int(seq))
+        for seq, app, user, msg_id, body, exp in rows:
             try:
                 envelope = jsonutil.loads(body)
             except RemoteProtocolError:
@@ -120,35 +125,50 @@ class DurableInbox(MemoryInbox):
                 continue
             box = self._boxes.get((app, user))
             if box is None:
-                from collections import OrderedDict
-
                 box = self._boxes[(app, user)] = OrderedDict()
             box[msg_id] = InboxEntry(msg_id, envelope, float(exp))
+            self._rows[msg_id] = int(seq)
             count += 1
         return count
 
     async def put(
-        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float
+        self,
+        app: str,
+        user: str,
+        entry: InboxEntry,
+        *,
+        cap: int,
+        now: float,
+        encoded: bytes | None = None,
     ) -> list[InboxEntry]:
         db = self.db
         db.check()
         dropped = await super().put(app, user, entry, cap=cap, now=now)
-        self._seq += 1
-        db.write(
-            ("i", app, user, entry.msg_id),
-            "inbox+",
-            (app, user, entry.msg_id, self._seq, entry.envelope, entry.expires_at),
-        )
-        for old in dropped:
-            db.write(("i", app, user, old.msg_id), "inbox-", (app, user, old.msg_id))
+        self._seq = seq = self._seq + 1
+        msg_id = entry.msg_id
+        old = self._rows.get(msg_id)
+        if old is not None:  # the same message kept again: one row
+            db.write(old, "inbox-", (old,))
+        self._rows[msg_id] = seq
+        body = encoded if encoded is not None else entry.envelope
+        db.write(seq, "inbox+", (seq, app, user, msg_id, body, entry.expires_at))
+        for gone in dropped:
+            self._forget(gone)
         if db.strict:
             await db.committed()
         return dropped
 
+    def _forget(self, entry: InboxEntry) -> None:
+        seq = self._rows.pop(entry.msg_id, None)
+        if seq is not None:
+            self.db.write(seq, "inbox-", (seq,))
+
     async def ack(self, app: str, user: str, msg_id: str) -> bool:
         removed = await super().ack(app, user, msg_id)
         if removed:
-            self.db.write(("i", app, user, msg_id), "inbox-", (app, user, msg_id))
+            seq = self._rows.pop(msg_id, None)
+            if seq is not None:
+                self.db.write(seq, "inbox-", (seq,))
         return removed
 
 
