@@ -6,14 +6,20 @@ Run by hand, not by pytest::
     .venv/bin/python bench/compare.py --scenarios relay,latency --rounds 5 --duration 5
     .venv/bin/python bench/compare.py --json results.json     # also write every round as JSON
     .venv/bin/python bench/compare.py --loop uvloop           # wxio under uvloop (if installed)
+    .venv/bin/python bench/compare.py --scenarios core-user,idle-user   # memory vs embedded store
 
 Every server is its own process, pinned to one core (``--server-cpu``, 1); the load generator,
 ``bench/node/gen.js`` (one Node process on raw ``net`` sockets with pre-built masked WebSocket
-frames), is pinned to the other (``--gen-cpu``, 0). The servers:
+frames; ``gen_user.js``, gen.js with the user-id scenarios, for ``core-user`` and ``idle-user``),
+is pinned to the other (``--gen-cpu``, 0). The servers:
 
 * **wxio**: ``wxio serve --config <tmp>/wxio.toml --app bench.compare:wxio_setup``, the handlers
   of :func:`wxio_setup` on ``/`` (the routing core moved to ``/core``), or the routing core on
-  ``/`` for the core scenarios;
+  ``/`` for the core scenarios. Its ``[store]`` is always set: the embedded store (``--store
+  sqlite``, the default, as ``wxio serve`` runs; group durability) in a fresh ``data_dir`` of its
+  own under the run's temporary directory, or ``engine = "memory"`` (``--store memory``); the
+  ``core-user`` and ``idle-user`` scenarios run the memory store, the embedded store in group mode
+  and in strict mode side by side. Nothing is written into the repository;
 * **node**: ``bench/node/server.js``, socket.io 4.8 with ``new Server(httpServer)`` (defaults);
 * **pysio**: python-socketio's ``AsyncServer(async_mode="aiohttp")`` with its defaults; this file,
   run with a hidden ``--pysio-server PORT`` flag.
@@ -42,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -55,7 +62,20 @@ APP = "bench"
 KEY = "bench-key"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-SERVER_NAMES = {"wxio": "wxio", "node": "node socket.io", "pysio": "python-socketio"}
+SERVER_NAMES = {
+    "wxio": "wxio",
+    "wxio-memory": "wxio (memory store)",
+    "node": "node socket.io",
+    "pysio": "python-socketio",
+    # core-user and idle-user: the same wxio on each store
+    "memory": "wxio, memory store",
+    "group": "wxio, sqlite group",
+    "strict": "wxio, sqlite strict",
+}
+#: The stores of the core-user and idle-user scenarios (and their [store] durability).
+STORE_KINDS = ("memory", "group", "strict")
+#: Kinds that are wxio (for the "wxio FAILED" line).
+WXIO_KINDS = {"wxio", "wxio-memory", "same", "cross", *STORE_KINDS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,6 +200,12 @@ class Settings:
     gen_cpu: int | None
     redis_url: str
     tmp: Path
+    #: The store of the "wxio" kinds: "sqlite" (the embedded store, group mode) or "memory".
+    store: str = "sqlite"
+    #: Where every wxio process gets a fresh data_dir of its own (default: ``tmp``/data).
+    data: Path | None = None
+    #: ``[store] commit_interval`` of the embedded stores (None: wxio's default).
+    commit_interval: float | None = None
     prefix: str = field(
         default_factory=lambda: f"wxio-compare-{os.getpid()}-{secrets.token_hex(3)}"
     )
@@ -191,11 +217,17 @@ def uvloop_available() -> bool:
     return check.returncode == 0
 
 
-def wxio_config(core_namespace: str, cluster: dict[str, str] | None = None) -> str:
+def wxio_config(
+    core_namespace: str,
+    cluster: dict[str, str] | None = None,
+    store: dict[str, Any] | None = None,
+    metrics: bool = False,
+) -> str:
     lines = [
         "[server]",
         'log_level = "WARNING"',
         "shutdown_grace = 1.0",
+        *(['metrics_path = "/metrics"'] if metrics else []),
         "",
         f"[apps.{APP}]",
         f'key = "{KEY}"',
@@ -209,17 +241,44 @@ def wxio_config(core_namespace: str, cluster: dict[str, str] | None = None) -> s
     ]
     if cluster:
         lines += ["", "[cluster]"] + [f"{k} = {json.dumps(v)}" for k, v in cluster.items()]
+    if store:
+        lines += ["", "[store]"] + [f"{k} = {json.dumps(v)}" for k, v in store.items()]
     return "\n".join(lines) + "\n"
 
 
+def store_table(s: Settings, name: str, store: str) -> dict[str, Any]:
+    """``[store]`` for one wxio process: ``store`` is "memory", or the embedded store's
+    durability ("group", "strict") in a new, empty data_dir of this process's own."""
+    if store == "memory":
+        return {"engine": "memory"}
+    assert s.data is not None
+    data_dir = tempfile.mkdtemp(prefix=f"{name}-", dir=s.data)
+    table: dict[str, Any] = {"engine": "sqlite", "data_dir": data_dir, "durability": store}
+    if s.commit_interval is not None:
+        table["commit_interval"] = s.commit_interval
+    return table
+
+
 def start_wxio(
-    s: Settings, name: str, *, core: bool, cluster: dict[str, str] | None = None
+    s: Settings,
+    name: str,
+    *,
+    core: bool,
+    cluster: dict[str, str] | None = None,
+    store: str | None = None,
+    metrics: bool = False,
 ) -> Server:
     """``wxio serve``: the routing core on ``/`` (``core``), or the benchmark's handlers on ``/``
-    and the core on ``/core``; on the event loop of ``--loop`` (``WXIO_LOOP``)."""
+    and the core on ``/core``; on the event loop of ``--loop`` (``WXIO_LOOP``). ``store``:
+    "memory", "group" or "strict" (default: ``--store``, the embedded store in group mode); a
+    cluster node's store is memory (a node with Redis does not use ``[store]``)."""
     port = free_port()
     config = s.tmp / f"{name}.toml"
-    config.write_text(wxio_config("/" if core else "/core", cluster))
+    table: dict[str, Any] = {"engine": "memory"}
+    if not cluster:
+        store = store or ("group" if s.store == "sqlite" else "memory")
+        table = store_table(s, name, store)
+    config.write_text(wxio_config("/" if core else "/core", cluster, table, metrics))
     args = ["serve", "--port", str(port), "--config", str(config)]
     if not core:
         args += ["--app", "bench.compare:wxio_setup"]
@@ -227,6 +286,8 @@ def start_wxio(
     env = dict(os.environ)
     env["WXIO_LOOP"] = s.loop
     env.pop("WXIO_REDIS_URL", None)  # would override the file's [cluster]
+    env.pop("WXIO_STORE", None)  # would override the file's [store]
+    env.pop("WXIO_DATA_DIR", None)
     env.pop(f"WXIO_KEY_{APP.upper()}", None)
     return Server(name, argv, port, s.tmp / f"{name}.log", s.server_cpu, env)
 
@@ -235,8 +296,12 @@ def start_server(s: Settings, kind: str) -> Server:
     env = dict(os.environ)
     if kind == "wxio":
         return start_wxio(s, "wxio", core=False)
+    if kind == "wxio-memory":
+        return start_wxio(s, "wxio-memory", core=False, store="memory")
     if kind == "wxio-core":
         return start_wxio(s, "wxio-core", core=True)
+    if kind.startswith("user-"):  # the core for clients with user ids, on one store
+        return start_wxio(s, kind, core=True, store=kind[5:], metrics=True)
     port = free_port()
     if kind == "node":
         argv = ["node", str(NODE_DIR / "server.js"), str(port)]
@@ -267,10 +332,12 @@ def generate(
     srvs: list[Server],
     timeout: float,
     cpu_of: list[Server] | None = None,
+    script: str = "gen.js",
     **spec: Any,
 ) -> dict[str, Any]:
     """Run the Node load generator once against ``srvs`` (their ports, in order), timing the CPU
-    of ``cpu_of`` (default: the same servers); its JSON result, or raise with the servers' logs."""
+    of ``cpu_of`` (default: the same servers); its JSON result, or raise with the servers' logs.
+    ``script``: gen.js, or gen_user.js (gen.js with the user-id scenarios)."""
     spec = {
         "scenario": scenario,
         "ports": [x.port for x in srvs],
@@ -283,7 +350,7 @@ def generate(
         "server_core": s.server_cpu,
         **spec,
     }
-    argv = ["node", str(NODE_DIR / "gen.js"), json.dumps(spec)]
+    argv = ["node", str(NODE_DIR / script), json.dumps(spec)]
     try:
         out = subprocess.run(
             argv,
@@ -389,6 +456,72 @@ def sc_core_sio(s: Settings, kind: str) -> dict[str, Any]:
     return _throughput(r)
 
 
+def store_metrics(srv: Server) -> dict[str, float]:
+    """The embedded store's counters (``wxio_store_*`` on ``/metrics``) over the server's life:
+    warm-up, timed part and the end included. Empty for the memory store."""
+    url = f"http://127.0.0.1:{srv.port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("wxio_store_"):
+            name, _, value = line.partition(" ")
+            # wxio_store_commits_total -> commits; commit_seconds_sum or _total -> commit_seconds
+            name = name.removeprefix("wxio_store_").removesuffix("_total").removesuffix("_sum")
+            out[name] = float(value)
+    return out
+
+
+def sc_core_user(s: Settings, kind: str) -> dict[str, Any]:
+    """The core with user ids on one store (``kind``: memory, group, strict): every message is
+    kept in its receiver's inbox until the receiver acks it (gen_user.js)."""
+    with servers(s, [f"user-{kind}"]) as srvs:
+        r = generate(
+            s, "core-user", srvs, 60 + s.duration, script="gen_user.js", pairs=PAIRS, window=WINDOW
+        )
+        store = store_metrics(srvs[0])
+    r = _throughput(r)
+    results = r["kept"] + r["unkept"]
+    r["kept_pct"] = 100 * r["kept"] / results if results else None
+    if store:
+        r["store"] = store
+        written, cancelled = store["rows_written"], store["rows_cancelled"]
+        r["store_rows_written"] = written
+        r["store_cancelled_pct"] = (
+            100 * cancelled / (written + cancelled) if written + cancelled else None
+        )
+        commits = store["commits"]
+        r["store_commits"] = commits
+        seconds = store.get("commit_seconds", 0.0)
+        r["store_commit_ms"] = 1000 * seconds / commits if commits else None
+        r["store_commit_max_ms"] = 1000 * store.get("commit_seconds_max", 0.0)
+        r["store_rows_per_commit"] = written / commits if commits else None
+    return r
+
+
+def sc_idle_user(s: Settings, kind: str) -> dict[str, Any]:
+    """``idle`` with raw /ws clients that each have a user id, on one store (``kind``)."""
+    with servers(s, [f"user-{kind}"]) as srvs:
+        r = generate(
+            s,
+            "idle-user",
+            srvs,
+            240,
+            script="gen_user.js",
+            levels=list(IDLE_LEVELS),
+            base=100,
+            concurrency=100,
+            settle=2.0,
+        )
+    for level in r["levels"]:
+        r[f"kb_per_conn_{level['clients']}"] = level["kb_per_conn"]
+    r["value"] = r["levels"][0]["kb_per_conn"]
+    return r
+
+
 def sc_cross(s: Settings, kind: str) -> dict[str, Any]:
     """Two cluster nodes; ``kind`` is "same" (both ends of every pair on node a) or "cross"
     (one end on a, the other on b). Both nodes run in both cases, pinned to the server core."""
@@ -458,7 +591,7 @@ SCENARIOS = [
         f"5. idle: server RSS per connection with {' and '.join(f'{n:,}' for n in IDLE_LEVELS)} "
         "idle socket.io clients",
         sc_idle,
-        ("wxio", "node", "pysio"),
+        ("wxio", "wxio-memory", "node", "pysio"),
         "KB/conn",
         lower_is_better=True,
     ),
@@ -486,6 +619,25 @@ SCENARIOS = [
         ("same", "cross"),
         "msg/s",
     ),
+    Scenario(
+        "core-user",
+        f"9. wxio core with user ids, raw /ws: signed sendToOthers kept until acked, every "
+        f"exchange acked, {PAIRS} pairs, {WINDOW} in flight per client: memory store vs the "
+        "embedded store (group, strict)",
+        sc_core_user,
+        STORE_KINDS,
+        "msg/s",
+    ),
+    Scenario(
+        "idle-user",
+        f"10. idle with user ids: server RSS per connection with "
+        f"{' and '.join(f'{n:,}' for n in IDLE_LEVELS)} idle raw /ws clients, each with its "
+        "own user id, on each store",
+        sc_idle_user,
+        STORE_KINDS,
+        "KB/conn",
+        lower_is_better=True,
+    ),
 ]
 BY_NAME = {sc.name: sc for sc in SCENARIOS}
 
@@ -494,11 +646,18 @@ BY_NAME = {sc.name: sc for sc in SCENARIOS}
 # Running and reporting
 
 
+def kinds_of(sc: Scenario, s: Settings) -> tuple[str, ...]:
+    """The servers of ``sc`` in this run (``wxio-memory`` only beside an embedded-store wxio)."""
+    if s.store == "memory":
+        return tuple(k for k in sc.kinds if k != "wxio-memory")
+    return sc.kinds
+
+
 def run_all(
     s: Settings, chosen: list[Scenario], progress: bool
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        sc.name: {k: [] for k in sc.kinds} for sc in chosen
+        sc.name: {k: [] for k in kinds_of(sc, s)} for sc in chosen
     }
     # The core scenarios are compared with node's relay of the same round: run it if needed.
     extra_relay = any(sc.name.startswith("core-") for sc in chosen) and "relay" not in runs
@@ -509,9 +668,9 @@ def run_all(
         if extra_relay:
             plan.append((BY_NAME["relay"], "node"))
         for sc in chosen:
-            if sc.name == "idle" and rnd > s.idle_rounds:
+            if sc.name in ("idle", "idle-user") and rnd > s.idle_rounds:
                 continue  # slow (tens of thousands of connects) and steady: fewer rounds
-            plan += [(sc, k) for k in sc.kinds]
+            plan += [(sc, k) for k in kinds_of(sc, s)]
         for sc, kind in plan:
             if progress:
                 print(f"[round {rnd}/{s.rounds}] {sc.name}: {kind}", file=sys.stderr, flush=True)
@@ -572,23 +731,34 @@ def errors_of(rs: list[dict[str, Any]]) -> list[str]:
     return [f"round {r['round']}: {r['error']}" for r in rs if "error" in r]
 
 
-def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+def server_name(kind: str, store: str) -> str:
+    """A row's label; the "wxio" kinds name their store (``--store``)."""
+    if kind == "wxio":
+        return "wxio (sqlite store)" if store == "sqlite" else "wxio (memory store)"
+    return SERVER_NAMES.get(kind, kind)
+
+
+def report(
+    sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]], store: str = "sqlite"
+) -> str:
     mine = runs[sc.name]
     node_relay = runs.get("relay", {}).get("node", [])
     lines = [sc.title]
     notes: list[str] = []
-    if sc.name == "idle":
+    if sc.name in ("idle", "idle-user"):
+        ref_kind = "node" if sc.name == "idle" else "memory"
         head = ["server"] + [f"KB/conn @{n:,}" for n in IDLE_LEVELS]
-        head += [f"vs node @{n:,}" for n in IDLE_LEVELS] + ["base RSS MB", "connect s"]
+        head += [f"vs {ref_kind} @{n:,}" for n in IDLE_LEVELS] + ["base RSS MB", "connect s"]
         rows = [head]
         for kind, rs in mine.items():
+            name = server_name(kind, store)
             keys = [f"kb_per_conn_{n}" for n in IDLE_LEVELS]
-            row = [SERVER_NAMES[kind]] + [fmt(med(rs, k), ".1f") for k in keys]
-            row += [fmt(ratio_per_round(rs, mine.get("node", []), k), ".2f", "x") for k in keys]
+            row = [name] + [fmt(med(rs, k), ".1f") for k in keys]
+            row += [fmt(ratio_per_round(rs, mine.get(ref_kind, []), k), ".2f", "x") for k in keys]
             base = med(rs, "base_rss_kb")
             row += [fmt(base / 1024 if base else None, ".0f"), fmt(med(rs, "seconds"), ".1f")]
             rows.append(row)
-            notes += [f"{SERVER_NAMES[kind]}: {e}" for e in errors_of(rs)]
+            notes += [f"{name}: {e}" for e in errors_of(rs)]
         lines.append(render(rows))
     else:
         ref_label = "vs node"
@@ -600,6 +770,9 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
             head += ["connect p50 ms", "p99 ms"]
         elif sc.name == "cross":
             head = ["case", "msg/s", "cross/same", "per srv CPU-s", "per CPU-s cross/same"]
+        elif sc.name == "core-user":
+            head = ["store", "msg/s", "vs memory", "per srv CPU-s", "per CPU-s vs memory"]
+            head += ["vs node relay", "kept"]
         else:
             if sc.name.startswith("core-"):
                 ref_label = "vs node relay"
@@ -607,7 +780,7 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
         head += ["srv CPU", "srv core", "gen CPU", "other CPU", f"spread ({sc.unit})"]
         rows.append(head)
         for kind, rs in mine.items():
-            name = SERVER_NAMES.get(kind, kind)
+            name = server_name(kind, store)
             if sc.name == "cross":
                 name = {"same": "same node (a)", "cross": "cross node (a->b)"}[kind]
             ref = node_relay if sc.name.startswith("core-") else mine.get("node", [])
@@ -644,6 +817,20 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
                     fmt(med(rs, "per_server_cpu_s")),
                     fmt(ratio_per_round(rs, same, "per_server_cpu_s"), ".2f", "x") if cross else "",
                 ]
+            elif sc.name == "core-user":
+                memory = mine.get("memory", [])
+                row = [
+                    name,
+                    fmt(med(rs, "value")),
+                    fmt(ratio_per_round(rs, memory), ".2f", "x"),
+                    fmt(med(rs, "per_server_cpu_s")),
+                    fmt(ratio_per_round(rs, memory, "per_server_cpu_s"), ".2f", "x"),
+                    fmt(ratio_per_round(rs, node_relay), ".2f", "x"),
+                    fmt(med(rs, "kept_pct"), ".1f", " %"),
+                ]
+                unkept = sum(r.get("unkept", 0) for r in rs if "error" not in r)
+                if unkept:
+                    notes.append(f"{name}: {unkept} result(s) said guarantee sent (not kept)")
             else:
                 row = [
                     name,
@@ -689,8 +876,35 @@ def report(sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> st
         lines.append(render(rows))
         if sc.name == "cross":
             notes.append("srv CPU is node a + node b (both pinned to the server core)")
+        if sc.name == "core-user":
+            lines.append(store_report(mine))
     lines += [f"  note: {n}" for n in notes]
     return "\n".join(lines)
+
+
+def store_report(mine: dict[str, list[dict[str, Any]]]) -> str:
+    """The embedded store's work in core-user, over each server's whole run (warm-up, timed part
+    and end): commits, rows written, inbox rows cancelled (put and acked before their batch was
+    handed to the writer: never on disk)."""
+    rows = [
+        ["  embedded store", "commits", "rows written", "rows/commit", "commit ms", "max ms"]
+        + ["never on disk"]
+    ]
+    for kind, rs in mine.items():
+        if med(rs, "store_commits") is None:
+            continue
+        rows.append(
+            [
+                "  " + SERVER_NAMES[kind],
+                fmt(med(rs, "store_commits")),
+                fmt(med(rs, "store_rows_written")),
+                fmt(med(rs, "store_rows_per_commit"), ".1f"),
+                fmt(med(rs, "store_commit_ms"), ".2f"),
+                fmt(med(rs, "store_commit_max_ms"), ".1f"),
+                fmt(med(rs, "store_cancelled_pct"), ".1f", " %"),
+            ]
+        )
+    return render(rows) if len(rows) > 1 else ""
 
 
 def deny_reason(envelope: str) -> str:
@@ -722,7 +936,27 @@ def environment(s: Settings) -> dict[str, str]:
         "cpus": f"{os.cpu_count()}: servers on {s.server_cpu}, generator on {s.gen_cpu}",
         "runs": f"{s.rounds} round(s) (idle: {min(s.idle_rounds, s.rounds)}), {s.warmup:g} s "
         f"warm-up + {s.duration:g} s timed per run, every server started afresh for every run",
+        "wxio store": ("sqlite (embedded, group durability)" if s.store == "sqlite" else "memory")
+        + f" for the wxio rows; every embedded store in a new data_dir of its own under {s.data} "
+        f"({filesystem(s.data) if s.data else '?'}); commit_interval "
+        + ("wxio's default" if s.commit_interval is None else f"{s.commit_interval:g} s"),
     }
+
+
+def filesystem(path: Path) -> str:
+    """The type of the filesystem ``path`` is on (/proc/mounts): fsync means little on tmpfs."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mount = parts[1]
+                under = str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")
+                if under and len(mount) >= len(best):
+                    best, kind = mount, parts[2]
+    except OSError:
+        pass
+    return kind
 
 
 def machine_busy_pct(seconds: float = 1.0) -> float:
@@ -745,7 +979,9 @@ srv core: how busy the server's core was, whoever used it (/proc/stat). Well abo
   other processes took CPU from the server: its rate is then low, and "per srv CPU-s" (messages,
   deliveries or connections per second of server CPU) is the fairer comparison.
 gen CPU: the Node load generator, on its own core; other CPU: the rest of the machine (2 cores).
-spread: min-max over the rounds."""
+spread: min-max over the rounds.
+core-user, idle-user: "vs memory" is the median of the per-round ratios to the same wxio on the
+  memory store; "kept": results that said until_acked."""
 
 
 def clean_redis(url: str, prefix: str) -> None:
@@ -776,6 +1012,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-cpu", type=int, default=1, help="core of the servers (1; -1: none)")
     ap.add_argument("--gen-cpu", type=int, default=0, help="core of the generator (0; -1: none)")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="for the cross case")
+    ap.add_argument(
+        "--store",
+        choices=["sqlite", "memory"],
+        default="sqlite",
+        help="the [store] of the wxio rows (sqlite: embedded, group mode, the default of wxio "
+        "serve; core-user and idle-user always run all three)",
+    )
+    ap.add_argument(
+        "--commit-interval",
+        type=float,
+        metavar="S",
+        help="[store] commit_interval of every embedded store, in seconds (default: wxio's, 0.002)",
+    )
+    ap.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="make the embedded stores' data dirs under DIR (default: the run's temporary "
+        "directory); strict mode's fsyncs mean something only on a real disk, not tmpfs",
+    )
     ap.add_argument("--json", metavar="FILE", help="write settings, every run and medians here")
     ap.add_argument("--keep", action="store_true", help="keep the servers' logs and configs")
     ap.add_argument("--pysio-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -808,7 +1063,14 @@ def main(argv: list[str] | None = None) -> int:
         gen_cpu=cpus[1],
         redis_url=args.redis_url,
         tmp=Path(tempfile.mkdtemp(prefix="wxio-compare-")),
+        store=args.store,
+        commit_interval=args.commit_interval,
     )
+    if args.data_root:
+        s.data = Path(tempfile.mkdtemp(prefix="wxio-compare-data-", dir=args.data_root))
+    else:
+        s.data = s.tmp / "data"
+        s.data.mkdir()
     chosen = [BY_NAME[n] for n in names]
     env = environment(s)
     env["machine before"] = f"{machine_busy_pct():.0f} % of a core busy in the second before"
@@ -827,19 +1089,20 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 clean_redis(s.redis_url, s.prefix)
         if args.keep:
-            print(f"logs and configs kept in {s.tmp}", file=sys.stderr)
+            print(f"logs, configs and data dirs kept in {s.tmp} and {s.data}", file=sys.stderr)
         else:
             shutil.rmtree(s.tmp, ignore_errors=True)
+            shutil.rmtree(s.data, ignore_errors=True)
     elapsed = time.monotonic() - start
 
     for sc in chosen:
-        print(report(sc, runs))
+        print(report(sc, runs, s.store))
         print()
     wxio_runs = [
         r
         for name, by_kind in runs.items()
         for kind, rs in by_kind.items()
-        if kind in ("wxio", "same", "cross")
+        if kind in WXIO_KINDS
         for r in rs
     ]
     failed = [r for r in wxio_runs if "error" in r]
@@ -865,6 +1128,11 @@ def main(argv: list[str] | None = None) -> int:
                         "gen_cpu_pct",
                         "other_cpu_pct",
                         "per_server_cpu_s",
+                        "kept_pct",
+                        "store_commits",
+                        "store_rows_written",
+                        "store_cancelled_pct",
+                        "store_commit_ms",
                         *(f"kb_per_conn_{n}" for n in IDLE_LEVELS),
                     )
                     if med(rs, key) is not None

@@ -1,0 +1,173 @@
+// bench/node/gen.js with two more scenarios, for the routing core with user ids (clients that
+// connect with a `userId`, so that every message sent to them is kept in their user's inbox
+// until they acknowledge it). bench/compare.py runs this file instead of gen.js for the
+// `core-user` and `idle-user` scenarios.
+//
+// It runs gen.js's own code (its WebSocket client, frames, signer, /proc readings, `pingPong`,
+// `measure` and `main`), with its scenario table replaced by the one below, so that these
+// scenarios are driven exactly as `core-raw` and `idle` are.
+//
+//   core-user   raw /ws clients, client i with userId "u<i>", in pairs; each keeps `window`
+//               signed sendToOthers in flight to its partner, as core-raw, and acknowledges
+//               every exchange it receives ({"data":{"action":"ack"},"meta":{"msgId":...}}),
+//               in the same write as the messages that exchange triggers. The sender's `result`
+//               is counted by its guarantee (until_acked: kept; sent: not kept).
+//   idle-user   gen.js's `idle` with raw /ws clients that each name their own user id.
+//
+// Usage: node gen_user.js '<spec JSON>'   (as gen.js)
+"use strict";
+
+const fs = require("node:fs");
+const path = require("node:path");
+const vm = require("node:vm");
+
+function userScenarios() {
+  // This function's text runs inside gen.js's scope (see the end of this file): spec, signer,
+  // Conn, frame, openMany, pingPong, measure, closeAll, failed, sleep, procRssKb, procCpu and
+  // selfCpu are gen.js's.
+
+  /** A raw /ws client naming a user id (the app's user_id = "client" policy lets a signed
+   * client do so); resolves once the `connect` envelope has given its client id. */
+  function openRawUser(port, user, spread) {
+    return new Promise((resolve, reject) => {
+      const [ts, sign] = signer.now();
+      const url = `/ws?app=${spec.app}&timestamp=${ts}&sign=${sign}&userId=${user}`;
+      const c = new Conn(port, url, { spread });
+      let ready = false;
+      c.onFail = (_, why) => (ready ? failed(c, why) : reject(new Error(why)));
+      c.onText = (conn, buf, s, e) => {
+        if (ready) {
+          conn.onMessage(conn, buf, s, e);
+          return;
+        }
+        const env = JSON.parse(buf.toString("utf8", s, e));
+        if (env.data.action !== "connect" || env.meta.userId !== user) {
+          reject(new Error(`refused: ${JSON.stringify(env)}`));
+          conn.close();
+          return;
+        }
+        ready = true;
+        conn.sid = env.meta.client;
+        resolve(conn);
+      };
+    });
+  }
+
+  const ackFrame = (msgId) => frame(`{"data":{"action":"ack"},"meta":{"msgId":"${msgId}"}}`);
+
+  async function coreUser() {
+    const port = spec.ports[0];
+    const conns = await openMany(2 * spec.pairs, 50, (i) => openRawUser(port, `u${i}`, false));
+    const counts = { kept: 0, unkept: 0, acks: 0, deny: 0, firstDeny: null };
+    let msgId = null; // the msgId of the exchange just classified, for the receiver to ack
+    const classify = (buf, s, e) => {
+      const text = buf.latin1Slice(s, e);
+      if (text.includes('"action":"exchange"')) {
+        const i = text.indexOf('"msgId":"') + 9;
+        msgId = text.slice(i, text.indexOf('"', i));
+        return 1;
+      }
+      if (text.includes('"action":"result"')) {
+        if (text.includes('"guarantee":"until_acked"')) counts.kept++;
+        else counts.unkept++;
+        return 0;
+      }
+      if (text.includes('"action":"deny"')) {
+        counts.deny++;
+        if (counts.firstDeny === null) counts.firstDeny = buf.toString("utf8", s, e);
+        return 2; // never delivered: the sender sends another to keep its window full
+      }
+      return 0;
+    };
+    const run = pingPong(conns, classify, (c) => frame(envelope(c.partner.sid)));
+    // pingPong has set every client's handlers and sent the first window, and now waits for
+    // the warm-up: add the acks. A chunk's acks and the messages it triggers go out in one
+    // write (cork), acks first; acks go on after the timed part too, until the end.
+    for (const c of conns) {
+      const onMessage = c.onMessage;
+      const onChunk = c.onChunk;
+      c.acks = [];
+      c.onMessage = (conn, buf, s, e) => {
+        msgId = null;
+        onMessage(conn, buf, s, e);
+        if (msgId !== null) conn.acks.push(msgId);
+      };
+      c.onChunk = (conn) => {
+        const ids = conn.acks;
+        if (ids.length === 0) {
+          onChunk(conn);
+          return;
+        }
+        conn.acks = [];
+        counts.acks += ids.length;
+        conn.sock.cork();
+        conn.write(ids.length === 1 ? ackFrame(ids[0]) : Buffer.concat(ids.map(ackFrame)));
+        onChunk(conn);
+        conn.sock.uncork();
+      };
+    }
+    const m = await run;
+    m.kept = counts.kept;
+    m.unkept = counts.unkept;
+    m.acks = counts.acks;
+    if (counts.deny) m.denied = counts.deny;
+    if (counts.firstDeny) m.first_deny = counts.firstDeny.slice(0, 300);
+    return { ...m, clients: conns.length };
+  }
+
+  /** gen.js's `idle`, the clients on raw /ws with a user id each. */
+  async function idleUser() {
+    const pid = spec.pids[0];
+    const conns = [];
+    let n = 0;
+    const open = () => openRawUser(spec.ports[0], `u${n++}`, true);
+    const connectTo = async (total) => {
+      const more = await openMany(total - conns.length, spec.concurrency, open);
+      conns.push(...more);
+    };
+    await connectTo(spec.base);
+    await sleep(spec.settle);
+    const base = procRssKb(pid);
+    const cpu0 = procCpu(pid);
+    const g0 = selfCpu();
+    const t0 = performance.now();
+    const levels = [];
+    for (const level of spec.levels) {
+      await connectTo(spec.base + level);
+      await sleep(spec.settle);
+      if (failure) throw new Error(failure);
+      const rss = procRssKb(pid);
+      levels.push({ clients: level, rss_kb: rss, kb_per_conn: (rss - base) / level });
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const m = {
+      base_clients: spec.base,
+      base_rss_kb: base,
+      levels,
+      seconds,
+      server_cpu_s: procCpu(pid) - cpu0,
+      gen_cpu_s: selfCpu() - g0,
+    };
+    closeAll(conns);
+    return m;
+  }
+
+  return { "core-user": coreUser, "idle-user": idleUser };
+}
+
+// gen.js, its scenario table (`const SCENARIOS = { ... };`) replaced by userScenarios().
+const genPath = path.join(__dirname, "gen.js");
+const source = fs.readFileSync(genPath, "utf8");
+const start = source.indexOf("\nconst SCENARIOS = {");
+const end = start < 0 ? -1 : source.indexOf("\n};\n", start);
+if (end < 0) {
+  process.stdout.write(`${JSON.stringify({ error: `no scenario table found in ${genPath}` })}\n`);
+  process.exit(1);
+}
+const body =
+  `${source.slice(0, start)}\nconst SCENARIOS = (${userScenarios.toString()})();\n` +
+  source.slice(end + 4);
+vm.runInThisContext(`(function (require, process) {${body}\n})`, { filename: genPath })(
+  require,
+  process,
+);
