@@ -13,12 +13,13 @@ from .core.api import HttpApi
 from .core.binding import CoreOptions, RawEndpoint, bind_socketio
 from .core.hub import Hub
 from .engine import EngineHandler, EngineServer
-from .http import NATIVE
+from .http import GATE, NATIVE
 from .metrics import Metrics
 from .ops import HEALTH, Health, package_version
 from .sio import SocketIOServer
 from .transports import websocket
 from .transports.frontdoor import Acceptance, HandshakeRequest, NativeRouter
+from .transports.gate import Gate
 
 log = logging.getLogger("wxio")
 
@@ -140,6 +141,11 @@ def build_app(
     engines: list[EngineServer] = []
     app[ENGINES] = engines
     metrics = hub.metrics if hub is not None else Metrics()
+    app[GATE] = Gate(
+        max_connections=config.max_connections,
+        max_connections_per_address=config.max_connections_per_address,
+        metrics=metrics,
+    )
     forwarder = None
     if hub is not None and hasattr(hub.backplane, "node_url"):
         from .cluster.forward import Forwarder

@@ -89,6 +89,12 @@ class ServerConfig:
     shutdown_grace: float = 5.0
     #: Seconds a client has to send complete HTTP request headers.
     header_timeout: float = 10.0
+    #: Connections open at once on this node (every listener, every kind: WebSocket, polling,
+    #: plain HTTP); one more is answered 503. 0: no limit.
+    max_connections: int = 0
+    #: The same for the connections of one client address (the TCP peer's: a proxy's address
+    #: when there is one, see docs/operations.md). 0: no limit.
+    max_connections_per_address: int = 0
     #: Serve WebSocket upgrades that open a connection below aiohttp (lighter and faster;
     #: see docs/operations.md). False: every request through aiohttp.
     native_websocket: bool = True
@@ -139,4 +145,8 @@ def load(path: str | Path | None) -> ServerConfig:
     base: ServerConfig = _section(ServerConfig, server, "server")
     if base.log_format not in ("text", "json"):
         raise ConfigError('[server]: log_format must be "text" or "json"')
+    for name in ("max_connections", "max_connections_per_address"):
+        value = getattr(base, name)
+        if type(value) is not int or value < 0:
+            raise ConfigError(f"[server]: {name} must be a whole number, 0 for no limit")
     return replace(base, engine=engine, socketio=sio, extra=extra)

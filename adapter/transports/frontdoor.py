@@ -8,7 +8,14 @@ reader queue stays behind it, which is most of what a connection cost. Everythin
 HTTP, polling, upgrades of polling sessions, anything this parser does not take) is handed to
 aiohttp with the bytes read so far, behind the :class:`~wxio.adapter.http.HeaderGuard`.
 
-The request-header deadline covers the first head here, then the guard covers aiohttp's.
+The request-header deadline covers the first head here, then the guard covers aiohttp's. The
+connection limits (:class:`~.gate.Gate`) are checked when a connection arrives, before its head
+is read; its slot goes with the transport to whichever protocol serves it.
+
+A head this parser does not take natively is always aiohttp's to answer, so the two ways cannot
+disagree on it: :mod:`wxio.protocol.http1` takes no head aiohttp would refuse, and checks the
+rules of a WebSocket upgrade (``upgrade_refusal``) that the server's middleware applies in front
+of aiohttp's handlers.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from ...protocol.http1 import (
     switching_protocols,
     websocket_key,
 )
+from .gate import Gate, Refusal, Slot
 from .wsconn import WebSocketConnection
 
 log = logging.getLogger("wxio.http")
@@ -79,15 +87,31 @@ NativeRouter = Callable[[HandshakeRequest], Acceptance | None]
 class HeaderDeadline(asyncio.Protocol):
     """The request-header deadline of the listening socket's protocols (this front door, and
     :class:`~wxio.adapter.http.HeaderGuard` in front of aiohttp): a connection that has not
-    completed a request's headers ``timeout`` seconds after :meth:`arm` is cut (slowloris)."""
+    completed a request's headers ``timeout`` seconds after :meth:`arm` is cut (slowloris).
+    They also hold the connection's :class:`~.gate.Slot` while they own the transport."""
 
-    __slots__ = ("timeout", "transport", "_timer", "_lost")
+    __slots__ = ("timeout", "transport", "slot", "_timer", "_lost")
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.transport: asyncio.Transport | None = None
+        #: The connection's place under the connection limits: released when it is lost, or
+        #: handed on with the transport.
+        self.slot: Slot | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._lost = False
+
+    def admit(self, transport: asyncio.BaseTransport, gate: Gate | None) -> bool:
+        """For the listener's first protocol: the gate's yes (this protocol keeps the slot), or
+        no (the connection is answered 503 by a :class:`~.gate.Refusal`, not by this one)."""
+        if gate is None:
+            return True
+        self.slot = gate.admit(transport)
+        if self.slot is None:
+            self._lost = True
+            Refusal.install(transport)
+            return False
+        return True
 
     def arm(self) -> None:
         # Never after connection_lost: aiohttp's guard re-arms when a request ends, which for a
@@ -117,21 +141,34 @@ class HeaderDeadline(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self.disarm()
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            slot.release()
 
 
 class FrontDoor(HeaderDeadline):
     """Reads one request head, then hands the transport to a WebSocket connection or to
-    aiohttp (``http()`` makes aiohttp's protocol, already behind the header guard)."""
+    aiohttp (``http()`` makes aiohttp's protocol, already behind the header guard). With a
+    ``gate``, a connection over a limit is refused before anything is read."""
 
-    __slots__ = ("router", "http", "_buf")
+    __slots__ = ("router", "http", "gate", "_buf")
 
     def __init__(
-        self, router: NativeRouter, http: Callable[[], asyncio.Protocol], timeout: float
+        self,
+        router: NativeRouter,
+        http: Callable[[], HeaderDeadline],
+        timeout: float,
+        gate: Gate | None = None,
     ) -> None:
         super().__init__(timeout)
         self.router = router
         self.http = http
+        self.gate = gate
         self._buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.admit(transport, self.gate):
+            super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
@@ -156,6 +193,7 @@ class FrontDoor(HeaderDeadline):
                     self._accept(transport, key, acceptance, buf[head.size :])
                     return
         inner = self.http()
+        inner.slot, self.slot = self.slot, None
         transport.set_protocol(inner)
         inner.connection_made(transport)
         inner.data_received(buf)
@@ -170,6 +208,9 @@ class FrontDoor(HeaderDeadline):
             slow_grace=acceptance.slow_grace,
             heartbeat=acceptance.heartbeat,
         )
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            conn.on_lost = slot.release
         transport.set_protocol(conn)
         transport.write(switching_protocols(key))
         if rest:

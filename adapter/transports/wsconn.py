@@ -85,6 +85,7 @@ class WebSocketConnection(asyncio.Protocol):
         "listener",
         "heartbeat",
         "on_too_big",
+        "on_lost",
         "_pending",
         "_state",
         "_lost",
@@ -121,6 +122,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.heartbeat = heartbeat
         #: Says what to close with when a message is over the bound (default 1009).
         self.on_too_big = on_too_big
+        #: Called once when the connection is lost (the front door releases its slot).
+        self.on_lost: Callable[[], None] | None = None
         self._pending = b""
         self._state = 0  # 0 open, 1 closing (a close frame sent or received), 2 closed
         self._lost: asyncio.Future[None] | None = None
@@ -233,6 +236,9 @@ class WebSocketConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = 2
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
         self._cancel_timer()
         if self._drain is not None:
             self._drain.cancel()

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 from wxio.protocol.http1 import (
+    MAX_FIELD,
     MAX_HEAD,
+    MAX_HEADERS,
+    MAX_TARGET,
     Incomplete,
     accept_value,
     parse_head,
     simple_response,
     switching_protocols,
+    upgrade_refusal,
+    wants_websocket,
     websocket_key,
 )
 
@@ -62,10 +67,30 @@ def test_incomplete_until_the_blank_line() -> None:
         b"GET /ws HTTP/1.1\r\nA: \x01\r\n\r\n",
         b"GET /\xff HTTP/1.1\r\n\r\n",  # not ASCII
         b"GET /" + b"a" * MAX_HEAD + b" HTTP/1.1\r\n\r\n",  # too long for this parser
+        # Beyond the framework's limits, which answers them 400:
+        b"GET /" + b"a" * MAX_TARGET + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * MAX_FIELD + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * (MAX_FIELD - 1) + b" \r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * (MAX_HEADERS + 1) + b"\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",  # a second field of a singleton
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key1: 1 2\r\n\r\n",  # hixie-76
     ],
 )
 def test_heads_left_to_the_framework(wire: bytes) -> None:
     assert parse_head(wire) is None
+
+
+def test_heads_at_the_framework_limits_are_taken() -> None:
+    target = b"/" + b"a" * (MAX_TARGET - 1)
+    head = parse_head(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert head is not None and head.target == target.decode()
+    # Name and value (with the spaces after it) exactly MAX_FIELD; MAX_HEADERS fields.
+    value = b"a" * (MAX_FIELD - 3)
+    wire = b"GET / HTTP/1.1\r\nX: " + value + b"  \r\n" + b"Y: a\r\n" * (MAX_HEADERS - 1) + b"\r\n"
+    head = parse_head(wire)
+    assert head is not None and len(head.headers) == MAX_HEADERS
+    assert head.header("x") == value.decode()
 
 
 @pytest.mark.parametrize(
@@ -80,11 +105,65 @@ def test_heads_left_to_the_framework(wire: bytes) -> None:
         (b"dGhlIHNhbXBsZSBub25jZQ==", b"c2hvcnQ="),  # decodes, but not to 16 bytes
         (b"Host: example.com", b"Hast: example.com"),
         (b"X-Two: a", b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="),  # two keys
+        (b"X-Two: a", b"Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA=="),  # two different keys
+        (b"X-Two: a", b"Sec-WebSocket-Version: 13"),
+        (b"X-Two: a", b"Content-Length: 5"),  # a body
+        (b"X-Two: a", b"Transfer-Encoding: chunked"),
     ],
 )
 def test_not_a_valid_upgrade(old: bytes, new: bytes) -> None:
     head = parse_head(UPGRADE.replace(old, new))
     assert head is not None and websocket_key(head) is None
+
+
+def test_an_empty_body_is_no_body() -> None:
+    head = parse_head(UPGRADE.replace(b"X-Two: a", b"Content-Length: 0"))
+    assert head is not None and websocket_key(head) == "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+HANDSHAKE = [
+    ("Host", "a"),
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "drop", "why"),
+    [
+        ("GET", [], "", None),
+        ("GET", [("Content-Length", " 0 ")], "", None),
+        ("POST", [], "", "a WebSocket upgrade must be a GET"),
+        ("GET", [("Content-Length", "1")], "", "a WebSocket upgrade has no body"),
+        ("GET", [("Content-Length", "")], "", "a WebSocket upgrade has no body"),
+        ("GET", [("transfer-encoding", "chunked")], "", "a WebSocket upgrade has no body"),
+        ("GET", [("HOST", "b")], "", "a WebSocket upgrade needs one Host header"),
+        ("GET", [], "Host", "a WebSocket upgrade needs one Host header"),
+        ("GET", [], "Sec-WebSocket-Key", "a WebSocket upgrade needs one Sec-WebSocket-Key header"),
+        (
+            "GET",
+            [("Sec-WebSocket-Version", "13")],
+            "",
+            "a WebSocket upgrade needs one Sec-WebSocket-Version header",
+        ),
+    ],
+)
+def test_upgrade_refusal(
+    method: str, extra: list[tuple[str, str]], drop: str, why: str | None
+) -> None:
+    fields = [field for field in HANDSHAKE if field[0] != drop] + extra
+    assert upgrade_refusal(method, fields) == why
+
+
+def test_wants_websocket_reads_the_first_fields() -> None:
+    assert wants_websocket(HANDSHAKE)
+    assert not wants_websocket([("Upgrade", "websocket")])  # no Connection: upgrade
+    assert not wants_websocket([("Connection", "upgrade"), ("Upgrade", "h2c")])
+    assert not wants_websocket(
+        [("Connection", "upgrade"), ("Upgrade", "h2c"), ("Upgrade", "websocket")]
+    )
 
 
 def test_responses() -> None:
