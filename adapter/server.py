@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import importlib
+import inspect
 import logging
 import os
 import secrets
@@ -37,22 +38,45 @@ log = logging.getLogger("wxio")
 
 def load_user_app(spec: str, io: SocketIOServer) -> SocketIOServer:
     """``module:attr``: a SocketIOServer to serve, or a callable ``setup(io)`` that registers
-    handlers on ours (and may return its own server)."""
+    handlers on ours (and may return its own server). A target that is not there (no such
+    module or attribute, not callable with ``io``) is a :class:`ConfigError`, one line; an
+    error raised by the module or by ``setup`` itself propagates, with its traceback."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ConfigError(f"--app must be module:attribute, not {spec!r}")
+        raise ConfigError(f"--app {spec}: give module:attribute (e.g. myapp:setup)")
     if "" not in sys.path:
         sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the target itself (or its package) missing is a bad --app; a module that the
+        # target imports and that is missing is an error in the application: its traceback.
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            raise
+        raise ConfigError(
+            f"--app {spec}: no module named {exc.name!r} (run from the directory that holds "
+            "it, or install it)"
+        ) from None
     target: Any = module
     for part in attr.split("."):
-        target = getattr(target, part)
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigError(f"--app {spec}: {module_name} has no attribute {attr!r}") from None
     if isinstance(target, SocketIOServer):
         return target
-    if callable(target):
-        result = target(io)
-        return result if isinstance(result, SocketIOServer) else io
-    raise ConfigError(f"{spec} is neither a SocketIOServer nor a callable")
+    if not callable(target):
+        raise ConfigError(
+            f"--app {spec}: a {type(target).__name__}, neither a SocketIOServer nor a callable"
+        )
+    try:
+        inspect.signature(target).bind(io)
+    except TypeError:
+        raise ConfigError(f"--app {spec}: must take one argument, the server (setup(io))") from None
+    except ValueError:
+        pass  # no signature to check (a builtin): call it and see
+    result = target(io)
+    return result if isinstance(result, SocketIOServer) else io
 
 
 def core_setup(config: ServerConfig) -> tuple[AppRegistry, CoreOptions]:
@@ -120,8 +144,13 @@ def single_node_backplane(config: ServerConfig, node_id: str | None = None) -> B
 
 
 def make_app(
-    config: ServerConfig, profile: str, app_spec: str | None
+    config: ServerConfig,
+    profile: str,
+    app_spec: str | None,
+    warnings: list[str] | None = None,
 ) -> tuple[web.Application, AppRegistry | None, Hub | None]:
+    """The aiohttp app of ``wxio serve``. ``warnings``: a list to collect the warnings about the
+    user's handlers in (else they are logged at once)."""
     extra: list[tuple[str, EngineHandler]] = []
     if profile == "conformance":
         config = conformance_config(config)
@@ -134,13 +163,16 @@ def make_app(
         extra.append(("/engine.io/", EchoHandler()))
     else:
         apps, options = core_setup(config)
+    if app_spec:  # (before the backplane: a bad --app opens no store)
+        io = load_user_app(app_spec, io)
+    io.start_warnings = warnings
+    if apps is not None:
         hub = Hub(apps, backplane=make_backplane(config))
         add_metrics = getattr(hub.backplane, "add_metrics", None)
         if add_metrics is not None:
             add_metrics(hub.metrics)
-    if app_spec:
-        io = load_user_app(app_spec, io)
     app = build_app(config, io, extra_engines=extra, hub=hub, core_options=options)
+    io.start_warnings = None  # (what comes later is logged at once)
     return app, apps, hub
 
 
@@ -196,7 +228,8 @@ def serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             return run_workers(args, config)
         loop = use_event_loop(os.environ.get("WXIO_LOOP", "auto"))
-        app, apps, hub = make_app(config, args.profile, args.app)
+        warnings: list[str] = []
+        app, apps, hub = make_app(config, args.profile, args.app, warnings)
     except ConfigError as exc:
         print(f"wxio: {exc}", file=sys.stderr)
         return 2
@@ -217,7 +250,15 @@ def serve(args: argparse.Namespace) -> int:
         if config.dashboard or (apps.is_demo and config.dashboard is None):
             banner.append(f"dashboard: {scheme}://{config.host}:{config.port}/")
     asyncio.run(
-        _run(app, config, hub, reuse_port=args.reuse_port, banner=banner, ssl_context=ssl_context)
+        _run(
+            app,
+            config,
+            hub,
+            reuse_port=args.reuse_port,
+            banner=banner,
+            ssl_context=ssl_context,
+            warnings=warnings,
+        )
     )
     return 0
 
@@ -240,6 +281,7 @@ async def _run(
     reuse_port: bool,
     banner: list[str],
     ssl_context: ssl.SSLContext | None = None,
+    warnings: list[str] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     server = HttpServer(
@@ -251,7 +293,9 @@ async def _run(
     await server.start(config.host, config.port, reuse_port=reuse_port, ssl_context=ssl_context)
     tune_gc()
     print("\n".join(banner), flush=True)  # once listening: scripts may wait for this line
-    if hub is not None:  # after the banner, which scripts read first
+    for warning in warnings or ():  # after the banner, which scripts read first
+        log.warning("%s", warning)
+    if hub is not None:
         for warning in hub.apps.warnings():
             log.warning("%s", warning)
         describe = getattr(hub.backplane, "describe", None)

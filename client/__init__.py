@@ -10,12 +10,16 @@
         result = await client.send(other_id, {"text": "hi"})   # SendResult(status="delivered")
         async for message in client:                           # exchange, broadcast, deny
             print(message.sender, message.payload)
+
+    async with ApiClient("https://example.com", Credentials("shop", server_key)) as api:
+        result = await api.send(client_id, {"text": "hi"})     # the same SendResult
 """
 
 from ._auth import Credentials
 from .api import ApiClient, ApiSendResult, Presence
 from .errors import ConnectionClosed, Denied, WxioError
-from .ws import Message, SendResult, WxioClient
+from .result import Guarantee, SendResult, SendStatus
+from .ws import Message, WxioClient
 
 __all__ = [
     "ApiClient",
@@ -23,9 +27,11 @@ __all__ = [
     "ConnectionClosed",
     "Credentials",
     "Denied",
+    "Guarantee",
     "Message",
     "Presence",
     "SendResult",
+    "SendStatus",
     "WxioClient",
     "WxioError",
 ]

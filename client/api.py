@@ -10,16 +10,13 @@ import aiohttp
 
 from ._auth import Credentials
 from .errors import Denied, WxioError
+from .result import SendResult
 
 __all__ = ["ApiClient", "ApiSendResult", "Presence"]
 
-
-@dataclass(frozen=True, slots=True)
-class ApiSendResult:
-    delivered: bool
-    queued: bool
-    msg_id: str
-    dropped: tuple[str, ...] = ()
+#: The name :meth:`ApiClient.send`'s result had before it was :class:`SendResult` (the same as
+#: :meth:`WxioClient.send`'s); ``delivered`` and ``queued`` read as they did.
+ApiSendResult = SendResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +92,23 @@ class ApiClient:
                 raise WxioError("the answer is not a JSON object")
             return body
 
-    async def send(self, target: str, message: Any, *, user_id: str | None = None) -> ApiSendResult:
+    async def send(self, target: str, message: Any, *, user_id: str | None = None) -> SendResult:
         """``transportMessage``: an ``exchange`` to client ``target`` (or its user's inbox);
-        ``user_id`` is the sender's user id the target sees."""
+        ``user_id`` is the sender's user id the target sees. The result is
+        :class:`~.result.SendResult`, as from :meth:`WxioClient.send`: ``status`` is
+        ``"delivered"`` or ``"queued"`` (also :attr:`~.result.SendResult.queued`), and
+        ``delivered`` is 1 or 0 (the HTTP API does not count connections)."""
         signed = {"target": target, "userId": user_id, "message": message}
         body = {**signed, **self.credentials.api_fields(signed)}
         answer = await self._call("POST", "transportMessage", json=body)
-        return ApiSendResult(
-            bool(answer.get("delivered")),
-            bool(answer.get("queued")),
+        delivered = bool(answer.get("delivered"))
+        if not delivered and not answer.get("queued"):
+            raise WxioError(f"transportMessage answered neither delivered nor queued: {answer}")
+        return SendResult(
+            "delivered" if delivered else "queued",
             str(answer.get("msgId")),
-            tuple(answer.get("dropped", ())),
+            delivered=int(delivered),
+            dropped=tuple(answer.get("dropped", ())),
         )
 
     async def broadcast(self, message: Any) -> int:

@@ -30,6 +30,7 @@ import aiohttp
 
 from ._auth import Credentials
 from .errors import ConnectionClosed, Denied
+from .result import SendResult, guarantee, send_status
 
 log = logging.getLogger("wxio.client")
 
@@ -62,20 +63,6 @@ class Message:
             reason = self.payload.get("reason")
             return reason if isinstance(reason, str) else None
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    #: "delivered" (to a connected client) or "queued" (in the user's offline inbox).
-    status: str
-    msg_id: str
-    #: How many connections got it (a user may be connected more than once).
-    delivered: int = 0
-    #: Inbox message ids dropped to make room (the oldest first).
-    dropped: tuple[str, ...] = ()
-    #: "until_acked" (kept in the target user's inbox until acknowledged) or "sent" (written
-    #: once); None from a server that does not say.
-    guarantee: str | None = None
 
 
 Callback = Callable[[Message], Awaitable[None] | None]
@@ -472,9 +459,9 @@ class WxioClient:
 def _result(reply: dict[str, Any]) -> SendResult:
     payload = reply["data"].get("payload") or {}
     return SendResult(
-        status=str(payload.get("status")),
+        status=send_status(payload.get("status")),
         msg_id=str(payload.get("msgId") or reply["meta"].get("msgId")),
         delivered=int(payload.get("delivered", 0)),
         dropped=tuple(payload.get("dropped", ())),
-        guarantee=payload.get("guarantee") if isinstance(payload.get("guarantee"), str) else None,
+        guarantee=guarantee(payload.get("guarantee")),
     )

@@ -63,6 +63,13 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     or the query string for EIO=3 and libraries that cannot send auth), envelopes in as
     ``requestMessage``, replies and deliveries out as ``responseMessage``."""
     nsp = io.of(options.namespace)
+    # Handlers the application put here (io.on("x") defaults to "/") are served only to the
+    # core's clients: say so once, at start (docs/api.md).
+    nsp.reserve(
+        "the routing core",
+        "authenticate with an app's credentials or token",
+        "move the core with [core] namespace",
+    )
     # The core has its own redelivery (the inbox): connection state recovery leaves it alone.
     nsp.recoverable = False
 

@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from ...protocol.socketio import Packet
+from ...protocol.socketio import Packet, PacketType
 
 if TYPE_CHECKING:
     from .server import SocketIOServer
-    from .socket import Socket
+    from .socket import Handshake, Socket
 
 __all__ = [
     "ConnectionRefused",
     "ConnectContext",
     "EventContext",
+    "EventPacket",
     "Next",
     "Middleware",
+    "ConnectMiddleware",
+    "PacketMiddleware",
+    "AckValue",
     "NO_ACK",
+    "NoAck",
 ]
 
+#: What a peer's answer holds: an argument of a client's ack (``socket.call``,
+#: ``emit_with_ack``) or another node's answer (``server_side_emit_with_ack``). JSON values, and
+#: ``bytes`` for binary data; narrow it with ``isinstance`` before use.
+AckValue: TypeAlias = (
+    "None | bool | int | float | str | bytes | list[AckValue] | dict[str, AckValue]"
+)
 
-class _NoAck:
-    """The type of :data:`NO_ACK` (one instance)."""
+
+class NoAck:
+    """The type of :data:`NO_ACK` (one instance): annotate a handler that may decline to answer
+    as ``-> str | NoAck``."""
 
     __slots__ = ()
 
@@ -37,7 +50,7 @@ class _NoAck:
 #: handler that ignores its callback does (the client's ``timeout()``/``retries`` then see no
 #: ack). By default an event that asks for an ack always gets one: the handler's return value,
 #: or an empty ack (``43<id>[]``) when it returns None.
-NO_ACK: Any = _NoAck()
+NO_ACK: Final[NoAck] = NoAck()
 
 
 class ConnectionRefused(Exception):
@@ -69,9 +82,30 @@ class ConnectContext:
         return self.socket.handshake.auth
 
     @property
-    def handshake(self) -> Any:
+    def handshake(self) -> Handshake:
         """``socket.handshake``."""
         return self.socket.handshake
+
+
+class EventPacket(list[Any]):
+    """``ctx.packet``, shaped as egg-socket.io gives it: the list ``[event, *args]`` (so
+    ``ctx.packet[0]`` is the event name), without the ack callback (answer with ``ctx.ack``).
+    It also has the Socket.IO packet's ``type``, ``nsp`` and ``id`` (the ack id, None when the
+    client asked for no ack), and ``data`` (the list itself), what ``ctx.packet`` gave before it
+    was a list. Changing it changes nothing: the handler gets ``ctx.args``."""
+
+    __slots__ = ("type", "nsp", "id")
+
+    def __init__(self, packet: Packet) -> None:
+        super().__init__(packet.data)
+        self.type: PacketType = packet.type
+        self.nsp: str = packet.nsp
+        self.id: int | None = packet.id
+
+    @property
+    def data(self) -> list[Any]:
+        """``[event, *args]``: the list itself."""
+        return self
 
 
 class EventContext:
@@ -82,12 +116,13 @@ class EventContext:
     (or returning :data:`NO_ACK`) leaves it unanswered. A packet middleware that does not call
     ``next``, a handler that raises, and an event with no handler send no ack either."""
 
-    __slots__ = ("socket", "app", "packet", "event", "args", "acked", "state")
+    __slots__ = ("socket", "app", "_packet", "_egg", "event", "args", "acked", "state")
 
     def __init__(self, socket: Socket, app: SocketIOServer, packet: Packet) -> None:
         self.socket = socket
         self.app = app
-        self.packet = packet
+        self._packet = packet
+        self._egg: EventPacket | None = None
         self.event: str = packet.data[0]
         self.args: list[Any] = packet.data[1:]
         #: True once the ack was sent or declined (read it; use ack() or no_ack() to change it).
@@ -95,16 +130,29 @@ class EventContext:
         self.state: dict[str, Any] = {}
 
     @property
+    def packet(self) -> EventPacket:
+        """egg-socket.io's ``ctx.packet``: ``[event, *args]`` (see :class:`EventPacket`)."""
+        if self._egg is None:
+            self._egg = EventPacket(self._packet)
+        return self._egg
+
+    @property
+    def ack_id(self) -> int | None:
+        """The id of the ack the client asked for (None: it asked for none)."""
+        return self._packet.id
+
+    @property
     def wants_ack(self) -> bool:
         """Whether the client asked for an ack (the packet has an id)."""
-        return self.packet.id is not None
+        return self._packet.id is not None
 
     def ack(self, *args: Any) -> None:
         """Answer the client's ack callback (once; later calls are ignored)."""
-        if self.acked or self.packet.id is None:
+        ack_id = self._packet.id
+        if self.acked or ack_id is None:
             return
         self.acked = True
-        self.socket.send_ack(self.packet.id, list(args))
+        self.socket.send_ack(ack_id, list(args))
 
     def no_ack(self) -> None:
         """Leave the client's ack callback unanswered (its ``timeout()`` will fire): nothing is
@@ -112,5 +160,11 @@ class EventContext:
         self.acked = True
 
 
+#: What middleware calls to go on: ``await next()``.
 Next = Callable[[], Awaitable[None]]
-Middleware = Callable[[Any, Next], Awaitable[None]]
+#: Connection middleware (``io.use``, ``nsp.use``): ``async def mw(ctx, next)``.
+ConnectMiddleware = Callable[[ConnectContext, Next], Awaitable[object]]
+#: Packet middleware (``io.use_packet``, ``nsp.use_packet``): ``async def mw(ctx, next)``.
+PacketMiddleware = Callable[[EventContext, Next], Awaitable[object]]
+#: Either kind (how the namespace keeps them).
+Middleware = Callable[[Any, Next], Awaitable[object]]

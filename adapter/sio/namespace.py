@@ -5,21 +5,37 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ...protocol.socketio import Packet, PacketType
 from ..transports.outbox import message_frame
-from .context import NO_ACK, EventContext, Middleware
+from .context import (
+    NO_ACK,
+    AckValue,
+    ConnectMiddleware,
+    EventContext,
+    Middleware,
+    PacketMiddleware,
+)
 
 if TYPE_CHECKING:
+    from .remote import RemoteSocket
     from .server import SocketIOServer
     from .socket import Socket
 
 log = logging.getLogger("wxio.socketio")
 
-__all__ = ["Namespace", "BroadcastOperator"]
+__all__ = ["Namespace", "BroadcastOperator", "Handler", "RouteHandler", "Authorizer"]
 
+#: An event handler ``handler(socket, *args)`` (or a lifecycle or ``"*"`` handler); it may be a
+#: coroutine function.
 Handler = Callable[..., Any]
+#: An egg-socket.io style handler ``handler(ctx)`` (``io.route``); it may be a coroutine function.
+RouteHandler = Callable[[EventContext], object]
+#: ``check(socket)`` before the CONNECT reply (``nsp.authorize``); it may be a coroutine function.
+Authorizer = Callable[["Socket"], object]
+H = TypeVar("H", bound=Handler)
+R = TypeVar("R", bound=RouteHandler)
 
 
 class _Handlers:
@@ -44,7 +60,7 @@ class _Handlers:
         #: ``connect``, ``disconnecting``, ``disconnect``, ``error``: ``handler(socket, ...)``.
         self.lifecycle: dict[str, list[Handler]] = {}
         #: ``async def check(socket)`` run before the CONNECT reply; raise ConnectionRefused.
-        self.authorizers: list[Callable[[Socket], Any]] = []
+        self.authorizers: list[Authorizer] = []
         self.middleware: list[Middleware] = []
         self.packet_middleware: list[Middleware] = []
 
@@ -66,13 +82,19 @@ class Namespace:
         #: With connection state recovery on, whether this namespace takes part (the routing
         #: core's namespace does not: it has its own inbox).
         self.recoverable = True
+        #: Who serves this namespace besides the application (the routing core), else None.
+        self.reserved_by: str | None = None
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name}>"
 
     # -- registration --------------------------------------------------------------------------
 
-    def on(self, event: str, handler: Handler | None = None) -> Any:
+    @overload
+    def on(self, event: str, handler: None = None) -> Callable[[H], H]: ...
+    @overload
+    def on(self, event: str, handler: H) -> H: ...
+    def on(self, event: str, handler: H | None = None) -> H | Callable[[H], H]:
         """Register ``handler(socket, *args)`` for ``event``; usable as a decorator. Its return
         value answers the client's ack (a tuple gives several arguments; None an empty ack;
         :data:`~.context.NO_ACK` no ack at all). ``"*"``
@@ -81,7 +103,7 @@ class Namespace:
         (``handler(socket, reason)``), ``error`` (``handler(socket, exc)``), ``refused``
         (``handler(socket)``: connection checks ran but the socket never connected)."""
 
-        def register(fn: Handler) -> Handler:
+        def register(fn: H) -> H:
             if event == "*":
                 self.handlers.any.append(fn)
             elif event in _LIFECYCLE:
@@ -93,25 +115,64 @@ class Namespace:
 
         return register(handler) if handler is not None else register
 
-    def route(self, event: str, handler: Handler) -> None:
+    @overload
+    def route(self, event: str, handler: None = None) -> Callable[[R], R]: ...
+    @overload
+    def route(self, event: str, handler: R) -> R: ...
+    def route(self, event: str, handler: R | None = None) -> R | Callable[[R], R]:
         """egg-socket.io style: ``handler(ctx)`` with ``ctx.socket``, ``ctx.args``,
-        ``ctx.packet``, ``ctx.app``; ``ctx.ack(...)`` or the return value answers an ack."""
-        self.handlers.routes[event] = handler
+        ``ctx.packet`` (``[event, *args]``), ``ctx.app``; ``ctx.ack(...)`` or the return value
+        answers an ack. Usable as a decorator."""
 
-    def use(self, middleware: Middleware) -> None:
+        def register(fn: R) -> R:
+            self.handlers.routes[event] = fn
+            return fn
+
+        return register(handler) if handler is not None else register
+
+    def use(self, middleware: ConnectMiddleware) -> None:
         """Connection middleware ``async def mw(ctx, next)``; raise ConnectionRefused to refuse.
         Code after ``await next()`` runs at disconnect."""
         self.handlers.middleware.append(middleware)
 
-    def authorize(self, check: Callable[[Socket], Any]) -> None:
+    def authorize(self, check: Authorizer) -> None:
         """``async def check(socket)`` runs before the CONNECT reply and may raise
         ConnectionRefused; unlike middleware it holds nothing for the socket's lifetime."""
         self.handlers.authorizers.append(check)
 
-    def use_packet(self, middleware: Middleware) -> None:
+    def use_packet(self, middleware: PacketMiddleware) -> None:
         """Packet middleware ``async def mw(ctx, next)`` around every event; not calling
         ``next`` drops the packet."""
         self.handlers.packet_middleware.append(middleware)
+
+    def registrations(self) -> list[str]:
+        """What is registered on this namespace, one line each (``event 'chat'``,
+        ``connection middleware``...)."""
+        h = self.handlers
+        found = [f"event {name!r}" for name in h.events]
+        found += [f"route {name!r}" for name in h.routes]
+        found += ["catch-all '*'"] * len(h.any)
+        found += [f"{name!r} handler" for name, fns in h.lifecycle.items() for _ in fns]
+        found += ["connection check (authorize)"] * len(h.authorizers)
+        found += ["connection middleware (use)"] * len(h.middleware)
+        found += ["packet middleware (use_packet)"] * len(h.packet_middleware)
+        return found
+
+    def reserve(self, owner: str, admits: str, move: str = "") -> None:
+        """``owner`` (the routing core) serves this namespace too, admitting only clients that
+        ``admits``. Called before the owner registers its own handlers: one warning names
+        what the application registered here so far (those handlers are not lost, but other
+        clients are refused before they reach them, and the application's middleware also runs
+        around the owner's traffic). ``move`` says how to move the owner elsewhere."""
+        self.reserved_by = owner
+        found = self.registrations()
+        if found:
+            self.server.warn(
+                f"application handlers on namespace {self.name!r}, which is {owner}'s: "
+                f"{', '.join(found)}. Only clients that {admits} reach them; others get a "
+                'connect_error. Give your handlers a namespace of their own (io.of("/app"), or '
+                'namespace="/app" on io.on, io.use, io.route)' + (f", or {move}." if move else ".")
+            )
 
     # -- rooms ---------------------------------------------------------------------------------
 
@@ -164,7 +225,7 @@ class Namespace:
         return _send_to(targets, text, attachments)
 
     # The cluster-wide server API (see .remote): every socket of the namespace, on every node.
-    async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+    async def fetch_sockets(self, timeout: float | None = None) -> list[Socket | RemoteSocket]:
         """Every socket of the namespace, on every node (see
         :meth:`BroadcastOperator.fetch_sockets`)."""
         return await BroadcastOperator(self).fetch_sockets(timeout)
@@ -184,7 +245,7 @@ class Namespace:
 
     async def emit_with_ack(
         self, event: str, *args: Any, timeout: float | None = None
-    ) -> list[Any]:
+    ) -> list[AckValue]:
         """Emit to every socket of the namespace and collect their acks (see
         :meth:`BroadcastOperator.emit_with_ack`)."""
         return await BroadcastOperator(self).emit_with_ack(event, *args, timeout=timeout)
@@ -373,7 +434,7 @@ class BroadcastOperator:
 
     # -- the cluster-wide server API (socket.io 4 with an adapter; see .remote) ----------------
 
-    async def fetch_sockets(self, timeout: float | None = None) -> list[Any]:
+    async def fetch_sockets(self, timeout: float | None = None) -> list[Socket | RemoteSocket]:
         """The selected sockets on every node: this node's :class:`Socket` objects, then a
         :class:`~.remote.RemoteSocket` for each socket of another node that answered within
         ``timeout`` seconds (default 5)."""
@@ -402,7 +463,7 @@ class BroadcastOperator:
 
     async def emit_with_ack(
         self, event: str, *args: Any, timeout: float | None = None
-    ) -> list[Any]:
+    ) -> list[AckValue]:
         """Emit to the selected sockets on every node and wait up to ``timeout`` seconds
         (default the server's ``ack_timeout``) for each client's ack: Node's
         ``io.timeout(ms).emitWithAck(...)``. Returns the first argument of every ack; raises

@@ -15,6 +15,7 @@ from ...protocol.socketio import Packet, PacketType
 from .socket import AckTimeout
 
 if TYPE_CHECKING:
+    from .context import AckValue
     from .namespace import BroadcastOperator, Namespace
     from .socket import Socket
 
@@ -75,7 +76,7 @@ class RemoteSocket:
         """Disconnect this socket (``close``: its whole connection)."""
         self.nsp.to(self.id).disconnect_sockets(close)
 
-    async def emit_with_ack(self, event: str, *args: Any, timeout: float | None = None) -> Any:
+    async def emit_with_ack(self, event: str, *args: Any, timeout: float | None = None) -> AckValue:
         """Send an event and wait for the client's ack (its first argument); raises
         :class:`~.socket.AckTimeout` when none comes in time."""
         responses = await self.nsp.to(self.id).emit_with_ack(event, *args, timeout=timeout)
@@ -88,7 +89,7 @@ class BroadcastAckTimeout(AckTimeout):
     """Not every selected client acknowledged a broadcast in time; ``responses`` holds the acks
     that came (Node's ``err`` with its partial ``responses``)."""
 
-    def __init__(self, message: str, responses: list[Any]) -> None:
+    def __init__(self, message: str, responses: list[AckValue]) -> None:
         super().__init__(message)
         self.responses = responses
 
@@ -139,7 +140,7 @@ async def collect_acks(
 
 async def emit_with_ack(
     op: BroadcastOperator, event: str, args: list[Any], timeout: float
-) -> list[Any]:
+) -> list[AckValue]:
     server = op.nsp.server
     ack_id = _broadcast_ack_id()
     first, attachments = server.encode(

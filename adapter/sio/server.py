@@ -15,7 +15,7 @@ import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ...protocol.engineio.session import CloseReason
 from ...protocol.errors import RemoteProtocolError
@@ -23,10 +23,19 @@ from ...protocol.socketio import Decoder, Packet, PacketType, encode, split_name
 from ..config import ConfigError, SocketIOOptions
 from ..engine import AllowRequest, EngineSocket
 from ..tasks import Tasks
-from .context import ConnectContext, ConnectionRefused
-from .namespace import Handler, Namespace, _Handlers
+from .context import (
+    AckValue,
+    ConnectContext,
+    ConnectionRefused,
+    ConnectMiddleware,
+    PacketMiddleware,
+)
+from .namespace import Handler, Namespace, RouteHandler, _Handlers
 from .recovery import MemoryRecovery, RedisRecovery, recovery_options
 from .socket import Socket
+
+if TYPE_CHECKING:
+    from .remote import RemoteSocket
 
 log = logging.getLogger("wxio.socketio")
 
@@ -35,6 +44,11 @@ __all__ = ["SocketIOServer", "Client"]
 NamespaceMatcher = re.Pattern[str] | Callable[[str, dict[str, Any]], bool]
 # Engine.IO's own query keys are not auth for EIO=3 clients.
 _ENGINE_KEYS = frozenset({"EIO", "transport", "t", "sid", "b64", "j"})
+#: What a client is told when a connection check fails with anything but ConnectionRefused
+#: (the details are logged, never sent: they may hold internal names, addresses, secrets).
+SERVER_ERROR = "Server error"
+H = TypeVar("H", bound=Handler)
+R = TypeVar("R", bound=RouteHandler)
 
 
 class Client:
@@ -207,6 +221,10 @@ class SocketIOServer:
             MemoryRecovery(self, recovery) if recovery is not None else None
         )
         self.of("/")
+        #: Warnings about the setup (handlers on the routing core's namespace): logged at once,
+        #: or, when this is a list, collected there for the caller to log (``wxio serve`` logs
+        #: them after its banner).
+        self.start_warnings: list[str] | None = None
         #: Told about clients, sockets, rooms and events (the admin UI); None: nobody asked.
         self.observer: Any = None
         #: The Socket.IO Admin UI's server side, when on (see .admin.instrument).
@@ -232,6 +250,13 @@ class SocketIOServer:
         self._dynamic.append((name, parent.handlers))
         return parent
 
+    def warn(self, message: str) -> None:
+        """A warning about the setup: logged now, or kept in :attr:`start_warnings`."""
+        if self.start_warnings is not None:
+            self.start_warnings.append(message)
+        else:
+            log.warning("%s", message)
+
     def _find_namespace(self, name: str, auth: dict[str, Any]) -> Namespace | None:
         nsp = self.namespaces.get(name)
         if nsp is not None:
@@ -252,20 +277,35 @@ class SocketIOServer:
         return None
 
     # python-socketio / egg-style shortcuts on a namespace (default "/")
-    def on(self, event: str, handler: Handler | None = None, *, namespace: str = "/") -> Any:
+    @overload
+    def on(self, event: str, handler: None = None, *, namespace: str = "/") -> Callable[[H], H]: ...
+    @overload
+    def on(self, event: str, handler: H, *, namespace: str = "/") -> H: ...
+    def on(
+        self, event: str, handler: H | None = None, *, namespace: str = "/"
+    ) -> H | Callable[[H], H]:
         """``io.of(namespace).on(event, handler)``: see :meth:`.namespace.Namespace.on`; usable as
         a decorator."""
         return self.of(namespace).on(event, handler)
 
-    def route(self, event: str, handler: Handler, *, namespace: str = "/") -> None:
-        """``io.of(namespace).route(event, handler)``: an egg-socket.io style ``handler(ctx)``."""
-        self.of(namespace).route(event, handler)
+    @overload
+    def route(
+        self, event: str, handler: None = None, *, namespace: str = "/"
+    ) -> Callable[[R], R]: ...
+    @overload
+    def route(self, event: str, handler: R, *, namespace: str = "/") -> R: ...
+    def route(
+        self, event: str, handler: R | None = None, *, namespace: str = "/"
+    ) -> R | Callable[[R], R]:
+        """``io.of(namespace).route(event, handler)``: an egg-socket.io style ``handler(ctx)``;
+        usable as a decorator."""
+        return self.of(namespace).route(event, handler)
 
-    def use(self, middleware: Any, *, namespace: str = "/") -> None:
+    def use(self, middleware: ConnectMiddleware, *, namespace: str = "/") -> None:
         """``io.of(namespace).use(middleware)``: connection middleware ``mw(ctx, next)``."""
         self.of(namespace).use(middleware)
 
-    def use_packet(self, middleware: Any, *, namespace: str = "/") -> None:
+    def use_packet(self, middleware: PacketMiddleware, *, namespace: str = "/") -> None:
         """``io.of(namespace).use_packet(middleware)``: middleware around every event."""
         self.of(namespace).use_packet(middleware)
 
@@ -285,7 +325,7 @@ class SocketIOServer:
 
     async def fetch_sockets(
         self, *, namespace: str = "/", timeout: float | None = None
-    ) -> list[Any]:
+    ) -> list[Socket | RemoteSocket]:
         """Every socket of ``namespace`` on every node (``io.of(ns).in_(room)`` narrows it)."""
         return await self.of(namespace).fetch_sockets(timeout)
 
@@ -308,19 +348,23 @@ class SocketIOServer:
         to: str | None = None,
         namespace: str = "/",
         timeout: float | None = None,
-    ) -> list[Any]:
+    ) -> list[AckValue]:
         """Emit to every socket of ``namespace`` (or room ``to``), on every node, and collect
         their acks (see :meth:`.namespace.BroadcastOperator.emit_with_ack`)."""
         nsp = self.of(namespace)
         op = nsp.to(to) if to is not None else nsp.to()
         return await op.emit_with_ack(event, *args, timeout=timeout)
 
-    def on_server_side(self, event: str, handler: Handler | None = None) -> Any:
+    @overload
+    def on_server_side(self, event: str, handler: None = None) -> Callable[[H], H]: ...
+    @overload
+    def on_server_side(self, event: str, handler: H) -> H: ...
+    def on_server_side(self, event: str, handler: H | None = None) -> H | Callable[[H], H]:
         """Register ``handler(*args)`` for server-side emits from the other nodes (Node's
         ``io.on(event)`` for ``serverSideEmit``); usable as a decorator. Its return value (or
         awaited value) answers :meth:`server_side_emit_with_ack`; ``NO_ACK`` answers nothing."""
 
-        def register(fn: Handler) -> Handler:
+        def register(fn: H) -> H:
             self.server_side_handlers[event] = fn
             return fn
 
@@ -334,13 +378,13 @@ class SocketIOServer:
 
     async def server_side_emit_with_ack(
         self, event: str, *args: Any, timeout: float = 5.0
-    ) -> list[Any]:
+    ) -> list[AckValue]:
         """Like :meth:`server_side_emit`, and wait up to ``timeout`` seconds for the answers:
         one per other node whose handler answered in time (Node's ``serverSideEmitWithAck``,
         which rejects instead when a node is missing)."""
         if self.cluster is None:
             return []
-        replies: list[Any] = await self.cluster.server_side_request(event, list(args), timeout)
+        replies: list[AckValue] = await self.cluster.server_side_request(event, list(args), timeout)
         return replies
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -480,9 +524,17 @@ class SocketIOServer:
             await run(0)
         except ConnectionRefused as exc:
             self._refused(client, socket, exc)
-        except Exception as exc:
-            log.exception("%s: connection check failed", socket.nsp.name)
-            self._refused(client, socket, ConnectionRefused(str(exc) or "Error"))
+        except Exception:
+            # A bug, or a database that is down: the details are for the log, not for a client
+            # that may not even have authenticated.
+            log.exception(
+                "%s: connection check failed for %s (%s); refused with %r",
+                socket.nsp.name,
+                socket.id,
+                client.esock.handshake.address,
+                SERVER_ERROR,
+            )
+            self._refused(client, socket, ConnectionRefused(SERVER_ERROR))
         finally:
             if not socket.connected and not socket.was_connected:
                 if socket._restored is not None:

@@ -14,7 +14,8 @@ from ...protocol.socketio.state import NamespaceConnection, SocketState, SocketT
 from .recovery import RECOVERABLE
 
 if TYPE_CHECKING:
-    from .namespace import Namespace
+    from .context import AckValue
+    from .namespace import BroadcastOperator, Namespace
     from .server import Client
 
 log = logging.getLogger("wxio.socketio")
@@ -23,7 +24,12 @@ __all__ = ["Socket", "Handshake", "Headers", "AckTimeout"]
 
 
 class AckTimeout(asyncio.TimeoutError):
-    """The client did not acknowledge an emit in time."""
+    """The client did not acknowledge an emit in time (or disconnected before it did)."""
+
+
+#: An entry of a socket's acks: the callback of the ack, the timer that expires it, and what to
+#: call when the ack will not come (its timeout passed, or the socket disconnected first).
+_AckEntry = tuple[Callable[..., Any], asyncio.TimerHandle | None, Callable[[], None] | None]
 
 
 class Headers(dict[str, str]):
@@ -185,7 +191,7 @@ class Socket:
         #: Free for the application (user id, app name...).
         self.data: dict[str, Any] = {}
         self._conn = NamespaceConnection()
-        self._acks: dict[int, tuple[Callable[..., Any], asyncio.TimerHandle | None]] = {}
+        self._acks: dict[int, _AckEntry] = {}
         self._next_ack = 0
         #: Events waiting while a handler of this socket waits (made when first needed).
         self._queue: deque[Packet] | None = None
@@ -234,19 +240,36 @@ class Socket:
         self,
         event: str,
         *args: Any,
-        callback: Callable[..., Any] | None = None,
+        callback: Callable[..., object] | None = None,
         timeout: float | None = None,
     ) -> None:
-        """Send an event to this client; ``callback(*ack_args)`` runs when it acknowledges
-        (dropped after ``timeout`` seconds, default the server's ack timeout)."""
+        """Send an event to this client. With ``callback``:
+
+        - without ``timeout``, ``callback(*ack_args)`` runs when the client acknowledges; if it
+          has not after the server's ``ack_timeout``, the callback is dropped, never called
+          (Node's ``socket.emit(..., cb)`` keeps it until disconnect, never called either);
+        - with ``timeout`` (seconds), as Node's ``socket.timeout(ms).emit(..., cb)``: the first
+          argument is the error, ``callback(None, *ack_args)`` when the client acknowledges in
+          time, ``callback(AckTimeout(...))`` when it does not, or disconnects first, or was
+          not connected.
+
+        Does nothing else once the socket has disconnected. Raises
+        :class:`~wxio.protocol.errors.LocalProtocolError` naming the event and the type when an
+        argument cannot be encoded (JSON, ``bytes``, or what the msgpack parser takes)."""
         if not self.connected:
+            if callback is not None and timeout is not None:
+                failed = AckTimeout(f"{self.id}: not connected: {event!r} was not sent")
+                asyncio.get_running_loop().call_soon(self._run_callback, callback, failed)
             return
         observer = self.nsp.server.observer
         if observer is not None:
             observer.event_sent(self, event, args)
         ack_id = None
         if callback is not None:
-            ack_id = self.register_ack(callback, timeout)
+            if timeout is None:
+                ack_id = self.register_ack(callback)
+            else:
+                ack_id = self._register_err_first(callback, event, timeout)
         elif self.pid is not None:
             # As in the reference: with recovery on, an emit without ack goes through the log
             # (to this socket's own room), so that the client gets it back if it reconnects.
@@ -254,17 +277,45 @@ class Socket:
             if recovery is not None:
                 recovery.emit(self.nsp, (self.id,), (), [event, *args])
                 return
-        self.client.send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
+        try:
+            self.client.send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
+        except BaseException:
+            if ack_id is not None:
+                self.cancel_ack(ack_id)
+            raise
 
-    def send(self, *args: Any, callback: Callable[..., Any] | None = None) -> None:
+    def _register_err_first(
+        self, callback: Callable[..., object], event: str, timeout: float
+    ) -> int:
+        """Node's ``timeout(ms).emit(..., cb)``: ``cb(None, *args)``, or ``cb(AckTimeout)``."""
+
+        def answered(*ack_args: Any) -> object:
+            return callback(None, *ack_args)
+
+        def missed() -> None:
+            if self.connected:
+                why = f"no ack for {event!r} within {timeout:g} s"
+            else:
+                why = f"disconnected before acknowledging {event!r}"
+            self._run_callback(callback, AckTimeout(why))
+
+        return self.register_ack(answered, timeout, on_timeout=missed)
+
+    def send(
+        self,
+        *args: Any,
+        callback: Callable[..., object] | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """``emit("message", *args)``, as in Node."""
-        self.emit("message", *args, callback=callback)
+        self.emit("message", *args, callback=callback, timeout=timeout)
 
-    async def call(self, event: str, *args: Any, timeout: float | None = None) -> list[Any]:
-        """Emit and wait for the client's ack; returns its arguments or raises
-        :class:`AckTimeout`."""
+    async def call(self, event: str, *args: Any, timeout: float | None = None) -> list[AckValue]:
+        """Emit and wait for the client's ack (up to ``timeout`` seconds, default the server's
+        ``ack_timeout``); returns its arguments or raises :class:`AckTimeout` (also when the
+        socket disconnects first)."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[Any]] = loop.create_future()
+        fut: asyncio.Future[list[AckValue]] = loop.create_future()
 
         def done(*ack_args: Any) -> None:
             if not fut.done():
@@ -272,12 +323,17 @@ class Socket:
 
         def expired() -> None:
             if not fut.done():
-                fut.set_exception(AckTimeout(f"no ack for {event!r}"))
+                why = "no ack" if self.connected else "disconnected before an ack"
+                fut.set_exception(AckTimeout(f"{why} for {event!r}"))
 
         if not self.connected:
             raise ConnectionError("socket is not connected")
         ack_id = self.register_ack(done, timeout, on_timeout=expired)
-        self.client.send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
+        try:
+            self.client.send_packet(Packet(PacketType.EVENT, self.nsp.name, [event, *args], ack_id))
+        except BaseException:
+            self.cancel_ack(ack_id)
+            raise
         return await fut
 
     def register_ack(
@@ -287,7 +343,9 @@ class Socket:
         on_timeout: Callable[[], None] | None = None,
     ) -> int:
         """Reserve an ack id for a packet you encode yourself: ``callback(*args)`` runs when the
-        client acknowledges it; dropped after ``timeout`` seconds (0: kept until disconnect)."""
+        client acknowledges it; dropped after ``timeout`` seconds (0: kept until disconnect).
+        ``on_timeout()`` runs when the ack will not come: the timeout passed, or the socket
+        disconnected first."""
         ack_id = self._next_ack
         self._next_ack += 1
         delay = self.nsp.server.options.ack_timeout if timeout is None else timeout
@@ -295,16 +353,25 @@ class Socket:
 
         def expire() -> None:
             if self._acks.pop(ack_id, None) is not None and on_timeout is not None:
-                on_timeout()
+                self._run_callback(on_timeout)
 
         timer = loop.call_later(delay, expire) if delay > 0 else None
-        self._acks[ack_id] = (callback, timer)
+        self._acks[ack_id] = (callback, timer, on_timeout)
         return ack_id
+
+    def _run_callback(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run an ack callback (a coroutine it returns runs as a task); a failure is logged."""
+        try:
+            result = callback(*args)
+            if asyncio.iscoroutine(result):
+                self.nsp.server.spawn(result)
+        except Exception:
+            log.exception("%s: ack callback failed", self.id)
 
     def expect_ack(self, ack_id: int, callback: Callable[..., Any]) -> None:
         """Wait for the ack of a packet sent with ``ack_id`` by someone else (a broadcast with
         acks, see .remote); the caller bounds the wait."""
-        self._acks[ack_id] = (callback, None)
+        self._acks[ack_id] = (callback, None, None)
 
     def cancel_ack(self, ack_id: int) -> None:
         """Stop waiting for the ack of ``ack_id`` (its callback will not run)."""
@@ -323,15 +390,10 @@ class Socket:
         if entry is None:
             log.debug("%s: ack %s matches no emit", self.id, packet.id)
             return
-        callback, timer = entry
+        callback, timer, _ = entry
         if timer is not None:
             timer.cancel()
-        try:
-            result = callback(*packet.data)
-            if asyncio.iscoroutine(result):
-                self.nsp.server.spawn(result)
-        except Exception:
-            log.exception("%s: ack callback failed", self.id)
+        self._run_callback(callback, *packet.data)
 
     # -- rooms and broadcasting ------------------------------------------------------------------
 
@@ -355,11 +417,11 @@ class Socket:
                 if observer is not None:
                     observer.room_left(self, room)
 
-    def to(self, *rooms: str | Iterable[str]) -> Any:
+    def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
         """Broadcast to rooms, leaving this socket out (``socket.to(room).emit(...)``)."""
         return self.nsp.to(*rooms).except_sid(self.id)
 
-    def broadcast(self) -> Any:
+    def broadcast(self) -> BroadcastOperator:
         """Every socket of the namespace except this one."""
         return self.nsp.to().except_sid(self.id)
 
@@ -448,15 +510,21 @@ class Socket:
                 observer.room_left(self, room)
         self.rooms.clear()
         self.nsp.sockets.pop(self.id, None)
-        for _, timer in self._acks.values():
+        pending = list(self._acks.values())
+        self._acks.clear()
+        for _, timer, _ in pending:
             if timer is not None:
                 timer.cancel()
-        self._acks.clear()
         self._queue = None
         self._release()
         if observer is not None:
             observer.socket_disconnected(self, reason)
         self.nsp.emit_lifecycle("disconnect", self, reason)
+        # The acks still awaited will not come: tell whoever asked to be told (socket.call,
+        # emit with a timeout), after the disconnect handlers, as Node's timers fire later.
+        for _, _, missed in pending:
+            if missed is not None:
+                self._run_callback(missed)
 
     def _release(self) -> None:
         if self._after_connect is not None and not self._after_connect.done():

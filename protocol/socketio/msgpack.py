@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import jsonutil
 from ..errors import DecodeError, LimitExceeded, LocalProtocolError, StateError
-from .packets import MAX_ACK_ID, Packet, PacketType, _check_payload
+from .packets import MAX_ACK_ID, Packet, PacketType, _check_payload, describe
 
 msgpack: Any
 try:
@@ -56,7 +56,9 @@ def encode(packet: Packet) -> tuple[bytes, list[bytes]]:
     try:
         return msgpack.packb(body, use_bin_type=True), []
     except (TypeError, ValueError, OverflowError) as exc:
-        raise LocalProtocolError(f"packet data cannot be encoded as MessagePack: {exc}") from None
+        raise LocalProtocolError(
+            f"{describe(packet)}: data cannot be encoded as MessagePack ({exc})"
+        ) from None
 
 
 def _ext(code: int, data: bytes) -> Any:

@@ -40,6 +40,7 @@ __all__ = [
     "decode",
     "Decoder",
     "split_namespace",
+    "describe",
 ]
 
 
@@ -74,6 +75,8 @@ _MAX_ACK_DIGITS = 16
 _BY_CHAR = {str(int(t)): t for t in PacketType}
 _CHAR = {t: str(int(t)) for t in PacketType}
 _BINARY = (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
+_EVENTS = (PacketType.EVENT, PacketType.BINARY_EVENT)
+_ARGS = (PacketType.EVENT, PacketType.BINARY_EVENT, PacketType.ACK, PacketType.BINARY_ACK)
 _TO_BINARY = {PacketType.EVENT: PacketType.BINARY_EVENT, PacketType.ACK: PacketType.BINARY_ACK}
 _FROM_BINARY = {binary: plain for plain, binary in _TO_BINARY.items()}
 
@@ -97,7 +100,8 @@ def encode(packet: Packet) -> tuple[str, list[bytes]]:
     """Encode a packet into its text form and its binary attachments (often none).
 
     An EVENT or ACK whose data holds ``bytes`` goes out as BINARY_EVENT / BINARY_ACK, with each
-    buffer replaced by ``{"_placeholder":true,"num":N}``.
+    buffer replaced by ``{"_placeholder":true,"num":N}``. Data JSON cannot carry raises
+    :class:`LocalProtocolError` naming the event (or packet), the argument and the type.
     """
     ptype, nsp, data, ack_id = packet
     if data is None:
@@ -105,20 +109,66 @@ def encode(packet: Packet) -> tuple[str, list[bytes]]:
     try:
         # orjson refuses bytes, so the common case (no binary) costs one dumps and no walk.
         body = orjson.dumps(data)
-    except TypeError:
-        pass
+    except TypeError as exc:
+        refusal = str(exc)
     else:
         # Nothing binary after all: a BINARY_* packet with no attachments is a plain one.
         ptype = _FROM_BINARY.get(ptype, ptype)
         return _head(ptype, nsp, ack_id, 0) + body.decode("utf-8"), []
     stripped, attachments = deconstruct(data)
     if not attachments:
-        raise LocalProtocolError("packet data cannot be encoded as JSON")
+        raise _not_json(packet, stripped, refusal)
     if ptype in _TO_BINARY:
         ptype = _TO_BINARY[ptype]
     elif ptype not in _BINARY:
         raise LocalProtocolError(f"{ptype.name} packets cannot carry binary data")
-    return _head(ptype, nsp, ack_id, len(attachments)) + jsonutil.dumps(stripped), attachments
+    try:
+        text = orjson.dumps(stripped).decode("utf-8")
+    except TypeError as exc:
+        raise _not_json(packet, stripped, str(exc)) from None
+    return _head(ptype, nsp, ack_id, len(attachments)) + text, attachments
+
+
+def describe(packet: Packet) -> str:
+    """How errors name a packet: ``event 'chat'``, ``ACK 12``, ``CONNECT``."""
+    ptype, _, data, ack_id = packet
+    if ptype in _EVENTS and isinstance(data, list) and data and isinstance(data[0], str):
+        return f"event {data[0]!r}"
+    return ptype.name if ack_id is None else f"{ptype.name} {ack_id}"
+
+
+def _not_json(packet: Packet, data: Any, refusal: str) -> LocalProtocolError:
+    """The error for data JSON cannot carry: which event, which argument, which type."""
+    path, why = _first_refused(data, refusal)
+    if path and packet.type in _ARGS:
+        # EVENT data is [name, *args] (data[1] is argument 1); ACK data is the args.
+        first = path[0] if packet.type in _EVENTS else path[0] + 1
+        where = f"argument {first}" + "".join(f"[{key!r}]" for key in path[1:])
+    else:
+        where = "data" + "".join(f"[{key!r}]" for key in path)
+    return LocalProtocolError(f"{describe(packet)}: {where} cannot be encoded as JSON ({why})")
+
+
+def _first_refused(data: Any, refusal: str) -> tuple[list[Any], str]:
+    """The path to the first value (or dict key) of ``data`` that JSON cannot carry, and why;
+    ``([], refusal)`` when no single value is to blame. (Called on errors only; ``data`` comes
+    from :func:`deconstruct`: bytes are placeholders, and it is at most 250 deep.)"""
+    stack: list[tuple[Any, list[Any]]] = [(data, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    return path, f"a key of type {type(key).__name__}: keys must be strings"
+            stack.extend((v, [*path, k]) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((v, [*path, i]) for i, v in reversed(list(enumerate(value))))
+        else:
+            try:
+                orjson.dumps(value)
+            except TypeError as exc:
+                return path, str(exc)
+    return [], refusal
 
 
 # ---------------------------------------------------------------------------------------------

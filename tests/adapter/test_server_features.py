@@ -130,6 +130,14 @@ async def test_serve_loads_app_and_shuts_down_gracefully(tmp_path: Path) -> None
         assert f"127.0.0.1:{port}/socket.io/" in banner
         demo = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
         assert "DEMO MODE" in demo and "demo-key" in demo
+        # Its handler is on "/", the routing core's namespace: said once, after the banner.
+        for _ in range(10):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+            if "application handlers on namespace '/'" in line:
+                assert "WARNING" in line and "event 'hello'" in line
+                break
+        else:
+            raise AssertionError("no warning about the handler on the core's namespace")
         client = socketio.AsyncClient(reconnection=False)
         gone = asyncio.Event()
         client.on("disconnect", lambda *reason: gone.set())

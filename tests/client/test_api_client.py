@@ -128,3 +128,37 @@ async def test_api_errors_carry_reason_and_status(core: RunningServer) -> None:
         with pytest.raises(Denied) as info:
             await api.online_users(limit=5000)
         assert (info.value.reason, info.value.status) == ("malformed", 400)
+
+
+async def test_both_clients_answer_a_send_with_one_result_shape(core: RunningServer) -> None:
+    """WxioClient.send and ApiClient.send both return SendResult (status "delivered" or
+    "queued"); ApiSendResult is the same class, and its old fields still read the same."""
+    from wxio.client import ApiSendResult, SendResult
+
+    assert ApiSendResult is SendResult
+    async with (
+        ApiClient(core.url, Credentials("shop", "shop-server")) as api,
+        await WxioClient.connect(core.url, Credentials("shop", "shop-key", user_id="s")) as ws,
+    ):
+        away = await WxioClient.connect(core.url, Credentials("shop", "shop-key", user_id="u9"))
+        online = away.client_id
+        via_api = await api.send(online, "a")
+        via_ws = await ws.send(online, "b")
+        for sent in (via_api, via_ws):
+            assert type(sent) is SendResult
+            assert (sent.status, sent.delivered, sent.queued) == ("delivered", 1, False)
+        assert via_ws.guarantee in ("until_acked", "sent") and via_api.guarantee is None
+        await away.close()
+        await gone(core, "shop", online)
+        for sent in (await api.send(online, "c"), await ws.send(online, "d")):
+            assert (sent.status, sent.delivered, sent.queued) == ("queued", 0, True)
+            assert sent.msg_id
+
+
+def test_a_send_status_the_client_does_not_know_is_an_error() -> None:
+    from wxio.client import WxioError
+    from wxio.client.result import guarantee, send_status
+
+    assert send_status("queued") == "queued" and guarantee("bogus") is None
+    with pytest.raises(WxioError, match="unexpected send status 'lost'"):
+        send_status("lost")

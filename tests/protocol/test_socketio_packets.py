@@ -255,6 +255,48 @@ def test_encode_refuses_non_json() -> None:
         encode(Packet(PacketType.EVENT, "/", ["a", {1, 2}]))
 
 
+@pytest.mark.parametrize(
+    ("packet", "message"),
+    [
+        (
+            Packet(PacketType.EVENT, "/", ["chat", "hi", {"tags": [1, {1, 2}]}]),
+            "event 'chat': argument 2['tags'][1] cannot be encoded as JSON "
+            "(Type is not JSON serializable: set)",
+        ),
+        (  # binary data too: the rest must still be JSON
+            Packet(PacketType.EVENT, "/x", ["up", b"\x01", {"when": object()}]),
+            "event 'up': argument 2['when'] cannot be encoded as JSON "
+            "(Type is not JSON serializable: object)",
+        ),
+        (
+            Packet(PacketType.ACK, "/", [{"ok": True}, {7: "seven"}], 12),
+            "ACK 12: argument 2 cannot be encoded as JSON (a key of type int: keys must be "
+            "strings)",
+        ),
+        (
+            Packet(PacketType.CONNECT, "/", {"token": {"a"}}),
+            "CONNECT: data['token'] cannot be encoded as JSON (Type is not JSON serializable: set)",
+        ),
+        (
+            Packet(PacketType.EVENT, "/", [{"x"}]),  # no event name: the packet's type
+            "EVENT: argument 0 cannot be encoded as JSON (Type is not JSON serializable: set)",
+        ),
+    ],
+)
+def test_encode_errors_name_the_event_the_argument_and_the_type(
+    packet: Packet, message: str
+) -> None:
+    with pytest.raises(LocalProtocolError) as caught:
+        encode(packet)
+    assert str(caught.value) == message
+
+
+def test_an_encode_error_no_single_value_explains_keeps_the_codec_reason() -> None:
+    from wxio.protocol.socketio.packets import _first_refused
+
+    assert _first_refused(["fine", {"a": 1}], "why") == ([], "why")
+
+
 def test_encode_refuses_runaway_depth() -> None:
     data: Any = b"x"
     for _ in range(300):
