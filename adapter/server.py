@@ -143,6 +143,19 @@ def single_node_backplane(config: ServerConfig, node_id: str | None = None) -> B
     return EmbeddedBackplane(options, node_id)
 
 
+def keep_demo_key(apps: AppRegistry, backplane: Backplane) -> AppRegistry:
+    """Demo mode on the embedded store: the key made up at the first start is kept in the file,
+    so a client set up with it still connects after a restart."""
+    database = getattr(backplane, "database", None)
+    if database is None:
+        return apps
+    kept = database.meta("demo_key")
+    if kept:
+        return AppRegistry.demo({"WXIO_DEMO_KEY": kept})
+    database.write(("m", "demo_key"), "meta+", ("demo_key", apps.apps[DEMO_APP].key))
+    return apps
+
+
 def make_app(
     config: ServerConfig,
     profile: str,
@@ -167,7 +180,10 @@ def make_app(
         io = load_user_app(app_spec, io)
     io.start_warnings = warnings
     if apps is not None:
-        hub = Hub(apps, backplane=make_backplane(config))
+        backplane = make_backplane(config)
+        if apps.is_demo and not os.environ.get("WXIO_DEMO_KEY"):
+            apps = keep_demo_key(apps, backplane)
+        hub = Hub(apps, backplane=backplane)
         add_metrics = getattr(hub.backplane, "add_metrics", None)
         if add_metrics is not None:
             add_metrics(hub.metrics)

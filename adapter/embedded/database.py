@@ -246,7 +246,8 @@ class Database:
         self.directory = Path(options.data_dir).resolve()
         self.path = self.directory / DB_NAME
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # Private: the file holds users' messages (and demo mode's key).
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreOpenError(f"[store] data_dir {self.directory}: {exc}") from None
         self._lock_fd = _lock(self.directory)

@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -398,3 +399,37 @@ async def test_backup_while_serving(node: Node, tmp_path: Path) -> None:
     )  # fmt: skip
     assert again.returncode == 2 and "exists" in again.stderr
     await alice.close()
+
+
+def test_demo_mode_keeps_its_key_across_restarts(tmp_path: Path) -> None:
+    """``make run`` twice: a mini program set up with the printed demo key still connects."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WXIO_")}
+    env["WXIO_DATA_DIR"] = str(tmp_path / "data")
+
+    def demo_key() -> str:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wxio.adapter", "serve", "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            key = None
+            for _ in range(5):
+                line = proc.stdout.readline()
+                if "store:" in line:  # logged last before the signal handlers are set
+                    break
+                if "DEMO MODE" in line:
+                    key = line.split("with key '")[1].split("'")[0]
+            assert key is not None, "no demo key printed"
+            # Served: the signal handlers are in place (a SIGTERM now is a clean stop).
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).close()
+            return key
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+
+    first = demo_key()
+    assert len(first) == 32
+    assert demo_key() == first
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
