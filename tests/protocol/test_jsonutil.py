@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from protocol_vectors import ROUND_TRIP_EXAMPLES, batch, fuzz_bytes, fuzz_settings, fuzz_text
 from wxio.protocol import jsonutil
@@ -216,8 +216,17 @@ def _longest_int_literal(value: Any) -> int:
     return max(map(_longest_int_literal, items), default=0)
 
 
+def _as_parsed(literal: str) -> int | float:
+    """An integer literal as the parser gives it: an int within 64 bits (signed below zero,
+    unsigned above), else the nearest float."""
+    number = int(literal)
+    return number if -(2**63) <= number < 2**64 else float(number)
+
+
 @settings(max_examples=ROUND_TRIP_EXAMPLES, deadline=None)
 @given(documents(), st.booleans())
+@example(-(2**63) - 1, False)  # below int64: a float (found by this test)
+@example(-(2**63), False)
 def test_limits_match_an_independent_count(value: Any, indent: bool) -> None:
     """check_limits agrees with the depth and number lengths computed from the value itself."""
     text = json.dumps(value, ensure_ascii=False, indent=1 if indent else None)
@@ -229,7 +238,7 @@ def test_limits_match_an_independent_count(value: Any, indent: bool) -> None:
         assert too_deep if exc.reason == "too_deep" else (exc.reason == "too_large" and too_long)
         return
     assert not (too_deep or too_long)
-    like_js = json.loads(text, parse_int=lambda s: int(s) if abs(int(s)) < 2**64 else float(s))
+    like_js = json.loads(text, parse_int=_as_parsed)
     assert result == like_js
 
 
