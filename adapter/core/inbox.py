@@ -69,6 +69,11 @@ class MemoryInbox:
         now: float,
         encoded: bytes | None = None,
     ) -> list[InboxEntry]:
+        return self._add(app, user, entry, cap, now)
+
+    def _add(
+        self, app: str, user: str, entry: InboxEntry, cap: int, now: float
+    ) -> list[InboxEntry]:
         box = self._boxes.setdefault((app, user), OrderedDict())
         self._expire(box, now)
         box[entry.msg_id] = entry
@@ -96,6 +101,9 @@ class MemoryInbox:
         }
 
     async def ack(self, app: str, user: str, msg_id: str) -> bool:
+        return self._remove(app, user, msg_id)
+
+    def _remove(self, app: str, user: str, msg_id: str) -> bool:
         box = self._boxes.get((app, user))
         if box is None or box.pop(msg_id, None) is None:
             return False

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import logging
 import math
 import os
@@ -42,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...protocol import jsonutil
 from ..config import ConfigError
 from ..core.backplane import BackplaneError
 from ..metrics import Metrics
@@ -123,14 +123,14 @@ _SQL: dict[str, str] = {
     "meta+": "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
 }
 #: Inbox rows, the bulk of the writes, go in statements of many rows each (one statement
-#: executed instead of one a row): ``inbox+`` takes (seq, app, user, msg_id, env, exp),
-#: ``inbox-`` (seq,).
+#: executed instead of one a row): inserted as (seq, app, user, msg_id, env, exp), deleted by
+#: seq (:meth:`Database.keep`, :meth:`Database.drop`).
 _INBOX_INSERT = "INSERT OR REPLACE INTO inbox (seq, app, user, msg_id, env, exp) VALUES "
 _INBOX_DELETE = "DELETE FROM inbox WHERE seq IN "
 #: Rows per multi-row statement (6 parameters a row: far below SQLite's limit of 32766).
 _CHUNK = 500
 #: A delete that finds the insert of the same row still waiting cancels it (nothing to write).
-_CANCELS = {"inbox-": "inbox+", "session-": "session+"}
+_CANCELS = {"session-": "session+"}
 #: WAL pages before SQLite copies them back into the file (its default is 1000): fewer, larger
 #: checkpoints, each page written back once for many commits that touched it.
 _WAL_PAGES = 10_000
@@ -189,13 +189,29 @@ class StoreOptions:
 
 
 class _Batch:
-    """The changes recorded since the last hand-over, by row key, and who waits for them."""
+    """The changes recorded since the last hand-over, by row key, and who waits for them.
+    Inbox rows, most of the writes, have their own two collections (no per-row statement name
+    to carry, nothing to group in the writer)."""
 
-    __slots__ = ("changes", "waiters")
+    __slots__ = ("changes", "inbox", "acked", "waiters")
 
     def __init__(self) -> None:
         self.changes: dict[Hashable, Change] = {}
+        #: Inbox rows to insert, by number: (seq, app, user, msg_id, env, exp).
+        self.inbox: dict[int, tuple[Any, ...]] = {}
+        #: Numbers of inbox rows to delete (inserted by an earlier batch).
+        self.acked: list[int] = []
         self.waiters: list[asyncio.Future[None]] = []
+
+    def __len__(self) -> int:
+        return len(self.changes) + len(self.inbox) + len(self.acked)
+
+    def merge(self, newer: _Batch) -> None:
+        """Take ``newer``'s changes over ours (a failed batch retried with what came since);
+        its waiters stay its own."""
+        self.changes.update(newer.changes)
+        self.inbox.update(newer.inbox)
+        self.acked.extend(newer.acked)
 
 
 def _lock(directory: Path) -> int:
@@ -389,12 +405,29 @@ class Database:
         if self._timer is None and not self._busy:
             self._schedule()
 
+    def keep(self, seq: int, row: tuple[Any, ...]) -> None:
+        """Record an inbox row to insert (``row``: seq, app, user, msg_id, env, exp)."""
+        self._pending.inbox[seq] = row
+        if self._timer is None and not self._busy:
+            self._schedule()
+
+    def drop(self, seq: int) -> None:
+        """Record the deletion of inbox row ``seq``; one still waiting to be written is just
+        forgotten."""
+        batch = self._pending
+        if batch.inbox.pop(seq, None) is not None:
+            self.cancelled += 1
+            return
+        batch.acked.append(seq)
+        if self._timer is None and not self._busy:
+            self._schedule()
+
     def committed(self) -> asyncio.Future[None]:
         """A future that is done once every change recorded so far is on disk (an exception:
         it could not be written)."""
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        if not self._pending.changes and not self._busy:
+        if not self._pending and not self._busy:
             future.set_result(None)
             return future
         self._pending.waiters.append(future)
@@ -419,7 +452,7 @@ class Database:
         if self._busy or self._thread is None:
             return
         batch = self._pending
-        if not batch.changes and not batch.waiters:
+        if not batch and not batch.waiters:
             return
         self._pending = _Batch()
         self._busy = True
@@ -433,14 +466,14 @@ class Database:
                 log.warning("store: writing again after: %s", self.failure)
             self.failure = None
             self.commits += 1
-            self.rows += len(batch.changes)
+            self.rows += len(batch)
             self.commit_seconds += seconds
             self.last_commit_seconds = seconds
             self.max_commit_seconds = max(self.max_commit_seconds, seconds)
             for waiter in batch.waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-            if self._pending.changes or self._pending.waiters:
+            if self._pending or self._pending.waiters:
                 self._hand_over()
             return
         # Keep the batch (newer changes of the same rows win) and refuse new promises until a
@@ -449,11 +482,13 @@ class Database:
             log.error("store: a commit failed, retrying every %.0f s: %s", RETRY_INTERVAL, error)
         self.failure = error
         self.failures += 1
-        merged = batch.changes
-        merged.update(self._pending.changes)
-        self._pending.changes = merged
+        told = batch.waiters
+        pending = self._pending
+        batch.merge(pending)
+        batch.waiters = pending.waiters
+        self._pending = batch
         failed = StoreUnavailable(f"the embedded store cannot write: {error}")
-        for waiter in batch.waiters:
+        for waiter in told:
             if not waiter.done():
                 waiter.set_exception(failed)
         if self._loop is not None and not self._closed:
@@ -475,7 +510,7 @@ class Database:
             started = time.perf_counter()
             error: Exception | None = None
             try:
-                self._commit(batch.changes)
+                self._commit(batch)
             except (sqlite3.Error, OSError) as exc:
                 error = exc
             seconds = time.perf_counter() - started
@@ -488,11 +523,11 @@ class Database:
     def _idle_timeout(self) -> float:
         return min(PURGE_INTERVAL, max(0.05, self.options.fsync_interval or PURGE_INTERVAL))
 
-    def _commit(self, changes: dict[Hashable, Change]) -> None:
-        if not changes:
+    def _commit(self, batch: _Batch) -> None:
+        if not batch:
             return
         grouped: dict[str, list[tuple[Any, ...]]] = {}
-        for kind, params in changes.values():
+        for kind, params in batch.changes.values():
             rows = grouped.get(kind)
             if rows is None:
                 rows = grouped[kind] = []
@@ -501,12 +536,12 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, rows in grouped.items():
-                if kind == "inbox+":
-                    self._insert_inbox(rows)
-                elif kind == "inbox-":
-                    self._delete_inbox(rows)
-                else:
-                    conn.executemany(_SQL[kind], rows)
+                conn.executemany(_SQL[kind], rows)
+            # Inserts before deletes: a retried batch may delete a row it inserts.
+            if batch.inbox:
+                self._insert_inbox(list(batch.inbox.values()))
+            if batch.acked:
+                self._delete_inbox(batch.acked)
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -517,19 +552,14 @@ class Database:
         self._dirty = True
 
     def _insert_inbox(self, rows: list[tuple[Any, ...]]) -> None:
-        dumps = jsonutil.dumps_bytes
-        values: list[Any] = []
-        for seq, app, user, msg_id, env, exp in rows:
-            # The envelope as the sender encoded it (bytes), else encoded here, off the loop.
-            values.extend((seq, app, user, msg_id, env if type(env) is bytes else dumps(env), exp))
+        values = list(itertools.chain.from_iterable(rows))
         width = 6 * _CHUNK
         for start in range(0, len(values), width):
             chunk = values[start : start + width]
             marks = ",".join(["(?,?,?,?,?,?)"] * (len(chunk) // 6))
             self._conn.execute(_INBOX_INSERT + marks, chunk)
 
-    def _delete_inbox(self, rows: list[tuple[Any, ...]]) -> None:
-        seqs = [row[0] for row in rows]
+    def _delete_inbox(self, seqs: list[int]) -> None:
         for start in range(0, len(seqs), _CHUNK):
             chunk = seqs[start : start + _CHUNK]
             self._conn.execute(f"{_INBOX_DELETE}({','.join(['?'] * len(chunk))})", chunk)
@@ -604,7 +634,7 @@ class Database:
         self._loop = loop or asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="wxio-store", daemon=True)
         self._thread.start()
-        if self._pending.changes:
+        if self._pending:
             self._schedule(at_once=True)
 
     async def close(self) -> None:
@@ -618,7 +648,7 @@ class Database:
                 self._timer.cancel()
                 self._timer = None
             for _ in range(3):  # a failing disk gets a few tries before we give up
-                if not (self._pending.changes or self._busy):
+                if not (self._pending or self._busy):
                     break
                 done = self.committed()
                 if self._timer is not None:
@@ -648,9 +678,9 @@ class Database:
 
     def _close_file(self) -> None:
         try:
-            if self._pending.changes and (self._thread is None or not self._thread.is_alive()):
+            if self._pending and (self._thread is None or not self._thread.is_alive()):
                 # Recorded while loading (never started), or after the writer's last batch.
-                self._commit(self._pending.changes)
+                self._commit(self._pending)
                 self._pending = _Batch()
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
@@ -667,7 +697,7 @@ class Database:
     @property
     def pending(self) -> int:
         """Changes recorded and not yet handed to the writer."""
-        return len(self._pending.changes)
+        return len(self._pending)
 
     def file_bytes(self) -> int:
         total = 0

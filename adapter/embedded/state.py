@@ -142,16 +142,19 @@ class DurableInbox(MemoryInbox):
         encoded: bytes | None = None,
     ) -> list[InboxEntry]:
         db = self.db
-        db.check()
-        dropped = await super().put(app, user, entry, cap=cap, now=now)
+        if db.failure is not None:
+            db.check()  # raises: nothing is kept that could not be written
+        dropped = self._add(app, user, entry, cap, now)
         self._seq = seq = self._seq + 1
         msg_id = entry.msg_id
-        old = self._rows.get(msg_id)
+        rows = self._rows
+        old = rows.get(msg_id)
         if old is not None:  # the same message kept again: one row
-            db.write(old, "inbox-", (old,))
-        self._rows[msg_id] = seq
-        body = encoded if encoded is not None else entry.envelope
-        db.write(seq, "inbox+", (seq, app, user, msg_id, body, entry.expires_at))
+            db.drop(old)
+        rows[msg_id] = seq
+        # The envelope as the router encoded it; encoded here only for another caller.
+        body = encoded if encoded is not None else jsonutil.dumps_bytes(entry.envelope)
+        db.keep(seq, (seq, app, user, msg_id, body, entry.expires_at))
         for gone in dropped:
             self._forget(gone)
         if db.strict:
@@ -161,15 +164,15 @@ class DurableInbox(MemoryInbox):
     def _forget(self, entry: InboxEntry) -> None:
         seq = self._rows.pop(entry.msg_id, None)
         if seq is not None:
-            self.db.write(seq, "inbox-", (seq,))
+            self.db.drop(seq)
 
     async def ack(self, app: str, user: str, msg_id: str) -> bool:
-        removed = await super().ack(app, user, msg_id)
-        if removed:
-            seq = self._rows.pop(msg_id, None)
-            if seq is not None:
-                self.db.write(seq, "inbox-", (seq,))
-        return removed
+        if not self._remove(app, user, msg_id):
+            return False
+        seq = self._rows.pop(msg_id, None)
+        if seq is not None:
+            self.db.drop(seq)
+        return True
 
 
 class DurableReplay(MemoryReplayCache):
