@@ -67,7 +67,7 @@ class DurableDirectory(MemoryDirectory):
             self.db.write(("c", app, client), "client+", (app, client, user, float(ttl), None))
         await super().online(app, client, user, node, ttl)
         if user is not None and self.db.strict:
-            await self._committed()  # the client id a user is greeted with outlives a crash
+            await self._committed()  # on disk before the connection gets its inbox or anything
 
     async def offline(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
         if user is not None:
