@@ -13,12 +13,7 @@ What must happen: the queued message reaches B once, B's reconnect re-binds its 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +23,8 @@ import aiohttp
 import pytest
 from wxio.protocol.signing import md5_sign
 
-from .conftest import free_port
 from .jspeer import JsPeer, requires_node
+from .singlenode import SingleNode
 
 pytestmark = [requires_node, pytest.mark.node, pytest.mark.slow]
 
@@ -40,77 +35,9 @@ CREDS_B = {"app": "demo", "key": DEMO_KEY, "userId": "u-b"}
 FAST_RETRY = {"minDelay": 50, "maxDelay": 200, "jitter": 0}
 
 
-class DemoNode:
-    """One ``wxio serve`` process at a time, in demo mode, on a fixed port and data directory
-    (as tests/adapter/test_restart.py's Node, without [apps])."""
-
-    def __init__(self, tmp_path: Path, durability: str) -> None:
-        self.tmp_path = tmp_path
-        self.port = free_port()
-        self.data = tmp_path / "data"
-        self.config = tmp_path / "wxio.toml"
-        store = {"data_dir": str(self.data), "durability": durability}
-        self.config.write_text(
-            "[store]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in store.items())
-        )
-        self.strict = durability == "strict"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.tmp_path / f"run{self.runs}.log"
-
-    async def start(self) -> None:
-        self.runs += 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WXIO_")}
-        env["WXIO_LOOP"] = os.environ.get("WXIO_LOOP", "asyncio")
-        env["WXIO_DEMO_KEY"] = DEMO_KEY
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wxio.adapter", "serve", "--port", str(self.port),
-                 "--config", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp_path, env=env,
-            )  # fmt: skip
-        deadline = time.monotonic() + 15
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline, self.log.read_text()
-                await asyncio.sleep(0.05)
-
-    def stop(self, how: str) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM if how == "term" else signal.SIGKILL)
-        code = self.proc.wait(15)
-        self.proc = None
-        return code
-
-    def kept_rows(self) -> int:
-        """Messages in the file's inbox table (read-only: the server owns the file)."""
-        path = self.data / "wxio.db"
-        if not path.exists():
-            return 0
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return int(conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
-        finally:
-            conn.close()
-
-    def output(self) -> str:
-        return "\n".join(
-            (self.tmp_path / f"run{i}.log").read_text() for i in range(1, self.runs + 1)
-        )
-
-
 @pytest.fixture
-def node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DemoNode]:
-    made = DemoNode(tmp_path, request.param)
+def node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SingleNode]:
+    made = SingleNode(tmp_path, request.param, env={"WXIO_DEMO_KEY": DEMO_KEY})
     yield made
     if made.proc is not None:
         made.stop("kill")
@@ -156,7 +83,7 @@ async def online(url: str, user: str) -> bool:
     indirect=["node"],
     ids=["sigterm-group", "sigkill-strict", "sigkill-group-after-commit"],
 )
-async def test_queued_message_and_old_id_survive_a_restart(how: str, node: DemoNode) -> None:
+async def test_queued_message_and_old_id_survive_a_restart(how: str, node: SingleNode) -> None:
     await node.start()
     # One peer (one wx shim) each: only B's mini program goes to the background.
     sender = await JsPeer.start("wxio", "sdk_peer.js")

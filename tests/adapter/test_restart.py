@@ -31,6 +31,7 @@ import websockets
 
 from .conftest import free_port
 from .core_clients import RawClient, Signer
+from .singlenode import SingleNode, toml
 
 pytestmark = pytest.mark.slow
 
@@ -45,79 +46,10 @@ CHAT = Signer("chat", "chat-key")
 MAC = Signer("mac", "mac-key", "hmac")
 
 
-def toml(tables: dict[str, dict[str, Any]]) -> str:
-    lines = []
-    for name, table in tables.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
-    return "\n".join(lines) + "\n"
-
-
-class Node:
-    """One ``wxio serve`` process at a time on a fixed port and data directory."""
-
-    def __init__(self, tmp_path: Path, durability: str = "group") -> None:
-        self.tmp_path = tmp_path
-        self.port = free_port()
-        self.data = tmp_path / "data"
-        self.config = tmp_path / "wxio.toml"
-        tables = {f"apps.{name}": table for name, table in APPS.items()}
-        tables["store"] = {"data_dir": str(self.data), "durability": durability}
-        self.config.write_text(toml(tables))
-        self.strict = durability == "strict"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-        self.url = f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.tmp_path / f"run{self.runs}.log"
-
-    async def start(self) -> None:
-        self.runs += 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WXIO_")}
-        env["WXIO_LOOP"] = os.environ.get("WXIO_LOOP", "asyncio")
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wxio.adapter", "serve", "--port", str(self.port),
-                 "--config", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp_path, env=env,
-            )  # fmt: skip
-        deadline = time.monotonic() + 15
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline, self.log.read_text()
-                await asyncio.sleep(0.05)
-
-    def stop(self, how: str) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM if how == "term" else signal.SIGKILL)
-        code = self.proc.wait(15)
-        self.proc = None
-        return code
-
-    def kept_rows(self) -> int:
-        conn = sqlite3.connect(f"file:{self.data / 'wxio.db'}?mode=ro", uri=True)
-        try:
-            return int(conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
-        finally:
-            conn.close()
-
-    def output(self) -> str:
-        return "\n".join(
-            (self.tmp_path / f"run{i}.log").read_text() for i in range(1, self.runs + 1)
-        )
-
-
 @pytest.fixture
 def node(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     durability = getattr(request, "param", "group")
-    made = Node(tmp_path, durability)
+    made = SingleNode(tmp_path, durability, apps=APPS)
     yield made
     if made.proc is not None:
         made.stop("kill")
@@ -188,7 +120,7 @@ async def burst(
     return accepted, halfway
 
 
-async def offline(node: Node, sender: RawClient, target: str) -> None:
+async def offline(node: SingleNode, sender: RawClient, target: str) -> None:
     """Wait until the server has seen ``target`` go (a send is queued, not delivered); the
     probe's own message is acknowledged later like the others."""
     for _ in range(200):
@@ -205,11 +137,11 @@ async def offline(node: Node, sender: RawClient, target: str) -> None:
     indirect=["node"],
     ids=["sigterm-group", "sigkill-strict", "sigkill-group-after-commit"],
 )
-async def test_a_restart_mid_burst_loses_no_accepted_message(how: str, node: Node) -> None:
+async def test_a_restart_mid_burst_loses_no_accepted_message(how: str, node: SingleNode) -> None:
     await node.start()
-    alice = await RawClient.connect(node.url, CHAT, "u-alice")
-    bob = await RawClient.connect(node.url, CHAT, "u-bob")  # goes away
-    carol = await RawClient.connect(node.url, CHAT, "u-carol")  # stays, never acknowledges
+    alice = await RawClient.connect(node.ws_url, CHAT, "u-alice")
+    bob = await RawClient.connect(node.ws_url, CHAT, "u-bob")  # goes away
+    carol = await RawClient.connect(node.ws_url, CHAT, "u-carol")  # stays, never acknowledges
     bob_id, carol_id = bob.client_id, carol.client_id
     await bob.close()
     await offline(node, alice, bob_id)
@@ -245,7 +177,7 @@ async def test_a_restart_mid_burst_loses_no_accepted_message(how: str, node: Nod
     await node.start()
     # Bob comes back with a new connection and takes over his old id; everything accepted for
     # him arrives before the answer, in order, once.
-    bob2 = await RawClient.connect(node.url, CHAT, "u-bob")
+    bob2 = await RawClient.connect(node.ws_url, CHAT, "u-bob")
     await bob2.send(CHAT.envelope("reConnectAndUpdates", client=bob_id))
     frames = await read_until(bob2, "reConnectUpdated")
     assert frames[-1]["data"]["payload"] == {"replaced": [bob_id]}
@@ -255,7 +187,7 @@ async def test_a_restart_mid_burst_loses_no_accepted_message(how: str, node: Nod
     assert [m for m in got if m in wanted] == accepted[bob_id]
     assert len(got) - len(wanted) <= 1 + 250  # the probe, and sends never answered
     # Carol too: what she had and not acknowledged comes again, in order.
-    carol2 = await RawClient.connect(node.url, CHAT, "u-carol")
+    carol2 = await RawClient.connect(node.ws_url, CHAT, "u-carol")
     await carol2.send(CHAT.envelope("ping"))
     frames = await read_until(carol2, "pong")
     got = [f["meta"]["msgId"] for f in frames if action(f) == "exchange"]
@@ -264,7 +196,7 @@ async def test_a_restart_mid_burst_loses_no_accepted_message(how: str, node: Nod
     for m in got:
         await carol2.send(CHAT.envelope("ack", msgId=m))
     # Alice's next message to Bob's old id reaches his new connection.
-    alice2 = await RawClient.connect(node.url, CHAT, "u-alice")
+    alice2 = await RawClient.connect(node.ws_url, CHAT, "u-alice")
     reply = await alice2.request(CHAT.envelope("sendToOthers", {"after": 1}, target=bob_id))
     assert reply["data"]["payload"]["status"] == "delivered", reply
     frame = await bob2.recv()
@@ -272,7 +204,7 @@ async def test_a_restart_mid_burst_loses_no_accepted_message(how: str, node: Nod
     # Acknowledged after the restart: gone for good (a third connection gets nothing old).
     await carol2.request(CHAT.envelope("ping"))
     await carol2.close()
-    carol3 = await RawClient.connect(node.url, CHAT, "u-carol")
+    carol3 = await RawClient.connect(node.ws_url, CHAT, "u-carol")
     await carol3.send(CHAT.envelope("ping"))
     frames = await read_until(carol3, "pong")
     assert [f for f in frames if action(f) == "exchange"] == []
@@ -281,10 +213,10 @@ async def test_a_restart_mid_burst_loses_no_accepted_message(how: str, node: Nod
     assert node.stop("term") == 0
 
 
-async def test_replayed_nonce_and_token_id_are_refused_after_a_restart(node: Node) -> None:
+async def test_replayed_nonce_and_token_id_are_refused_after_a_restart(node: SingleNode) -> None:
     await node.start()
     # An HMAC-signed requestId, and the same frame again after the restart.
-    client = await RawClient.connect(node.url, MAC, "u1")
+    client = await RawClient.connect(node.ws_url, MAC, "u1")
     frame = json.dumps(MAC.envelope("requestId"))
     await client.send(frame)
     assert action(await client.recv()) == "saveId"
@@ -293,14 +225,14 @@ async def test_replayed_nonce_and_token_id_are_refused_after_a_restart(node: Nod
     # A token with a jti, used once.
     now = int(time.time())
     token = jwt.encode({"sub": "u2", "iat": now, "exp": now + 600, "jti": "t-1"}, SECRET)
-    url = f"{node.url}/ws?{urlencode({'app': 'tok', 'token': token})}"
+    url = f"{node.ws_url}/ws?{urlencode({'app': 'tok', 'token': token})}"
     ws = await websockets.connect(url)
     assert json.loads(await ws.recv())["data"]["action"] == "connect"
     await ws.close()
     node.stop("term")
 
     await node.start()
-    client = await RawClient.connect(node.url, MAC, "u1")
+    client = await RawClient.connect(node.ws_url, MAC, "u1")
     await client.send(frame)
     denied = await client.recv()
     assert action(denied) == "deny"
@@ -332,7 +264,7 @@ def serve_once(
 
 
 async def test_a_second_process_on_the_same_data_dir_exits_with_a_clear_error(
-    node: Node, tmp_path: Path
+    node: SingleNode, tmp_path: Path
 ) -> None:
     await node.start()
     result = serve_once(tmp_path, node.data)
@@ -373,10 +305,10 @@ def test_a_read_only_data_dir_exits_with_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_backup_while_serving(node: Node, tmp_path: Path) -> None:
+async def test_backup_while_serving(node: SingleNode, tmp_path: Path) -> None:
     await node.start()
-    alice = await RawClient.connect(node.url, CHAT, "u-alice")
-    bob = await RawClient.connect(node.url, CHAT, "u-bob")
+    alice = await RawClient.connect(node.ws_url, CHAT, "u-alice")
+    bob = await RawClient.connect(node.ws_url, CHAT, "u-bob")
     bob_id = bob.client_id
     await bob.close()
     await offline(node, alice, bob_id)
