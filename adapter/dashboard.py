@@ -13,16 +13,24 @@ where two browser tabs talk through the JS client (``/static/wxio.js``).
 ``/dashboard/stats`` is computed when asked, from what the hub, the engines and the metrics
 counters already hold; nothing is counted twice. Inbox sizes are known for the in-memory
 inbox only (a cluster keeps them in Redis).
+
+The page's charts come from ``history`` in the stats: one point every ``HISTORY_STEP`` seconds
+over the last ``HISTORY_SPAN`` seconds (a ring buffer, so memory is bounded), taken by a
+background task whether or not a page is open, so a page opened now shows the minutes before
+it. Time is the hub's injected clock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import os
 import time
 from base64 import b64decode
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +54,7 @@ STATIC_FILES = {
     "wxio.js": "application/javascript",
     "dashboard.js": "application/javascript",
     "dashboard.css": "text/css",
+    "favicon.svg": "image/svg+xml",
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -60,6 +69,11 @@ SECURITY_HEADERS = {
 RATE_WINDOW = 10.0
 #: Largest inboxes listed.
 TOP_INBOXES = 10
+#: Seconds between two points of the charts' history, and seconds of history kept.
+HISTORY_STEP = 5.0
+HISTORY_SPAN = 600.0
+
+log = logging.getLogger("wxio")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -74,6 +88,8 @@ class Dashboard:
         user: str = "",
         password: str = "",
         clock: Callable[[], float] = time.time,
+        step: float = HISTORY_STEP,
+        span: float = HISTORY_SPAN,
     ) -> None:
         self.hub = hub
         self.engines = engines
@@ -83,6 +99,9 @@ class Dashboard:
         self.clock = clock
         self.started = clock()
         self._samples: deque[tuple[float, float]] = deque()
+        self.history = History(step, span)
+        self.history.baseline(self.started, self._reading(self.started))
+        self._ticker: asyncio.Task[None] | None = None
 
     # -- auth ------------------------------------------------------------------------------------
 
@@ -131,6 +150,13 @@ class Dashboard:
             headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"},
         )
 
+    async def favicon(self, request: web.Request) -> web.StreamResponse:
+        """Browsers ask for /favicon.ico whatever the page links; the SVG answers both."""
+        return web.FileResponse(
+            STATIC_DIR / "favicon.svg",
+            headers={"Content-Type": "image/svg+xml", "X-Content-Type-Options": "nosniff"},
+        )
+
     async def stats_handler(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(await self.stats())
 
@@ -161,6 +187,8 @@ class Dashboard:
         denied = metrics.values("wxio_core_denied_total")
         sends = metrics.values("wxio_core_sends_total")
         total = sum(messages.values())
+        # A point that is due is taken here too, not only by the background task.
+        self.sample(now)
         return {
             "node": hub.node,
             "demo": self.demo,
@@ -177,7 +205,53 @@ class Dashboard:
             "sends": _by_label(sends, "outcome"),
             "inbox": self._inboxes(now),
             "cluster": await self._cluster(),
+            "history": self.history.render(now),
         }
+
+    # -- history -----------------------------------------------------------------------------------
+
+    def sample(self, now: float | None = None) -> bool:
+        """Add a point to the history if one is due; True when one was added."""
+        now = self.clock() if now is None else now
+        if not self.history.due(now):
+            return False
+        self.history.add(now, self._reading(now))
+        return True
+
+    def _reading(self, now: float) -> Reading:
+        metrics = self.hub.metrics
+        transports: dict[str, int] = {}
+        for kinds in self._connections()["by_app"].values():
+            for kind, n in kinds.items():
+                transports[kind] = transports.get(kind, 0) + n
+        inbox = self.hub.inbox
+        depth = sum(inbox.sizes(now=now).values()) if isinstance(inbox, MemoryInbox) else None
+        return Reading(
+            messages=_by_label(metrics.values("wxio_core_messages_total"), "action"),
+            denials=_by_label(metrics.values("wxio_core_denied_total"), "reason"),
+            connections=transports,
+            inbox=depth,
+        )
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.history.step)
+            try:
+                self.sample()
+            except Exception:  # a bad point must not end the history
+                log.exception("dashboard: history sample failed")
+
+    async def start(self, app: web.Application) -> None:
+        self._ticker = asyncio.create_task(self._tick(), name="wxio-dashboard-history")
+
+    async def stop(self, app: web.Application) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+            self._ticker = None
 
     def _connections(self) -> dict[str, Any]:
         by_app: dict[str, dict[str, int]] = {}
@@ -247,6 +321,90 @@ class Dashboard:
         return {"kind": "redis", "nodes": nodes or [me]}
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the metrics say at one instant: counter totals and gauges."""
+
+    messages: dict[str, float]  # total envelopes applied, by action
+    denials: dict[str, float]  # total denials, by reason
+    connections: dict[str, int]  # open now, by transport
+    inbox: int | None  # messages waiting now; None where this node cannot tell
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    t: float
+    messages: dict[str, float]  # per second since the previous point, by action
+    denials: dict[str, float]  # how many since the previous point, by reason
+    connections: dict[str, int]
+    inbox: int | None
+
+
+class History:
+    """The charts' points: counters turned into rates (or counts) between consecutive readings,
+    gauges as read. At most ``span / step`` points are kept."""
+
+    def __init__(self, step: float, span: float) -> None:
+        self.step = step
+        self.span = span
+        self.points: deque[Point] = deque(maxlen=max(1, round(span / step)))
+        self._last: tuple[float, Reading] | None = None
+
+    def baseline(self, now: float, reading: Reading) -> None:
+        self._last = (now, reading)
+
+    def due(self, now: float) -> bool:
+        # A little early counts: the background task's timer and the clock drift apart.
+        return self._last is None or now - self._last[0] >= self.step * 0.9
+
+    def add(self, now: float, reading: Reading) -> None:
+        if self._last is None:
+            self._last = (now, reading)
+            return
+        then, before = self._last
+        elapsed = now - then
+        self.points.append(
+            Point(
+                t=now,
+                messages={
+                    k: round(_delta(v, before.messages.get(k, 0.0)) / elapsed, 3)
+                    for k, v in reading.messages.items()
+                },
+                denials={
+                    k: _delta(v, before.denials.get(k, 0.0)) for k, v in reading.denials.items()
+                },
+                connections=dict(reading.connections),
+                inbox=reading.inbox,
+            )
+        )
+        self._last = (now, reading)
+
+    def render(self, now: float) -> dict[str, Any]:
+        """Columns for the page: ``t`` and, per chart, one list per label, aligned with ``t``
+        (0 where a label had nothing); ``inbox`` is null where this node cannot tell."""
+        points = [p for p in self.points if now - p.t <= self.span]
+        depths = [p.inbox for p in points]
+        inbox = None if None in depths else depths
+        return {
+            "step": self.step,
+            "span": self.span,
+            "t": [p.t for p in points],
+            "messages": _columns([p.messages for p in points]),
+            "connections": _columns([p.connections for p in points]),
+            "denials": _columns([p.denials for p in points]),
+            "inbox": inbox,
+        }
+
+
+def _delta(total: float, before: float) -> float:
+    return max(0.0, total - before)  # counters only grow; never chart a negative
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    labels = sorted({label for row in rows for label in row})
+    return {label: [row.get(label, 0) for row in rows] for label in labels}
+
+
 def _by_label(series: dict[tuple[tuple[str, str], ...], float], label: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for labels, value in series.items():
@@ -283,8 +441,13 @@ def add_dashboard(
         )
     if bool(user) != bool(password):
         raise ConfigError("[server] dashboard_user and dashboard_password go together")
-    board = Dashboard(hub, engines, demo=demo, user=user, password=password)
+    board = Dashboard(
+        hub, engines, demo=demo, user=user, password=password, clock=lambda: hub.clock()
+    )
+    app.on_startup.append(board.start)
+    app.on_cleanup.append(board.stop)
     app.router.add_get("/", board.guarded(board.index))
+    app.router.add_get("/favicon.ico", board.favicon)
     app.router.add_get("/dashboard/stats", board.guarded(board.stats_handler))
     app.router.add_get("/static/{name}", board.static)  # the public client library and styles
     if demo:

@@ -1,10 +1,9 @@
-// The dashboard page: polls /dashboard/stats every second, and runs the "try it" panel with
+// The dashboard page: polls /dashboard/stats every second, charts its history, and runs the "try it" panel with
 // the JS client (window.wxio, from /static/wxio.js). No inline scripts: the page's CSP forbids them.
 (function () {
   'use strict';
 
   var $ = function (id) { return document.getElementById(id); };
-  var rates = [];
   var demo = null;
 
   function cell(text, cls) {
@@ -48,22 +47,186 @@
     return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
   }
 
-  function spark() {
-    var canvas = $('spark');
-    var ctx = canvas.getContext('2d');
-    var w = canvas.width;
-    var h = canvas.height;
-    ctx.clearRect(0, 0, w, h);
-    var max = Math.max.apply(null, rates.concat([1]));
-    ctx.strokeStyle = '#07c160';
-    ctx.lineWidth = 2;
-    ctx.beginPath();
-    rates.forEach(function (r, i) {
-      var x = w - (rates.length - 1 - i) * (w / (120 - 1)); // newest at the right edge
-      var y = h - 2 - (r / max) * (h - 4);
-      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  // -- charts: plain SVG, drawn from the history in the stats ---------------------------------
+
+  var SVG_NS = 'http://www.w3.org/2000/svg';
+  var PALETTE = ['#1c7ed6', '#e8590c', '#2b8a3e', '#ae3ec9', '#d6336c', '#0c8599', '#f08c00', '#5c677d'];
+  var W = 560;
+  var H = 190;
+  var PAD = { left: 44, right: 12, top: 10, bottom: 24 };
+
+  function el(tag, attrs, text) {
+    var node = document.createElementNS(SVG_NS, tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, String(attrs[k])); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // A round step giving about four gridlines; whole numbers for counts.
+  function yScale(max, whole) {
+    if (!(max > 0)) max = 1;
+    var raw = max / 4;
+    var pow = Math.pow(10, Math.floor(Math.log10(raw)));
+    var step = [1, 2, 2.5, 5, 10].map(function (f) { return f * pow; })
+      .filter(function (v) { return v >= raw; })[0];
+    if (whole) step = Math.max(1, Math.ceil(step));
+    return { step: step, top: Math.ceil(max / step - 1e-9) * step };
+  }
+
+  function ago(seconds) {
+    if (seconds <= 0) return 'now';
+    var m = Math.floor(seconds / 60);
+    var r = seconds % 60;
+    return '−' + (m ? m + 'm' : '') + (r ? r + 's' : '');
+  }
+
+  // spec: {kind: 'line' | 'bars' | 'area', whole, value(values) -> legend text, now(series) -> text};
+  // shown: the seconds up to `now` on the x axis.
+  function chart(id, history, series, spec, now, shown, empty) {
+    var box = $(id);
+    var plot = box.querySelector('svg.plot');
+    var legend = box.querySelector('ul.legend');
+    var names = Object.keys(series).sort();
+    var t = history.t;
+    var x0 = now - shown;
+    var iw = W - PAD.left - PAD.right;
+    var ih = H - PAD.top - PAD.bottom;
+    var sx = function (time) { return PAD.left + ((time - x0) / shown) * iw; };
+    var max = 0;
+    if (spec.kind === 'bars') {
+      t.forEach(function (_, i) {
+        var sum = names.reduce(function (acc, n) { return acc + series[n][i]; }, 0);
+        max = Math.max(max, sum);
+      });
+    } else {
+      names.forEach(function (n) { max = Math.max.apply(null, [max].concat(series[n])); });
+    }
+    var scale = yScale(max, spec.whole);
+    var sy = function (v) { return PAD.top + ih - (v / scale.top) * ih; };
+
+    var parts = [];
+    for (var v = 0; v <= scale.top + 1e-9; v += scale.step) {
+      parts.push(el('line', { x1: PAD.left, x2: W - PAD.right, y1: sy(v), y2: sy(v), class: v ? 'grid' : 'axis' }));
+      parts.push(el('text', { x: PAD.left - 6, y: sy(v) + 4, class: 'tick y' }, fmt(v)));
+    }
+    var every = shown > 360 ? 120 : shown > 180 ? 60 : shown > 60 ? 30 : 10;
+    for (var back = 0; back <= shown + 1e-9; back += every) {
+      var x = sx(now - back);
+      parts.push(el('line', { x1: x, x2: x, y1: PAD.top + ih, y2: PAD.top + ih + 4, class: 'axis' }));
+      parts.push(el('text', { x: x, y: H - 6, class: 'tick x' }, ago(back)));
+    }
+
+    var colors = {};
+    names.forEach(function (n, i) { colors[n] = PALETTE[i % PALETTE.length]; });
+    if (spec.kind === 'bars') {
+      var bw = Math.max(2, (history.step / shown) * iw * 0.8);
+      var base = t.map(function () { return 0; });
+      names.forEach(function (n) {
+        var g = el('g', { class: 'series', 'data-series': n, 'data-last': series[n][t.length - 1], fill: colors[n] });
+        series[n].forEach(function (count, i) {
+          if (!count) return;
+          // A bar covers the interval that ends at its point.
+          var right = sx(t[i]);
+          g.appendChild(el('rect', { x: right - bw, y: sy(base[i] + count), width: bw, height: sy(base[i]) - sy(base[i] + count) }));
+          base[i] += count;
+        });
+        parts.push(g);
+      });
+    } else {
+      names.forEach(function (n) {
+        var d = '';
+        series[n].forEach(function (value, i) {
+          // Break the line where points are missing (the server was busy or stopped).
+          var gap = i === 0 || t[i] - t[i - 1] > history.step * 2.5;
+          d += (gap ? 'M' : 'L') + sx(t[i]).toFixed(1) + ' ' + sy(value).toFixed(1);
+        });
+        var g = el('g', { class: 'series', 'data-series': n, 'data-last': series[n][t.length - 1] });
+        if (spec.kind === 'area' && t.length) {
+          var first = sx(t[0]).toFixed(1);
+          var last = sx(t[t.length - 1]).toFixed(1);
+          g.appendChild(el('path', {
+            d: d.replace(/M/g, 'L').replace(/^L/, 'M') + 'L' + last + ' ' + sy(0) + 'L' + first + ' ' + sy(0) + 'Z',
+            fill: colors[n], 'fill-opacity': 0.15, stroke: 'none',
+          }));
+        }
+        g.appendChild(el('path', { d: d, fill: 'none', stroke: colors[n], 'stroke-width': 2, 'stroke-linejoin': 'round' }));
+        if (t.length) {
+          g.appendChild(el('circle', { cx: sx(t[t.length - 1]), cy: sy(series[n][t.length - 1]), r: 3, fill: colors[n] }));
+        }
+        parts.push(g);
+      });
+    }
+    var message = empty || (t.length ? '' : 'collecting: a point every ' + history.step + ' s');
+    if (message) {
+      parts.push(el('text', { x: PAD.left + iw / 2, y: PAD.top + ih / 2, class: 'empty' }, message));
+    }
+    plot.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+    plot.setAttribute('data-points', String(t.length));
+    plot.replaceChildren.apply(plot, parts);
+
+    var items = names.map(function (n) {
+      var li = document.createElement('li');
+      li.setAttribute('data-series', n);
+      var swatch = document.createElement('span');
+      swatch.className = 'swatch';
+      swatch.style.background = colors[n]; // CSSOM, which the page's CSP allows
+      var name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = n;
+      var value = document.createElement('span');
+      value.className = 'value';
+      value.textContent = spec.value(series[n]);
+      li.append(swatch, name, value);
+      return li;
     });
-    ctx.stroke();
+    if (!items.length) {
+      var none = document.createElement('li');
+      none.className = 'empty';
+      none.textContent = empty ? 'not on this node' : 'none yet';
+      items.push(none);
+    }
+    legend.replaceChildren.apply(legend, items);
+    box.querySelector('.now').textContent = spec.now(names.map(function (n) { return series[n]; }));
+  }
+
+  function last(values) { return values.length ? values[values.length - 1] : 0; }
+  function sum(values) { return values.reduce(function (a, b) { return a + b; }, 0); }
+  function sumLast(all) { return sum(all.map(last)); }
+
+  function charts(s) {
+    var h = s.history;
+    // The whole minutes that hold the history (one at least), so that a young server's first
+    // minute is not squeezed against the right edge of ten.
+    var shown = h.span;
+    if (h.t.length) {
+      shown = Math.min(h.span, Math.max(60, Math.ceil((s.time - h.t[0] + h.step) / 60 - 1e-9) * 60));
+    }
+    var minutes = Math.round(shown / 60);
+    $('span').textContent = minutes === 1 ? 'minute' : minutes + ' minutes';
+    $('history-note').textContent = 'a point every ' + h.step + ' s, up to ' +
+      Math.round(h.span / 60) + ' minutes kept; newest at the right';
+    var spanText = minutes + ' min';
+    chart('chart-messages', h, h.messages, {
+      kind: 'line',
+      value: function (v) { return fmt(last(v)) + ' /s'; },
+      now: function (all) { return fmt(sumLast(all)) + ' /s'; },
+    }, s.time, shown);
+    chart('chart-connections', h, h.connections, {
+      kind: 'line', whole: true,
+      value: function (v) { return fmt(last(v)); },
+      now: function (all) { return fmt(sumLast(all)) + ' open'; },
+    }, s.time, shown);
+    chart('chart-denials', h, h.denials, {
+      kind: 'bars', whole: true,
+      value: function (v) { return fmt(sum(v)) + ' in ' + spanText; },
+      now: function (all) { return fmt(sum(all.map(sum))) + ' in ' + spanText; },
+    }, s.time, shown);
+    var inbox = h.inbox === null ? {} : { waiting: h.inbox };
+    chart('chart-inbox', h, inbox, {
+      kind: 'area', whole: true,
+      value: function (v) { return fmt(last(v)); },
+      now: function (all) { return all.length ? fmt(sumLast(all)) + ' waiting' : 'n/a'; },
+    }, s.time, shown, h.inbox === null ? 'inbox sizes are kept in the cluster\u2019s Redis' : '');
   }
 
   function render(s) {
@@ -75,9 +238,7 @@
     $('msg-total').textContent = fmt(s.messages.total);
     $('deny-total').textContent = fmt(s.denials.total);
     $('inbox-total').textContent = s.inbox.available ? fmt(s.inbox.messages) : 'n/a';
-    rates.push(s.messages.per_second);
-    if (rates.length > 120) rates.shift();
-    spark();
+    charts(s);
 
     var conns = [];
     entries(s.connections.by_app).forEach(function (app) {

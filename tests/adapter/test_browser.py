@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from wxio.adapter.http import HttpServer
 from wxio.adapter.sio import SocketIOServer
 
 from .conftest import RunningServer, StartServer
+from .core_clients import RawClient, Signer, SioClient
 from .jspeer import JsPeer, requires_node
+from .wire import until
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is in the test extras: make install-test"
@@ -52,14 +55,41 @@ async def browser() -> AsyncIterator[Any]:
         await chromium.close()
 
 
-@pytest.fixture
-async def demo_server() -> AsyncIterator[str]:
+class Clock:
+    """The hub's clock, moved by the test (it starts at the real time)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def ms(self) -> int:
+        return int(self.now * 1000)
+
+
+async def serve_demo(hub: Hub) -> tuple[HttpServer, str]:
     """``wxio serve`` with no apps: the demo app, and the dashboard on."""
-    hub = Hub(AppRegistry.demo(environ={"WXIO_DEMO_KEY": KEY}))
     app = build_app(ServerConfig(), SocketIOServer(ServerConfig().socketio), hub=hub)
     http = HttpServer(app, header_timeout=10, shutdown_timeout=1.0)
     port = await http.start("127.0.0.1", 0)
-    yield f"http://127.0.0.1:{port}"
+    return http, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def demo_server() -> AsyncIterator[str]:
+    http, url = await serve_demo(Hub(AppRegistry.demo(environ={"WXIO_DEMO_KEY": KEY})))
+    yield url
+    await http.stop()
+
+
+@pytest.fixture
+async def clocked_demo() -> AsyncIterator[tuple[str, Hub, Clock]]:
+    """The demo server on a clock the test moves, for the dashboard's history."""
+    clock = Clock()
+    hub = Hub(AppRegistry.demo(environ={"WXIO_DEMO_KEY": KEY}), clock=clock)
+    http, url = await serve_demo(hub)
+    yield url, hub, clock
     await http.stop()
 
 
@@ -136,6 +166,7 @@ async def test_dashboard_two_tabs_talk(browser: Any, demo_server: str, tmp_path:
     errors: list[str] = []
     for page in (one, two):
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         await page.goto(demo_server + "/")
         await page.wait_for_selector("#status.open", timeout=10_000)
     assert await one.inner_text("#mode") == "DEMO MODE"
@@ -176,6 +207,150 @@ async def test_dashboard_two_tabs_talk(browser: Any, demo_server: str, tmp_path:
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     await one.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 10_000
+    await context.close()
+
+
+async def make_history(url: str, hub: Hub, clock: Clock) -> dict[str, Any]:
+    """A minute of traffic from real clients, one history point every 5 s of the hub's clock:
+    messages between two raw clients and to an offline user, a socket.io client, a third raw
+    client, denials of three kinds. Returns the stats' history."""
+    import aiohttp
+
+    signer = Signer("demo", KEY)
+    ws = url.replace("http", "ws", 1)
+
+    async def raw(user: str) -> RawClient:
+        return await RawClient.connect(ws, signer, user, **signer.auth(user, clock.ms()))
+
+    def inbox_depth() -> int:
+        return sum(hub.inbox.sizes(now=clock.now).values())  # type: ignore[attr-defined]
+
+    zoe = await raw("zoe")
+    zoe_id = zoe.client_id
+    await zoe.close()
+    await until(lambda: not hub.connections, what="zoe offline")
+    alice, bob = await raw("alice"), await raw("bob")
+    clients: list[RawClient | SioClient] = [alice, bob]
+    async with aiohttp.ClientSession() as http:
+        for step in range(12):
+            if step == 3:
+                clients.append(await SioClient.connect(url, signer, "carol", ["websocket"]))
+            if step == 7:
+                clients.append(await raw("dave"))
+            for _ in range(step % 4 + 1):
+                env = signer.envelope("sendToOthers", "hi", ts=clock.ms(), target=bob.client_id)
+                assert (await alice.request(env))["data"]["payload"]["status"] == "delivered"
+                got = await bob.recv()
+                assert got["data"]["payload"] == "hi"
+                await bob.send(signer.envelope("ack", ts=clock.ms(), msgId=got["meta"]["msgId"]))
+            if step % 3 == 1:
+                env = signer.envelope("sendToOthers", "later", ts=clock.ms(), target=zoe_id)
+                assert (await alice.request(env))["data"]["payload"]["status"] == "queued"
+            # Bob's acks have no answer: wait until only zoe's messages are left.
+            queued = (step + 2) // 3
+            await until(lambda q=queued: inbox_depth() == q, what=f"inbox of {queued}")
+            denied: list[dict[str, Any]] = []
+            if step in (2, 5, 6, 9):
+                forged = signer.envelope("requestId", ts=clock.ms())
+                forged["meta"]["sign"] = "0" * 32
+                denied.append(forged)
+            if step in (6, 10):
+                denied.append(signer.envelope("requestId", ts=clock.ms() - 600_000))
+            if step == 10:
+                denied.append(signer.envelope("fly", ts=clock.ms()))
+            for env in denied:
+                assert (await bob.request(env))["data"]["action"] == "deny"
+            clock.now += 5.0
+            async with http.get(url + "/dashboard/stats") as res:
+                history: dict[str, Any] = (await res.json())["history"]
+    for client in clients:
+        await client.close()
+    return history
+
+
+async def test_dashboard_charts_the_last_minutes(
+    browser: Any, clocked_demo: tuple[str, Hub, Clock], tmp_path: Path
+) -> None:
+    """A page opened after a minute of traffic charts that minute at once, from the server's
+    history: four charts with their series, legends and current values, and nothing failing
+    on the page (console, requests, the favicon)."""
+    url, hub, clock = clocked_demo
+    history = await make_history(url, hub, clock)
+    assert len(history["t"]) == 12
+    assert history["connections"]["ws"][-1] == 3
+    assert history["denials"]["expired"] == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0]
+
+    context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
+    page.on(
+        "response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None
+    )
+    async with page.expect_response(lambda r: "favicon" in r.url) as icon:
+        await page.goto(url + "/")
+    assert (await icon.value).status == 200
+    await page.wait_for_selector("#status.open", timeout=10_000)  # the "try it" panel, too
+    await page.wait_for_function(
+        "document.querySelector('#chart-inbox svg.plot').dataset.points === '12'"
+    )
+
+    drawn = await page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('.chart')].map((c) => [c.id, {
+          series: [...c.querySelectorAll('svg .series')].map((g) => ({
+            name: g.dataset.series, last: Number(g.dataset.last),
+            // bars drawn, or vertices of the line
+            marks: g.querySelectorAll('rect').length
+              || g.querySelector('path[fill="none"]').getAttribute('d').split(/[ML]/).length - 1,
+          })),
+          legend: [...c.querySelectorAll('.legend li')].map((li) => li.textContent),
+          now: c.querySelector('.now').textContent,
+          ticks: [...c.querySelectorAll('svg text.tick')].map((t) => t.textContent),
+        }]))"""
+    )
+
+    def lines(series: dict[str, list[float]]) -> list[dict[str, Any]]:
+        """What a line per series of the history looks like: 12 vertices, the last value."""
+        return [{"name": k, "last": v[-1], "marks": 12} for k, v in series.items()]
+
+    messages = drawn["chart-messages"]
+    assert messages["series"] == lines(history["messages"])
+    assert [s["name"] for s in messages["series"]] == ["ack", "sendToOthers"]
+    assert messages["legend"] == ["ack0.8 /s", "sendToOthers0.8 /s"]  # 4 of each in 5 s
+    assert messages["now"] == "1.6 /s"
+    # The x axis spans the minute of history (not ten, where it would be a sliver).
+    assert await page.inner_text("h2.section #span") == "minute"
+    assert messages["ticks"][-7:] == ["now", "−10s", "−20s", "−30s", "−40s", "−50s", "−1m"]
+
+    connections = drawn["chart-connections"]
+    assert connections["series"] == lines(history["connections"])
+    assert connections["legend"] == ["socket.io/websocket1", "ws3"]
+    assert connections["now"] == "4 open"
+
+    denials = drawn["chart-denials"]
+    assert denials["series"] == [
+        {"name": "bad_signature", "last": 0, "marks": 4},
+        {"name": "expired", "last": 0, "marks": 2},
+        {"name": "unknown_action", "last": 0, "marks": 1},
+    ]
+    assert denials["legend"] == [
+        "bad_signature4 in 1 min",
+        "expired2 in 1 min",
+        "unknown_action1 in 1 min",
+    ]
+    assert denials["now"] == "7 in 1 min"
+
+    inbox = drawn["chart-inbox"]
+    assert inbox["series"] == [{"name": "waiting", "last": 4, "marks": 12}]
+    assert history["inbox"] == [0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4]
+    assert inbox["legend"] == ["waiting4"] and inbox["now"] == "4 waiting"
+
+    assert problems == []
+    target = tmp_path / "dashboard.png"
+    await page.screenshot(path=str(target), full_page=True)
     assert target.stat().st_size > 10_000
     await context.close()
 

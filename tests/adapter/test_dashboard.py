@@ -1,5 +1,6 @@
 """The dashboard (adapter/dashboard.py) over HTTP: on in demo mode, opt-in with basic auth in
-production, demo credentials only in demo mode, and the stats it computes."""
+production, demo credentials only in demo mode, the stats it computes, and the history its
+charts draw (with an injected clock: time is the subject)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from wxio.adapter.http import HttpServer
 from wxio.adapter.sio import SocketIOServer
 from wxio.protocol.signing import md5_sign
 
-from .conftest import StartServer
+from .conftest import RunningServer, StartServer
+from .core_clients import RawClient, Signer, SioClient
+from .wire import until
 
 DEMO_KEY = "dashboard-demo-key"
 APPS = {"shop": {"key": "shop-key"}}
@@ -67,6 +70,11 @@ async def test_demo_mode_serves_page_stats_client_and_demo_credentials(serve: Se
     status, script, _ = await get(url + "/static/wxio.js")
     assert status == 200 and "signMd5" in script
     assert (await get(url + "/static/index.html"))[0] == 404  # only listed files
+
+    assert 'rel="icon" href="/static/favicon.svg"' in page
+    for path in ("/favicon.ico", "/static/favicon.svg"):  # browsers ask for the first anyway
+        status, icon, headers = await get(url + path)
+        assert status == 200 and headers["Content-Type"] == "image/svg+xml" and "<svg" in icon
 
     status, creds, _ = await get(url + "/dashboard/demo-credentials?userId=u1")
     assert status == 200 and creds["app"] == "demo" and creds["userId"] == "u1"
@@ -139,3 +147,112 @@ async def test_stats_count_connections_messages_denials_and_inboxes(
     assert stats["sends"] == {"queued": 2}
     assert stats["inbox"]["messages"] == 2
     assert stats["inbox"]["largest"] == [{"app": "demo", "user": "away", "size": 2}]
+
+
+class Clock:
+    """The hub's clock, moved by the test: starts at the real time, so that signatures made
+    with it are the ones a client would make."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def ms(self) -> int:
+        return int(self.now * 1000)
+
+
+async def start_clocked(start_server: StartServer, clock: Clock) -> RunningServer:
+    return await start_server(
+        apps={"demo": {"key": DEMO_KEY}},
+        config=ServerConfig(dashboard=True, dashboard_user="u", dashboard_password="p"),
+        clock=clock,
+    )
+
+
+async def history(server: RunningServer) -> dict[str, Any]:
+    status, stats, _ = await get(server.url + "/dashboard/stats", basic("u", "p"))
+    assert status == 200
+    assert isinstance(stats["history"], dict)
+    return stats["history"]
+
+
+async def test_history_is_one_point_per_step_over_the_last_ten_minutes(
+    start_server: StartServer,
+) -> None:
+    clock = Clock()
+    server = await start_clocked(start_server, clock)
+    start = clock.now
+    assert await history(server) == {
+        "step": 5.0,
+        "span": 600.0,
+        "t": [],
+        "messages": {},
+        "connections": {},
+        "denials": {},
+        "inbox": [],
+    }
+    clock.now = start + 4.0  # not a step yet
+    assert (await history(server))["t"] == []
+    clock.now = start + 5.0
+    assert (await history(server))["t"] == [start + 5.0]
+    assert (await history(server))["t"] == [start + 5.0]  # asking again adds nothing
+    for i in range(2, 131):
+        clock.now = start + 5.0 * i
+        await history(server)
+    points = await history(server)
+    # 130 points were taken; the newest 120 (ten minutes) are kept.
+    assert points["t"] == [start + 5.0 * i for i in range(11, 131)]
+    assert points["connections"] == {} and points["inbox"] == [0] * 120
+    # After a stop longer than the span, only what is recent is shown.
+    clock.now += 900.0
+    assert (await history(server))["t"] == [clock.now]
+
+
+async def test_history_charts_messages_connections_denials_and_inboxes(
+    start_server: StartServer,
+) -> None:
+    """Real clients: a raw WebSocket and a socket.io one, messages queued for an offline user,
+    and a denied envelope; each point holds what happened in its step."""
+    clock = Clock()
+    server = await start_clocked(start_server, clock)
+    hub = server.hub
+    assert hub is not None
+    start = clock.now
+    signer = Signer("demo", DEMO_KEY)
+    away = await RawClient.connect(server.ws_url, signer, "away", **signer.auth("away", clock.ms()))
+    away_id = away.client_id
+    await away.close()
+    await until(lambda: not hub.connections, what="away offline")
+    me = await RawClient.connect(server.ws_url, signer, "me", **signer.auth("me", clock.ms()))
+    sio = await SioClient.connect(server.url, signer, "sio", transports=["websocket"])
+
+    def queue_for_away() -> dict[str, Any]:
+        return signer.envelope("sendToOthers", {"n": 1}, ts=clock.ms(), target=away_id)
+
+    for _ in range(2):
+        assert (await me.request(queue_for_away()))["data"]["payload"]["status"] == "queued"
+    forged = signer.envelope("requestId", ts=clock.ms())
+    forged["meta"]["sign"] = "0" * 32
+    assert (await me.request(forged))["data"]["payload"]["reason"] == "bad_signature"
+    clock.now = start + 5.0
+    first = await history(server)
+
+    await sio.close()
+    await until(lambda: len(hub.connections) == 1, what="socket.io client gone")
+    assert (await me.request(queue_for_away()))["data"]["payload"]["status"] == "queued"
+    clock.now = start + 10.0
+    second = await history(server)
+    await me.close()
+
+    assert first["t"] == [start + 5.0]
+    assert second == {
+        "step": 5.0,
+        "span": 600.0,
+        "t": [start + 5.0, start + 10.0],
+        "messages": {"sendToOthers": [0.4, 0.2]},  # per second: 2, then 1, in 5 s
+        "connections": {"socket.io/websocket": [1, 0], "ws": [1, 1]},
+        "denials": {"bad_signature": [1, 0]},  # how many in each step
+        "inbox": [2, 3],
+    }
