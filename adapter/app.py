@@ -138,6 +138,11 @@ def build_app(
         raw = RawEndpoint(hub, options)
         mounts.add(options.raw_path, raw.handle, raw.native)
         HttpApi(hub, options).add_routes(app)
+    if config.sessions.storage and io.sessions is None:
+        from .websessions import sessions_from_config
+
+        store = getattr(hub.backplane, "database", None) if hub is not None else None
+        io.sessions = sessions_from_config(config, database=store)
     engines: list[EngineServer] = []
     app[ENGINES] = engines
     metrics = hub.metrics if hub is not None else Metrics()

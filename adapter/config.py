@@ -13,6 +13,10 @@ from ..protocol.engineio.session import EngineConfig
 _SESSION = EngineConfig()
 
 
+#: ``[sessions] storage``: "" is off.
+SESSION_STORAGES = ("", "cookie", "redis", "embedded", "egg")
+
+
 class ConfigError(Exception):
     """The configuration file or arguments are invalid; the message says which key."""
 
@@ -80,11 +84,36 @@ class SocketIOOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """``[sessions]``: the web session of the request that opened a connection, read once at
+    connect (``socket.session``; see adapter/websessions.py and docs/guide.md)."""
+
+    #: "" (off), "cookie" (aiohttp-session's encrypted cookie), "redis" (aiohttp-session's
+    #: RedisStorage), "embedded" (the embedded store, one node) or "egg" (koa-session's and
+    #: egg-session's signed cookie).
+    storage: str = ""
+    #: The session cookie's name; "" takes the storage's usual one (AIOHTTP_SESSION, EGG_SESS).
+    cookie_name: str = ""
+    #: The environment variable holding the secret: the Fernet key ("cookie") or the keygrip
+    #: keys, comma-separated as egg's ``config.keys`` ("egg"). Never in the file, never logged.
+    secret_env: str = "WXIO_SESSION_SECRET"
+    #: Seconds a session lives after it was written (0: no limit), as the web app's max_age.
+    max_age: int = 0
+    #: "redis": the server ("" takes WXIO_REDIS_URL or ``[cluster] redis_url``).
+    redis_url: str = ""
+    #: "egg": the signature's HMAC, "sha256" (egg-cookies) or "sha1" (koa, the cookies package).
+    algorithm: str = "sha256"
+    #: Seconds to read a session at most; past it (or on any failure) the connection has none.
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 3000
     engine: EngineOptions = field(default_factory=EngineOptions)
     socketio: SocketIOOptions = field(default_factory=SocketIOOptions)
+    sessions: SessionOptions = field(default_factory=SessionOptions)
     #: Seconds to drain on SIGTERM/SIGINT before connections are cut.
     shutdown_grace: float = 5.0
     #: Seconds a client has to send complete HTTP request headers.
@@ -141,7 +170,14 @@ def load(path: str | Path | None) -> ServerConfig:
     server = dict(data.get("server", {}))
     engine = _section(EngineOptions, data.get("engine", {}), "engine")
     sio = _section(SocketIOOptions, data.get("socketio", {}), "socketio")
-    extra = {k: v for k, v in data.items() if k not in ("server", "engine", "socketio")}
+    sessions: SessionOptions = _section(SessionOptions, data.get("sessions", {}), "sessions")
+    if sessions.storage not in SESSION_STORAGES:
+        names = ", ".join(f'"{name}"' for name in SESSION_STORAGES)
+        raise ConfigError(f"[sessions]: storage must be one of {names}")
+    if sessions.algorithm not in ("sha256", "sha1"):
+        raise ConfigError('[sessions]: algorithm must be "sha256" or "sha1"')
+    own = ("server", "engine", "socketio", "sessions")
+    extra = {k: v for k, v in data.items() if k not in own}
     base: ServerConfig = _section(ServerConfig, server, "server")
     if base.log_format not in ("text", "json"):
         raise ConfigError('[server]: log_format must be "text" or "json"')
@@ -149,4 +185,4 @@ def load(path: str | Path | None) -> ServerConfig:
         value = getattr(base, name)
         if type(value) is not int or value < 0:
             raise ConfigError(f"[server]: {name} must be a whole number, 0 for no limit")
-    return replace(base, engine=engine, socketio=sio, extra=extra)
+    return replace(base, engine=engine, socketio=sio, sessions=sessions, extra=extra)

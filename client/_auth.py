@@ -13,6 +13,7 @@ __all__ = ["Credentials", "now_ms"]
 
 
 def now_ms() -> int:
+    """The wall clock in milliseconds since the epoch: a signature's ``timestamp``."""
     return int(time.time() * 1000)
 
 
@@ -85,4 +86,5 @@ class Credentials:
         return {"app": self.app, "timestamp": ts, **self._sign(ts, signed)}
 
     def api_headers(self) -> dict[str, str]:
+        """The HTTP API's headers: ``Authorization: Bearer <token>`` with a token, else none."""
         return {"Authorization": f"Bearer {self.token}"} if self.token is not None else {}

@@ -21,6 +21,8 @@ ApiSendResult = SendResult
 
 @dataclass(frozen=True, slots=True)
 class Presence:
+    """A user's presence from :meth:`ApiClient.presence`."""
+
     user_id: str
     online: bool
     #: The user's client ids connected now (on any node).
@@ -32,7 +34,8 @@ class ApiClient:
     signed with the credentials' key, which is the app's **server key** for a backend (the client
     key only where the app sets ``api_client_key``), or authorised by ``Credentials(app,
     token=...)``, which calls as that token's user. ``user_id`` of the credentials is not used:
-    pass the sender's per call. Errors raise :class:`~.errors.Denied` with the HTTP ``status``."""
+    pass the sender's per call. Errors raise :class:`~.errors.Denied` with the HTTP ``status``.
+    Use it as an async context manager, or call :meth:`close`."""
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class ApiClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the HTTP session, unless it was passed in (its owner closes it)."""
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None

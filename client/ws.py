@@ -109,7 +109,8 @@ def _ws_url(url: str, path: str) -> str:
 
 class WxioClient:
     """A connected raw WebSocket client. Create with :meth:`connect`; use as an async context
-    manager or call :meth:`close`."""
+    manager or call :meth:`close`. Incoming messages come from ``async for message in
+    client``, :meth:`receive` or the :meth:`on` callbacks."""
 
     def __init__(
         self,
@@ -254,6 +255,7 @@ class WxioClient:
 
     @property
     def closed(self) -> bool:
+        """The connection has ended (closed by either side, or lost)."""
         return self._closed is not None
 
     async def close(self) -> None:

@@ -69,6 +69,8 @@ class Action(StrEnum):
 
 
 class DenyReason(StrEnum):
+    """Why a request or a connection was refused: a ``deny`` envelope's ``payload.reason``."""
+
     BAD_SIGNATURE = "bad_signature"
     EXPIRED = "expired"
     UNKNOWN_APP = "unknown_app"
@@ -101,6 +103,8 @@ class EnvelopeError(DecodeError):
 
 
 class Meta(NamedTuple):
+    """An envelope's ``meta``, fields named as on the wire; None is a field left out."""
+
     timestamp: int | None = None
     app: str | None = None
     sign: str | None = None
@@ -114,6 +118,8 @@ class Meta(NamedTuple):
 
 
 class Envelope(NamedTuple):
+    """One parsed message: its ``meta``, ``data.action`` and ``data.payload``."""
+
     meta: Meta
     action: str
     payload: Any = None
@@ -210,6 +216,7 @@ def wire(action: str, payload: Any, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode(envelope: Envelope) -> str:
+    """The wire form (:func:`to_dict`) as compact JSON text."""
     return jsonutil.dumps(to_dict(envelope))
 
 

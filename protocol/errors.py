@@ -32,6 +32,7 @@ class ProtocolError(Exception):
 
     @property
     def message(self) -> str:
+        """The error's text (its first argument)."""
         return str(self.args[0]) if self.args else ""
 
 

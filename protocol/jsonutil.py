@@ -28,7 +28,9 @@ __all__ = [
     "check_limits",
 ]
 
+#: How deep arrays and objects may nest in a document :func:`loads` parses.
 MAX_DEPTH = 32
+#: The longest number literal (in digits) :func:`loads` parses.
 MAX_INT_DIGITS = 100
 
 # A string literal (escapes included), a bracket, or a run of digits longer than the cap. The

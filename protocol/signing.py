@@ -46,6 +46,7 @@ __all__ = [
     "verify_hmac",
 ]
 
+#: How far a timestamp may be from ``now`` (ms) unless the caller passes another window.
 DEFAULT_WINDOW_MS = 300_000
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # Stands in for the key of an unknown app so that the answer takes the same work.
@@ -61,6 +62,8 @@ class SignatureError(RemoteProtocolError):
 
 
 class NonceClaim(NamedTuple):
+    """A nonce seen in a valid HMAC message, to be registered once in a :class:`ReplayCache`."""
+
     app: str
     nonce: str
     #: After this time (ms) the timestamp check alone rejects the message, so the nonce can go.
@@ -71,7 +74,9 @@ class ReplayCache(Protocol):
     """Implemented by the adapter (memory, Redis). ``claim`` returns True the first time a
     nonce is seen for an app inside its window, False for a replay."""
 
-    def claim(self, claim: NonceClaim, now_ms: int) -> Awaitable[bool]: ...
+    def claim(self, claim: NonceClaim, now_ms: int) -> Awaitable[bool]:
+        """Register ``claim``: True if its nonce is new for its app, False for a replay."""
+        ...
 
 
 class NonceWindow:
@@ -85,6 +90,8 @@ class NonceWindow:
         self._expiry: list[tuple[int, str, str]] = []
 
     def claim(self, claim: NonceClaim, now_ms: int) -> bool:
+        """Register ``claim`` (forgetting nonces expired by ``now_ms``): True if its nonce is
+        new, False for a replay, or when the window is full of live nonces."""
         self._expire(now_ms)
         key = (claim.app, claim.nonce)
         if key in self._seen:
@@ -154,12 +161,15 @@ def canonical_json(value: Any) -> str:
 
 
 def hmac_canonical(app: str, timestamp: int, nonce: str, body: Any) -> bytes:
+    """The bytes an HMAC signature covers (the module docstring gives the layout); ``body``
+    None is the empty string."""
     body_text = "" if body is None else canonical_json(body)
     text = f"wxio-hmac-v1\n{app}\n{timestamp}\n{nonce}\n{body_text}"
     return text.encode("utf-8", "surrogatepass")
 
 
 def hmac_sign(app: str, key: str, timestamp: int, nonce: str, body: Any) -> str:
+    """The HMAC-SHA256 signature of :func:`hmac_canonical` with ``key``, lowercase hex."""
     canonical = hmac_canonical(app, timestamp, nonce, body)
     return hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()
 

@@ -52,6 +52,7 @@ def text_frame(text: str) -> bytes:
 
 
 def binary_frame(data: bytes) -> bytes:
+    """A BINARY frame carrying ``data``."""
     return frame(BINARY, data)
 
 
@@ -67,8 +68,10 @@ def close_frame(code: int | None = 1000, reason: str = "") -> bytes:
 
 
 def ping_frame(payload: bytes = b"") -> bytes:
+    """A PING frame (its payload cut to the 125 bytes a control frame may carry)."""
     return frame(PING, payload[:125])
 
 
 def pong_frame(payload: bytes) -> bytes:
+    """A PONG frame answering a PING with ``payload`` (cut to 125 bytes)."""
     return frame(PONG, payload[:125])

@@ -24,3 +24,13 @@ def pytest_asyncio_loop_factories(
 
 def pytest_report_header() -> str:
     return f"event loop: {LOOP}"
+
+
+def pytest_make_parametrize_id(config: Any, val: object, argname: str) -> str | None:
+    """Test ids that are the same in every process: pytest-xdist's workers must collect the same
+    names, and some parameters are built at collection with random masks or the current time."""
+    if isinstance(val, bytes | bytearray):
+        return f"{argname}{len(val)}B"
+    if isinstance(val, str) and len(val) > 40:
+        return f"{argname}{len(val)}C"
+    return None

@@ -59,6 +59,8 @@ class Bus:
         return f"{self._rid_prefix}{next(self._rids):x}"
 
     async def listen(self) -> None:
+        """Subscribe to this node's channel and the cluster's, and handle what arrives, until
+        cancelled; a lost subscription is retried with backoff (at most 1 s)."""
         backoff = 0.1
         while True:
             pubsub = self.bp.redis.pubsub(ignore_subscribe_messages=True)
@@ -287,6 +289,7 @@ class Bus:
             self._pending.pop(rid, None)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        """Ask every other node; the answers that came within ``timeout``."""
         replies, _ = await self.request_all_counted(message, timeout)
         return replies
 
@@ -315,6 +318,7 @@ class Bus:
             self._pending.pop(rid, None)
 
     async def publish_all(self, message: dict[str, Any]) -> None:
+        """Send ``message`` to every other node, expecting no answer."""
         await self._publish(self.bp.key("ch", "all"), message)
 
 

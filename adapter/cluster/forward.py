@@ -35,17 +35,24 @@ _PASS_RESPONSE = (
 
 
 class NodeDirectory(Protocol):
+    """Where the other nodes are (the backplane's node registry)."""
+
     node_id: str
 
-    async def node_url(self, node: str) -> str | None: ...
+    async def node_url(self, node: str) -> str | None:
+        """The internal URL ``node`` advertises, or None once its heartbeat expired."""
+        ...
 
 
 def owner_of(sid: str) -> str | None:
+    """The node id an Engine.IO session id names (``<node>.<random>``), or None."""
     node, sep, _ = sid.rpartition(".")
     return node if sep and node else None
 
 
 class Forwarder:
+    """Relays polling requests and upgrades to the node that owns their session."""
+
     def __init__(self, nodes: NodeDirectory, *, max_body: int, poll_timeout: float) -> None:
         self.nodes = nodes
         self.max_body = max_body
@@ -54,9 +61,11 @@ class Forwarder:
 
     @property
     def node_id(self) -> str:
+        """This node's id."""
         return self.nodes.node_id
 
     def session(self) -> aiohttp.ClientSession:
+        """The HTTP client session for forwarding (made on first use, or again once closed)."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(
@@ -67,6 +76,7 @@ class Forwarder:
         return self._session
 
     async def close(self) -> None:
+        """Close the HTTP client session."""
         if self._session is not None:
             await self._session.close()
 

@@ -67,6 +67,7 @@ class Nodes:
         self._sweep_forget = bp.redis.register_script(_SWEEP_FORGET)
 
     async def heartbeat_once(self) -> None:
+        """Register this node and its advertised URL for ``node_ttl`` seconds."""
         bp = self.bp
         info = jsonutil.dumps({"url": bp.advertise_url})
         ttl_ms = int(bp.node_ttl * 1000)
@@ -76,6 +77,8 @@ class Nodes:
             await bp.call(pipe.execute())
 
     async def run(self) -> None:
+        """Beat every third of ``node_ttl`` and sweep dead nodes, until cancelled. When Redis
+        comes back (or forgot this node), the node's clients are registered again."""
         bp = self.bp
         while True:
             await asyncio.sleep(bp.node_ttl / 3)
@@ -121,6 +124,7 @@ class Nodes:
             log.info("node %s: swept %d client(s) of dead node %s", bp.node_id, len(members), node)
 
     async def node_alive(self, node: str) -> bool:
+        """Whether ``node``'s heartbeat is current (an answer is cached for a second)."""
         loop = asyncio.get_running_loop()
         cached = self._alive_cache.get(node)
         if cached is not None and cached[1] > loop.time():
@@ -134,6 +138,7 @@ class Nodes:
         return alive
 
     async def node_url(self, node: str) -> str | None:
+        """The internal URL ``node`` advertises, or None once its heartbeat expired."""
         bp = self.bp
         raw = await bp.call(bp.redis.get(bp.key("node", node)))
         if raw is None:

@@ -119,6 +119,7 @@ class RedisBackplane:
         self.on_resync: Callable[[], Awaitable[None]] | None = None
 
     def key(self, *parts: str) -> str:
+        """The Redis key ``<prefix>:<part>:<part>...``."""
         return ":".join((self.prefix, *parts))
 
     async def call(self, awaitable: Awaitable[T]) -> T:
@@ -131,6 +132,8 @@ class RedisBackplane:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self, handler: NodeHandler) -> None:
+        """Join the cluster: the first heartbeat (retried later if Redis is down), then the
+        listener and the heartbeat loop; other nodes' requests go to ``handler``."""
         self.bus.handler = handler
         try:
             await self.nodes.heartbeat_once()
@@ -145,6 +148,7 @@ class RedisBackplane:
         log.info("node %s joined the cluster %r", self.node_id, self.prefix)
 
     async def close(self) -> None:
+        """Leave the cluster: stop the tasks, unregister the node, close the Redis client."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -179,9 +183,11 @@ class RedisBackplane:
         return self.bus.subscribed.is_set()
 
     async def node_alive(self, node: str) -> bool:
+        """See :meth:`.nodes.Nodes.node_alive`."""
         return await self.nodes.node_alive(node)
 
     async def node_url(self, node: str) -> str | None:
+        """See :meth:`.nodes.Nodes.node_url`."""
         return await self.nodes.node_url(node)
 
     def reply(self, message: dict[str, Any], body: dict[str, Any]) -> None:
@@ -191,9 +197,11 @@ class RedisBackplane:
     async def request(
         self, node: str, message: dict[str, Any], timeout: float
     ) -> dict[str, Any] | None:
+        """See :meth:`.bus.Bus.request`."""
         return await self.bus.request(node, message, timeout)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        """See :meth:`.bus.Bus.request_all`."""
         return await self.bus.request_all(message, timeout)
 
     async def request_all_counted(
@@ -203,4 +211,5 @@ class RedisBackplane:
         return await self.bus.request_all_counted(message, timeout)
 
     async def publish_all(self, message: dict[str, Any]) -> None:
+        """See :meth:`.bus.Bus.publish_all`."""
         await self.bus.publish_all(message)

@@ -127,6 +127,8 @@ class ClusterEmitter:
         return found
 
     async def on_fetch(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Another node's ``fetch_sockets``: this node's matching connected sockets, described
+        (``truncated`` when they do not fit one reply)."""
         from ..sio.remote import describe
 
         reply: dict[str, Any] = {"node": self.backplane.node_id, "sockets": []}
@@ -149,6 +151,8 @@ class ClusterEmitter:
     def publish_op(
         self, nsp: str, op: str, rooms: Iterable[str], excluded: Iterable[str], args: list[Any]
     ) -> None:
+        """Have every other node apply ``op`` (join, leave, disconnect) to its sockets in
+        ``rooms`` but not in ``excluded``; fire and forget."""
         self._spawn_publish(
             {
                 "t": "sio_op",
@@ -161,6 +165,7 @@ class ClusterEmitter:
         )
 
     async def on_op(self, message: dict[str, Any]) -> None:
+        """Another node's :meth:`publish_op`: apply it to this node's sockets."""
         from ..sio.remote import apply_local
 
         nsp = self.io.namespaces.get(message["nsp"])
@@ -175,15 +180,19 @@ class ClusterEmitter:
         return None
 
     def server_side_emit(self, event: str, args: list[Any]) -> None:
+        """Send ``event`` to the server-side handlers of every other node; fire and forget."""
         self._spawn_publish({"t": "sio_sse", "event": event, "args": args})
 
     async def server_side_request(self, event: str, args: list[Any], timeout: float) -> list[Any]:
+        """Send ``event`` to every other node's handler; the answers that came in time."""
         replies = await self.backplane.request_all(
             {"t": "sio_sse", "event": event, "args": args}, timeout=timeout
         )
         return [r["r"] for r in replies if "r" in r]
 
     async def on_server_side(self, message: dict[str, Any]) -> None:
+        """Another node's server-side emit: run this node's handler in a task of its own (its
+        answer, unless ``NO_ACK``, goes back to the sender)."""
         handler = self.io.server_side_handlers.get(message["event"])
         if handler is not None:
             # User code may wait: it runs in a task of its own, not in the node's listener.
@@ -258,6 +267,8 @@ class ClusterEmitter:
         return results
 
     async def on_emit_ack(self, message: dict[str, Any]) -> None:
+        """Another node's room emit with acks: send the packet to this node's selected sockets
+        and answer with their acks once they came or the timeout passed."""
         nsp = self.io.namespaces.get(message["nsp"])
         if nsp is None:
             self._reply(message, {"count": 0, "responses": []})
@@ -301,6 +312,7 @@ class ClusterEmitter:
         return None
 
     async def on_message(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Another node's room emit: send the encoded packet to this node's selected sockets."""
         nsp = self.io.namespaces.get(message["nsp"])
         if nsp is None:
             return None

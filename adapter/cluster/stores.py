@@ -84,6 +84,7 @@ class RedisDirectory:
         self._presence_prune = bp.redis.register_script(_PRESENCE_PRUNE)
 
     async def online(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
+        """``client`` connected on ``node``: registered, with its user's binding and presence."""
         bp = self.bp
         ckey = bp.key("c", app, client)
         async with bp.redis.pipeline(transaction=True) as pipe:
@@ -99,6 +100,8 @@ class RedisDirectory:
             await bp.call(pipe.execute())
 
     async def offline(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
+        """``client`` left ``node``: its user binding lives ``ttl`` seconds more, and the user
+        leaves the online set once none of its clients is registered."""
         await self.forget(app, client, node, ttl=ttl, user=user)
         if user is not None:
             await self._prune(app, [user])
@@ -110,6 +113,8 @@ class RedisDirectory:
     async def app_users(
         self, app: str, *, after: str | None = None, limit: int = 100
     ) -> tuple[list[str], str | None]:
+        """One page of the app's online users (see :meth:`.Directory.app_users`): users whose
+        clients are all gone are pruned on the way, users only on dead nodes left out."""
         bp = self.bp
         limit = max(1, limit)
         lower = "(" + after if after is not None else "-"
@@ -156,6 +161,7 @@ class RedisDirectory:
             await bp.call(pipe.execute())
 
     async def locate(self, app: str, client: str) -> Location | None:
+        """Where ``client`` is, following re-bound ids (one Lua call); None if it is unknown."""
         bp = self.bp
         result = await bp.call(self._locate(keys=[], args=[bp.prefix, app, client, MAX_ALIAS_HOPS]))
         resolved, node, user, known = (x.decode() if isinstance(x, bytes) else x for x in result)
@@ -164,6 +170,7 @@ class RedisDirectory:
         return Location(resolved, node or None, user or None)
 
     async def user_clients(self, app: str, user: str) -> list[tuple[str, str]]:
+        """(client, node) of every client of ``user`` registered on a node that is alive."""
         bp = self.bp
         raw = await bp.call(bp.redis.hgetall(bp.key("u", app, user)))
         result = []
@@ -174,6 +181,7 @@ class RedisDirectory:
         return result
 
     async def rebind(self, app: str, old: str, new: str, ttl: float) -> None:
+        """Route the old client id ``old`` to ``new`` for ``ttl`` seconds."""
         bp = self.bp
         await bp.call(bp.redis.set(bp.key("a", app, old), new, ex=max(1, int(ttl))))
 
@@ -195,6 +203,8 @@ class RedisInbox:
         now: float,
         encoded: bytes | None = None,
     ) -> list[InboxEntry]:
+        """Append ``entry`` to the user's inbox (one Lua call); returns the entries dropped to
+        stay within ``cap`` (their ids only)."""
         bp = self.bp
         body = jsonutil.dumps({"env": entry.envelope, "exp": entry.expires_at})
         ttl = max(1, int(entry.expires_at - now) + 1)
@@ -207,6 +217,7 @@ class RedisInbox:
         return [InboxEntry(_text(d), {}, 0.0) for d in dropped]
 
     async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
+        """The user's unacknowledged, unexpired messages, oldest first."""
         bp = self.bp
         ids = await bp.call(bp.redis.lrange(bp.key("il", app, user), 0, -1))
         if not ids:
@@ -228,6 +239,7 @@ class RedisInbox:
         return entries
 
     async def ack(self, app: str, user: str, msg_id: str) -> bool:
+        """Remove an acknowledged message; False if it was not in the inbox."""
         bp = self.bp
         async with bp.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(bp.key("ib", app, user), msg_id)
@@ -243,6 +255,8 @@ class RedisReplay:
         self.bp = bp
 
     async def claim(self, claim: NonceClaim, now_ms: int) -> bool:
+        """True the first time ``claim``'s nonce is seen for its app (kept until it expires),
+        False for a replay."""
         bp = self.bp
         ttl = max(1, claim.expires_at_ms - now_ms)
         return bool(

@@ -54,10 +54,11 @@ _SCHEMAS: dict[str, dict[str, type | tuple[type, ...]]] = {
 
 
 class SchemaError(Exception):
-    pass
+    """A backplane message that is not what this version of the schema allows."""
 
 
 def encode(message: dict[str, Any]) -> bytes:
+    """``message`` as JSON bytes; raises :class:`SchemaError` over :data:`MAX_MESSAGE_BYTES`."""
     data = jsonutil.dumps_bytes(message)
     if len(data) > MAX_MESSAGE_BYTES:
         raise SchemaError(f"message over {MAX_MESSAGE_BYTES} bytes")
@@ -65,6 +66,8 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(data: bytes | str) -> dict[str, Any]:
+    """A message from another node, checked against the schema (batches too); raises
+    :class:`SchemaError` for anything else."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise SchemaError("message too large")
     try:

@@ -59,11 +59,14 @@ _CREDENTIALS = ("app", "timestamp", "sign", "nonce", "token")
 
 
 class HttpApi:
+    """The HTTP API's handlers (see the module docstring) over ``hub``."""
+
     def __init__(self, hub: Hub, options: CoreOptions) -> None:
         self.hub = hub
         self.options = options
 
     def add_routes(self, app: web.Application) -> None:
+        """Mount the calls under ``options.api_prefix``, and their CORS preflight."""
         prefix = self.options.api_prefix.rstrip("/")
         app.router.add_post(f"{prefix}/transportMessage", self.transport_message)
         app.router.add_post(f"{prefix}/broadcast", self.broadcast)
@@ -156,6 +159,8 @@ class HttpApi:
         return claimed
 
     async def transport_message(self, request: web.Request) -> web.Response:
+        """``POST transportMessage``: an ``exchange`` to ``target`` (or its user's inbox)."""
+
         def signed(data: dict[str, Any]) -> Any:
             return {
                 "target": data.get("target"),
@@ -187,6 +192,8 @@ class HttpApi:
         return await self._call(request, signed, act)
 
     async def broadcast(self, request: web.Request) -> web.Response:
+        """``POST broadcast``: a ``broadcast`` to every client of the app."""
+
         async def act(ident: Identity, data: dict[str, Any]) -> dict[str, Any]:
             if ident.via == "token" and not ident.app.client_broadcast:
                 raise Denied(DenyReason.NOT_ALLOWED, "this app does not let clients broadcast")
@@ -202,6 +209,7 @@ class HttpApi:
         return await self._call(request, lambda data: {"message": data.get("message")}, act)
 
     async def presence(self, request: web.Request) -> web.Response:
+        """``GET presence``: one user's client ids, or a page of the app's online users."""
         query = {k: request.query[k] for k in request.query}
 
         async def read() -> dict[str, Any]:

@@ -56,12 +56,15 @@ class EmbeddedBackplane(MemoryBackplane):
         )
 
     def add_metrics(self, metrics: Metrics) -> None:
+        """Register the store's metrics (``wxio_store_*``)."""
         self.database.add_metrics(metrics)
 
     async def start(self, handler: NodeHandler) -> None:
+        """Start the store's writer thread (the state was read in the constructor)."""
         self.database.start()
 
     async def close(self) -> None:
+        """Write everything recorded and close the store (:meth:`Database.close`)."""
         await self.database.close()
 
     async def ping(self) -> None:

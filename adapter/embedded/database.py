@@ -168,6 +168,7 @@ class StoreOptions:
 
     @classmethod
     def from_config(cls, table: dict[str, Any]) -> StoreOptions:
+        """The ``[store]`` table, checked; raises ``ConfigError`` naming the bad key."""
         unknown = set(table) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"[store]: unknown key(s) {', '.join(sorted(unknown))}")
@@ -380,6 +381,7 @@ class Database:
             raise _damaged(self.path, exc) from None
 
     def meta(self, key: str) -> str | None:
+        """The value stored under ``key`` in the ``meta`` table, or None."""
         rows = self.read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
@@ -700,6 +702,7 @@ class Database:
         return len(self._pending)
 
     def file_bytes(self) -> int:
+        """The size of the database file and its WAL, in bytes (0 for those missing)."""
         total = 0
         for suffix in ("", "-wal"):
             try:
@@ -709,6 +712,8 @@ class Database:
         return total
 
     def add_metrics(self, metrics: Metrics) -> None:
+        """Register the store's metrics (``wxio_store_*``: commits, rows, queue, file size)."""
+
         def one(value: Callable[[], float]) -> Callable[[], list[tuple[Any, float]]]:
             return lambda: [((), float(value()))]
 

@@ -97,6 +97,7 @@ class DurableRecovery(MemoryRecovery):
         return f"{nsp}#{pid}"
 
     def emit(self, nsp: Namespace, rooms: Any, excluded: Any, data: list[Any]) -> int:
+        """Emit as :class:`MemoryRecovery` does, and record the logged packet in the store."""
         count = super().emit(nsp, rooms, excluded, data)
         n, at, name, p_rooms, p_excluded, first, atts = self._log[-1]
         body = _entry(name, first, list(atts), list(p_rooms), list(p_excluded))
@@ -104,6 +105,8 @@ class DurableRecovery(MemoryRecovery):
         return count
 
     def persist(self, socket: Socket) -> None:
+        """Keep the disconnected socket's session, in memory and in the store, for
+        ``max_disconnection_duration``."""
         super().persist(socket)
         session = self.session_of(socket, jsonable=True)
         session["nsp"] = socket.nsp.name
@@ -115,6 +118,8 @@ class DurableRecovery(MemoryRecovery):
         )
 
     async def restore(self, nsp: Namespace, pid: str, offset: str) -> Restored | None:
+        """Restore session ``pid`` as :class:`MemoryRecovery` does; its stored copy is deleted,
+        so that one reconnection alone restores it."""
         if (nsp.name, pid) in self._sessions:
             self.table.delete(self._key(nsp.name, pid))  # one reconnection alone restores it
         return await super().restore(nsp, pid, offset)

@@ -59,6 +59,8 @@ class DurableDirectory(MemoryDirectory):
         return len(rows)
 
     async def online(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
+        """``client`` connected; its user binding is recorded (strict mode: on disk before this
+        returns)."""
         if user is None:
             known = self._clients.get((app, client))
             if known is not None and known[1] is not None:
@@ -70,6 +72,7 @@ class DurableDirectory(MemoryDirectory):
             await self._committed()  # on disk before the connection gets its inbox or anything
 
     async def offline(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
+        """``client`` left; its user binding is recorded to expire ``ttl`` seconds from now."""
         if user is not None:
             self.db.write(
                 ("c", app, client), "client+", (app, client, user, float(ttl), self.clock() + ttl)
@@ -77,6 +80,7 @@ class DurableDirectory(MemoryDirectory):
         await super().offline(app, client, user, node, ttl)
 
     async def rebind(self, app: str, old: str, new: str, ttl: float) -> None:
+        """Route ``old`` to ``new`` for ``ttl`` seconds, recorded (strict mode: on disk first)."""
         exp = self.clock() + ttl
         self.db.write(("a", app, old), "alias+", (app, old, new, exp))
         await super().rebind(app, old, new, ttl)
@@ -141,6 +145,8 @@ class DurableInbox(MemoryInbox):
         now: float,
         encoded: bytes | None = None,
     ) -> list[InboxEntry]:
+        """Keep ``entry`` in the user's inbox and record it; returns the entries dropped to
+        stay within ``cap``. Raises :class:`StoreUnavailable` while the store cannot write."""
         db = self.db
         if db.failure is not None:
             db.check()  # raises: nothing is kept that could not be written
@@ -167,6 +173,7 @@ class DurableInbox(MemoryInbox):
             self.db.drop(seq)
 
     async def ack(self, app: str, user: str, msg_id: str) -> bool:
+        """Remove an acknowledged message (and its row); False if it was not in the inbox."""
         if not self._remove(app, user, msg_id):
             return False
         seq = self._rows.pop(msg_id, None)
@@ -184,6 +191,7 @@ class DurableReplay(MemoryReplayCache):
         self.db = db
 
     def load(self) -> int:
+        """Read the unexpired nonces and ``jti``s. Returns their count."""
         now_ms = int(self.db.clock() * 1000)
         rows = self.db.read("SELECT app, nonce, exp_ms FROM nonces WHERE exp_ms > ?", (now_ms,))
         for app, nonce, exp_ms in rows:
@@ -191,6 +199,8 @@ class DurableReplay(MemoryReplayCache):
         return len(rows)
 
     async def claim(self, claim: NonceClaim, now_ms: int) -> bool:
+        """True the first time ``claim`` is seen (it is recorded), False for a replay. Raises
+        :class:`StoreUnavailable` while the store cannot write."""
         db = self.db
         db.check()
         if not self._window.claim(claim, now_ms):
@@ -225,9 +235,11 @@ class SessionTable:
         return result
 
     def put(self, sid: str, body: Any, expires_at: float) -> None:
+        """Record session ``sid`` (a JSON-able ``body``) until ``expires_at`` (wall clock)."""
         self.db.write(
             ("s", self.kind, sid), "session+", (self.kind, sid, jsonutil.dumps(body), expires_at)
         )
 
     def delete(self, sid: str) -> None:
+        """Forget session ``sid``."""
         self.db.write(("s", self.kind, sid), "session-", (self.kind, sid))

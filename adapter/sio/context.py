@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from ...protocol.socketio import Packet, PacketType
 
 if TYPE_CHECKING:
+    from ..websessions import WebSession
     from .server import SocketIOServer
     from .socket import Handshake, Socket
 
@@ -86,6 +87,12 @@ class ConnectContext:
         """``socket.handshake``."""
         return self.socket.handshake
 
+    @property
+    def session(self) -> WebSession:
+        """egg-socket.io's ``ctx.session``: ``socket.session``, the web session of the request
+        that opened the connection (read-only)."""
+        return self.socket.session
+
 
 class EventPacket(list[Any]):
     """``ctx.packet``, shaped as egg-socket.io gives it: the list ``[event, *args]`` (so
@@ -135,6 +142,11 @@ class EventContext:
         if self._egg is None:
             self._egg = EventPacket(self._packet)
         return self._egg
+
+    @property
+    def session(self) -> WebSession:
+        """egg-socket.io's ``ctx.session``: ``socket.session`` (read-only)."""
+        return self.socket.session
 
     @property
     def ack_id(self) -> int | None:

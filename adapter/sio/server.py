@@ -23,6 +23,7 @@ from ...protocol.socketio import Decoder, Packet, PacketType, encode, split_name
 from ..config import ConfigError, SocketIOOptions
 from ..engine import AllowRequest, EngineSocket
 from ..tasks import Tasks
+from ..websessions import SessionReader, WebSession
 from .context import (
     AckValue,
     ConnectContext,
@@ -62,6 +63,8 @@ class Client:
         "protocol",
         "_connect_timer",
         "no_recovery",
+        "session",
+        "_session_read",
     )
 
     def __init__(self, server: SocketIOServer, esock: EngineSocket) -> None:
@@ -75,6 +78,20 @@ class Client:
         #: Set when the server ends the connection on purpose (``disconnect(close=True)``): its
         #: sockets' sessions are not kept for recovery.
         self.no_recovery = False
+        #: The web session of the request that opened the connection (``socket.session``):
+        #: None until read (or when the server reads none).
+        self.session: WebSession | None = None
+        #: The read of :attr:`session` while it runs (started when the connection opens).
+        self._session_read: asyncio.Task[None] | None = None
+
+    def read_session(self, reader: SessionReader) -> None:
+        """Start reading the session of the connection's first request (once: every namespace
+        of the connection shares it)."""
+
+        async def read() -> None:
+            self.session = await reader.read(self.esock.handshake.headers.items())
+
+        self._session_read = self.server.spawn(read())
 
     def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
         """Close the whole Engine.IO session (every namespace of this client)."""
@@ -148,6 +165,8 @@ class Client:
         """The Engine.IO session closed: every namespace socket disconnects with ``reason``."""
         if self._connect_timer is not None:
             self._connect_timer.cancel()
+        if self._session_read is not None and not self._session_read.done():
+            self._session_read.cancel()
         self.decoder.reset()
         for socket in list(self.sockets.values()):
             self.socket_left(socket, reason)
@@ -229,6 +248,10 @@ class SocketIOServer:
         self.observer: Any = None
         #: The Socket.IO Admin UI's server side, when on (see .admin.instrument).
         self.admin: Any = None
+        #: Reads the web session of the request that opened each connection, for
+        #: ``socket.session`` (see :mod:`..websessions`); None: sockets have none. ``build_app``
+        #: sets it from ``[sessions]``; set it before clients connect.
+        self.sessions: SessionReader | None = None
         from .admin import admin_from_options
 
         admin_from_options(self, self.options)
@@ -397,6 +420,8 @@ class SocketIOServer:
         """EngineHandler: a new Engine.IO session (EIO=3 joins ``/`` at once)."""
         client = Client(self, esock)
         esock.context = client
+        if self.sessions is not None:
+            client.read_session(self.sessions)
         if self.observer is not None:
             self.observer.client_opened(esock)
         if client.protocol == 4:
@@ -447,6 +472,28 @@ class SocketIOServer:
         else:
             sid = secrets.token_urlsafe(15)
         socket = Socket(nsp, client, sid, auth)
+        if client._session_read is not None and client.session is None:
+            client.sockets[name] = socket  # reserved while the session is read
+            self.spawn(self._connect_with_session(client, socket, auth))
+            return
+        self._connect_socket(client, socket, auth)
+
+    async def _connect_with_session(
+        self, client: Client, socket: Socket, auth: dict[str, Any]
+    ) -> None:
+        """Connect ``socket`` once its connection's session is read (the read never raises)."""
+        reading = client._session_read
+        if reading is not None:
+            await asyncio.wait((reading,))
+        name = socket.nsp.name
+        if client.esock.closed or client.sockets.get(name) is not socket:
+            return
+        del client.sockets[name]
+        self._connect_socket(client, socket, auth)
+
+    def _connect_socket(self, client: Client, socket: Socket, auth: dict[str, Any]) -> None:
+        name = socket.nsp.name
+        nsp = socket.nsp
         recovery = self.recovery
         if recovery is not None and nsp.recoverable and client.protocol == 5:
             socket.pid = recovery.new_pid()
@@ -610,3 +657,5 @@ class SocketIOServer:
         if self.recovery is not None:
             await self.recovery.drain()  # sessions of the sockets just closed
         self.tasks.cancel()
+        if self.sessions is not None:
+            await self.sessions.close()

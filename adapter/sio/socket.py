@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType
 from ...protocol.socketio.state import NamespaceConnection, SocketState, SocketTransition
+from ..websessions import NO_SESSION, WebSession
 from .recovery import RECOVERABLE
 
 if TYPE_CHECKING:
@@ -213,6 +214,15 @@ class Socket:
         if self._handshake is None:
             self._handshake = Handshake(self.client, self._auth)
         return self._handshake
+
+    @property
+    def session(self) -> WebSession:
+        """The web session of the request that opened the connection (its cookie), read once
+        when the connection opened (``io.sessions``, ``[sessions]``): a read-only dict, the same
+        for every namespace of the connection, never written back. Empty (``.new`` True) when
+        the request had none or sessions are off."""
+        session = self.client.session
+        return NO_SESSION if session is None else session
 
     @property
     def sid(self) -> str:

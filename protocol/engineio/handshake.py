@@ -24,6 +24,7 @@ __all__ = [
     "TRANSPORTS",
 ]
 
+#: The transport names a request may give.
 TRANSPORTS = ("polling", "websocket")
 #: Parameters that must appear at most once (the reference reads an array for a repeated one
 #: and refuses it: a repeated ``transport`` is "Transport unknown", the others "Bad request").
@@ -52,15 +53,19 @@ _MESSAGES = {
 
 
 class RequestError(NamedTuple):
+    """A refused Engine.IO request: the reference server's error code and message."""
+
     code: ErrorCode
     message: str
 
     @classmethod
     def of(cls, code: ErrorCode, message: str | None = None) -> RequestError:
+        """The error ``code`` with ``message``, or the reference server's text for it."""
         return cls(code, message or _MESSAGES[code])
 
     @property
     def status(self) -> int:
+        """The HTTP status to answer with: 403 for ``FORBIDDEN``, else 400."""
         return 403 if self.code == ErrorCode.FORBIDDEN else 400
 
     def body(self) -> bytes:
@@ -69,6 +74,8 @@ class RequestError(NamedTuple):
 
 
 class Request(NamedTuple):
+    """A valid Engine.IO request query: protocol version, transport and session id."""
+
     eio: int
     transport: str
     sid: str | None

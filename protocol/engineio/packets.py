@@ -36,6 +36,8 @@ __all__ = [
 
 
 class PacketType(IntEnum):
+    """The Engine.IO packet types, as their wire digits."""
+
     OPEN = 0
     CLOSE = 1
     PING = 2
@@ -53,6 +55,7 @@ class Packet(NamedTuple):
 
     @property
     def binary(self) -> bool:
+        """True for a binary packet (``data`` is bytes)."""
         return isinstance(self.data, bytes)
 
 
@@ -64,7 +67,9 @@ _CHAR = {t: str(int(t)) for t in PacketType}
 _MESSAGE = PacketType.MESSAGE  # enum member reads through the class cost ~130 ns each
 _new_packet = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 
+#: The upgrade probe a client sends on its new WebSocket (``2probe``).
 PING_PROBE = Packet(PacketType.PING, "probe")
+#: The server's answer to the probe (``3probe``).
 PONG_PROBE = Packet(PacketType.PONG, "probe")
 
 

@@ -48,8 +48,9 @@ __all__ = [
     "utf16_len",
 ]
 
+#: Between the packets of a v4 payload: the ASCII record separator.
 SEPARATOR = "\x1e"
-# More packets than this in one POST is a flood, not a client catching up.
+#: More packets than this in one payload is a flood, not a client catching up.
 MAX_PACKETS = 10_000
 # A v3 length prefix longer than this cannot describe a packet under any sane maxPayload.
 _MAX_LEN_DIGITS = 10
@@ -81,6 +82,7 @@ def decode_v4(body: str, max_packets: int = MAX_PACKETS) -> list[Packet]:
 
 
 def encode_v4(packets: Iterable[Packet]) -> str:
+    """A v4 payload: the packets joined by the record separator, binary ones as ``b<base64>``."""
     return SEPARATOR.join(
         encode_b64(p, 4) if isinstance(p.data, bytes) else encode_text(p) for p in packets
     )
@@ -194,6 +196,8 @@ def decode_v3_binary(body: bytes, max_packets: int = MAX_PACKETS) -> list[Packet
 
 
 def encode_v3_binary(packets: Iterable[Packet]) -> bytes:
+    """The v3 XHR2 binary framing: per packet a 0 (string) or 1 (binary) byte, its length as
+    digit bytes, 0xFF, then the packet."""
     out = bytearray()
     for p in packets:
         if isinstance(p.data, bytes):

@@ -133,6 +133,8 @@ class CloseReason(StrEnum):
 
 
 class EngineConfig(NamedTuple):
+    """A session's timing and size limits, in seconds and bytes (the reference's defaults)."""
+
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     max_payload: int = 1_000_000
@@ -140,6 +142,8 @@ class EngineConfig(NamedTuple):
 
 
 class MessageReceived(NamedTuple):
+    """A ``message`` packet's data from the client (text, or bytes for a binary one)."""
+
     data: str | bytes
 
 
@@ -253,6 +257,7 @@ class EngineSession:
 
     @property
     def closed(self) -> bool:
+        """The session has ended (state CLOSED)."""
         return self.state is State.CLOSED
 
     @property
@@ -296,10 +301,12 @@ class EngineSession:
         return packets
 
     def has_outbox(self) -> bool:
+        """Whether packets are waiting in the outbox."""
         return bool(self._outbox)
 
     @property
     def outbox_len(self) -> int:
+        """How many packets are waiting in the outbox."""
         return len(self._outbox)
 
     def poll_ready(self) -> bool:
@@ -319,6 +326,7 @@ class EngineSession:
         self._get_pending = True
 
     def get_finished(self) -> None:
+        """The polling GET started by :meth:`get_started` has been answered."""
         self._get_pending = False
 
     def post_started(self) -> None:
@@ -330,6 +338,7 @@ class EngineSession:
         self._post_pending = True
 
     def post_finished(self) -> None:
+        """The polling POST started by :meth:`post_started` has been read."""
         self._post_pending = False
 
     def _check_polling(self) -> None:

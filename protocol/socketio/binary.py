@@ -21,6 +21,8 @@ _MAX_ENCODE_DEPTH = 250
 
 
 class Slot(NamedTuple):
+    """Where placeholder ``num`` sits: ``container[key]``, to be filled with its attachment."""
+
     container: list[Any] | dict[str, Any]
     key: Any
     num: int
@@ -80,5 +82,6 @@ def find_placeholders(data: Any, count: int) -> list[Slot]:
 
 
 def fill_placeholders(slots: list[Slot], attachments: list[bytes]) -> None:
+    """Put each attachment where its placeholder was, in place."""
     for container, key, num in slots:
         container[key] = attachments[num]

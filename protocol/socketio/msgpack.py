@@ -40,6 +40,7 @@ _TYPES = {int(t): t for t in PacketType if t not in _PLAIN}
 
 
 def available() -> bool:
+    """Whether the ``msgpack`` package is installed (the ``msgpack`` extra)."""
     return msgpack is not None
 
 
@@ -95,9 +96,12 @@ class Decoder:
         self.pending: Packet | None = None
 
     def feed_text(self, text: str) -> Packet | None:
+        """Always refused: this parser's packets are binary messages."""
         raise StateError("text message: the msgpack parser sends binary messages only")
 
     def feed_binary(self, data: bytes) -> Packet | None:
+        """Decode one binary message as a whole packet; raises :class:`DecodeError` (or
+        :class:`LimitExceeded`) for a bad one."""
         try:
             decoded = msgpack.unpackb(data, raw=False, ext_hook=_ext, strict_map_key=True)
         except DecodeError:
@@ -122,4 +126,4 @@ class Decoder:
         return Packet(ptype, nsp, payload, ack_id)
 
     def reset(self) -> None:
-        pass
+        """Nothing to drop: no packet is ever half-received."""

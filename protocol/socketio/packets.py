@@ -45,6 +45,8 @@ __all__ = [
 
 
 class PacketType(IntEnum):
+    """The Socket.IO packet types, as their wire digits."""
+
     CONNECT = 0
     DISCONNECT = 1
     EVENT = 2
@@ -67,6 +69,7 @@ class Packet(NamedTuple):
 RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
+#: The most binary attachments one packet may announce.
 MAX_ATTACHMENTS = 10
 #: Ack ids are JavaScript numbers: integers beyond 2**53 lose precision there.
 MAX_ACK_ID = 2**53

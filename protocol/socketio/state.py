@@ -34,6 +34,8 @@ __all__ = ["SocketState", "SocketTransition", "SOCKET_TRANSITIONS", "NamespaceCo
 
 
 class SocketState(Enum):
+    """Where a namespace connection is; :data:`SOCKET_TRANSITIONS` says how it moves."""
+
     #: The CONNECT arrived; connection checks (middleware) may be running.
     CONNECTING = "connecting"
     #: The server answered CONNECT: events flow.
@@ -45,6 +47,8 @@ class SocketState(Enum):
 
 
 class SocketTransition(Enum):
+    """What can happen to a namespace connection: the keys of :data:`SOCKET_TRANSITIONS`."""
+
     ACCEPT = "accept"
     REFUSE = "refuse"
     DISCONNECT = "disconnect"
@@ -82,6 +86,7 @@ class NamespaceConnection:
         return self.state is SocketState.CONNECTED or self.state is SocketState.DISCONNECTING
 
     def can(self, transition: SocketTransition) -> bool:
+        """Whether ``transition`` is allowed in the current state."""
         return transition in SOCKET_TRANSITIONS[self.state]
 
     def apply(self, transition: SocketTransition) -> SocketState:

@@ -16,7 +16,9 @@
  *        the 1st, 2nd.. call, the last one after that); or
  *        {app, timestamp, sign, userId} as given. Every call is reported as
  *        {"ev":"creds","name":..,"n":<calls so far>}.
- *        options go to wxio.connect; "transport":"socketio" uses weapp.socket.io's io
+ *        options go to wxio.connect; "transport":"socketio" uses weapp.socket.io's io under
+ *        the shim, or "io":"sio4" / "io":"sio2" Node's socket.io-client 4.8 / 2.5 (npm
+ *        packages socket.io-client and socket.io-client-v2); "wx":true passes the shim's wx
  *   {"cmd":"send","name":"a","target":"<client id>","payload":...}
  *        -> {"ev":"sent","id":..,"result":{status,msgId,delivered,dropped,target}}
  *        or {"ev":"rejected","id":..,"reason":..,"message":..}
@@ -104,7 +106,12 @@ const commands = {
     };
     const options = shim.realm.JSON.parse(JSON.stringify(cmd.options ?? {}));
     options.credentials = () => Promise.resolve(credentials());
-    if (options.transport === 'socketio') {
+    if (options.wx === true) options.wx = shim.wx; // the client finds wx itself only for 'ws'
+    if (options.transport === 'socketio' && options.io === 'sio4') {
+      options.io = require('socket.io-client').io;
+    } else if (options.transport === 'socketio' && options.io === 'sio2') {
+      options.io = require('socket.io-client-v2');
+    } else if (options.transport === 'socketio') {
       weappIo = weappIo || shim.loadMiniprogramModule(
         path.join(__dirname, 'node_modules/weapp.socket.io/lib/weapp.socket.io.js'));
       options.io = weappIo;
