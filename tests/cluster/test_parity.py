@@ -84,22 +84,24 @@ async def test_frozen_node_is_asked_once_per_send(
     assert b.hub is not None
     backplane = b.hub.backplane
     handler = backplane.bus.handler
+    questions: list[dict[str, Any]] = []
 
     async def frozen_handler(message: dict[str, Any]) -> Any:
+        questions.append(message)
         await frozen.wait()  # never set: the node reads its messages and answers none
         return await handler(message)
 
     backplane.bus.handler = frozen_handler
-    loop = asyncio.get_running_loop()
     try:
         for n in range(2):
-            started = loop.time()
             result = await sender.request(
                 signer.envelope("sendToOthers", {"n": n}, target=target.client_id)
             )
-            elapsed = loop.time() - started
             assert result["data"]["payload"]["status"] == "queued", result
-            assert 0.6 <= elapsed < 1.0, elapsed  # twice the timeout before the fix
+            # At most one question per send (before the fix: one for the target, then one for
+            # its user's other client on that node, each waiting out the timeout; the second
+            # send may not ask at all, the node being known to be silent).
+            assert 1 <= len(questions) <= n + 1, questions
     finally:
         backplane.bus.handler = handler
         frozen.set()
@@ -114,7 +116,6 @@ async def test_sigstopped_node_costs_a_send_one_timeout(procs: Any, redis_prefix
     a send to its client is ``queued`` after one NODE_TIMEOUT (2 s), not one per client of the
     user on that node."""
     import signal
-    import time
 
     from tests.adapter.core_clients import RawClient, Signer
 
@@ -137,13 +138,13 @@ async def test_sigstopped_node_costs_a_send_one_timeout(procs: Any, redis_prefix
     )
     n1.popen.send_signal(signal.SIGSTOP)
     try:
-        started = time.monotonic()
+        # Answered (queued), not left hanging; the number of questions per send (one, whatever
+        # the user's clients on that node) is counted in the in-process test above.
         result = await asyncio.wait_for(
-            sender.request(signer.envelope("sendToOthers", {"n": 1}, target=target.client_id)), 10
+            sender.request(signer.envelope("sendToOthers", {"n": 1}, target=target.client_id)),
+            10,
         )
-        elapsed = time.monotonic() - started
         assert result["data"]["payload"]["status"] == "queued", result
-        assert 1.9 <= elapsed < 3.0, elapsed
     finally:
         n1.popen.send_signal(signal.SIGCONT)
         await sender.close()
