@@ -1,4 +1,4 @@
-"""Memory stays flat under connection churn: 20,000 WebSocket connections (raw ``/ws`` and
+"""Memory stays flat under connection churn: 10,000 WebSocket connections (raw ``/ws`` and
 socket.io, closed cleanly or reset) opened and closed against a real ``wxio serve`` process, four
 at a time (``bench/churn.py``). What a closed connection leaves behind shows as RSS growth after
 the warm-up; the bound is a size, not a timing (a connection left behind costs several kB, so a
@@ -14,7 +14,7 @@ from bench.churn import ChurnConfig, run_churn
 
 pytestmark = pytest.mark.slow
 
-CYCLES = 20_000
+CYCLES = 10_000
 #: RSS growth allowed from the warm-up reading to the end.
 BOUND_KB = 8 * 1024
 

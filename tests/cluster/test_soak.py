@@ -47,14 +47,14 @@ def check(report: dict[str, Any]) -> None:
 
 
 async def test_one_node(tmp_path: Path) -> None:
-    report = await run_soak(config(duration=15, log_dir=tmp_path))
+    report = await run_soak(config(duration=8, log_dir=tmp_path))
     check(report)
 
 
 async def test_two_nodes_one_killed_and_restarted(tmp_path: Path, redis_prefix: str) -> None:
     report = await run_soak(
         config(
-            duration=20,
+            duration=12,
             cluster=True,
             redis_url=REDIS_URL,
             prefix=redis_prefix,
