@@ -77,6 +77,8 @@ class Incomplete(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RequestHead:
+    """A parsed request line and header fields (:func:`parse_head`), as sent."""
+
     method: str
     #: The request target as sent (``/socket.io/?EIO=4&transport=websocket``).
     target: str
@@ -94,6 +96,7 @@ class RequestHead:
         return None
 
     def header_count(self, name: str) -> int:
+        """How many fields are called ``name`` (case-insensitive)."""
         name = name.lower()
         return sum(1 for key, _ in self.headers if key.lower() == name)
 

@@ -7,6 +7,9 @@ fragments. A message over ``max_message`` bytes is refused as soon as a frame he
 it (:class:`MessageTooBig`), without buffering it. Anything else a client may not send raises
 :class:`WebSocketError` with the close code to send (1002, or 1007 for text that is not UTF-8).
 No extension is negotiated, so every RSV bit must be 0.
+
+The connection's state (open, closing, the close handshake, pings) is
+:class:`wxio.protocol.websocket.Connection`'s, which reads its frames through this parser.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ __all__ = [
     "WebSocketError",
     "MessageTooBig",
     "Event",
+    "Unmask",
     "unmask",
+    "valid_close_code",
 ]
 
 
@@ -46,16 +51,22 @@ class MessageTooBig(LimitExceeded):
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    """A ping frame from the peer, to be answered with a pong carrying ``payload``."""
+
     payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Pong:
+    """A pong frame from the peer (answered ping or unsolicited heartbeat)."""
+
     payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class CloseReceived:
+    """The peer's close frame: its status ``code`` and UTF-8 ``reason``."""
+
     #: 1005 when the frame carried no code.
     code: int
     reason: str
@@ -76,7 +87,10 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     return value.to_bytes(n, "little")
 
 
-def _valid_close_code(code: int) -> bool:
+def valid_close_code(code: int) -> bool:
+    """A code a close frame may carry (RFC 6455 §7.4): the defined ones that may be sent
+    (1000-1003, 1007-1011) and the registered and private ranges (3000-4999); 1005, 1006 and
+    1015 only ever stand for "no frame" or "no code"."""
     return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code < 5000
 
 
@@ -88,7 +102,16 @@ class FrameReader:
     """The parser of one connection's incoming frames. ``unmask`` may be a faster
     implementation of :func:`unmask` (the adapter passes a C one when it has it)."""
 
-    __slots__ = ("max_message", "unmask", "_buf", "_frag_op", "_frag", "_frag_size", "closed")
+    __slots__ = (
+        "max_message",
+        "unmask",
+        "_buf",
+        "_frag_op",
+        "_frag",
+        "_frag_size",
+        "closed",
+        "saw_control",
+    )
 
     def __init__(self, max_message: int, unmask: Unmask = unmask) -> None:
         #: Largest message accepted, in bytes (a larger one raises :class:`MessageTooBig`).
@@ -98,14 +121,25 @@ class FrameReader:
         self._frag_op = 0  # opcode of the fragmented message being joined (0: none)
         self._frag: list[bytes] = []
         self._frag_size = 0
-        #: True once a close frame was read: nothing after it is parsed.
+        #: True once a close frame was read: nothing after it is parsed. (The owner sets it too,
+        #: after an error: the buffer is not consistent any more.)
         self.closed = False
+        #: Set when a control frame (ping, pong, close) was read; the owner clears it. Lets the
+        #: owner skip looking for control frames among the messages of most reads.
+        self.saw_control = False
 
-    def feed(self, data: bytes) -> list[Event]:
+    def feed(self, data: bytes, into: list[Event] | None = None) -> list[Event]:
+        """Parse ``data``, the next bytes from the peer, with what was left of earlier calls.
+        Returns the complete events read, in order (appended to ``into`` when given, and
+        ``into`` returned: on an error the caller still has the events read before the bad
+        frame). An incomplete frame waits for more bytes; after a close frame nothing is
+        parsed. Raises :class:`MessageTooBig` as soon as a frame header makes a message longer
+        than ``max_message``, and :class:`WebSocketError` for anything else a client may not
+        send; the reader is then not usable any more."""
         if self.closed:
-            return []
+            return [] if into is None else into
         buf = self._buf + data if self._buf else data
-        events: list[Event] = []
+        events: list[Event] = [] if into is None else into
         pos = 0
         end = len(buf)
         limit = self.max_message
@@ -177,10 +211,13 @@ class FrameReader:
                     self._frag_size = 0
             elif opcode == _PING:
                 events.append(Ping(payload))
+                self.saw_control = True
             elif opcode == _PONG:
                 events.append(Pong(payload))
+                self.saw_control = True
             elif opcode == _CLOSE:
                 events.append(_close(payload))
+                self.saw_control = True
                 self.closed = True
                 self._buf = b""
                 return events
@@ -205,7 +242,7 @@ def _close(payload: bytes) -> CloseReceived:
     if len(payload) == 1:
         raise WebSocketError("close frame with a one-byte payload")
     code = int.from_bytes(payload[:2], "big")
-    if not _valid_close_code(code):
+    if not valid_close_code(code):
         raise WebSocketError(f"invalid close code {code}")
     try:
         reason = payload[2:].decode()

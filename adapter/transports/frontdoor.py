@@ -29,13 +29,7 @@ from typing import cast
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 from yarl import URL
 
-from ...protocol.http1 import (
-    Incomplete,
-    RequestHead,
-    parse_head,
-    switching_protocols,
-    websocket_key,
-)
+from ...protocol.http1 import Incomplete, RequestHead, parse_head, websocket_key
 from .gate import Gate, Refusal, Slot
 from .wsconn import WebSocketConnection
 
@@ -212,7 +206,7 @@ class FrontDoor(HeaderDeadline):
         if slot is not None:
             conn.on_lost = slot.release
         transport.set_protocol(conn)
-        transport.write(switching_protocols(key))
+        conn.accept(key)
         if rest:
             conn.data_received(rest)  # kept until the layer above attaches
         try:

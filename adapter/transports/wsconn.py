@@ -1,15 +1,21 @@
 """A WebSocket connection served below aiohttp: the transport's protocol after the handshake.
 
-Bytes in go through :class:`~wxio.protocol.wsreader.FrameReader`; the messages read go to the
-connection's listener from one delivery task, everything read since it last ran in one go (no
-future per message). The task ends after a short idle time, so an idle connection holds no
-coroutine: a transport, this object, its reader and its writer. Frames out go through the
-connection's :class:`~.outbox.FrameWriter`, control frames included, so a close frame always
-follows what was queued before it.
+The WebSocket itself (its states, the closing handshake, pings and the peer's liveness, limits)
+is a sans-IO :class:`~wxio.protocol.websocket.Connection`: this class feeds it the bytes that
+arrive and the time when its deadline comes, writes the bytes it returns and closes or drops
+the transport when it says so. What is left here is I/O: reading (paused and resumed), one
+timer, and delivery.
+
+The messages read go to the connection's listener from one delivery task, everything read
+since it last ran in one go (no future per message). The task ends after a short idle time, so
+an idle connection holds no coroutine: a transport, this object, its sans-IO connection and its
+writer. Messages go out through the connection's :class:`~.outbox.FrameWriter`, and so do the
+sans-IO connection's pongs and pings; its close frame is written after what the writer queued.
 
 Flow control: while the writer says the client is behind (it does not read what it is sent),
 or :data:`INBOX_HIGH` messages (:data:`INBOX_HIGH_BYTES`) wait to be handled, the transport
-stops reading.
+stops reading. A close frame from the client is answered as soon as it is read, before the
+messages read ahead of it are handled (the listener still gets them, then ``on_closed``).
 """
 
 from __future__ import annotations
@@ -19,15 +25,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
-from ...protocol.wsframe import close_frame, ping_frame, pong_frame
-from ...protocol.wsreader import (
-    CloseReceived,
-    FrameReader,
-    MessageTooBig,
-    Ping,
-    WebSocketError,
-    unmask,
-)
+from ...protocol.websocket import CLOSE_TIMEOUT, Connection, End, State, Transition, Violation
+from ...protocol.wsreader import Event, unmask
 from ..tasks import start_eagerly
 from .outbox import FrameWriter
 
@@ -48,16 +47,18 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["WebSocketListener", "WebSocketConnection"]
 
-#: Seconds to wait for the client's close frame after sending ours (aiohttp's default too).
-CLOSE_TIMEOUT = 10.0
 #: Seconds a connection's delivery task waits for more input before it ends.
 LINGER = 2.0
 #: Messages (or characters and bytes of them) read and not yet handled at which a connection
 #: stops reading until they are handled.
 INBOX_HIGH = 64
 INBOX_HIGH_BYTES = 1 << 20
-#: Queued after the last message when the connection is lost.
+#: Queued after the last message when the connection is lost, or after the last message read
+#: before the client's close frame: the listener is told it closed once they are handled.
 _LOST = object()
+_CLOSED = object()
+_OPEN = State.OPEN
+_GONE = State.CLOSED
 
 
 class WebSocketListener(Protocol):
@@ -80,18 +81,16 @@ class WebSocketConnection(asyncio.Protocol):
 
     __slots__ = (
         "transport",
-        "reader",
+        "protocol",
         "writer",
         "listener",
-        "heartbeat",
         "on_too_big",
         "on_lost",
         "_pending",
-        "_state",
         "_lost",
         "_paused_by",
         "_timer",
-        "_heard",
+        "_timer_at",
         "_drain",
         "_inbox",
         "_inbox_size",
@@ -112,24 +111,22 @@ class WebSocketConnection(asyncio.Protocol):
         on_too_big: Callable[[], tuple[int, str]] | None = None,
     ) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.reader = FrameReader(max_message, _unmask)
+        #: The WebSocket's state; ``heartbeat``: seconds of silence after which the client is
+        #: pinged (0: never), no answer within half of it and the connection is dropped.
+        self.protocol = Connection(max_message, unmask=_unmask, heartbeat=heartbeat)
         self.writer = FrameWriter(
             transport, max_bytes=max_buffered, grace=slow_grace, on_slow=self._slow
         )
         self.listener: WebSocketListener | None = None
-        #: Seconds of silence after which the client is pinged (0: never); no answer within
-        #: half of it and the connection is dropped.
-        self.heartbeat = heartbeat
         #: Says what to close with when a message is over the bound (default 1009).
         self.on_too_big = on_too_big
         #: Called once when the connection is lost (the front door releases its slot).
         self.on_lost: Callable[[], None] | None = None
         self._pending = b""
-        self._state = 0  # 0 open, 1 closing (a close frame sent or received), 2 closed
         self._lost: asyncio.Future[None] | None = None
         self._paused_by = 0  # bit 1: not attached yet, 2: client behind, 4: INBOX_HIGH waiting
         self._timer: asyncio.TimerHandle | None = None
-        self._heard = True
+        self._timer_at: float | None = None
         self._drain: asyncio.Task[None] | None = None
         self._inbox: list[object] = []
         self._inbox_size = 0
@@ -145,7 +142,7 @@ class WebSocketConnection(asyncio.Protocol):
     @property
     def closed(self) -> bool:
         """True once the close handshake started or the connection is gone."""
-        return self._state != 0
+        return self.protocol.state is not _OPEN
 
     async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
         """Close with ``code`` after what is queued; returns once the connection is gone."""
@@ -155,14 +152,18 @@ class WebSocketConnection(asyncio.Protocol):
 
     # -- the connection ------------------------------------------------------------------------
 
+    def accept(self, key: str) -> None:
+        """Write the 101 that completes the handshake (the front door's last word)."""
+        self.transport.write(self.protocol.accept(key))
+
     def attach(self, listener: WebSocketListener) -> None:
         """Start delivering messages to ``listener`` (and reading)."""
-        if self._state != 0:  # gone (or closing) before the layer above was ready
+        if self.protocol.state is not _OPEN:  # gone (or closing) before the layer above was ready
             listener.on_closed()
             return
         self.listener = listener
-        if self.heartbeat > 0:
-            self._arm(self.heartbeat, self._beat)
+        self.protocol.start_heartbeat(asyncio.get_running_loop().time())
+        self._arm()
         self._resume(1)
         pending, self._pending = self._pending, b""
         if pending:
@@ -170,13 +171,14 @@ class WebSocketConnection(asyncio.Protocol):
 
     def start_close(self, code: int = 1000, reason: str = "") -> bool:
         """Queue a close frame after what is queued; the transport closes when the client
-        answers (or after :data:`CLOSE_TIMEOUT`). False if the connection was closing."""
-        if self._state != 0:
+        answers (or is dropped after :data:`~wxio.protocol.websocket.CLOSE_TIMEOUT`). False if
+        the connection was closing."""
+        proto = self.protocol
+        if proto.state is not _OPEN:
             return False
-        self._state = 1
-        self._send_close(code, reason)
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._give_up)
+        proto.send_close(code, reason, now=asyncio.get_running_loop().time())
+        self._send()
+        self._arm()
         self._tell_closed()
         if self._paused_by & 1:  # closed before a listener came: read only for the close reply
             self._resume(1)
@@ -186,7 +188,8 @@ class WebSocketConnection(asyncio.Protocol):
         return True
 
     async def wait_closed(self) -> None:
-        if self._state == 2:
+        """Return once the connection is gone."""
+        if self.protocol.state is _GONE:
             return
         if self._lost is None:
             self._lost = asyncio.get_running_loop().create_future()
@@ -195,35 +198,32 @@ class WebSocketConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        """Feed the sans-IO connection; queue the messages, write its replies at once."""
         if self._paused_by & 1:
             self._pending += data  # before attach: bytes that came with the handshake
             return
-        self._heard = True
         try:
-            events = self.reader.feed(data)
-        except MessageTooBig:
-            code, reason = self.on_too_big() if self.on_too_big is not None else (1009, "")
-            self._fail(code, reason or "message too big")
-            return
-        except WebSocketError as exc:
-            self._fail(exc.code, exc.message)
+            events = self.protocol.receive_data(data)
+        except Violation as exc:
+            self._queue_messages(exc.events)
+            self._violation(exc)
             return
         inbox = self._inbox
         queued = len(inbox)
+        control = False
         for event in events:
             kind = type(event)
             if kind is str or kind is bytes:
                 inbox.append(event)
                 self._inbox_size += len(event)  # type: ignore[arg-type]
-            elif kind is Ping:  # answered at once: a pong has no order to keep with messages
-                if self._state == 0:
-                    self.writer.write_frame(pong_frame(event.payload))  # type: ignore[union-attr]
-            elif kind is CloseReceived:
-                if inbox or self._delivery is not None:
-                    inbox.append(event)  # after the messages before it
-                else:
-                    self._close_received(event)  # type: ignore[arg-type]
-            # (a Pong only proves the client is there: it was heard)
+            else:
+                control = True
+        if control:
+            # A pong to write, or the client's close: its reply goes out now, the listener is
+            # told after the messages read before it.
+            self._send()
+            if self.protocol.close_received is not None:
+                self._closed_after_inbox()
         if len(inbox) > queued:
             self._wake_delivery()
             if len(inbox) >= INBOX_HIGH or self._inbox_size >= INBOX_HIGH_BYTES:
@@ -235,7 +235,10 @@ class WebSocketConnection(asyncio.Protocol):
         return None  # close the transport: a half-closed WebSocket is no use
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._state = 2
+        """The TCP connection is gone: the listener is told after the messages read before."""
+        proto = self.protocol
+        if proto.state is not _GONE:
+            proto.connection_lost()
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None:
             on_lost()
@@ -252,12 +255,36 @@ class WebSocketConnection(asyncio.Protocol):
         else:
             self._tell_closed()
 
+    def pause_writing(self) -> None:
+        pass  # the writer's slow-reader policy watches the transport's buffer
+
+    def resume_writing(self) -> None:
+        pass
+
     # -- delivery ------------------------------------------------------------------------------
     # Messages reach the listener from a task of this connection, never from the transport's
     # callback: handlers that start there run inside a task, as asyncio expects
     # (``asyncio.timeout``, Redis clients). One task per connection while messages flow, not
     # one per message: it handles everything read since it last ran in one go, and ends after
     # LINGER seconds without input, so an idle connection holds no task.
+
+    def _queue_messages(self, events: list[Event]) -> None:
+        inbox = self._inbox
+        queued = len(inbox)
+        for event in events:
+            if isinstance(event, str | bytes):
+                inbox.append(event)
+                self._inbox_size += len(event)
+        if len(inbox) > queued:
+            self._wake_delivery()
+
+    def _closed_after_inbox(self) -> None:
+        """Tell the listener it closed, after the messages read before (still delivered)."""
+        if self._inbox or self._delivery is not None:
+            self._inbox.append(_CLOSED)
+            self._wake_delivery()
+        else:
+            self._tell_closed()
 
     def _wake_delivery(self) -> None:
         wake = self._wake
@@ -282,10 +309,11 @@ class WebSocketConnection(asyncio.Protocol):
                         if kind is str or kind is bytes:
                             if self.listener is not None:
                                 await self._deliver_message(event, kind is str)  # type: ignore[arg-type]
-                        elif self._control(event):
+                        elif event is _CLOSED or event is _LOST:
+                            self._tell_closed()
                             return
                     continue
-                if self._state == 2:
+                if self.protocol.state is _GONE:
                     return
                 self._idle_since = loop.time()
                 if self._linger is None:
@@ -299,7 +327,7 @@ class WebSocketConnection(asyncio.Protocol):
             if self._linger is not None:
                 self._linger.cancel()
                 self._linger = None
-            if self._state == 2:
+            if self.protocol.state is _GONE:
                 self._tell_closed()
 
     async def _deliver_message(self, message: str | bytes, text: bool) -> None:
@@ -331,48 +359,48 @@ class WebSocketConnection(asyncio.Protocol):
         else:
             self._linger = asyncio.get_running_loop().call_later(LINGER - idle, self._linger_check)
 
-    def _control(self, event: object) -> bool:
-        """A control event, in the order read; True when nothing more is to be delivered."""
-        kind = type(event)
-        if kind is CloseReceived:
-            self._close_received(event)  # type: ignore[arg-type]
-            return True
-        if event is _LOST:
-            self._tell_closed()
-            return True
-        return False
-
-    def pause_writing(self) -> None:
-        pass  # the writer's slow-reader policy watches the transport's buffer
-
-    def resume_writing(self) -> None:
-        pass
-
     # -- inside --------------------------------------------------------------------------------
 
-    def _send_close(self, code: int | None, reason: str) -> None:
+    def _send(self) -> None:
+        """Write what the sans-IO connection has to send, and end the transport if it says so."""
+        proto = self.protocol
+        out = proto.data_to_send()
+        if proto.state is _OPEN:
+            if out:
+                self.writer.write_frame(out)  # a pong or a ping, with the messages
+            return
         self.writer.close()  # what is queued goes first; no message after the close frame
-        if not self.transport.is_closing():
-            self.transport.write(close_frame(code, reason))
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if out:
+            transport.write(out)
+        if proto.end is End.CLOSE:
+            transport.close()
+            if transport.get_write_buffer_size():
+                # A client that stopped reading would keep the transport open forever.
+                asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+        elif proto.end is End.ABORT:
+            transport.abort()
 
-    def _close_received(self, event: CloseReceived) -> None:
-        if self._state == 0:
-            # The client closes first: answer with its code (or none), then end the TCP
-            # connection (the server closes first, RFC 6455 §7.1.1).
-            self._state = 1
-            self._send_close(None if event.code == 1005 else event.code, "")
-            self._tell_closed()
-        self.transport.close()
+    def _violation(self, exc: Violation) -> None:
+        """The client broke the protocol: close frame, then close without waiting."""
+        code, reason = exc.code, exc.message
+        if exc.too_big and self.on_too_big is not None:
+            code, reason = self.on_too_big()
+        self._fail(code, reason or exc.message, after_inbox=True)
 
-    def _fail(self, code: int, reason: str) -> None:
-        """A protocol error from the client: close frame, then close without waiting."""
+    def _fail(self, code: int, reason: str, after_inbox: bool = False) -> None:
+        proto = self.protocol
+        if not proto.can(Transition.FAIL):
+            return  # gone already
         log.info("closing a websocket: %s (%d)", reason, code)
-        if self._state == 0:
-            self._state = 1
-            self._send_close(code, reason)
+        proto.fail(code, reason)
+        self._send()
+        if after_inbox:
+            self._closed_after_inbox()
+        else:
             self._tell_closed()
-        self.reader.closed = True
-        self.transport.close()
 
     def _tell_closed(self) -> None:
         listener = self.listener
@@ -381,52 +409,55 @@ class WebSocketConnection(asyncio.Protocol):
             listener.on_closed()
 
     def _slow(self) -> None:
-        self._state = max(self._state, 1)
+        # The writer cuts the transport after this (until the layer above takes the callback).
+        if self.protocol.can(Transition.ABORT):
+            self.protocol.abort()
         self._tell_closed()
 
-    def _give_up(self) -> None:
+    # One timer per connection, at the sans-IO connection's next deadline (heartbeat, or the
+    # wait for the client's close frame).
+    def _arm(self) -> None:
+        deadline = self.protocol.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = (
+            None
+            if deadline is None
+            else asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        )
+
+    def _on_timer(self) -> None:
         self._timer = None
-        self.transport.abort()
+        self._timer_at = None
+        proto = self.protocol
+        if proto.state is _GONE:
+            return
+        why = proto.handle_timers(asyncio.get_running_loop().time())
+        if why is not None:
+            log.info("dropping a websocket: %s", why)
+            self._tell_closed()
+        self._send()
+        self._arm()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    # Heartbeat (as aiohttp's): a ping every ``heartbeat`` seconds; nothing heard from the client
-    # within half of it and the connection is dropped. One timer per connection.
-    def _arm(self, delay: float, then: Callable[[], None]) -> None:
-        self._timer = asyncio.get_running_loop().call_later(delay, then)
-
-    def _beat(self) -> None:
-        self._timer = None
-        if self._state == 0:
-            self._heard = False
-            self.writer.write_frame(ping_frame())
-            self._arm(self.heartbeat / 2, self._check)
-
-    def _check(self) -> None:
-        self._timer = None
-        if self._state != 0:
-            return
-        if self._heard:
-            self._arm(self.heartbeat / 2, self._beat)
-        else:
-            log.info("closing a websocket that did not answer a ping")
-            self._state = 1
-            self._tell_closed()
-            self.transport.abort()
+            self._timer_at = None
 
     # Reading paused for any of several reasons; resumed when none is left.
     def _pause(self, bit: int) -> None:
-        if not self._paused_by and self._state != 2:
+        if not self._paused_by and self.protocol.state is not _GONE:
             self.transport.pause_reading()
         self._paused_by |= bit
 
     def _resume(self, bit: int) -> None:
         if self._paused_by & bit:
             self._paused_by &= ~bit
-            if not self._paused_by and self._state != 2:
+            if not self._paused_by and self.protocol.state is not _GONE:
                 self.transport.resume_reading()
 
     def _wait_drained(self) -> None:

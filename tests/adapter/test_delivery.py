@@ -1,13 +1,19 @@
 """Nothing accepted is lost: a burst at a target that leaves in the middle of it (close
 handshake, or the TCP connection cut) is all received once the target's user comes back,
-because a message to a user is kept until acknowledged, not until written to a socket."""
+because a message to a user is kept until acknowledged, not until written to a socket.
+
+Clients that close while messages still arrive close as browsers and mini programs do: they go
+on reading (and dropping) what comes until the server's close frame (:func:`close_reading`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
+import websockets
 
 from .conftest import RunningServer, StartServer
 from .core_clients import RawClient, Signer
@@ -43,6 +49,26 @@ def meta(msg: dict[str, Any]) -> dict[str, Any]:
     return dict(msg["meta"])
 
 
+async def close_reading(client: RawClient) -> int | None:
+    """Close, reading what still arrives until the server's close frame; its code (None if it
+    never came). The ``websockets`` client stops reading while 16 messages wait unread
+    (``max_queue``), closing or not (by design, python-websockets/websockets#1555): its own
+    ``close()`` with unread messages never sees the server's reply and gives up after its 10 s
+    ``close_timeout``."""
+    ws = client.ws
+
+    async def drop() -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await ws.recv()
+
+    reader = asyncio.ensure_future(drop())
+    await asyncio.wait_for(ws.close(), 5)
+    await asyncio.wait_for(reader, 5)
+    rcvd = ws.protocol.close_rcvd
+    return None if rcvd is None else int(rcvd.code)
+
+
 async def _burst(sender: RawClient, signer: Signer, target: str) -> dict[str, str]:
     """Send N messages without waiting, then read N results: msgId -> status accepted."""
     for n in range(N):
@@ -71,7 +97,8 @@ async def test_a_burst_at_a_leaving_target_is_all_received(core: RunningServer, 
         if leave == "abort":
             target.ws.transport.abort()
         else:
-            await target.close()
+            # More of the burst keeps coming: the server answers the close all the same.
+            assert await close_reading(target) == 1000
         accepted = await burst
         assert len(accepted) == N  # every message was accepted, as delivered or queued
         assert set(accepted.values()) <= {"delivered", "queued"}
@@ -88,7 +115,7 @@ async def test_a_burst_at_a_leaving_target_is_all_received(core: RunningServer, 
         assert list(received.values()) == sorted(received.values())
     finally:
         burst.cancel()
-        await sender.close()
+        await close_reading(sender)
 
 
 async def test_without_keep_until_ack_a_closing_target_is_never_reported_delivered(
@@ -147,4 +174,4 @@ async def test_a_socketio_client_that_never_acks_holds_bounded_ack_state(
             conn = server.hub.connections[("d", sid)]
             assert len(conn.unacked) == 10
             assert len(conn.socket._acks) == 10  # type: ignore[attr-defined]
-    await sender.close()
+    assert await close_reading(sender) == 1000  # 50 results it never read: answered anyway

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,6 +18,13 @@ import socketio
 import websockets
 from websockets.frames import Frame, Opcode
 from wxio.adapter.config import ServerConfig
+from wxio.adapter.transports import wsconn
+from wxio.adapter.transports.frontdoor import (
+    Acceptance,
+    FrontDoor,
+    HandshakeRequest,
+    HeaderDeadline,
+)
 from wxio.adapter.transports.wsconn import WebSocketConnection
 
 from .conftest import RunningServer, StartServer
@@ -44,8 +52,9 @@ class Tcp:
         self.writer = writer
 
     @classmethod
-    async def upgrade(cls, server: RunningServer, target: str) -> Tcp:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    async def upgrade(cls, server: RunningServer | int, target: str) -> Tcp:
+        port = server if isinstance(server, int) else server.port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
             (
@@ -369,3 +378,202 @@ async def test_asyncio_timeout_in_a_handler_cancels_the_handler_only(
         assert await client.call("quick", 3, namespace="/t", timeout=5) == "quick 3"
     finally:
         await client.disconnect()
+
+
+# -- the closing handshake while the server is busy ------------------------------------------
+# A front door of its own, with an application written here: its handlers wait until the test
+# lets them go (a slow application), or write a burst the client does not read yet.
+
+
+class Held:
+    """A listener whose text handlers wait for ``release``; ``log`` is what it was told."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.log: list[str] = []
+
+    def on_text(self, text: str) -> Coroutine[Any, Any, None]:
+        async def handle() -> None:
+            self.log.append(text)
+            await self.release.wait()
+            self.log.append(f"handled {text}")
+
+        return handle()
+
+    def on_binary(self, data: bytes) -> None:
+        self.log.append("binary")
+
+    def on_closed(self) -> None:
+        self.log.append("closed")
+        self.closed.set()
+
+
+@pytest.fixture
+async def native() -> AsyncIterator[Callable[..., Coroutine[Any, Any, tuple[int, list[Any]]]]]:
+    """``await native(start, max_buffered=...)``: a front door that accepts every upgrade and
+    runs ``start(conn)``; its port and the connections it accepted."""
+    servers: list[asyncio.Server] = []
+
+    async def serve(
+        start: Callable[[WebSocketConnection], None], max_buffered: int = 1 << 20
+    ) -> tuple[int, list[WebSocketConnection]]:
+        conns: list[WebSocketConnection] = []
+
+        def begin(conn: WebSocketConnection) -> None:
+            conns.append(conn)
+            start(conn)
+
+        def router(request: HandshakeRequest) -> Acceptance:
+            return Acceptance(
+                start=begin, max_message=1 << 20, max_buffered=max_buffered, slow_grace=60
+            )
+
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: FrontDoor(router, lambda: HeaderDeadline(5), 5), "127.0.0.1", 0
+        )
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1]), conns
+
+    yield serve
+    for server in servers:
+        server.close()
+
+
+CLOSE_1000 = client_frame(Opcode.CLOSE, (1000).to_bytes(2, "big"))
+
+
+async def test_a_close_is_answered_while_earlier_messages_are_handled(native: Any) -> None:
+    """The client's close frame is answered when it is read, not after the handlers of the
+    messages before it (which may wait on anything); they still run, in order, and the
+    listener hears of the close after them."""
+    app = Held()
+    port, _ = await native(lambda conn: conn.attach(app))
+    tcp = await Tcp.upgrade(port, "/held")
+    tcp.send(
+        client_frame(Opcode.TEXT, b"first") + client_frame(Opcode.TEXT, b"second") + CLOSE_1000
+    )
+    assert await tcp.until_close() == 1000
+    assert await tcp.frame() == (-1, b"")  # and the server ended the TCP connection
+    assert app.log == ["first"]  # its handler still waits
+    app.release.set()
+    await asyncio.wait_for(app.closed.wait(), 5)
+    assert app.log == ["first", "handled first", "second", "handled second", "closed"]
+    tcp.close()
+
+
+async def test_a_close_is_answered_while_reading_is_paused_for_a_slow_reader(
+    native: Any,
+) -> None:
+    """The server holds back reading from a client that does not read its output; a close the
+    client sent meanwhile is answered once the client reads again, after everything queued
+    before it (frames are never reordered)."""
+    burst = 4000
+    chunk = "x" * 2000
+
+    class Burst:
+        def __init__(self, conn: WebSocketConnection) -> None:
+            self.conn = conn
+
+        def on_text(self, text: str) -> None:
+            if text == "burst":
+                for _ in range(burst):
+                    self.conn.writer.write_text(chunk)
+
+        def on_binary(self, data: bytes) -> None:
+            pass
+
+        def on_closed(self) -> None:
+            pass
+
+    port, conns = await native(lambda conn: conn.attach(Burst(conn)), max_buffered=16 * 1024)
+    tcp = await Tcp.upgrade(port, "/burst")
+    tcp.send(client_frame(Opcode.TEXT, b"burst"))
+    await until(lambda: bool(conns) and conns[0].writer.behind, what="the client behind")
+    tcp.send(client_frame(Opcode.TEXT, b"more"))
+    await until(lambda: not conns[0].transport.is_reading(), what="reading paused")
+    tcp.send(CLOSE_1000)
+    frames = 0
+    while True:
+        opcode, payload = await tcp.frame()
+        if opcode != 1:
+            break
+        frames += 1
+    assert (opcode, payload) == (8, (1000).to_bytes(2, "big"))
+    assert frames == burst
+    tcp.close()
+
+
+async def test_a_close_from_the_client_before_the_listener_is_ready(native: Any) -> None:
+    """Bytes that come before the layer above attaches wait in the kernel; a close among them
+    is answered once it attaches (and the listener is told at once)."""
+    app = Held()
+    ready = asyncio.Event()
+    port, conns = await native(lambda conn: ready.set())
+    tcp = await Tcp.upgrade(port, "/late")
+    tcp.send(CLOSE_1000)
+    await asyncio.wait_for(ready.wait(), 5)
+    conns[0].attach(app)
+    assert await tcp.until_close() == 1000
+    await asyncio.wait_for(app.closed.wait(), 5)
+    assert app.log == ["closed"]
+    tcp.close()
+
+
+async def test_a_client_that_closes_and_stops_reading_is_not_kept(
+    native: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply to a client's close goes after everything queued; a client that never reads
+    it would keep the TCP connection (and its buffer) forever: it is dropped after the close
+    timeout."""
+    monkeypatch.setattr(wsconn, "CLOSE_TIMEOUT", 0.2)
+
+    class Burst:
+        def __init__(self, conn: WebSocketConnection) -> None:
+            self.conn = conn
+
+        def on_text(self, text: str) -> None:
+            for _ in range(4000):
+                self.conn.writer.write_text("x" * 2000)
+
+        def on_binary(self, data: bytes) -> None:
+            pass
+
+        def on_closed(self) -> None:
+            pass
+
+    port, conns = await native(lambda conn: conn.attach(Burst(conn)), max_buffered=1 << 30)
+    tcp = await Tcp.upgrade(port, "/burst")
+    tcp.send(client_frame(Opcode.TEXT, b"burst"))
+    await until(
+        lambda: bool(conns) and conns[0].transport.get_write_buffer_size() > 0,
+        what="output the client does not read",
+    )
+    tcp.send(CLOSE_1000)
+    await asyncio.wait_for(conns[0].wait_closed(), 5)
+    tcp.close()
+
+
+async def test_a_failing_handler_closes_with_1011(native: Any) -> None:
+    class Failing:
+        def __init__(self) -> None:
+            self.closed = asyncio.Event()
+
+        def on_text(self, text: str) -> None:
+            raise RuntimeError("bug")
+
+        def on_binary(self, data: bytes) -> None:
+            pass
+
+        def on_closed(self) -> None:
+            self.closed.set()
+
+    app = Failing()
+    port, _ = await native(lambda conn: conn.attach(app))
+    tcp = await Tcp.upgrade(port, "/failing")
+    tcp.send(client_frame(Opcode.TEXT, b"boom") + client_frame(Opcode.TEXT, b"never handled"))
+    assert await tcp.until_close() == 1011
+    assert await tcp.frame() == (-1, b"")
+    await asyncio.wait_for(app.closed.wait(), 5)
+    tcp.close()

@@ -114,7 +114,7 @@ async def test_refused_connect_says_why(core: RunningServer) -> None:
 
 
 async def nothing_before_a_marker(sender: WxioClient, client: WxioClient) -> None:
-    """Proves that nothing (more) reaches ``client``: a marker sent now is the next thing it gets."""
+    """Proves that nothing (more) reaches ``client``: a marker sent now is the next it gets."""
     assert (await sender.send(client.client_id, "marker")).status == "delivered"
     assert (await client.receive(timeout=5)).payload == "marker"
 

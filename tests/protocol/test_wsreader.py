@@ -12,6 +12,7 @@ from websockets.frames import Frame, Opcode
 from wxio.protocol.wsframe import close_frame, ping_frame, pong_frame
 from wxio.protocol.wsreader import (
     CloseReceived,
+    Event,
     FrameReader,
     MessageTooBig,
     Ping,
@@ -147,3 +148,29 @@ def test_server_control_frames() -> None:
     assert len(long) == 2 + 2 + 122 and long[4:].decode() == "é" * 61
     assert ping_frame() == b"\x89\x00"
     assert pong_frame(b"x" * 200) == b"\x8a\x7d" + b"x" * 125
+
+
+def test_events_before_a_bad_frame_stay_with_the_caller() -> None:
+    """``into``: the caller's list keeps what was read before the error."""
+    reader = FrameReader(10)
+    events: list[Event] = []
+    with pytest.raises(MessageTooBig):
+        reader.feed(
+            client(Opcode.TEXT, b"a") + client(Opcode.PING, b"") + client(Opcode.TEXT, b"x" * 11),
+            events,
+        )
+    assert events == ["a", Ping(b"")]
+    done = FrameReader(10)
+    assert done.feed(client(Opcode.CLOSE, b""), events) is events
+    assert done.feed(client(Opcode.TEXT, b"late"), events) is events
+    assert events[-1] == CloseReceived(1005, "")
+
+
+def test_control_frames_are_flagged_for_the_owner() -> None:
+    reader = FrameReader(100)
+    reader.feed(client(Opcode.TEXT, b"m") + client(Opcode.BINARY, b"b"))
+    assert not reader.saw_control
+    for opcode in (Opcode.PING, Opcode.PONG, Opcode.CLOSE):
+        reader = FrameReader(100)
+        reader.feed(client(opcode, b""))
+        assert reader.saw_control
