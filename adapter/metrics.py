@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-__all__ = ["Metrics", "Labels"]
+__all__ = ["Metrics", "Labels", "Histogram"]
 
 Labels = tuple[tuple[str, str], ...]
 GaugeFn = Callable[[], Iterable[tuple[Labels, float]]]
@@ -26,11 +26,46 @@ def _series(name: str, labels: Labels, value: float) -> str:
     return f"{name} {value:g}"
 
 
+class Histogram:
+    """Observations in fixed buckets, by labels (a Prometheus histogram)."""
+
+    __slots__ = ("buckets", "series")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        #: labels -> the count of each bucket (not cumulative), then the sum, then the count.
+        self.series: dict[Labels, list[float]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        counts = self.series.get(labels)
+        if counts is None:
+            counts = self.series[labels] = [0.0] * (len(self.buckets) + 2)
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                counts[i] += 1
+                break
+        counts[-2] += value
+        counts[-1] += 1
+
+    def lines(self, name: str) -> list[str]:
+        out: list[str] = []
+        for labels, counts in self.series.items():
+            total = 0.0
+            for bound, count in zip(self.buckets, counts, strict=False):
+                total += count
+                out.append(_series(f"{name}_bucket", (*labels, ("le", f"{bound:g}")), total))
+            out.append(_series(f"{name}_bucket", (*labels, ("le", "+Inf")), counts[-1]))
+            out.append(_series(f"{name}_sum", labels, counts[-2]))
+            out.append(_series(f"{name}_count", labels, counts[-1]))
+        return out
+
+
 class Metrics:
     def __init__(self) -> None:
         self._help: dict[str, tuple[str, str]] = {}
         self._counters: dict[str, dict[Labels, float]] = {}
         self._gauges: dict[str, GaugeFn] = {}
+        self._histograms: dict[str, Histogram] = {}
 
     def counter(self, name: str, help_text: str) -> dict[Labels, float]:
         """Declare a counter; bump it with ``series[labels] = series.get(labels, 0) + 1`` or
@@ -52,11 +87,20 @@ class Metrics:
         self._help[name] = (kind, help_text)
         self._gauges[name] = read
 
+    def histogram(self, name: str, help_text: str, buckets: tuple[float, ...]) -> Histogram:
+        """Declare a histogram with these upper bounds (ascending); ``observe`` it."""
+        self._help[name] = ("histogram", help_text)
+        return self._histograms.setdefault(name, Histogram(buckets))
+
     def render(self) -> str:
         lines: list[str] = []
         for name, (kind, help_text) in self._help.items():
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
+            histogram = self._histograms.get(name)
+            if histogram is not None:
+                lines.extend(histogram.lines(name))
+                continue
             read = self._gauges.get(name)
             if read is not None:
                 samples: Iterable[tuple[Labels, float]] = read()

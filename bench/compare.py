@@ -7,6 +7,7 @@ Run by hand, not by pytest::
     .venv/bin/python bench/compare.py --json results.json     # also write every round as JSON
     .venv/bin/python bench/compare.py --loop uvloop           # wxio under uvloop (if installed)
     .venv/bin/python bench/compare.py --scenarios core-user,idle-user   # memory vs embedded store
+    .venv/bin/python bench/compare.py --scenarios core-hook   # the core with a message hook
 
 Every server is its own process, pinned to one core (``--server-cpu``, 1); the load generator,
 ``bench/node/gen.js`` (one Node process on raw ``net`` sockets with pre-built masked WebSocket
@@ -74,8 +75,11 @@ SERVER_NAMES = {
 }
 #: The stores of the core-user and idle-user scenarios (and their [store] durability).
 STORE_KINDS = ("memory", "group", "strict")
+#: The two runs of core-hook: the core alone, and with a message hook on a local backend.
+HOOK_KINDS = ("plain", "hook")
+HOOK_SECRET = "bench-hook-secret-0123456789"
 #: Kinds that are wxio (for the "wxio FAILED" line).
-WXIO_KINDS = {"wxio", "wxio-memory", "same", "cross", *STORE_KINDS}
+WXIO_KINDS = {"wxio", "wxio-memory", "same", "cross", *STORE_KINDS, *HOOK_KINDS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +117,29 @@ def run_pysio_server(port: int) -> None:
     sio.on("bcast", bcast)
 
     print(f"python-socketio serving on {port}", flush=True)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def run_hook_backend(port: int) -> None:
+    """The core-hook scenario's backend: a small aiohttp app that does what any backend of the
+    message hook must (read the body, verify the signature, parse the JSON) and answers
+    "deliver as is"."""
+    from aiohttp import web
+    from wxio.adapter.hooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+    async def message(request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = request.headers
+        if not verify(
+            HOOK_SECRET, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER), body
+        ):
+            return web.json_response({"error": "bad signature"}, status=401)
+        json.loads(body)
+        return web.json_response({"deliver": {}})
+
+    app = web.Application()
+    app.router.add_post("/message", message)
+    print(f"hook backend serving on {port}", flush=True)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -222,6 +249,7 @@ def wxio_config(
     cluster: dict[str, str] | None = None,
     store: dict[str, Any] | None = None,
     metrics: bool = False,
+    hooks: dict[str, Any] | None = None,
 ) -> str:
     lines = [
         "[server]",
@@ -243,6 +271,8 @@ def wxio_config(
         lines += ["", "[cluster]"] + [f"{k} = {json.dumps(v)}" for k, v in cluster.items()]
     if store:
         lines += ["", "[store]"] + [f"{k} = {json.dumps(v)}" for k, v in store.items()]
+    if hooks:
+        lines += ["", f"[apps.{APP}.hooks]"] + [f"{k} = {json.dumps(v)}" for k, v in hooks.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -267,6 +297,7 @@ def start_wxio(
     cluster: dict[str, str] | None = None,
     store: str | None = None,
     metrics: bool = False,
+    hooks: dict[str, Any] | None = None,
 ) -> Server:
     """``wxio serve``: the routing core on ``/`` (``core``), or the benchmark's handlers on ``/``
     and the core on ``/core``; on the event loop of ``--loop`` (``WXIO_LOOP``). ``store``:
@@ -278,7 +309,7 @@ def start_wxio(
     if not cluster:
         store = store or ("group" if s.store == "sqlite" else "memory")
         table = store_table(s, name, store)
-    config.write_text(wxio_config("/" if core else "/core", cluster, table, metrics))
+    config.write_text(wxio_config("/" if core else "/core", cluster, table, metrics, hooks))
     args = ["serve", "--port", str(port), "--config", str(config)]
     if not core:
         args += ["--app", "bench.compare:wxio_setup"]
@@ -543,6 +574,41 @@ def sc_cross(s: Settings, kind: str) -> dict[str, Any]:
     return _throughput(r)
 
 
+def sc_core_hook(s: Settings, kind: str) -> dict[str, Any]:
+    """core-raw's signed sendToOthers, on the core alone ("plain") or with a ``message`` hook
+    for sendToOthers ("hook") to a local backend (:func:`run_hook_backend`), pinned to the
+    generator's core: every message costs one signed HTTP round trip to it before it is
+    routed."""
+    backend: Server | None = None
+    hooks = None
+    try:
+        if kind == "hook":
+            port = free_port()
+            argv = [sys.executable, str(Path(__file__).resolve()), "--hook-backend", str(port)]
+            backend = Server(
+                "hook-backend", argv, port, s.tmp / "hook-backend.log", s.gen_cpu, dict(os.environ)
+            )
+            backend.wait_ready()
+            hooks = {
+                "message_url": f"http://127.0.0.1:{port}/message",
+                "actions": ["sendToOthers"],
+                "secret": HOOK_SECRET,
+                # Every message of the 1,600 in flight waits for one of these (timeout included).
+                "concurrency": 128,
+                "timeout": 5.0,
+            }
+        srv = start_wxio(s, f"core-{kind}", core=True, hooks=hooks)
+        try:
+            srv.wait_ready()
+            r = generate(s, "core-raw", [srv], 60 + s.duration, pairs=PAIRS, window=WINDOW)
+        finally:
+            srv.stop()
+    finally:
+        if backend is not None:
+            backend.stop()
+    return _throughput(r)
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -638,6 +704,15 @@ SCENARIOS = [
         "KB/conn",
         lower_is_better=True,
     ),
+    Scenario(
+        "core-hook",
+        f"11. wxio core, raw /ws: signed sendToOthers, {PAIRS} pairs, {WINDOW} in flight per "
+        "client: the core alone vs with a message hook (a local aiohttp backend on the "
+        "generator's core answers every message)",
+        sc_core_hook,
+        HOOK_KINDS,
+        "msg/s",
+    ),
 ]
 BY_NAME = {sc.name: sc for sc in SCENARIOS}
 
@@ -660,7 +735,10 @@ def run_all(
         sc.name: {k: [] for k in kinds_of(sc, s)} for sc in chosen
     }
     # The core scenarios are compared with node's relay of the same round: run it if needed.
-    extra_relay = any(sc.name.startswith("core-") for sc in chosen) and "relay" not in runs
+    extra_relay = (
+        any(sc.name.startswith("core-") and sc.name != "core-hook" for sc in chosen)
+        and "relay" not in runs
+    )
     if extra_relay:
         runs["relay"] = {"node": []}
     for rnd in range(1, s.rounds + 1):
@@ -770,6 +848,8 @@ def report(
             head += ["connect p50 ms", "p99 ms"]
         elif sc.name == "cross":
             head = ["case", "msg/s", "cross/same", "per srv CPU-s", "per CPU-s cross/same"]
+        elif sc.name == "core-hook":
+            head = ["case", "msg/s", "hook/plain", "per srv CPU-s", "per CPU-s hook/plain"]
         elif sc.name == "core-user":
             head = ["store", "msg/s", "vs memory", "per srv CPU-s", "per CPU-s vs memory"]
             head += ["vs node relay", "kept"]
@@ -783,6 +863,8 @@ def report(
             name = server_name(kind, store)
             if sc.name == "cross":
                 name = {"same": "same node (a)", "cross": "cross node (a->b)"}[kind]
+            if sc.name == "core-hook":
+                name = {"plain": "core alone", "hook": "core + message hook"}[kind]
             ref = node_relay if sc.name.startswith("core-") else mine.get("node", [])
             if sc.name == "latency":
                 row = [
@@ -807,15 +889,15 @@ def report(
                     fmt(med(rs, "p50_ms"), ".1f"),
                     fmt(med(rs, "p99_ms"), ".1f"),
                 ]
-            elif sc.name == "cross":
-                same = mine.get("same", [])
-                cross = kind == "cross"
+            elif sc.name in ("cross", "core-hook"):
+                base = mine.get("same" if sc.name == "cross" else "plain", [])
+                other = kind in ("cross", "hook")
                 row = [
                     name,
                     fmt(med(rs, "value")),
-                    fmt(ratio_per_round(rs, same), ".2f", "x") if cross else "",
+                    fmt(ratio_per_round(rs, base), ".2f", "x") if other else "",
                     fmt(med(rs, "per_server_cpu_s")),
-                    fmt(ratio_per_round(rs, same, "per_server_cpu_s"), ".2f", "x") if cross else "",
+                    fmt(ratio_per_round(rs, base, "per_server_cpu_s"), ".2f", "x") if other else "",
                 ]
             elif sc.name == "core-user":
                 memory = mine.get("memory", [])
@@ -876,6 +958,8 @@ def report(
         lines.append(render(rows))
         if sc.name == "cross":
             notes.append("srv CPU is node a + node b (both pinned to the server core)")
+        if sc.name == "core-hook":
+            notes.append("srv CPU is wxio's; the backend shares the generator's core (gen CPU)")
         if sc.name == "core-user":
             lines.append(store_report(mine))
     lines += [f"  note: {n}" for n in notes]
@@ -1034,9 +1118,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write settings, every run and medians here")
     ap.add_argument("--keep", action="store_true", help="keep the servers' logs and configs")
     ap.add_argument("--pysio-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--hook-backend", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.pysio_server:
         run_pysio_server(args.pysio_server)
+        return 0
+    if args.hook_backend:
+        run_hook_backend(args.hook_backend)
         return 0
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in BY_NAME]

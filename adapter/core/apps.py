@@ -30,6 +30,9 @@
     token_audience = "shop"       # require this aud in tokens (a token's aud, when it has one,
                                   # must always name this app or this value)
 
+    [apps.shop.hooks]             # the app's backend over HTTP: see adapter/hooks/config.py
+    connect_url = "http://127.0.0.1:7001/wxio/connect"
+
 See docs/guide.md for what each policy allows.
 """
 
@@ -41,6 +44,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..config import ConfigError
+from ..hooks.config import HookConfig, load_hooks
 from .auth import TokenKeys, load_token_keys
 
 __all__ = ["AppConfig", "AppRegistry", "DEMO_APP"]
@@ -83,12 +87,17 @@ class AppConfig:
     token_audience: str | None = None
     #: How tokens are verified (None: this app takes no tokens).
     tokens: TokenKeys | None = None
+    #: Calls to the app's backend (None: no hooks).
+    hooks: HookConfig | None = None
 
     @property
     def window_ms(self) -> int:
+        """The timestamp window in milliseconds."""
         return int(self.window * 1000)
 
     def origin_allowed(self, origin: str | None) -> bool:
+        """Whether a request from ``origin`` may act for this app: no Origin (mini programs,
+        backends), no ``origins`` configured, or one of them."""
         return origin is None or not self.origins or origin in self.origins
 
     def __repr__(self) -> str:  # never print the keys
@@ -104,7 +113,13 @@ def _secret(env: Any, table: dict[str, Any], name: str, default_env: str) -> str
     return str(value) if value else None
 
 
-_OPTION_NAMES = {f.name for f in fields(AppConfig)} - {"name", "key", "server_key", "tokens"}
+_OPTION_NAMES = {f.name for f in fields(AppConfig)} - {
+    "name",
+    "key",
+    "server_key",
+    "tokens",
+    "hooks",
+}
 _SECRET_NAMES = {
     "key",
     "key_env",
@@ -114,10 +129,13 @@ _SECRET_NAMES = {
     "token_secret_env",
     "token_public_key",
     "token_jwks",
+    "hooks",
 }
 
 
 class AppRegistry:
+    """The configured apps by name."""
+
     def __init__(self, apps: dict[str, AppConfig], *, demo: bool = False) -> None:
         self.apps = apps
         #: Built by :meth:`demo` (no apps configured): the only case where anything may sign
@@ -125,9 +143,11 @@ class AppRegistry:
         self.is_demo = demo
 
     def get(self, name: str | None) -> AppConfig | None:
+        """The app called ``name``, or None (also for no name)."""
         return self.apps.get(name) if name is not None else None
 
     def key(self, name: str) -> str | None:
+        """The client key of app ``name`` (None for an unknown app): a signature check's lookup."""
         app = self.apps.get(name)
         return app.key if app is not None else None
 
@@ -135,6 +155,8 @@ class AppRegistry:
     def from_config(
         cls, tables: dict[str, Any], environ: dict[str, str] | None = None
     ) -> AppRegistry:
+        """The apps of the ``[apps]`` tables; keys come from the environment (``environ``,
+        default ``os.environ``) before the file. Raises ``ConfigError`` naming the bad table."""
         env = os.environ if environ is None else environ
         apps: dict[str, AppConfig] = {}
         for name, table in tables.items():
@@ -145,6 +167,10 @@ class AppRegistry:
                 raise ConfigError(f"[apps.{name}]: unknown key(s) {', '.join(sorted(unknown))}")
             upper = name.upper().replace("-", "_")
             key = _secret(env, table, "key", f"WXIO_KEY_{upper}")
+            hook_table = table.get("hooks")
+            if not key and isinstance(hook_table, dict) and hook_table.get("connect_url"):
+                # Its backend decides who connects: nothing signs with a client key.
+                key = secrets.token_urlsafe(32)
             if not key:
                 raise ConfigError(
                     f"[apps.{name}]: no key (set key, or the WXIO_KEY_{upper} variable)"
@@ -179,9 +205,17 @@ class AppRegistry:
                     f'[apps.{name}]: user_id = "token" needs token_secret, token_public_key '
                     "or token_jwks"
                 )
+            hooks = None
+            if "hooks" in table:
+                hooks = load_hooks(name, table["hooks"], env, (key, server_key, token_secret))
             try:
                 apps[name] = AppConfig(
-                    name=name, key=str(key), server_key=server_key, tokens=tokens, **options
+                    name=name,
+                    key=str(key),
+                    server_key=server_key,
+                    tokens=tokens,
+                    hooks=hooks,
+                    **options,
                 )
             except TypeError as exc:
                 raise ConfigError(f"[apps.{name}]: {exc}") from None
@@ -195,7 +229,7 @@ class AppRegistry:
             "copy of the app has it) may connect as any user id, receive that user's messages and "
             'drain their offline inbox. Issue tokens from your backend and set user_id = "token".'
             for app in self.apps.values()
-            if app.user_id == "client"
+            if app.user_id == "client" and (app.hooks is None or app.hooks.connect_url is None)
         ]
         by_secret: dict[str, list[str]] = {}
         for app in self.apps.values():

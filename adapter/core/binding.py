@@ -22,7 +22,8 @@ from ...protocol import envelope as env
 from ...protocol import jsonutil
 from ...protocol.envelope import Action, DenyReason
 from ...protocol.errors import RemoteProtocolError
-from ..sio import ConnectionRefused, EventContext, Socket, SocketIOServer
+from ..hooks.runner import ConnectRequest
+from ..sio import ConnectionRefused, EventContext, Next, Socket, SocketIOServer
 from ..transports.frontdoor import Acceptance, HandshakeRequest
 from ..transports.outbox import FrameWriter
 from ..transports.wsconn import WebSocketConnection
@@ -76,8 +77,21 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     async def authorize(socket: Socket) -> None:
         shake = socket.handshake
         auth = credentials(shake.auth, shake.query, shake.headers)
+        request = None
+        if hub.hooks is not None:  # (only an app's connect hook reads it)
+            request = ConnectRequest(
+                socket.id,
+                "socket.io",
+                socket.client.esock.transport,
+                shake.address or None,
+                shake.secure,
+                shake.auth,
+                shake.query,
+                shake.headers,
+                auth.get("token"),
+            )
         try:
-            ident = await hub.authenticate(auth, shake.headers.get("Origin"))
+            ident = await hub.authenticate(auth, shake.headers.get("Origin"), request)
         except Denied as denied:
             reason = str(denied.reason)
             raise ConnectionRefused(reason, {"reason": reason, "message": denied.detail}) from None
@@ -123,6 +137,43 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     nsp.on("disconnect", on_gone)
     nsp.on("refused", on_gone)
     nsp.route(options.request_event, on_request)
+    hooks = hub.hooks
+    if hooks is None or not hooks.events(hub.apps):
+        return
+
+    request_event = options.request_event
+
+    async def decide_event(ctx: EventContext, next: Next) -> None:
+        """An event the sender's app lists goes to its backend first (docs/hooks.md)."""
+        conn: SocketIOConnection | None = ctx.socket.data.get("core")
+        event = ctx.event
+        if conn is None or event == request_event or not hooks.decides_event(conn.app, event):
+            await next()
+            return
+
+        def respond(out: Outgoing) -> None:
+            if ctx.wants_ack:
+                ctx.ack(out.envelope)
+            else:
+                conn.deliver(out)
+
+        try:
+            # One backend call per event: limited like the core's envelopes.
+            if not conn.bucket.take(hub.clock()):
+                raise Denied(DenyReason.RATE_LIMITED, "too many messages")
+            verdict = await hooks.event(conn, event, list(ctx.args), hub.ingress.info(conn))
+        except Denied as denied:
+            hub.ingress.refuse(conn, denied, respond)
+            return
+        conn.denials = 0
+        if verdict.kind == "answer":
+            ctx.ack(verdict.value)  # (an event that asked for no ack has nobody to answer)
+            return
+        if verdict.changed:
+            ctx.args = verdict.value
+        await next()
+
+    nsp.use_packet(decide_event)
 
 
 # -- raw JSON WebSocket ----------------------------------------------------------------------------
@@ -158,8 +209,10 @@ class RawEndpoint:
     async def _serve_native(self, ws: WebSocketConnection, request: HandshakeRequest) -> None:
         hub = self.hub
         auth = credentials(None, request.query, request.headers)
+        client_id = secrets.token_urlsafe(15)
+        shake = _hook_request(hub, client_id, auth, request)
         try:
-            ident = await hub.authenticate(auth, request.headers.get("Origin"))
+            ident = await hub.authenticate(auth, request.headers.get("Origin"), shake)
         except Denied as denied:
             self.live.discard(ws)
             ws.writer.write_text(hub.deny(denied, None).json())
@@ -170,7 +223,7 @@ class RawEndpoint:
             self.live.discard(ws)
             ws.start_close(1011, "server error")
             return
-        conn = self._connect(ident, ws, ws.writer)
+        conn = self._connect(ident, ws, ws.writer, client_id)
         listener = RawListener(self, conn, ws)
         ws.on_too_big = listener.too_big
         try:
@@ -183,12 +236,16 @@ class RawEndpoint:
         ws.attach(listener)  # reading starts (what came meanwhile is read now, in order)
 
     def _connect(
-        self, ident: Identity, ws: web.WebSocketResponse | WebSocketConnection, writer: FrameWriter
+        self,
+        ident: Identity,
+        ws: web.WebSocketResponse | WebSocketConnection,
+        writer: FrameWriter,
+        client_id: str,
     ) -> RawConnection:
         """The connection of an authenticated client, greeted (not yet reachable)."""
         hub = self.hub
         conn = RawConnection(
-            secrets.token_urlsafe(15),
+            client_id,
             ident.app,
             ident.user_id,
             hub.clock(),
@@ -244,8 +301,10 @@ class RawEndpoint:
         await ws.prepare(request)
         auth = credentials(None, request.query, request.headers)
         hub = self.hub
+        client_id = secrets.token_urlsafe(15)
+        shake = _hook_request(hub, client_id, auth, request)
         try:
-            ident = await hub.authenticate(auth, request.headers.get("Origin"))
+            ident = await hub.authenticate(auth, request.headers.get("Origin"), shake)
         except Denied as denied:
             await ws.send_str(hub.deny(denied, None).json())
             code = CLOSE_CODES.get(denied.reason, 4000)
@@ -258,7 +317,7 @@ class RawEndpoint:
             grace=opts.raw_slow_grace,
             on_slow=lambda: None,
         )
-        conn = self._connect(ident, ws, writer)
+        conn = self._connect(ident, ws, writer, client_id)
         ws.conn = conn
         try:
             await hub.register(conn)
@@ -277,6 +336,25 @@ class RawEndpoint:
             if not ws.closed:
                 await ws.close()
         return ws
+
+
+def _hook_request(
+    hub: Hub, client_id: str, auth: dict[str, Any], request: web.Request | HandshakeRequest
+) -> ConnectRequest | None:
+    """The raw handshake as a connect hook sees it (None when no app has hooks)."""
+    if hub.hooks is None:
+        return None
+    return ConnectRequest(
+        client_id,
+        "raw",
+        "websocket",
+        request.remote,
+        request.secure,
+        {},
+        request.query,
+        request.headers,
+        auth.get("token"),
+    )
 
 
 class RawListener:

@@ -19,9 +19,10 @@ from typing import Any
 
 from ...protocol import envelope as env
 from ...protocol.envelope import Action, DenyReason, Envelope
+from ..hooks.runner import ConnectRequest, Hooks
 from ..metrics import Metrics
 from ..tasks import Tasks
-from .apps import AppRegistry
+from .apps import AppConfig, AppRegistry
 from .auth import Authenticator, Identity
 from .backplane import Backplane, BackplaneError, MemoryBackplane
 from .connection import Connection, Outgoing
@@ -93,6 +94,10 @@ class Hub:
         #: Every way in passes through here (see ingress.py).
         self.ingress = Ingress(self)
         self._actions[Action.REFRESH] = self.ingress.refresh
+        #: Calls to the apps' backends (None: no app has hooks).
+        self.hooks: Hooks | None = Hooks(apps, self.metrics) if Hooks.configured(apps) else None
+        if self.hooks is not None:
+            self.send = self._send_and_tell
 
     async def start(self) -> None:
         """Start the backplane (listening for other nodes' requests); the app's startup hook."""
@@ -113,6 +118,8 @@ class Hub:
         moment while the backplane is still there, then close it; the app's cleanup hook."""
         await self.ingress.stop()
         await self.tasks.wait(1.0)
+        if self.hooks is not None:
+            await self.hooks.close()  # (the disconnects of the shutdown go out first)
         self.tasks.cancel()
         await self.backplane.close()
 
@@ -122,10 +129,13 @@ class Hub:
 
     # -- authentication ------------------------------------------------------------------------
 
-    async def authenticate(self, auth: Mapping[str, Any], origin: str | None) -> Identity:
+    async def authenticate(
+        self, auth: Mapping[str, Any], origin: str | None, request: ConnectRequest | None = None
+    ) -> Identity:
         """Check connect credentials (a token, or ``{app, timestamp, sign, userId[, nonce]}``)
-        and count a refusal; raises :class:`Denied`. See :class:`~.auth.Authenticator`."""
-        return await self.ingress.authenticate(auth, origin)
+        and count a refusal; raises :class:`Denied`. See :class:`~.auth.Authenticator`. For an
+        app with a connect hook, its backend decides from ``request`` (the handshake)."""
+        return await self.ingress.authenticate(auth, origin, request)
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -173,6 +183,8 @@ class Hub:
             )
         except BackplaneError as exc:
             log.warning("%s: not unregistered in the cluster: %s", conn.client_id, exc)
+        if self.hooks is not None:
+            self.hooks.disconnected(conn)
 
     # -- messages from clients -----------------------------------------------------------------
 
@@ -188,12 +200,24 @@ class Hub:
         if meta.app is not None and meta.app != conn.app.name:
             raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
         action = self._actions.get(message.action)  # type: ignore[call-overload]
-        if action is None and message.action != Action.PING:
+        hooks = self.hooks
+        decided = hooks is not None and hooks.decides(conn.app, message.action)
+        if action is None and message.action != Action.PING and not decided:
             raise Denied(DenyReason.UNKNOWN_ACTION, f"unknown action {message.action!r}")
         try:
             waiting = self.ingress.check(conn, message, raw)
             if waiting is not None:
                 await waiting
+            if decided:
+                assert hooks is not None
+                verdict = await hooks.message(
+                    conn, message, self.ingress.info(conn), routable=action is not None
+                )
+                if verdict.kind == "answer":
+                    respond(self._answer(conn, message, verdict.value))
+                    action = self._answered
+                elif verdict.changed:
+                    message = message._replace(payload=verdict.value)
             if action is None:
                 respond(self.reply(Action.PONG, conn))
                 return
@@ -202,6 +226,35 @@ class Hub:
             raise unavailable(f"{conn.client_id}: {message.action}", exc) from None
         key = (("app", conn.app.name), ("action", message.action))
         self._handled[key] = self._handled.get(key, 0.0) + 1
+
+    async def _answered(self, conn: Connection, message: Envelope, respond: Respond) -> None:
+        """(The backend answered the message: nothing is left to do.)"""
+
+    def _answer(self, conn: Connection, message: Envelope, value: Any) -> Outgoing:
+        """The backend's answer to ``message``, as the ``result`` the sender gets (with the
+        message's ``msgId`` and ``target``, so that a client can match it to its question)."""
+        meta = message.meta
+        return self.reply(RESULT, conn, value, target=meta.target, msgId=meta.msgId)
+
+    async def _send_and_tell(
+        self,
+        app: AppConfig,
+        target: str,
+        payload: Any,
+        *,
+        sender: str | None,
+        user_id: str | None,
+        info: Any = None,
+    ) -> Outcome:
+        """:meth:`Router.send`, then the ``offline`` hook of a message that was kept for a user
+        who is not connected (queued without waiting)."""
+        outcome = await self.router.send(
+            app, target, payload, sender=sender, user_id=user_id, info=info
+        )
+        if outcome.status == "queued" and self.hooks is not None:
+            sent_by = {"client": sender, "userId": user_id, "info": info}
+            self.hooks.kept_offline(app, outcome.user, target, outcome.msg_id, payload, sent_by)
+        return outcome
 
     def _connection_counts(self) -> list[tuple[tuple[tuple[str, str], ...], float]]:
         return [((("app", app),), float(len(conns))) for app, conns in self.by_app.items()]

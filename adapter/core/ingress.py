@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ from .errors import Denied
 from .limits import TokenBucket
 
 if TYPE_CHECKING:
+    from ..hooks.runner import ConnectRequest
     from .hub import Hub, Respond
 
 log = logging.getLogger("wxio.core")
@@ -76,6 +78,8 @@ class _TokenSession:
     since: float
     warned: bool = False
     seen: bool = False
+    #: Allowed by the app's connect hook: no expiry, no refresh, no message signatures.
+    hook: bool = False
 
 
 class Ingress:
@@ -98,8 +102,19 @@ class Ingress:
 
     # -- connect -------------------------------------------------------------------------------
 
-    async def authenticate(self, creds: Mapping[str, Any], origin: str | None) -> Identity:
+    async def authenticate(
+        self, creds: Mapping[str, Any], origin: str | None, request: ConnectRequest | None = None
+    ) -> Identity:
+        """``request``: the handshake, for an app whose backend decides its connects."""
         try:
+            hooks = self.hub.hooks
+            if request is not None and hooks is not None:
+                name = creds.get("app")
+                app = self.hub.apps.get(name) if isinstance(name, str) else None
+                if app is not None and hooks.connects(app):
+                    if not app.origin_allowed(origin):
+                        raise Denied(DenyReason.NOT_ALLOWED, "origin not allowed for this app")
+                    return await hooks.connect(app, request)
             return await self.hub.auth.connect(creds, origin)
         except Denied as denied:
             app = creds.get("app")
@@ -107,8 +122,13 @@ class Ingress:
             raise
 
     def attach(self, conn: Connection, ident: Identity) -> None:
-        """Track a token connection's expiry (called once the connection object exists)."""
-        if ident.via == "token" and ident.expires is not None and ident.user_id is not None:
+        """Track a token connection's expiry (called once the connection object exists), and
+        what a connect hook allowed."""
+        if ident.via == "hook":
+            self._sessions[conn] = _TokenSession(
+                ident.user_id or "", math.inf, ident.info, self.hub.clock(), hook=True
+            )
+        elif ident.via == "token" and ident.expires is not None and ident.user_id is not None:
             self._sessions[conn] = _TokenSession(
                 ident.user_id, ident.expires, ident.info, self.hub.clock()
             )
@@ -197,7 +217,7 @@ class Ingress:
         if session is not None:
             if message.action != Action.REFRESH and self.hub.clock() >= session.expires:
                 raise Denied(DenyReason.EXPIRED, "token expired: send refresh with a new token")
-            return None  # the token authenticates the connection; there is no key to sign
+            return None  # the token (or the backend) authenticated it; there is no key to sign
         if conn.app.verify_message_sign and message.action not in _UNSIGNED:
             return self.hub.auth.verify_message(conn.app, message, raw)
         return None
@@ -206,7 +226,7 @@ class Ingress:
         """``refresh`` with ``payload.token``: the same user's new token, before (or within the
         grace after) the old one's expiry."""
         session = self._sessions.get(conn)
-        if session is None:
+        if session is None or session.hook:
             raise Denied(DenyReason.NOT_ALLOWED, "only a token connection can refresh")
         payload = message.payload
         token = payload.get("token") if isinstance(payload, dict) else None

@@ -61,6 +61,8 @@ class Outcome(NamedTuple):
     #: True: kept in the user's inbox until acknowledged; False: written to the connection
     #: (lost if the connection drops before the client reads it).
     kept: bool = False
+    #: ``queued``: the user whose inbox keeps it.
+    user: str | None = None
 
 
 class Router:
@@ -205,7 +207,7 @@ class Router:
             return Outcome("delivered", msg_id, delivered, dropped, out.kept)
         if not out.kept:
             dropped = await self._bounded(deadline, self._keep(app, user, out))
-        return Outcome("queued", msg_id, 0, dropped, True)
+        return Outcome("queued", msg_id, 0, dropped, True, user)
 
     async def _bounded(self, deadline: float, awaitable: Awaitable[T]) -> T:
         """Wait for the shared state until the send's ``deadline`` (loop time); past it, a
