@@ -13,7 +13,7 @@ SOURCES := protocol adapter client tests bench
 COV_FLOOR_PROTOCOL := 100
 COV_FLOOR_ADAPTER := 87
 
-.PHONY: run test install install-test lint bench constraints
+.PHONY: run test test-fast install install-test lint bench constraints
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,16 +30,25 @@ run: install
 	$(BIN)/wxio serve
 
 # The whole suite on both event loops: asyncio's (under coverage, with the floors) and uvloop
-# (what `wxio serve` picks when installed).
+# (what `wxio serve` picks when installed), each spread over TEST_WORKERS pytest-xdist workers
+# (most tests wait on sockets and subprocesses, so more workers than cores pays). The 20 slowest
+# tests are listed after each run.
+TEST_WORKERS ?= 4
+XDIST := -n $(TEST_WORKERS) --dist worksteal
 test: install-test
-	WXIO_LOOP=asyncio $(BIN)/python -m pytest --cov --cov-report= --durations=20 $(PYTEST_ARGS)
+	WXIO_LOOP=asyncio $(BIN)/python -m pytest $(XDIST) --cov --cov-report= --durations=20 $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ]; then \
 	  $(BIN)/python -m coverage report --include='protocol/*' --show-missing --skip-covered \
 	    --fail-under=$(COV_FLOOR_PROTOCOL) && \
 	  $(BIN)/python -m coverage report --include='adapter/*' --skip-covered \
 	    --fail-under=$(COV_FLOOR_ADAPTER); \
 	fi
-	WXIO_LOOP=uvloop $(BIN)/python -m pytest --durations=20 $(PYTEST_ARGS)
+	WXIO_LOOP=uvloop $(BIN)/python -m pytest $(XDIST) --durations=20 $(PYTEST_ARGS)
+
+# The inner loop: one event loop, no coverage, without the tests marked slow (soaks, wheels,
+# restarts of real processes); `make test` runs everything.
+test-fast: install-test
+	WXIO_LOOP=asyncio $(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Static checks: ruff (lint and format) on the code and the tests, mypy strict on the packages
 # under their installed names (wxio.protocol, wxio.adapter, wxio.client).

@@ -230,6 +230,12 @@ class Socket:
         return self.id
 
     @property
+    def pending_acks(self) -> int:
+        """How many acks of this socket's emits are awaited (each expires with its timeout, or
+        with the socket)."""
+        return len(self._acks)
+
+    @property
     def state(self) -> SocketState:
         """Where the namespace connection is (see :mod:`wxio.protocol.socketio.state`)."""
         return self._conn.state

@@ -173,5 +173,5 @@ async def test_a_socketio_client_that_never_acks_holds_bounded_ack_state(
             assert server.hub is not None
             conn = server.hub.connections[("d", sid)]
             assert len(conn.unacked) == 10
-            assert len(conn.socket._acks) == 10  # type: ignore[attr-defined]
+            assert conn.socket.pending_acks == 10
     assert await close_reading(sender) == 1000  # 50 results it never read: answered anyway

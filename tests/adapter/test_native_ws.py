@@ -150,9 +150,14 @@ async def test_a_bad_probe_leaves_the_session_on_polling(core: RunningServer) ->
         tcp.close()
         sock = engine(core, "/socket.io/").sessions[sid]
         assert sock.transport == "polling" and not sock.closed
-        # The session still serves polling.
-        async with http.get(f"{core.url}/socket.io/?EIO=4&transport=polling&sid={sid}") as response:
+        # The session still serves polling: a Socket.IO CONNECT posted (without credentials) is
+        # answered on the next GET, which would otherwise wait out the ping interval.
+        url = f"{core.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+        async with http.post(url, data="40") as response:
             assert response.status == 200
+        async with http.get(url) as response:
+            assert response.status == 200
+            assert (await response.text()).startswith('44{"message":"malformed"')
 
 
 async def test_an_upgrade_on_a_kept_alive_connection_goes_through_aiohttp(
