@@ -2,7 +2,8 @@
 ever downloaded): the JS client in a page, and the dashboard's two-tab "try it" panel.
 
 ``.ci/run`` installs chromium when it is missing. ``WXIO_UPDATE_SCREENSHOT=1`` writes the
-dashboard screenshot to docs/img/dashboard.png (otherwise to the test's temporary folder)."""
+dashboard screenshots to docs/img/dashboard.png (two tabs talking) and dashboard-charts.png (a
+minute of traffic charted), otherwise to the test's temporary folder."""
 
 from __future__ import annotations
 
@@ -199,7 +200,6 @@ async def test_dashboard_two_tabs_talk(browser: Any, demo_server: str, tmp_path:
         "document.querySelector('#action-table tbody').textContent.includes('sendToOthers')"
     )
     assert errors == []
-    await one.wait_for_timeout(1500)  # a couple of refreshes for the rate line
     target = (
         ROOT / "docs" / "img" / "dashboard.png"
         if os.environ.get("WXIO_UPDATE_SCREENSHOT") == "1"
@@ -349,7 +349,11 @@ async def test_dashboard_charts_the_last_minutes(
     assert inbox["legend"] == ["waiting4"] and inbox["now"] == "4 waiting"
 
     assert problems == []
-    target = tmp_path / "dashboard.png"
+    target = (
+        ROOT / "docs" / "img" / "dashboard-charts.png"
+        if os.environ.get("WXIO_UPDATE_SCREENSHOT") == "1"
+        else tmp_path / "dashboard.png"
+    )
     await page.screenshot(path=str(target), full_page=True)
     assert target.stat().st_size > 10_000
     await context.close()
