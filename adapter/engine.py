@@ -31,7 +31,6 @@ from ..protocol.engineio.session import (
     EngineConfig,
     EngineSession,
     MessageReceived,
-    State,
     UpgradeAborted,
     Upgraded,
 )
@@ -157,7 +156,7 @@ class EngineSocket:
 
     @property
     def closed(self) -> bool:
-        return self.session.state is State.CLOSED
+        return self.session.closed
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -166,7 +165,7 @@ class EngineSocket:
         if self.session.closed:
             return
         writer = self.writer
-        if writer is not None and self.session.state is State.OPEN:
+        if writer is not None and self.session.open:
             # On an open WebSocket a message goes straight to the outbox as a ready frame.
             writer.write_frame(self._frame(data))
             return
@@ -179,7 +178,7 @@ class EngineSocket:
         if self.session.closed:
             return
         writer = self.writer
-        if writer is not None and self.session.state is State.OPEN:
+        if writer is not None and self.session.open:
             writer.write_frame(text_frame)
             return
         self.session.send_message(text)
@@ -190,7 +189,7 @@ class EngineSocket:
         if self.session.closed:
             return
         writer = self.writer
-        if writer is not None and self.session.state is State.OPEN:
+        if writer is not None and self.session.open:
             for data in items:
                 writer.write_frame(self._frame(data))
             return
@@ -249,7 +248,7 @@ class EngineSocket:
             waiter.set_result(None)
         writer = self.writer
         if writer is not None:
-            if session.state is State.CLOSED:
+            if session.closed:
                 # The close packet goes out after everything queued, then the socket closes.
                 writer.close()
                 self._close_ws()

@@ -23,7 +23,7 @@ from ...protocol import jsonutil
 from ...protocol.errors import RemoteProtocolError
 from ..core.backplane import BackplaneError
 from ..core.singleflight import SingleFlight
-from .stores import _text
+from .stores import as_text
 
 if TYPE_CHECKING:
     from .redis import RedisBackplane
@@ -107,7 +107,7 @@ class Nodes:
         bp = self.bp
         nodes = await bp.call(bp.redis.smembers(bp.key("nodes")))
         for raw in nodes:
-            node = _text(raw)
+            node = as_text(raw)
             if node == bp.node_id:
                 continue
             if await bp.call(bp.redis.exists(bp.key("node", node))):
@@ -116,7 +116,7 @@ class Nodes:
                 continue  # another node is sweeping it
             members = await bp.call(bp.redis.smembers(bp.key("nc", node)))
             for member in members:
-                app, _, client = _text(member).partition("\0")
+                app, _, client = as_text(member).partition("\0")
                 # Conditional (see _SWEEP_FORGET): a node that came back keeps its clients.
                 await bp.call(
                     self._sweep_forget(keys=[], args=[bp.prefix, app, client, node, 86400])

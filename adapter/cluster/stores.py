@@ -71,7 +71,8 @@ return removed
 """
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (the client may return bytes: it is not made to decode)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -119,7 +120,7 @@ class RedisDirectory:
         limit = max(1, limit)
         lower = "(" + after if after is not None else "-"
         raw = await bp.call(bp.redis.zrangebylex(bp.key("ou", app), lower, "+", 0, limit))
-        candidates = [_text(u) for u in raw]
+        candidates = [as_text(u) for u in raw]
         if not candidates:
             return [], None
         async with bp.redis.pipeline(transaction=False) as pipe:
@@ -131,7 +132,7 @@ class RedisDirectory:
             if not nodes:
                 gone.append(user)  # every client left (or was swept): prune below
                 continue
-            for node in {_text(n) for n in nodes}:
+            for node in {as_text(n) for n in nodes}:
                 if await bp.node_alive(node):
                     online.append(user)
                     break
@@ -147,7 +148,7 @@ class RedisDirectory:
         ckey = bp.key("c", app, client)
         if user is None:
             raw = await bp.call(bp.redis.hget(ckey, "u"))
-            user = _text(raw) if raw is not None else None
+            user = as_text(raw) if raw is not None else None
         if ttl is None:
             ttl = 86400.0
         async with bp.redis.pipeline(transaction=True) as pipe:
@@ -175,9 +176,9 @@ class RedisDirectory:
         raw = await bp.call(bp.redis.hgetall(bp.key("u", app, user)))
         result = []
         for client, node in raw.items():
-            node_id = _text(node)
+            node_id = as_text(node)
             if await bp.node_alive(node_id):
-                result.append((_text(client), node_id))
+                result.append((as_text(client), node_id))
         return result
 
     async def rebind(self, app: str, old: str, new: str, ttl: float) -> None:
@@ -214,7 +215,7 @@ class RedisInbox:
                 args=[entry.msg_id, body, cap, ttl],
             )
         )
-        return [InboxEntry(_text(d), {}, 0.0) for d in dropped]
+        return [InboxEntry(as_text(d), {}, 0.0) for d in dropped]
 
     async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
         """The user's unacknowledged, unexpired messages, oldest first."""
@@ -235,7 +236,7 @@ class RedisInbox:
                 continue
             expires = float(data.get("exp", 0))
             if expires > now:
-                entries.append(InboxEntry(_text(msg_id), data["env"], expires))
+                entries.append(InboxEntry(as_text(msg_id), data["env"], expires))
         return entries
 
     async def ack(self, app: str, user: str, msg_id: str) -> bool:

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from ...protocol import jsonutil
 from ...protocol.errors import RemoteProtocolError
-from ..sio.recovery import MAX_LOG, MemoryRecovery, RecoveryOptions, Restored, _entry, _parse_entry
+from ..sio.recovery import (
+    MAX_LOG,
+    MemoryRecovery,
+    RecoveryOptions,
+    Restored,
+    log_entry,
+    parse_log_entry,
+)
 from .database import Database
 from .state import SessionTable
 
@@ -68,7 +75,7 @@ class DurableRecovery(MemoryRecovery):
                 self._log.clear()  # a hole (never written): only what follows it is usable
             expected = n + 1
             try:
-                parsed = _parse_entry(jsonutil.loads(body))
+                parsed = parse_log_entry(jsonutil.loads(body))
             except RemoteProtocolError:
                 parsed = None
             if parsed is None:  # kept as a placeholder: offsets count entries
@@ -100,7 +107,7 @@ class DurableRecovery(MemoryRecovery):
         """Emit as :class:`MemoryRecovery` does, and record the logged packet in the store."""
         count = super().emit(nsp, rooms, excluded, data)
         n, at, name, p_rooms, p_excluded, first, atts = self._log[-1]
-        body = _entry(name, first, list(atts), list(p_rooms), list(p_excluded))
+        body = log_entry(name, first, list(atts), list(p_rooms), list(p_excluded))
         self.db.write(("l", n), "log+", (n, at, body))
         return count
 

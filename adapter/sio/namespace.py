@@ -38,7 +38,7 @@ H = TypeVar("H", bound=Handler)
 R = TypeVar("R", bound=RouteHandler)
 
 
-class _Handlers:
+class NamespaceHandlers:
     """What a namespace runs; shared by the children of a dynamic namespace."""
 
     __slots__ = (
@@ -73,12 +73,14 @@ class Namespace:
     sockets (:attr:`sockets`, by id) and its rooms on this node, and emitting to them.
     In a cluster, emits and the cluster-wide API reach the namespace's sockets on every node."""
 
-    def __init__(self, server: SocketIOServer, name: str, handlers: _Handlers | None = None):
+    def __init__(
+        self, server: SocketIOServer, name: str, handlers: NamespaceHandlers | None = None
+    ):
         self.server = server
         self.name = name
         self.sockets: dict[str, Socket] = {}
         self.rooms: dict[str, set[Socket]] = {}
-        self.handlers = handlers if handlers is not None else _Handlers()
+        self.handlers = handlers if handlers is not None else NamespaceHandlers()
         #: With connection state recovery on, whether this namespace takes part (the routing
         #: core's namespace does not: it has its own inbox).
         self.recoverable = True
@@ -176,10 +178,14 @@ class Namespace:
 
     # -- rooms ---------------------------------------------------------------------------------
 
-    def _add_to_room(self, room: str, socket: Socket) -> None:
+    def add_to_room(self, room: str, socket: Socket) -> None:
+        """Record ``socket`` as a member of ``room`` on this node (:meth:`Socket.join` calls
+        it; the socket keeps its own list of rooms)."""
         self.rooms.setdefault(room, set()).add(socket)
 
-    def _remove_from_room(self, room: str, socket: Socket) -> None:
+    def remove_from_room(self, room: str, socket: Socket) -> None:
+        """Forget ``socket`` as a member of ``room`` (:meth:`Socket.leave` and the socket's
+        disconnect call it); an empty room is dropped."""
         members = self.rooms.get(room)
         if members is not None:
             members.discard(socket)
@@ -222,7 +228,7 @@ class Namespace:
             if not members:
                 return 0
             targets = list(members)
-        return _send_to(targets, text, attachments)
+        return send_to(targets, text, attachments)
 
     # The cluster-wide server API (see .remote): every socket of the namespace, on every node.
     async def fetch_sockets(self, timeout: float | None = None) -> list[Socket | RemoteSocket]:
@@ -250,7 +256,9 @@ class Namespace:
         :meth:`BroadcastOperator.emit_with_ack`)."""
         return await BroadcastOperator(self).emit_with_ack(event, *args, timeout=timeout)
 
-    def _targets(self, rooms: set[str], excluded: set[str], skip: set[str]) -> Iterable[Socket]:
+    def targets(self, rooms: set[str], excluded: set[str], skip: set[str]) -> Iterable[Socket]:
+        """This node's sockets in any of ``rooms`` (every socket when empty), leaving out those
+        in a room of ``excluded`` and those whose id is in ``skip``: who a broadcast reaches."""
         if rooms:
             seen: set[Socket] = set()
             for room in rooms:
@@ -426,11 +434,11 @@ class BroadcastOperator:
     def send_local(self, text: str | bytes, attachments: list[bytes]) -> int:
         """Send an already encoded packet to the selected sockets of this node only; returns
         how many."""
-        return _send_to(self.nsp._targets(self.rooms, self.excluded, self.skip), text, attachments)
+        return send_to(self.nsp.targets(self.rooms, self.excluded, self.skip), text, attachments)
 
     def sockets(self) -> list[Socket]:
         """The selected sockets of this node."""
-        return list(self.nsp._targets(self.rooms, self.excluded, self.skip))
+        return list(self.nsp.targets(self.rooms, self.excluded, self.skip))
 
     # -- the cluster-wide server API (socket.io 4 with an adapter; see .remote) ----------------
 
@@ -489,8 +497,9 @@ def _answer(ctx: EventContext, result: Any) -> None:
         ctx.ack(result)
 
 
-def _send_to(targets: Iterable[Socket], text: str | bytes, attachments: list[bytes]) -> int:
-    """Send one encoded packet to sockets of this node; the WebSocket frame is built once."""
+def send_to(targets: Iterable[Socket], text: str | bytes, attachments: list[bytes]) -> int:
+    """Send one encoded packet (``text`` and its ``attachments``) to those of ``targets`` that
+    are connected, all on this node; the WebSocket frame is built once. Returns how many."""
     count = 0
     if attachments or not isinstance(text, str):  # (bytes: a binary parser, msgpack)
         items: list[str | bytes] = [text, *attachments]

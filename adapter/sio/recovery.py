@@ -140,7 +140,7 @@ def _local_targets(
             return list(nsp.sockets.values())
         if len(rooms) == 1:
             return list(nsp.rooms.get(rooms[0], ()))
-    return nsp._targets(set(rooms), set(excluded), set())
+    return nsp.targets(set(rooms), set(excluded), set())
 
 
 class Restored:
@@ -172,18 +172,18 @@ class Restored:
 
     def finish(self) -> list[Frame]:
         """Stop watching; the missed packets in order (call it as the socket joins its rooms)."""
-        self._store._unwatch(self._nsp, self._watch)
+        self._store.unwatch(self._nsp, self._watch)
         frames = [frame for _, frame in self._missed]
         last = self._last
         for key, frame, rooms, excluded in self._watch:
             if key > last and _included(self.rooms, rooms, excluded):
                 frames.append(frame)
                 last = key
-        self._store._delivered_up_to(self.sid, last)
+        self._store.delivered_up_to(self.sid, last)
         return frames
 
     def cancel(self) -> None:
-        self._store._unwatch(self._nsp, self._watch)
+        self._store.unwatch(self._nsp, self._watch)
 
 
 class _Store:
@@ -204,7 +204,9 @@ class _Store:
         self._watching.setdefault(nsp, []).append(buffer)
         return buffer
 
-    def _unwatch(self, nsp: str, buffer: list[Any]) -> None:
+    def unwatch(self, nsp: str, buffer: list[Any]) -> None:
+        """Stop collecting into ``buffer`` the packets delivered to namespace ``nsp`` (the
+        session it was for is restored, or given up)."""
         lists = self._watching.get(nsp)
         if lists is None:
             return
@@ -221,8 +223,9 @@ class _Store:
         for buffer in self._watching.get(nsp, ()):
             buffer.append((key, frame, rooms, excluded))
 
-    def _delivered_up_to(self, sid: str, key: Any) -> None:
-        pass
+    def delivered_up_to(self, sid: str, key: Any) -> None:
+        """The restored socket ``sid`` was given every logged packet up to ``key``: a store
+        that may deliver one of those again (another node's, read late) skips it."""
 
     def session_of(self, socket: Socket, *, jsonable: bool) -> dict[str, Any]:
         data = socket.data
@@ -255,7 +258,7 @@ class MemoryRecovery(_Store):
     def emit(
         self, nsp: Namespace, rooms: Iterable[str], excluded: Iterable[str], data: list[Any]
     ) -> int:
-        from .namespace import _send_to
+        from .namespace import send_to
 
         n = next(self._seq)
         rooms, excluded = tuple(rooms), tuple(excluded)
@@ -270,7 +273,7 @@ class MemoryRecovery(_Store):
             entries.popleft()
         if self._watching:
             self._seen(nsp.name, n, (first, atts), list(rooms), list(excluded))
-        return _send_to(_local_targets(nsp, rooms, excluded), first, atts)
+        return send_to(_local_targets(nsp, rooms, excluded), first, atts)
 
     def persist(self, socket: Socket) -> None:
         now = self.clock()
@@ -342,7 +345,7 @@ def with_offset(server: SocketIOServer, first: str | bytes, offset: str) -> str 
     a binary parser's packet: decoded and encoded again)."""
     if isinstance(first, str):
         return f'{first[:-1]},"{offset}"]'
-    decoder = server._new_decoder()
+    decoder = server.new_decoder()
     packet = decoder.feed_binary(first)
     packet = Packet(packet.type, packet.nsp, [*packet.data, offset], packet.id)
     encoded: bytes = server.encode(packet)[0]
@@ -376,7 +379,7 @@ class RedisRecovery(_Store):
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
         # Delivered once the stream gave the packet its id; the count is of now.
-        return sum(1 for s in nsp._targets(set(rooms), set(excluded), set()) if s.connected)
+        return sum(1 for s in nsp.targets(set(rooms), set(excluded), set()) if s.connected)
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # this loop turn's other emits join the batch
@@ -387,7 +390,7 @@ class RedisRecovery(_Store):
             while self._queue and len(batch) < _BATCH and size < _BATCH_BYTES:
                 item = self._queue.popleft()
                 nsp, rooms, excluded, (first, atts) = item
-                entry = _entry(nsp.name, first, atts, rooms, excluded)
+                entry = log_entry(nsp.name, first, atts, rooms, excluded)
                 size += len(entry)
                 batch.append(item)
                 entries.append(entry)
@@ -426,7 +429,7 @@ class RedisRecovery(_Store):
         atts: list[bytes],
         entry_id: str | None,
     ) -> None:
-        from .namespace import _send_to
+        from .namespace import send_to
 
         targets = _local_targets(nsp, rooms, excluded)
         if entry_id is not None:
@@ -443,7 +446,7 @@ class RedisRecovery(_Store):
                     for s in targets
                     if s.id not in self._replayed or key > self._replayed[s.id][0]
                 ]
-        _send_to(targets, first, atts)
+        send_to(targets, first, atts)
 
     def on_log(self, message: dict[str, Any]) -> None:
         """Another node's logged packets (the script's message): deliver them here."""
@@ -454,7 +457,7 @@ class RedisRecovery(_Store):
             )
             return
         for entry, entry_id in zip(entries, ids, strict=True):
-            parsed = _parse_entry(entry)
+            parsed = parse_log_entry(entry)
             if parsed is None or not isinstance(entry_id, str) or not _STREAM_ID.match(entry_id):
                 continue
             name, first, atts, rooms, excluded = parsed
@@ -495,7 +498,7 @@ class RedisRecovery(_Store):
                 pipe.xrange(self.stream, offset, offset)
                 raw, found = await self.bp.call(pipe.execute())
             if raw is None or not found:
-                self._unwatch(nsp.name, watch)
+                self.unwatch(nsp.name, watch)
                 return None
             session = jsonutil.loads(raw)
             if (
@@ -504,7 +507,7 @@ class RedisRecovery(_Store):
                 or not isinstance(session.get("sid"), str)
                 or session.get("pid") != pid
             ):
-                self._unwatch(nsp.name, watch)
+                self.unwatch(nsp.name, watch)
                 return None
             rooms = [r for r in session.get("rooms", ()) if isinstance(r, str)]
             missed: list[tuple[Any, Frame]] = []
@@ -519,7 +522,7 @@ class RedisRecovery(_Store):
                     last = _stream_key(entry_id)
                     start = f"({entry_id}"
                     body = fields.get(b"e") or fields.get("e")
-                    parsed = _parse_entry(jsonutil.loads(body)) if body is not None else None
+                    parsed = parse_log_entry(jsonutil.loads(body)) if body is not None else None
                     if parsed is None:
                         continue
                     name, first, atts, p_rooms, p_excluded = parsed
@@ -529,11 +532,11 @@ class RedisRecovery(_Store):
                     break
             return Restored(self, nsp.name, session, missed, last, watch)
         except Exception as exc:  # Redis, or an entry that is not JSON
-            self._unwatch(nsp.name, watch)
+            self.unwatch(nsp.name, watch)
             log.warning("recovery: a session could not be restored: %s", exc)
             return None
 
-    def _delivered_up_to(self, sid: str, key: Any) -> None:
+    def delivered_up_to(self, sid: str, key: Any) -> None:
         self._replayed[sid] = (key, time.monotonic())
 
     async def drain(self) -> None:
@@ -543,9 +546,11 @@ class RedisRecovery(_Store):
         await self._tasks.wait(2)
 
 
-def _entry(
+def log_entry(
     nsp: str, first: str | bytes, atts: list[bytes], rooms: list[str], excluded: list[str]
 ) -> str:
+    """A logged packet as stored (the Redis stream, the embedded store) and published: JSON
+    with its namespace, first message, attachments (base64) and the rooms it went to."""
     entry: dict[str, Any] = {"nsp": nsp, "rooms": rooms, "except": excluded}
     if isinstance(first, bytes):
         entry["text"] = ""
@@ -557,9 +562,11 @@ def _entry(
     return jsonutil.dumps(entry)
 
 
-def _parse_entry(
+def parse_log_entry(
     entry: Any,
 ) -> tuple[str, str | bytes, list[bytes], list[str], list[str]] | None:
+    """The decoded JSON of a :func:`log_entry` as (namespace, first message, attachments,
+    rooms, excluded rooms); None when it is not one (another version's, or damaged)."""
     if not isinstance(entry, dict):
         return None
     name, text, atts = entry.get("nsp"), entry.get("text"), entry.get("atts")

@@ -31,7 +31,7 @@ from .context import (
     ConnectMiddleware,
     PacketMiddleware,
 )
-from .namespace import Handler, Namespace, RouteHandler, _Handlers
+from .namespace import Handler, Namespace, NamespaceHandlers, RouteHandler
 from .recovery import MemoryRecovery, RedisRecovery, recovery_options
 from .socket import Socket
 
@@ -70,7 +70,7 @@ class Client:
     def __init__(self, server: SocketIOServer, esock: EngineSocket) -> None:
         self.server = server
         self.esock = esock
-        self.decoder: Any = server._new_decoder()
+        self.decoder: Any = server.new_decoder()
         self.sockets: dict[str, Socket] = {}
         #: Socket.IO protocol revision: 5 over EIO=4, 4 over EIO=3.
         self.protocol = 5 if esock.eio == 4 else 4
@@ -92,6 +92,36 @@ class Client:
             self.session = await reader.read(self.esock.handshake.headers.items())
 
         self._session_read = self.server.spawn(read())
+
+    @property
+    def session_pending(self) -> bool:
+        """The session of the connection's first request is being read: a namespace
+        connection waits for it (:meth:`wait_session`) before its checks run."""
+        return self._session_read is not None and self.session is None
+
+    async def wait_session(self) -> None:
+        """Return once the read started by :meth:`read_session` has ended (read, failed, or
+        cancelled as the connection closed); at once when none was started. Never raises."""
+        reading = self._session_read
+        if reading is not None:
+            await asyncio.wait((reading,))
+
+    def start_connect_timer(self, timeout: float) -> None:
+        """Close the connection unless it joins a namespace within ``timeout`` seconds (an
+        EIO=4 client must send a CONNECT first)."""
+        loop = asyncio.get_running_loop()
+        self._connect_timer = loop.call_later(timeout, self._connect_timeout)
+
+    def stop_connect_timer(self) -> None:
+        """A namespace was joined: the connect timeout no longer applies."""
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
+
+    def _connect_timeout(self) -> None:
+        self._connect_timer = None
+        if not self.sockets and not self.esock.closed:
+            self.esock.close(CloseReason.FORCED_CLOSE, "no namespace joined in time")
 
     def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
         """Close the whole Engine.IO session (every namespace of this client)."""
@@ -152,7 +182,7 @@ class Client:
         if name in self.sockets:
             self._fail(f"second CONNECT for {name!r}")
             return
-        self.server._connect(self, name, auth)
+        self.server.connect_namespace(self, name, auth)
 
     def socket_left(self, socket: Socket, reason: str) -> None:
         """``socket`` leaves its namespace (whoever asked): forget it, run its disconnect."""
@@ -199,7 +229,9 @@ class SocketIOServer:
         #: ``encode(packet) -> (first message, attachments)``; the first is text for the JSON
         #: parser, bytes for msgpack.
         self.encode: Callable[[Packet], tuple[Any, list[bytes]]] = encode
-        self._new_decoder: Callable[[], Any] = Decoder
+        #: ``new_decoder()``: a packet decoder for the parser (one per connection: it holds a
+        #: binary packet until its attachments have arrived).
+        self.new_decoder: Callable[[], Any] = Decoder
         #: False with a binary parser: the routing core then cannot splice pre-encoded JSON.
         self.json_parser = True
         if self.parser == "msgpack":
@@ -210,12 +242,12 @@ class SocketIOServer:
                     "parser = \"msgpack\" needs the msgpack package: pip install 'wxio[msgpack]'"
                 )
             self.encode = msgpack.encode
-            self._new_decoder = msgpack.Decoder
+            self.new_decoder = msgpack.Decoder
             self.json_parser = False
         elif self.parser != "default":
             raise ConfigError(f"[socketio] parser: {self.parser!r} is not default or msgpack")
         self.namespaces: dict[str, Namespace] = {}
-        self._dynamic: list[tuple[NamespaceMatcher, _Handlers]] = []
+        self._dynamic: list[tuple[NamespaceMatcher, NamespaceHandlers]] = []
         #: Background tasks (handlers that wait, connection checks), cancelled at shutdown.
         self.tasks = Tasks()
         #: Set in a cluster: room emits reach the sockets of every node.
@@ -427,17 +459,9 @@ class SocketIOServer:
         if client.protocol == 4:
             # Socket.IO v4 has an implicit main namespace, joined at once with the query as auth.
             auth = {k: v for k, v in esock.handshake.query.items() if k not in _ENGINE_KEYS}
-            self._connect(client, "/", auth)
+            self.connect_namespace(client, "/", auth)
         else:
-            loop = asyncio.get_running_loop()
-            client._connect_timer = loop.call_later(
-                self.options.connect_timeout, self._connect_timeout, client
-            )
-
-    def _connect_timeout(self, client: Client) -> None:
-        client._connect_timer = None
-        if not client.sockets and not client.esock.closed:
-            client.esock.close(CloseReason.FORCED_CLOSE, "no namespace joined in time")
+            client.start_connect_timer(self.options.connect_timeout)
 
     def on_message(self, esock: EngineSocket, data: str | bytes) -> None:
         """EngineHandler: a message of ``esock``'s session."""
@@ -462,7 +486,10 @@ class SocketIOServer:
 
     # -- connecting a namespace ----------------------------------------------------------------
 
-    def _connect(self, client: Client, name: str, auth: dict[str, Any]) -> None:
+    def connect_namespace(self, client: Client, name: str, auth: dict[str, Any]) -> None:
+        """``client`` asks to join namespace ``name`` with ``auth`` (its CONNECT packet, or
+        EIO=3's implicit ``/``): refused when no namespace matches, else connected once the
+        session is read, recovery looked up and the connection checks passed."""
         nsp = self._find_namespace(name, auth)
         if nsp is None:
             self._refuse(client, name, ConnectionRefused("Invalid namespace"))
@@ -472,7 +499,7 @@ class SocketIOServer:
         else:
             sid = secrets.token_urlsafe(15)
         socket = Socket(nsp, client, sid, auth)
-        if client._session_read is not None and client.session is None:
+        if client.session_pending:
             client.sockets[name] = socket  # reserved while the session is read
             self.spawn(self._connect_with_session(client, socket, auth))
             return
@@ -482,9 +509,7 @@ class SocketIOServer:
         self, client: Client, socket: Socket, auth: dict[str, Any]
     ) -> None:
         """Connect ``socket`` once its connection's session is read (the read never raises)."""
-        reading = client._session_read
-        if reading is not None:
-            await asyncio.wait((reading,))
+        await client.wait_session()
         name = socket.nsp.name
         if client.esock.closed or client.sockets.get(name) is not socket:
             return
@@ -532,11 +557,7 @@ class SocketIOServer:
             restored.cancel()  # that id is connected again already: start afresh
             restored = None
         if restored is not None:
-            socket.id = restored.sid
-            socket.pid = restored.pid
-            socket.data = restored.data
-            socket.recovered = True
-            socket._restored = restored
+            socket.restore(restored)
             log.info("%s recovered its session on %s", socket.id, name)
         del client.sockets[name]
         skip = restored is not None and recovery is not None and recovery.options.skip_middlewares
@@ -584,9 +605,9 @@ class SocketIOServer:
             self._refused(client, socket, ConnectionRefused(SERVER_ERROR))
         finally:
             if not socket.connected and not socket.was_connected:
-                if socket._restored is not None:
-                    socket._restored.cancel()
-                    socket._restored = None
+                unused = socket.take_restored()
+                if unused is not None:
+                    unused.cancel()
                 # Checks may have set things up (the routing core registers the client): the
                 # socket never connected, so no disconnect will come to undo them.
                 socket.nsp.emit_lifecycle("refused", socket)
@@ -602,14 +623,11 @@ class SocketIOServer:
         client.sockets[nsp.name] = socket
         nsp.sockets[socket.id] = socket
         socket.accept()
-        restored = socket._restored
+        restored = socket.take_restored()
         if restored is not None:
-            socket._restored = None
             socket.join(*restored.rooms)
             missed = restored.finish()  # (from here on, the socket is in its rooms again)
-        if client._connect_timer is not None:
-            client._connect_timer.cancel()
-            client._connect_timer = None
+        client.stop_connect_timer()
         data: dict[str, Any] | None = None
         if client.protocol == 5:
             data = {"sid": socket.id}

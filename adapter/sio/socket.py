@@ -17,6 +17,7 @@ from .recovery import RECOVERABLE
 if TYPE_CHECKING:
     from .context import AckValue
     from .namespace import BroadcastOperator, Namespace
+    from .recovery import Restored
     from .server import Client
 
 log = logging.getLogger("wxio.socketio")
@@ -203,7 +204,7 @@ class Socket:
         #: when recovery is off), and whether this connection took over a previous session.
         self.pid: str | None = None
         self.recovered = False
-        self._restored: Any = None
+        self._restored: Restored | None = None
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.nsp.name}>"
@@ -234,6 +235,21 @@ class Socket:
         """How many acks of this socket's emits are awaited (each expires with its timeout, or
         with the socket)."""
         return len(self._acks)
+
+    def restore(self, restored: Restored) -> None:
+        """Take over a previous connection's session (connection state recovery): its id, pid
+        and data now; its rooms and missed packets once accepted (:meth:`take_restored`)."""
+        self.id = restored.sid
+        self.pid = restored.pid
+        self.data = restored.data
+        self.recovered = True
+        self._restored = restored
+
+    def take_restored(self) -> Restored | None:
+        """The session given to :meth:`restore`, once (then None): the server joins its rooms
+        and sends its missed packets on accepting the socket, or cancels it on refusing."""
+        restored, self._restored = self._restored, None
+        return restored
 
     @property
     def state(self) -> SocketState:
@@ -418,7 +434,7 @@ class Socket:
         for room in rooms:
             if room not in self.rooms:
                 self.rooms.add(room)
-                self.nsp._add_to_room(room, self)
+                self.nsp.add_to_room(room, self)
                 observer = self.nsp.server.observer
                 if observer is not None:
                     observer.room_joined(self, room)
@@ -428,7 +444,7 @@ class Socket:
         for room in rooms:
             if room in self.rooms:
                 self.rooms.discard(room)
-                self.nsp._remove_from_room(room, self)
+                self.nsp.remove_from_room(room, self)
                 observer = self.nsp.server.observer
                 if observer is not None:
                     observer.room_left(self, room)
@@ -521,7 +537,7 @@ class Socket:
         conn.apply(SocketTransition.FINISH)
         observer = self.nsp.server.observer
         for room in list(self.rooms):
-            self.nsp._remove_from_room(room, self)
+            self.nsp.remove_from_room(room, self)
             if observer is not None:
                 observer.room_left(self, room)
         self.rooms.clear()

@@ -53,7 +53,7 @@ class Slot:
     def release(self) -> None:
         gate, self.gate = self.gate, None
         if gate is not None:
-            gate._release(self.address)
+            gate.release(self.address)
 
 
 class Gate:
@@ -124,7 +124,9 @@ class Gate:
         self.by_address[address] = self.by_address.get(address, 0) + 1
         return Slot(self, address)
 
-    def _release(self, address: str) -> None:
+    def release(self, address: str) -> None:
+        """A connection from ``address`` is gone: count it out. Only :meth:`Slot.release`
+        calls it, which makes sure each admitted connection is counted out once."""
         self.open -= 1
         left = self.by_address.get(address, 0) - 1
         if left > 0:

@@ -29,7 +29,7 @@ from ...protocol.engineio.packets import (
     encode_binary,
     encode_text,
 )
-from ...protocol.engineio.session import CloseReason, State
+from ...protocol.engineio.session import CloseReason
 from ...protocol.errors import RemoteProtocolError, StateError
 from ...protocol.wsframe import text_frame
 from ..engine import EngineServer, EngineSocket
@@ -197,7 +197,7 @@ class EngineListener:
 
     def on_text(self, text: str) -> None:
         session = self.session
-        if text[:1] == "4" and session.state is State.OPEN:
+        if text[:1] == "4" and session.open:
             # A message on an open session changes no session state: straight to the layer
             # above, without the session's event queue and timer bookkeeping.
             try:
@@ -303,7 +303,7 @@ async def _read(sock: EngineSocket, ws: web.WebSocketResponse) -> None:
             if session.closed:  # closed while this reader waited (timer, slow reader, server)
                 break
             data = msg.data
-            if msg.type is WSMsgType.TEXT and data[:1] == "4" and session.state is State.OPEN:
+            if msg.type is WSMsgType.TEXT and data[:1] == "4" and session.open:
                 # A message on an open session changes no session state: straight to the
                 # layer above, without the session's event queue and timer bookkeeping.
                 try:

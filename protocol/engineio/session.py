@@ -256,6 +256,13 @@ class EngineSession:
             self.state = target
 
     @property
+    def open(self) -> bool:
+        """Packets flow over the active transport and no upgrade is under way (state OPEN): a
+        message read there changes no session state, so the transport may hand it straight
+        to the layer above, and a message sent may go straight to the transport's writer."""
+        return self.state is State.OPEN
+
+    @property
     def closed(self) -> bool:
         """The session has ended (state CLOSED)."""
         return self.state is State.CLOSED

@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import jsonutil
 from ..errors import DecodeError, LimitExceeded, LocalProtocolError, StateError
-from .packets import MAX_ACK_ID, Packet, PacketType, _check_payload, describe
+from .packets import MAX_ACK_ID, Packet, PacketType, check_payload, describe
 
 msgpack: Any
 try:
@@ -122,7 +122,7 @@ class Decoder:
         if ack_id is not None and (type(ack_id) is not int or not 0 <= ack_id <= MAX_ACK_ID):
             raise DecodeError("invalid packet id")
         payload = decoded.get("data")
-        _check_payload(ptype, payload)
+        check_payload(ptype, payload)
         return Packet(ptype, nsp, payload, ack_id)
 
     def reset(self) -> None:

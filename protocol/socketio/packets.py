@@ -41,6 +41,7 @@ __all__ = [
     "Decoder",
     "split_namespace",
     "describe",
+    "check_payload",
 ]
 
 
@@ -227,7 +228,9 @@ _CONNECT_ERROR = PacketType.CONNECT_ERROR
 _new_packet = tuple.__new__
 
 
-def _check_payload(ptype: PacketType, data: Any) -> None:
+def check_payload(ptype: PacketType, data: Any) -> None:
+    """Raise :class:`~wxio.protocol.errors.DecodeError` unless ``data`` is a valid payload for
+    a packet of type ``ptype`` (what every codec checks once it has decoded a packet)."""
     if ptype in _EVENTS:
         if type(data) is not list or not data:
             raise DecodeError("event payload must be a non-empty array")
@@ -252,7 +255,7 @@ def _check_payload(ptype: PacketType, data: Any) -> None:
 def _decode(text: str, max_depth: int) -> tuple[Packet, int]:
     ptype, attachments, nsp, ack_id, i = _decode_head(text)
     data = jsonutil.loads(text[i:], max_depth) if i < len(text) else None
-    _check_payload(ptype, data)
+    check_payload(ptype, data)
     return _new_packet(Packet, (ptype, nsp, data, ack_id)), attachments
 
 

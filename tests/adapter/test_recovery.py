@@ -16,7 +16,7 @@ from wxio.adapter.sio import ConnectionRefused, SocketIOServer
 from wxio.adapter.sio.recovery import (
     MemoryRecovery,
     RecoveryOptions,
-    _parse_entry,
+    parse_log_entry,
     recovery_options,
     with_offset,
 )
@@ -288,11 +288,11 @@ def test_offsets_and_log_entries() -> None:
     assert with_offset(io, '451-["x",{"_placeholder":true,"num":0}]', "5-2").endswith(',"5-2"]')
     packed = SocketIOServer(parser="msgpack")
     first, _ = packed.encode(Packet(PacketType.EVENT, "/", ["x", b"\x01"]))
-    decoded = packed._new_decoder().feed_binary(with_offset(packed, first, "5-3"))
+    decoded = packed.new_decoder().feed_binary(with_offset(packed, first, "5-3"))
     assert decoded.data == ["x", b"\x01", "5-3"]
     # What comes from Redis is checked before use.
     good = {"nsp": "/", "text": '42["x"]', "atts": [], "rooms": ["r"], "except": []}
-    assert _parse_entry(good) == ("/", '42["x"]', [], ["r"], [])
+    assert parse_log_entry(good) == ("/", '42["x"]', [], ["r"], [])
     for bad in (
         {**good, "text": 3},
         {**good, "text": '42["x"'},
@@ -301,7 +301,7 @@ def test_offsets_and_log_entries() -> None:
         {**good, "bin": True},
         [good],
     ):
-        assert _parse_entry(bad) is None, bad
+        assert parse_log_entry(bad) is None, bad
 
 
 def test_options() -> None:

@@ -1,8 +1,8 @@
 """protocol/ stays sans-IO: an AST scan of every module under it.
 
-- no import of asyncio, aiohttp, socket, time, redis, threading or other I/O and clock modules,
-  and nothing from adapter/ (``wxio.adapter``, ``adapter``, or a relative import that climbs out
-  of protocol/);
+- no import of asyncio, aiohttp, socket, time, datetime, redis, threading or other I/O and clock
+  modules, and nothing from adapter/ (``wxio.adapter``, ``adapter``, or a relative import that
+  climbs out of protocol/);
 - nothing but the standard library, orjson and protocol/ itself;
 - no clock reads (``time.time()``, ``datetime.now()``, ``loop.time()``...): time is an argument.
 """
@@ -24,6 +24,7 @@ FORBIDDEN_MODULES = {
     "aiohttp",
     "socket",
     "time",
+    "datetime",
     "redis",
     "adapter",
     "selectors",
@@ -130,6 +131,7 @@ def test_protocol_module_is_sans_io(path: Path) -> None:
         ("import aiohttp.web", "imports aiohttp.web"),
         ("import socket", "imports socket"),
         ("from time import monotonic", "imports time"),
+        ("from datetime import datetime", "imports datetime"),
         ("import redis.asyncio as r", "imports redis.asyncio"),
         ("from wxio.adapter import hub", "imports wxio.adapter"),
         ("from adapter.hub import Hub", "imports adapter.hub"),

@@ -600,6 +600,17 @@ def _in_state(state: State) -> EngineSession:
     return session
 
 
+@pytest.mark.parametrize("state", list(State))
+def test_the_predicates_name_the_state(state: State) -> None:
+    """Transports ask ``open``, ``probing`` and ``closed`` instead of comparing states: exactly
+    one holds in each state, and ``open`` only where a message changes no session state."""
+    session = _in_state(state)
+    assert session.open is (state is State.OPEN)
+    assert session.probing is (state in (State.PROBING, State.UPGRADING))
+    assert session.closed is (state is State.CLOSED)
+    assert [session.open, session.probing, session.closed].count(True) == 1
+
+
 _CALLS: dict[Transition, Any] = {
     Transition.SEND: lambda s: s.send_message("x"),
     Transition.RECEIVE: lambda s: s.receive(msg("x"), T0 + 1),
