@@ -8,6 +8,7 @@ Run by hand, not by pytest::
     .venv/bin/python bench/compare.py --loop uvloop           # wxio under uvloop (if installed)
     .venv/bin/python bench/compare.py --scenarios core-user,idle-user   # memory vs embedded store
     .venv/bin/python bench/compare.py --scenarios core-hook   # the core with a message hook
+    .venv/bin/python bench/compare.py --scenarios seed --duration 5   # the core vs the seed on Node
 
 Every server is its own process, pinned to one core (``--server-cpu``, 1); the load generator,
 ``bench/node/gen.js`` (one Node process on raw ``net`` sockets with pre-built masked WebSocket
@@ -22,6 +23,8 @@ is pinned to the other (``--gen-cpu``, 0). The servers:
   ``core-user`` and ``idle-user`` scenarios run the memory store, the embedded store in group mode
   and in strict mode side by side. Nothing is written into the repository;
 * **node**: ``bench/node/server.js``, socket.io 4.8 with ``new Server(httpServer)`` (defaults);
+* **seed** (the ``seed`` scenario only): ``bench/node/seed_server.js``, the signed routing of
+  wxio's predecessor on socket.io 4.8 and ws 8, with the same wire as wxio's routing core;
 * **pysio**: python-socketio's ``AsyncServer(async_mode="aiohttp")`` with its defaults; this file,
   run with a hidden ``--pysio-server PORT`` flag.
 
@@ -80,6 +83,10 @@ HOOK_KINDS = ("plain", "hook")
 HOOK_SECRET = "bench-hook-secret-0123456789"
 #: Kinds that are wxio (for the "wxio FAILED" line).
 WXIO_KINDS = {"wxio", "wxio-memory", "same", "cross", *STORE_KINDS, *HOOK_KINDS}
+#: The runs of "seed", per way in (raw /ws, socket.io): the seed's design on Node
+#: (bench/node/seed_server.js), wxio with keep_until_ack off, and on with every exchange acked.
+SEED_KINDS = ("raw-seed", "raw-off", "raw-kept", "sio-seed", "sio-off", "sio-kept")
+WXIO_KINDS.update(k for k in SEED_KINDS if not k.endswith("-seed"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +257,9 @@ def wxio_config(
     store: dict[str, Any] | None = None,
     metrics: bool = False,
     hooks: dict[str, Any] | None = None,
+    app: dict[str, Any] | None = None,
 ) -> str:
+    """``app``: more keys of ``[apps.bench]`` (e.g. ``keep_until_ack``)."""
     lines = [
         "[server]",
         'log_level = "WARNING"',
@@ -263,6 +272,7 @@ def wxio_config(
         "verify_message_sign = true",
         "rate = 1000000000",
         "burst = 1000000000",
+        *(f"{k} = {json.dumps(v)}" for k, v in (app or {}).items()),
         "",
         "[core]",
         f'namespace = "{core_namespace}"',
@@ -298,6 +308,7 @@ def start_wxio(
     store: str | None = None,
     metrics: bool = False,
     hooks: dict[str, Any] | None = None,
+    app: dict[str, Any] | None = None,
 ) -> Server:
     """``wxio serve``: the routing core on ``/`` (``core``), or the benchmark's handlers on ``/``
     and the core on ``/core``; on the event loop of ``--loop`` (``WXIO_LOOP``). ``store``:
@@ -309,7 +320,9 @@ def start_wxio(
     if not cluster:
         store = store or ("group" if s.store == "sqlite" else "memory")
         table = store_table(s, name, store)
-    config.write_text(wxio_config("/" if core else "/core", cluster, table, metrics, hooks))
+    config.write_text(
+        wxio_config("/" if core else "/core", cluster, table, metrics, hooks, app=app)
+    )
     args = ["serve", "--port", str(port), "--config", str(config)]
     if not core:
         args += ["--app", "bench.compare:wxio_setup"]
@@ -336,6 +349,8 @@ def start_server(s: Settings, kind: str) -> Server:
     port = free_port()
     if kind == "node":
         argv = ["node", str(NODE_DIR / "server.js"), str(port)]
+    elif kind == "seed":  # the seed's signed routing on Node, with the benchmark's app and key
+        argv = ["node", str(NODE_DIR / "seed_server.js"), str(port), json.dumps({APP: KEY})]
     elif kind == "pysio":
         argv = [sys.executable, str(Path(__file__).resolve()), "--pysio-server", str(port)]
     else:
@@ -609,6 +624,37 @@ def sc_core_hook(s: Settings, kind: str) -> dict[str, Any]:
     return _throughput(r)
 
 
+def sc_seed(s: Settings, kind: str) -> dict[str, Any]:
+    """The routing core against the seed's design on Node (``kind``, of :data:`SEED_KINDS`):
+    gen_user.js's ``core-user`` on raw /ws or socket.io, clients with user ids; wxio with
+    ``keep_until_ack`` off ("off": nothing acked, as the seed's clients) or on ("kept": every
+    exchange acked, by envelope on raw /ws, by the EVENT's ack id on socket.io)."""
+    way, mode = kind.split("-")
+    if mode == "seed":
+        srv = start_server(s, "seed")
+    else:
+        srv = start_wxio(s, f"core-{kind}", core=True, app={"keep_until_ack": mode == "kept"})
+    try:
+        srv.wait_ready()
+        r = generate(
+            s,
+            "core-user",
+            [srv],
+            60 + s.duration,
+            script="gen_user.js",
+            pairs=PAIRS,
+            window=WINDOW,
+            sio=way == "sio",
+            ack=mode == "kept",
+        )
+    finally:
+        srv.stop()
+    r = _throughput(r)
+    results = r["kept"] + r["unkept"]
+    r["kept_pct"] = 100 * r["kept"] / results if results else None
+    return r
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -711,6 +757,16 @@ SCENARIOS = [
         "generator's core answers every message)",
         sc_core_hook,
         HOOK_KINDS,
+        "msg/s",
+    ),
+    Scenario(
+        "seed",
+        f"12. the routing core vs the seed's design on Node (bench/node/seed_server.js): signed "
+        f"sendToOthers between clients with user ids, {PAIRS} pairs, {WINDOW} in flight per "
+        "client, on raw /ws and on socket.io requestMessage; wxio with keep_until_ack off (the "
+        "seed's semantics) and on (every exchange acked)",
+        sc_seed,
+        SEED_KINDS,
         "msg/s",
     ),
 ]
@@ -820,6 +876,8 @@ def report(
     sc: Scenario, runs: dict[str, dict[str, list[dict[str, Any]]]], store: str = "sqlite"
 ) -> str:
     mine = runs[sc.name]
+    if sc.name == "seed":
+        return seed_report(sc, mine)
     node_relay = runs.get("relay", {}).get("node", [])
     lines = [sc.title]
     notes: list[str] = []
@@ -966,6 +1024,65 @@ def report(
     return "\n".join(lines)
 
 
+SEED_LABELS = {
+    "raw-seed": "raw /ws: the seed's design on Node",
+    "raw-off": "raw /ws: wxio, keep_until_ack = false",
+    "raw-kept": "raw /ws: wxio, kept until acked",
+    "sio-seed": "socket.io: the seed's design on Node",
+    "sio-off": "socket.io: wxio, keep_until_ack = false",
+    "sio-kept": "socket.io: wxio, kept until acked",
+}
+
+
+def seed_report(sc: Scenario, mine: dict[str, list[dict[str, Any]]]) -> str:
+    """The seed scenario's table: "vs seed" is wxio over the seed on the same way in, "vs off"
+    the kept run over wxio's own seed-semantics run (both per round, then the median)."""
+    head = ["case", "msg/s", "vs seed", "vs off", "per srv CPU-s", "per CPU-s vs seed", "kept"]
+    rows = [head + ["srv CPU", "srv core", "gen CPU", "other CPU", "spread (msg/s)"]]
+    notes: list[str] = []
+    for kind, rs in mine.items():
+        way, mode = kind.split("-")
+        name = SEED_LABELS[kind]
+        seed = mine.get(f"{way}-seed", []) if mode != "seed" else []
+        off = mine.get(f"{way}-off", []) if mode == "kept" else []
+        rows.append(
+            [
+                name,
+                fmt(med(rs, "value")),
+                fmt(ratio_per_round(rs, seed), ".2f", "x") if seed else "",
+                fmt(ratio_per_round(rs, off), ".2f", "x") if off else "",
+                fmt(med(rs, "per_server_cpu_s")),
+                fmt(ratio_per_round(rs, seed, "per_server_cpu_s"), ".2f", "x") if seed else "",
+                fmt(med(rs, "kept_pct"), ".0f", " %"),
+                fmt(med(rs, "server_cpu_pct"), ".0f", " %"),
+                fmt(med(rs, "server_core_pct"), ".0f", " %"),
+                fmt(med(rs, "gen_cpu_pct"), ".0f", " %"),
+                fmt(med(rs, "other_cpu_pct"), ".0f", " %"),
+                spread(rs, "value", ",.0f"),
+            ]
+        )
+        notes += [f"{name}: {e}" for e in errors_of(rs)]
+        ok = [r for r in rs if "error" not in r]
+        lost = sum(r.get("undelivered", 0) for r in ok)
+        if lost:
+            notes.append(f"{name}: {lost} message(s) sent but neither delivered nor refused")
+        denied = sum(r.get("denied", 0) for r in ok)
+        if denied:
+            first = next(r["first_deny"] for r in ok if r.get("first_deny"))
+            notes.append(f"{name}: {denied} message(s) denied ({deny_reason(first)}), resent")
+        wrong = sum(r["unkept"] if mode == "kept" else r["kept"] for r in ok)
+        if wrong:
+            notes.append(f"{name}: {wrong} result(s) with the other guarantee than expected")
+        gen = med(rs, "gen_cpu_pct")
+        if gen is not None and gen >= 85:
+            notes.append(f"{name}: the generator used {gen:.0f} % of its core; it may be the limit")
+        srv, core = med(rs, "server_cpu_pct"), med(rs, "server_core_pct")
+        if srv is not None and core is not None and core - srv >= 15:
+            notes.append(f"{name}: other processes took {core - srv:.0f} % of the server's core")
+    lines = [sc.title, render(rows)]
+    return "\n".join(lines + [f"  note: {n}" for n in notes])
+
+
 def store_report(mine: dict[str, list[dict[str, Any]]]) -> str:
     """The embedded store's work in core-user, over each server's whole run (warm-up, timed part
     and end): commits, rows written, inbox rows cancelled (put and acked before their batch was
@@ -1065,7 +1182,9 @@ srv core: how busy the server's core was, whoever used it (/proc/stat). Well abo
 gen CPU: the Node load generator, on its own core; other CPU: the rest of the machine (2 cores).
 spread: min-max over the rounds.
 core-user, idle-user: "vs memory" is the median of the per-round ratios to the same wxio on the
-  memory store; "kept": results that said until_acked."""
+  memory store; "kept": results that said until_acked.
+seed: "vs seed" is the median of the per-round ratios to the seed's design on Node on the same
+  way in; "vs off" of the kept run to wxio's keep_until_ack = false run on the same way in."""
 
 
 def clean_redis(url: str, prefix: str) -> None:

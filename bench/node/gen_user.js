@@ -12,6 +12,12 @@
 //               every exchange it receives ({"data":{"action":"ack"},"meta":{"msgId":...}}),
 //               in the same write as the messages that exchange triggers. The sender's `result`
 //               is counted by its guarantee (until_acked: kept; sent: not kept).
+//               `spec.sio`: socket.io clients instead ({app, timestamp, sign, userId} in the
+//               CONNECT auth, requestMessage as core-sio), which acknowledge as a socket.io
+//               client with an ack callback does: an exchange the server sent with an ack id
+//               (42<id>["responseMessage",...]) is answered 43<id>[]; one without is not.
+//               `spec.ack` false: nothing is acknowledged (a client of the predecessor, which
+//               kept nothing).
 //   idle-user   gen.js's `idle` with raw /ws clients that each name their own user id.
 //
 // Usage: node gen_user.js '<spec JSON>'   (as gen.js)
@@ -23,8 +29,8 @@ const vm = require("node:vm");
 
 function userScenarios() {
   // This function's text runs inside gen.js's scope (see the end of this file): spec, signer,
-  // Conn, frame, openMany, pingPong, measure, closeAll, failed, sleep, procRssKb, procCpu and
-  // selfCpu are gen.js's.
+  // Conn, frame, openSio, openMany, pingPong, envelope, measure, closeAll, failed, sleep,
+  // procRssKb, procCpu and selfCpu are gen.js's.
 
   /** A raw /ws client naming a user id (the app's user_id = "client" policy lets a signed
    * client do so); resolves once the `connect` envelope has given its client id. */
@@ -54,17 +60,36 @@ function userScenarios() {
   }
 
   const ackFrame = (msgId) => frame(`{"data":{"action":"ack"},"meta":{"msgId":"${msgId}"}}`);
+  const sioAckFrame = (ackId) => frame(`43${ackId}[]`); // Engine.IO message, Socket.IO ACK
+
+  /** A socket.io client naming a user id in its CONNECT auth. */
+  function openSioUser(port, user) {
+    const [ts, sign] = signer.now();
+    return openSio(port, { auth: { app: spec.app, timestamp: ts, sign, userId: user } });
+  }
 
   async function coreUser() {
     const port = spec.ports[0];
-    const conns = await openMany(2 * spec.pairs, 50, (i) => openRawUser(port, `u${i}`, false));
+    const sio = Boolean(spec.sio);
+    const acking = spec.ack !== false;
+    const conns = await openMany(2 * spec.pairs, 50, (i) =>
+      sio ? openSioUser(port, `u${i}`) : openRawUser(port, `u${i}`, false),
+    );
     const counts = { kept: 0, unkept: 0, acks: 0, deny: 0, firstDeny: null };
-    let msgId = null; // the msgId of the exchange just classified, for the receiver to ack
+    // What acknowledges the exchange just classified (its msgId; on socket.io the EVENT's ack
+    // id, null when the server asked for none), for the receiver to send.
+    let msgId = null;
     const classify = (buf, s, e) => {
       const text = buf.latin1Slice(s, e);
       if (text.includes('"action":"exchange"')) {
-        const i = text.indexOf('"msgId":"') + 9;
-        msgId = text.slice(i, text.indexOf('"', i));
+        if (sio) {
+          let j = 2; // after "42": the ack id's digits, if any, come before the "["
+          while (text.charCodeAt(j) >= 48 && text.charCodeAt(j) <= 57) j++;
+          msgId = j > 2 ? text.slice(2, j) : null;
+        } else {
+          const i = text.indexOf('"msgId":"') + 9;
+          msgId = text.slice(i, text.indexOf('"', i));
+        }
         return 1;
       }
       if (text.includes('"action":"result"')) {
@@ -79,7 +104,13 @@ function userScenarios() {
       }
       return 0;
     };
-    const run = pingPong(conns, classify, (c) => frame(envelope(c.partner.sid)));
+    const run = pingPong(
+      conns,
+      classify,
+      sio
+        ? (c) => frame(`42["requestMessage",${envelope(c.partner.sid)}]`)
+        : (c) => frame(envelope(c.partner.sid)),
+    );
     // pingPong has set every client's handlers and sent the first window, and now waits for
     // the warm-up: add the acks. A chunk's acks and the messages it triggers go out in one
     // write (cork), acks first; acks go on after the timed part too, until the end.
@@ -90,7 +121,7 @@ function userScenarios() {
       c.onMessage = (conn, buf, s, e) => {
         msgId = null;
         onMessage(conn, buf, s, e);
-        if (msgId !== null) conn.acks.push(msgId);
+        if (msgId !== null && acking) conn.acks.push(msgId);
       };
       c.onChunk = (conn) => {
         const ids = conn.acks;
@@ -101,7 +132,8 @@ function userScenarios() {
         conn.acks = [];
         counts.acks += ids.length;
         conn.sock.cork();
-        conn.write(ids.length === 1 ? ackFrame(ids[0]) : Buffer.concat(ids.map(ackFrame)));
+        const ack = sio ? sioAckFrame : ackFrame;
+        conn.write(ids.length === 1 ? ack(ids[0]) : Buffer.concat(ids.map(ack)));
         onChunk(conn);
         conn.sock.uncork();
       };
