@@ -1,4 +1,4 @@
-"""``[server] max_connections`` and ``max_connections_per_address`` (issue 20): every accepted
+"""``[server] max_connections`` and ``max_connections_per_address``: every accepted
 TCP connection counts, whichever way it is served (a WebSocket below aiohttp, a WebSocket or
 HTTP through aiohttp), one over a limit is answered 503 before its request is read and counted
 in ``wxio_http_connections_refused_total``, and a connection's place is given back however it

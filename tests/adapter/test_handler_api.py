@@ -1,4 +1,4 @@
-"""The handler API as a new Python user meets it (issue 20): what a refused connection tells the
+"""The handler API as a new Python user meets it: what a refused connection tells the
 client, handlers put on the routing core's namespace, egg's ``ctx.packet``, acks with a timeout,
 data JSON cannot carry, a bad ``--app``, and a typed app under ``mypy --strict``."""
 

@@ -1,4 +1,4 @@
-"""Hostile request heads (issue 20), over raw TCP: the front door and aiohttp give every head
+"""Hostile request heads, over raw TCP: the front door and aiohttp give every head
 the same answer (the same table of statuses with ``native_websocket`` on and off, on the raw
 endpoint and on Engine.IO), a WebSocket upgrade that breaks the handshake's rules is a 400 on
 both ways, and a head aiohttp's parser refuses is one INFO line and a count in

@@ -1,5 +1,5 @@
 """Connecting with a userId delivers the inbox; a reConnectAndUpdates right after must not deliver
-it a second time on the same connection (issue 10: every message came twice, same msgId)."""
+it a second time on the same connection (every message once came twice, with the same msgId)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One way in: the same bad input gets the same reason on raw /ws, socket.io and the HTTP API;
-and the holes of issue 9, each reproduced with a real client."""
+and holes found before, each reproduced with a real client."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A frozen Redis (SIGSTOP: its sockets stay open, nothing answers) costs a cross-node send one
-Redis command timeout in all, not one per question (issue 20).
+Redis command timeout in all, not one per question.
 
 Before the fix the waits of one send added up: the inbox keep (KEEP_WAIT, 1 s), then the request
 to the target's node (its PUBLISH never answered, taken for the node's silence after

@@ -1,4 +1,4 @@
-"""Cluster behaviour from issue 10: msgpack room emits across nodes, the frozen node asked once
+"""Cluster behaviour: msgpack room emits across nodes, the frozen node asked once
 per send, reConnectAndUpdates delivering the inbox once."""
 
 from __future__ import annotations
