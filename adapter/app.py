@@ -18,7 +18,7 @@ from .metrics import Metrics
 from .ops import HEALTH, Health, package_version
 from .sio import SocketIOServer
 from .transports import websocket
-from .transports.frontdoor import Acceptance, HandshakeRequest, NativeRouter
+from .transports.frontdoor import Acceptance, HandshakeRequest, NativeRouter, handshake_of, serve
 from .transports.gate import Gate
 
 log = logging.getLogger("wxio")
@@ -75,6 +75,19 @@ def _native_engine(engine: EngineServer) -> NativeRouter:
         return websocket.native(engine, request)
 
     return route
+
+
+def _upgrades(router: Callable[[HandshakeRequest], Acceptance]) -> Handler:
+    """A mount that is a WebSocket and nothing else, for the upgrades whose head aiohttp read
+    (on a kept-alive connection, or with the front door off)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        shake = handshake_of(request)
+        if shake is None:
+            return web.json_response({"error": "websocket upgrade required"}, status=400)
+        return await serve(request, router(shake))
+
+    return handle
 
 
 def add_admin_ui_routes(app: web.Application, root: Path) -> None:
@@ -136,7 +149,7 @@ def build_app(
         options = core_options or CoreOptions()
         bind_socketio(hub, io, options)
         raw = RawEndpoint(hub, options)
-        mounts.add(options.raw_path, raw.handle, raw.native)
+        mounts.add(options.raw_path, _upgrades(raw.native), raw.native)
         HttpApi(hub, options).add_routes(app)
     if config.sessions.storage and io.sessions is None:
         from .websessions import sessions_from_config

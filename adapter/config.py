@@ -38,7 +38,8 @@ class EngineOptions:
     cors_origins: tuple[str, ...] | str = ()
     #: gzip/deflate polling responses at least this large when the client accepts it (0: off).
     compress_threshold: int = 1024
-    #: permessage-deflate on WebSocket (off by default, as in the reference server).
+    #: permessage-deflate on WebSocket (off by default, as in the reference server). Not
+    #: negotiated yet: WebSockets are served uncompressed, with a warning at start.
     ws_compression: bool = False
     #: Outbound bytes a session may have queued before it counts as a slow reader.
     max_buffered_bytes: int = 4 * 1024 * 1024
@@ -124,8 +125,9 @@ class ServerConfig:
     #: The same for the connections of one client address (the TCP peer's: a proxy's address
     #: when there is one, see docs/operations.md). 0: no limit.
     max_connections_per_address: int = 0
-    #: Serve WebSocket upgrades that open a connection below aiohttp (lighter and faster;
-    #: see docs/operations.md). False: every request through aiohttp.
+    #: The front door reads request heads and answers the WebSocket upgrades it can from the
+    #: head alone, without aiohttp (lighter and faster; see docs/operations.md). False: aiohttp
+    #: reads every head; the upgrades it hands on are the same WebSocket connections.
     native_websocket: bool = True
     log_level: str = "INFO"
     #: "text" (one readable line per record) or "json" (one JSON object per line).

@@ -131,8 +131,8 @@ class EngineSocket:
         #: Free for the layer above (the Socket.IO client object).
         self.context: Any = None
         self.get_waiter: asyncio.Future[None] | None = None
-        self.ws: web.WebSocketResponse | WebSocketConnection | None = None
-        self.probe_ws: web.WebSocketResponse | WebSocketConnection | None = None
+        self.ws: WebSocketConnection | None = None
+        self.probe_ws: WebSocketConnection | None = None
         #: The outbox of the active WebSocket (None on polling).
         self.writer: FrameWriter | None = None
         #: The slow-reader policy while on polling (the WebSocket writer has its own).
@@ -259,10 +259,7 @@ class EngineSocket:
         ws = self.ws
         if ws is not None and not ws.closed and not self._closing_ws:
             self._closing_ws = True
-            if isinstance(ws, WebSocketConnection):
-                ws.start_close()  # after the close packet the writer just flushed
-            else:
-                self.server.spawn(ws.close())
+            ws.start_close()  # after the close packet the writer just flushed
 
     def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE, detail: str = "") -> None:
         """Close the session from the server side: a close packet goes out, then the transport.
@@ -336,23 +333,9 @@ class EngineSocket:
         if self._backlog is not None:
             self._backlog.cancel()
 
-    def attach_websocket(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport) -> None:
-        """Make ``ws`` (over ``transport``) the session's writer; what the session queued before
-        goes out first."""
-        opts = self.server.options
-        self.ws = ws
-        self.writer = FrameWriter(
-            transport,
-            max_bytes=opts.max_buffered_bytes,
-            grace=opts.slow_grace,
-            on_slow=self._slow,
-            pull=self._frames,
-        )
-        self.writer.flush()
-
-    def attach_native(self, conn: WebSocketConnection) -> None:
-        """Make a WebSocket served below aiohttp the session's transport; its writer becomes
-        the session's outbox (what the session queued before goes out first)."""
+    def attach(self, conn: WebSocketConnection) -> None:
+        """Make ``conn`` the session's transport; its writer becomes the session's outbox (what
+        the session queued before goes out first)."""
         self.ws = conn
         writer = self.writer = conn.writer
         writer.pull = self._frames
@@ -362,10 +345,7 @@ class EngineSocket:
     def _close_probe(self) -> None:
         ws, self.probe_ws = self.probe_ws, None
         if ws is not None and not ws.closed:
-            if isinstance(ws, WebSocketConnection):
-                ws.start_close()
-            else:
-                self.server.spawn(ws.close())
+            ws.start_close()
 
     def _on_closed(self, event: Closed) -> None:
         if self._closed_reported:
@@ -420,6 +400,12 @@ class EngineServer:
             "wxio_engine_closes_total", "Engine.IO sessions closed, by mount path and reason."
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        if options.ws_compression:
+            log.warning(
+                "%s: ws_compression is set, but permessage-deflate is not negotiated: "
+                "WebSockets are served uncompressed",
+                options.path,
+            )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

@@ -34,6 +34,7 @@ __all__ = [
     "wants_websocket",
     "upgrade_refusal",
     "websocket_key",
+    "handshake_key",
     "accept_value",
     "switching_protocols",
     "simple_response",
@@ -194,11 +195,16 @@ def upgrade_refusal(method: str, headers: Sequence[tuple[str, str]]) -> str | No
 
 def websocket_key(head: RequestHead) -> str | None:
     """The ``Sec-WebSocket-Key`` of a valid version-13 upgrade request, else ``None``."""
-    if not wants_websocket(head.headers) or upgrade_refusal(head.method, head.headers):
+    return handshake_key(head.method, head.headers)
+
+
+def handshake_key(method: str, headers: Sequence[tuple[str, str]]) -> str | None:
+    """:func:`websocket_key` of a head another parser read (its method and header fields)."""
+    if not wants_websocket(headers) or upgrade_refusal(method, headers):
         return None
-    if head.header("Sec-WebSocket-Version") != "13":
+    if _first(headers, "sec-websocket-version") != "13":
         return None
-    key = head.header("Sec-WebSocket-Key") or ""
+    key = _first(headers, "sec-websocket-key") or ""
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
             return None

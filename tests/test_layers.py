@@ -106,14 +106,11 @@ CONTRACTS = (
 #: (importing module, imported module) pairs that break a contract today; each to go.
 KNOWN: dict[tuple[str, str], str] = {
     # The core serves its WebSocket and socket.io clients itself: its endpoints, the
-    # frontdoor's handshake and the connection classes wrap aiohttp, sio and transport
-    # objects. To go when the core sees a connection through one interface of its own.
-    ("wxio.adapter.core.binding", "aiohttp"): "the /ws endpoint and its upgrade",
+    # frontdoor's handshake and the connection classes wrap sio and transport objects.
+    # To go when the core sees a connection through one interface of its own.
     ("wxio.adapter.core.binding", "wxio.adapter.sio"): "the core's socket.io namespace",
     ("wxio.adapter.core.binding", "wxio.adapter.transports.frontdoor"): "native /ws handshake",
-    ("wxio.adapter.core.binding", "wxio.adapter.transports.outbox"): "a raw client's writer",
     ("wxio.adapter.core.binding", "wxio.adapter.transports.wsconn"): "a raw client's socket",
-    ("wxio.adapter.core.connection", "aiohttp"): "types: a raw client on aiohttp's stack",
     ("wxio.adapter.core.connection", "wxio.adapter.sio"): "types: a socket.io client's Socket",
     ("wxio.adapter.core.connection", "wxio.adapter.transports.outbox"): "frames for raw clients",
     ("wxio.adapter.core.connection", "wxio.adapter.transports.wsconn"): "a raw client's socket",

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import WSMsgType, web
+
+from ...protocol.wsframe import binary_frame
+from ..transports.frontdoor import Acceptance, serve
+from ..transports.wsconn import WebSocketConnection
 
 log = logging.getLogger("wxio.cluster")
 
@@ -53,10 +58,21 @@ def owner_of(sid: str) -> str | None:
 class Forwarder:
     """Relays polling requests and upgrades to the node that owns their session."""
 
-    def __init__(self, nodes: NodeDirectory, *, max_body: int, poll_timeout: float) -> None:
+    def __init__(
+        self,
+        nodes: NodeDirectory,
+        *,
+        max_body: int,
+        poll_timeout: float,
+        max_buffered: int = 4 * 1024 * 1024,
+        slow_grace: float = 5.0,
+    ) -> None:
         self.nodes = nodes
         self.max_body = max_body
         self.poll_timeout = poll_timeout
+        #: The client's side of a piped upgrade: its slow-reader policy.
+        self.max_buffered = max_buffered
+        self.slow_grace = slow_grace
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -141,10 +157,78 @@ class Forwarder:
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("forwarding an upgrade to %s failed: %s", node_of(url), type(exc).__name__)
             return None
-        client = web.WebSocketResponse(max_msg_size=self.max_body + 1, autoping=True)
-        await client.prepare(request)
-        await pipe_websockets(client, upstream)
-        return client
+        # The upstream is connected before the 101: a node that cannot be reached leaves the
+        # request to the caller (an unknown session's refusal), not a WebSocket closed at once.
+        pipe = _Pipe(upstream)
+        acceptance = Acceptance(
+            start=pipe.start,
+            max_message=self.max_body,
+            max_buffered=self.max_buffered,
+            slow_grace=self.slow_grace,
+        )
+        try:
+            return await serve(request, acceptance)
+        finally:
+            await pipe.stop()
+
+
+class _Pipe:
+    """A forwarded upgrade: the client's :class:`WebSocketConnection` (the same as every
+    WebSocket's) and the owner's WebSocket (a client connection of aiohttp's), frames relayed
+    both ways in order until either side closes."""
+
+    __slots__ = ("upstream", "conn", "_down")
+
+    def __init__(self, upstream: aiohttp.ClientWebSocketResponse) -> None:
+        self.upstream = upstream
+        self.conn: WebSocketConnection | None = None
+        self._down: asyncio.Task[None] | None = None
+
+    def start(self, conn: WebSocketConnection) -> None:
+        self.conn = conn
+        self._down = asyncio.ensure_future(self._relay_down(conn))
+        conn.attach(self)
+
+    # The client's messages, one at a time in order (the connection runs each send first).
+    def on_text(self, text: str) -> Coroutine[Any, Any, None]:
+        return self._up(text)
+
+    def on_binary(self, data: bytes) -> Coroutine[Any, Any, None]:
+        return self._up(data)
+
+    async def _up(self, data: str | bytes) -> None:
+        try:
+            if isinstance(data, str):
+                await self.upstream.send_str(data)
+            else:
+                await self.upstream.send_bytes(data)
+        except ConnectionError:
+            pass  # the owner is gone: the relay down ends and closes the client
+
+    def on_closed(self) -> None:
+        pass  # the upstream is closed once the client's connection is gone (stop)
+
+    async def _relay_down(self, conn: WebSocketConnection) -> None:
+        try:
+            async for msg in self.upstream:
+                if msg.type is WSMsgType.TEXT:
+                    conn.writer.write_text(msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    conn.writer.write_frame(binary_frame(msg.data))
+                else:
+                    break
+                if conn.writer.behind:
+                    await conn.writer.wait_drained()
+        except (ConnectionError, aiohttp.ClientError):
+            pass
+        finally:
+            conn.start_close()
+
+    async def stop(self) -> None:
+        if self._down is not None:
+            self._down.cancel()
+        if not self.upstream.closed:
+            await self.upstream.close()
 
 
 async def pipe_websockets(a: Any, b: Any) -> None:

@@ -16,8 +16,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
-
 from ...protocol import envelope as env
 from ...protocol import jsonutil
 from ...protocol.envelope import Action, DenyReason
@@ -25,16 +23,14 @@ from ...protocol.errors import RemoteProtocolError
 from ..hooks.runner import ConnectRequest
 from ..sio import ConnectionRefused, EventContext, Next, Socket, SocketIOServer
 from ..transports.frontdoor import Acceptance, HandshakeRequest
-from ..transports.outbox import FrameWriter
 from ..transports.wsconn import WebSocketConnection
 from .auth import AUTH_HEADERS, Identity, credentials
 from .connection import CLOSE_CODES, Outgoing, RawConnection, SocketIOConnection
 from .hub import Denied, Hub, Respond
-from .ingress import Ingress
 
 log = logging.getLogger("wxio.core")
 
-__all__ = ["CoreOptions", "bind_socketio", "RawEndpoint", "RawSocket", "AUTH_HEADERS"]
+__all__ = ["CoreOptions", "bind_socketio", "RawEndpoint", "AUTH_HEADERS"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,16 +183,16 @@ class RawEndpoint:
     def __init__(self, hub: Hub, options: CoreOptions) -> None:
         self.hub = hub
         self.options = options
-        #: Connections served below aiohttp (aiohttp's runner closes its own at shutdown).
+        #: The connections open, closed with 1001 at shutdown.
         self.live: set[WebSocketConnection] = set()
 
     def native(self, request: HandshakeRequest) -> Acceptance:
-        """Serve an upgrade below aiohttp (see :mod:`..transports.frontdoor`)."""
+        """Serve an upgrade (whoever read its head, see :mod:`..transports.frontdoor`)."""
         opts = self.options
 
         def start(ws: WebSocketConnection) -> None:
             self.live.add(ws)
-            self.hub.tasks.spawn(self._serve_native(ws, request))
+            self.hub.tasks.spawn(self._serve(ws, request))
 
         return Acceptance(
             start=start,
@@ -206,7 +202,7 @@ class RawEndpoint:
             heartbeat=opts.raw_heartbeat,
         )
 
-    async def _serve_native(self, ws: WebSocketConnection, request: HandshakeRequest) -> None:
+    async def _serve(self, ws: WebSocketConnection, request: HandshakeRequest) -> None:
         hub = self.hub
         auth = credentials(None, request.query, request.headers)
         client_id = secrets.token_urlsafe(15)
@@ -223,7 +219,7 @@ class RawEndpoint:
             self.live.discard(ws)
             ws.start_close(1011, "server error")
             return
-        conn = self._connect(ident, ws, ws.writer, client_id)
+        conn = self._connect(ident, ws, client_id)
         listener = RawListener(self, conn, ws)
         ws.on_too_big = listener.too_big
         try:
@@ -235,25 +231,11 @@ class RawEndpoint:
             raise
         ws.attach(listener)  # reading starts (what came meanwhile is read now, in order)
 
-    def _connect(
-        self,
-        ident: Identity,
-        ws: web.WebSocketResponse | WebSocketConnection,
-        writer: FrameWriter,
-        client_id: str,
-    ) -> RawConnection:
+    def _connect(self, ident: Identity, ws: WebSocketConnection, client_id: str) -> RawConnection:
         """The connection of an authenticated client, greeted (not yet reachable)."""
         hub = self.hub
-        conn = RawConnection(
-            client_id,
-            ident.app,
-            ident.user_id,
-            hub.clock(),
-            ws,
-            writer,
-            hub.tasks.spawn,
-        )
-        writer.on_slow = lambda: log.info("%s closed: slow reader", conn.client_id)
+        conn = RawConnection(client_id, ident.app, ident.user_id, hub.clock(), ws)
+        ws.writer.on_slow = lambda: log.info("%s closed: slow reader", conn.client_id)
         hub.ingress.attach(conn, ident)
         # Greeted first, then reachable: nothing can reach the client before its greeting, and
         # what comes during registration and the inbox is held, in order, until the welcome.
@@ -271,14 +253,13 @@ class RawEndpoint:
 
     async def gone(self, conn: RawConnection) -> None:
         """Unroutable before the transport goes."""
-        if isinstance(conn.ws, WebSocketConnection):
-            self.live.discard(conn.ws)
+        self.live.discard(conn.ws)
         await self.hub.detach(conn)
         log.info("%s disconnected (raw)", conn.client_id)
         conn.writer.close()
 
     async def shutdown(self, grace: float) -> None:
-        """Close every connection served below aiohttp (1001) and wait up to ``grace``."""
+        """Close every connection (1001) and wait up to ``grace``."""
         live = list(self.live)
         for ws in live:
             ws.start_close(1001, "server shutting down")
@@ -287,59 +268,9 @@ class RawEndpoint:
                 [asyncio.ensure_future(ws.wait_closed()) for ws in live], timeout=grace
             )
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The same endpoint through aiohttp (an upgrade on a kept-alive connection)."""
-        opts = self.options
-        ws = RawSocket(
-            self.hub.ingress,
-            max_msg_size=opts.max_frame_bytes,
-            heartbeat=opts.raw_heartbeat or None,
-            compress=False,
-        )
-        if not ws.can_prepare(request).ok:
-            return web.json_response({"error": "websocket upgrade required"}, status=400)
-        await ws.prepare(request)
-        auth = credentials(None, request.query, request.headers)
-        hub = self.hub
-        client_id = secrets.token_urlsafe(15)
-        shake = _hook_request(hub, client_id, auth, request)
-        try:
-            ident = await hub.authenticate(auth, request.headers.get("Origin"), shake)
-        except Denied as denied:
-            await ws.send_str(hub.deny(denied, None).json())
-            code = CLOSE_CODES.get(denied.reason, 4000)
-            await ws.close(code=code, message=str(denied.reason).encode())
-            return ws
-        assert request.transport is not None  # prepared: the connection is open
-        writer = FrameWriter(
-            request.transport,
-            max_bytes=opts.raw_max_buffered_bytes,
-            grace=opts.raw_slow_grace,
-            on_slow=lambda: None,
-        )
-        conn = self._connect(ident, ws, writer, client_id)
-        ws.conn = conn
-        try:
-            await hub.register(conn)
-            await hub.welcome(conn)
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    await hub.ingress.text(conn, msg.data, conn.deliver)
-                elif msg.type is WSMsgType.BINARY:
-                    hub.ingress.binary(conn, conn.deliver)
-                else:
-                    break
-                if writer.behind:
-                    await writer.wait_drained()  # a client that does not read is not read
-        finally:
-            await self.gone(conn)
-            if not ws.closed:
-                await ws.close()
-        return ws
-
 
 def _hook_request(
-    hub: Hub, client_id: str, auth: dict[str, Any], request: web.Request | HandshakeRequest
+    hub: Hub, client_id: str, auth: dict[str, Any], request: HandshakeRequest
 ) -> ConnectRequest | None:
     """The raw handshake as a connect hook sees it (None when no app has hooks)."""
     if hub.hooks is None:
@@ -386,32 +317,3 @@ class RawListener:
 
     def on_closed(self) -> None:
         self.endpoint.hub.tasks.spawn(self.endpoint.gone(self.conn))
-
-
-class RawSocket(web.WebSocketResponse):
-    """aiohttp closes a connection whose frame is over ``max_msg_size`` with 1009 before the
-    application sees the frame. This one says why first: a ``deny too_large`` (counted like any
-    denial), then the close code of ``too_large`` (4009)."""
-
-    def __init__(self, ingress: Ingress, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.ingress = ingress
-        self.limit = int(kwargs.get("max_msg_size", 0))
-        self.conn: RawConnection | None = None
-
-    async def close(
-        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
-    ) -> bool:
-        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
-            deny = self.ingress.oversized(self.conn, self.limit)
-            conn = self.conn
-            if conn is not None:  # after what the connection has queued, then no more
-                conn.writer.write_text(deny)
-                conn.writer.close()
-            else:
-                try:
-                    await self.send_str(deny)
-                except (ConnectionError, RuntimeError):
-                    pass
-            code, message = CLOSE_CODES[DenyReason.TOO_LARGE], b"too_large"
-        return await super().close(code=code, message=message, drain=drain)

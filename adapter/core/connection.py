@@ -9,7 +9,7 @@ once per client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import jsonutil
@@ -22,8 +22,6 @@ from .apps import AppConfig
 from .limits import TokenBucket
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from ..sio import Socket
 
 log = logging.getLogger("wxio.core")
@@ -268,7 +266,7 @@ class RawConnection(Connection):
     slow-reader policy for every WebSocket client). Acks come back as ``ack`` envelopes."""
 
     kind = "raw"
-    __slots__ = ("ws", "writer", "spawn", "_closing")
+    __slots__ = ("ws", "writer", "_closing")
 
     def __init__(
         self,
@@ -276,15 +274,11 @@ class RawConnection(Connection):
         app: AppConfig,
         user_id: str | None,
         now: float,
-        ws: web.WebSocketResponse | WebSocketConnection,
-        writer: FrameWriter,
-        spawn: Callable[[Awaitable[Any]], object],
+        ws: WebSocketConnection,
     ) -> None:
         super().__init__(client_id, app, user_id, now)
         self.ws = ws
-        self.writer = writer
-        #: Runs the close handshake in the background (the hub's tasks).
-        self.spawn = spawn
+        self.writer: FrameWriter = ws.writer
         self._closing = False
 
     def write(self, out: Outgoing) -> bool:
@@ -302,9 +296,4 @@ class RawConnection(Connection):
         self._closing = True
         self.stop()
         self.writer.close()
-        code = CLOSE_CODES.get(reason, 4000)
-        ws = self.ws
-        if isinstance(ws, WebSocketConnection):
-            ws.start_close(code, str(reason))
-        else:
-            self.spawn(ws.close(code=code, message=str(reason).encode()))
+        self.ws.start_close(CLOSE_CODES.get(reason, 4000), str(reason))

@@ -1,12 +1,16 @@
 """The listening socket's first protocol: WebSocket connections below aiohttp, the rest to it.
 
-A new connection's first request head is read here (:mod:`wxio.protocol.http1`). A WebSocket
-upgrade that a mount accepts natively (the raw endpoint; an Engine.IO session opened directly on
-WebSocket, which is how mini programs and most socket.io clients connect) is answered with the
-101 here and becomes a :class:`~.wsconn.WebSocketConnection`: no aiohttp request, handler task or
-reader queue stays behind it, which is most of what a connection cost. Everything else (plain
-HTTP, polling, upgrades of polling sessions, anything this parser does not take) is handed to
-aiohttp with the bytes read so far, behind the :class:`~wxio.adapter.http.HeaderGuard`.
+Every WebSocket the server serves is a :class:`~.wsconn.WebSocketConnection` on the sans-IO
+:class:`~wxio.protocol.websocket.Connection`; there is no other WebSocket stack. A new
+connection's first request head is read here (:mod:`wxio.protocol.http1`). An upgrade that a
+mount accepts from its head alone (the raw endpoint; an Engine.IO session opened directly on
+WebSocket, or a probe of a polling session of this node) is answered with the 101 here: no
+aiohttp request, handler task or reader queue stays behind it, which is most of what a
+connection cost. Everything else (plain HTTP, polling, an upgrade on a kept-alive connection,
+one that needs an application's hook, a refusal, a forwarded session) is handed to aiohttp with
+the bytes read so far, behind the :class:`~wxio.adapter.http.HeaderGuard`; an upgrade its
+handler accepts becomes the same connection through :func:`serve` (aiohttp read the head, the
+connection reads the frames).
 
 The request-header deadline covers the first head here, then the guard covers aiohttp's. The
 connection limits (:class:`~.gate.Gate`) are checked when a connection arrives, before its head
@@ -22,32 +26,48 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 from yarl import URL
 
-from ...protocol.http1 import Incomplete, RequestHead, parse_head, websocket_key
+from ...protocol.http1 import Incomplete, handshake_key, parse_head, websocket_key
 from .gate import Gate, Refusal, Slot
 from .wsconn import WebSocketConnection
 
 log = logging.getLogger("wxio.http")
 
-__all__ = ["HandshakeRequest", "Acceptance", "NativeRouter", "HeaderDeadline", "FrontDoor"]
+__all__ = [
+    "HandshakeRequest",
+    "Acceptance",
+    "NativeRouter",
+    "HeaderDeadline",
+    "FrontDoor",
+    "handshake_of",
+    "serve",
+]
 
 
 class HandshakeRequest:
-    """An upgrade request served below aiohttp, with the part of :class:`aiohttp.web.Request`
-    the mounts read (``headers``, ``query``, ``remote``, ``rel_url``, ``secure``...)."""
+    """A WebSocket upgrade request, whoever read its head, with the part of
+    :class:`aiohttp.web.Request` the mounts read (``headers``, ``query``, ``remote``,
+    ``rel_url``, ``secure``...)."""
 
     __slots__ = ("method", "rel_url", "headers", "remote", "secure", "transport")
 
-    def __init__(self, head: RequestHead, transport: asyncio.BaseTransport) -> None:
-        self.method = head.method
-        self.rel_url = URL(head.target)
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(head.headers))
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        transport: asyncio.BaseTransport,
+    ) -> None:
+        self.method = method
+        self.rel_url = URL(target)
+        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(headers))
         peer = transport.get_extra_info("peername")
         self.remote: str | None = str(peer[0]) if isinstance(peer, tuple) and peer else None
         self.secure = transport.get_extra_info("sslcontext") is not None
@@ -179,7 +199,8 @@ class FrontDoor(HeaderDeadline):
             key = websocket_key(head)
             if key is not None:
                 try:
-                    acceptance = self.router(HandshakeRequest(head, transport))
+                    shake = HandshakeRequest(head.method, head.target, head.headers, transport)
+                    acceptance = self.router(shake)
                 except Exception:
                     log.exception("native upgrade check failed; serving it through aiohttp")
                     acceptance = None
@@ -195,13 +216,7 @@ class FrontDoor(HeaderDeadline):
     def _accept(
         self, transport: asyncio.Transport, key: str, acceptance: Acceptance, rest: bytes
     ) -> None:
-        conn = WebSocketConnection(
-            transport,
-            max_message=acceptance.max_message,
-            max_buffered=acceptance.max_buffered,
-            slow_grace=acceptance.slow_grace,
-            heartbeat=acceptance.heartbeat,
-        )
+        conn = _connection(transport, acceptance)
         slot, self.slot = self.slot, None
         if slot is not None:
             conn.on_lost = slot.release
@@ -209,11 +224,91 @@ class FrontDoor(HeaderDeadline):
         conn.accept(key)
         if rest:
             conn.data_received(rest)  # kept until the layer above attaches
-        try:
-            acceptance.start(conn)
-        except Exception:
-            log.exception("starting a websocket failed")
-            transport.abort()
+        _start(conn, acceptance)
 
     def eof_received(self) -> bool | None:
         return None
+
+
+def _connection(transport: asyncio.BaseTransport, acceptance: Acceptance) -> WebSocketConnection:
+    return WebSocketConnection(
+        transport,
+        max_message=acceptance.max_message,
+        max_buffered=acceptance.max_buffered,
+        slow_grace=acceptance.slow_grace,
+        heartbeat=acceptance.heartbeat,
+    )
+
+
+def _start(conn: WebSocketConnection, acceptance: Acceptance) -> None:
+    try:
+        acceptance.start(conn)
+    except Exception:
+        log.exception("starting a websocket failed")
+        conn.transport.abort()
+
+
+# -- upgrades whose head aiohttp read ----------------------------------------------------------
+
+
+def handshake_of(request: web.Request) -> HandshakeRequest | None:
+    """The upgrade aiohttp read, as the front door would have seen it; None unless it is a
+    valid version-13 WebSocket handshake."""
+    fields = list(request.headers.items())
+    transport = request.transport
+    if transport is None or handshake_key(request.method, fields) is None:
+        return None
+    return HandshakeRequest(request.method, str(request.rel_url), fields, transport)
+
+
+class _Feed:
+    """Where aiohttp's protocol puts a connection's bytes after an upgrade (its ``set_parser``,
+    as for its own WebSocket reader): into the :class:`WebSocketConnection`."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: WebSocketConnection) -> None:
+        self.conn = conn
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.conn.data_received(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.conn.connection_lost(None)
+
+
+class _Upgraded(web.StreamResponse):
+    """A handler's answer once its connection became a WebSocket: the 101 was written with the
+    connection's own bytes, so aiohttp writes nothing more (and keeps nothing alive)."""
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+async def serve(request: web.Request, acceptance: Acceptance) -> web.StreamResponse:
+    """Serve an upgrade aiohttp read (see :func:`handshake_of`) as the front door serves its
+    own: the same 101, then a :class:`WebSocketConnection` reads the frames aiohttp's protocol
+    receives. Returns once the connection is gone (aiohttp's handler task is the one cost of
+    this way in)."""
+    shake = handshake_of(request)
+    if shake is None:
+        raise web.HTTPBadRequest(text="websocket upgrade required\n")
+    key = handshake_key(request.method, list(request.headers.items()))
+    assert key is not None
+    conn = _connection(shake.transport, acceptance)
+    conn.accept(key)
+    request.protocol.keep_alive(False)
+    request.protocol.set_parser(_Feed(conn))  # type: ignore[arg-type]
+    _start(conn, acceptance)
+    try:
+        await conn.wait_closed()
+    except asyncio.CancelledError:  # aiohttp's shutdown gave up on it
+        conn.transport.abort()
+        raise
+    response = _Upgraded(status=101)
+    response.force_close()
+    return response

@@ -160,9 +160,11 @@ async def test_a_bad_probe_leaves_the_session_on_polling(core: RunningServer) ->
             assert (await response.text()).startswith('44{"message":"malformed"')
 
 
-async def test_an_upgrade_on_a_kept_alive_connection_goes_through_aiohttp(
+async def test_an_upgrade_on_a_kept_alive_connection_is_the_same_websocket(
     core: RunningServer,
 ) -> None:
+    """aiohttp reads the head of a second request on a connection; the WebSocket it asks
+    for is still a WebSocketConnection (raw endpoint and Engine.IO alike)."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{core.url}/healthz") as response:
             assert response.status == 200
@@ -172,10 +174,58 @@ async def test_an_upgrade_on_a_kept_alive_connection_goes_through_aiohttp(
             assert hello["data"]["action"] == "connect"
             assert core.hub is not None
             (conn,) = [c for c in core.hub.connections.values() if c.kind == "raw"]
-            assert not isinstance(conn.ws, WebSocketConnection)  # type: ignore[attr-defined]
+            assert isinstance(conn.ws, WebSocketConnection)  # type: ignore[attr-defined]
             await ws.send_str(json.dumps(SHOP.envelope("requestId")))
             reply = json.loads((await ws.receive(timeout=5)).data)
             assert reply["data"]["action"] == "saveId"
+        async with http.get(f"{core.url}/healthz") as response:
+            assert response.status == 200
+        url = f"{core.url}/socket.io/?EIO=4&transport=websocket"
+        async with http.ws_connect(url) as ws:
+            opened = await ws.receive(timeout=5)
+            assert opened.data.startswith("0{")
+            sid = json.loads(opened.data[1:])["sid"]
+            sock = engine(core, "/socket.io/").sessions[sid]
+            assert isinstance(sock.ws, WebSocketConnection)
+            await ws.send_str("3")  # a pong: the session stays open
+            await ws.close()
+            assert ws.close_code == 1000
+        await until(lambda: sock.closed, what="session closed with its transport")
+
+
+async def test_apps_with_admission_and_id_hooks_get_the_same_websocket(
+    start_server: StartServer,
+) -> None:
+    """``allow_request`` (async here) and ``generate_id`` are asked through aiohttp's request;
+    the WebSocket is still a WebSocketConnection, and a refusal is answered before the 101."""
+    seen: list[str] = []
+
+    async def allow(request: Any) -> bool:
+        await asyncio.sleep(0)
+        return bool(request.query.get("key") == "ok")
+
+    def generate_id(request: Any) -> str:
+        sid = f"app-{len(seen)}"
+        seen.append(sid)
+        return sid
+
+    def setup(io: Any) -> None:
+        io.allow_request = allow
+        io.generate_id = generate_id
+
+    server = await start_server(setup=setup)
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(f"{server.url}/socket.io/?EIO=4&transport=websocket&key=no")
+        assert refused.value.status == 400
+        url = f"{server.url}/socket.io/?EIO=4&transport=websocket&key=ok"
+        async with http.ws_connect(url) as ws:
+            opened = await ws.receive(timeout=5)
+            assert json.loads(opened.data[1:])["sid"] == "app-0"
+            sock = engine(server, "/socket.io/").sessions["app-0"]
+            assert isinstance(sock.ws, WebSocketConnection)
+            await ws.send_str("40")  # the Socket.IO CONNECT, answered over the same connection
+            assert (await ws.receive(timeout=5)).data.startswith("40{")
 
 
 async def test_an_idle_connection_holds_no_task(core: RunningServer) -> None:
@@ -301,9 +351,11 @@ async def test_frames_split_anywhere_and_pipelined_with_the_handshake(
     tcp.close()
 
 
-async def test_the_same_endpoints_through_aiohttp_when_native_is_off(
+async def test_the_same_websockets_when_aiohttp_reads_every_head(
     start_server: StartServer,
 ) -> None:
+    """``native_websocket = false``: no front door, aiohttp reads every request head, and the
+    WebSockets it upgrades are the same connections (one WebSocket stack)."""
     server = await start_server(apps=APPS, config=ServerConfig(native_websocket=False))
     assert server.runner.router is None
     raw = await RawClient.connect(server.ws_url, SHOP, user="a")
@@ -312,21 +364,16 @@ async def test_the_same_endpoints_through_aiohttp_when_native_is_off(
         server.url, transports=["websocket"], socketio_path="socket.io", auth=SHOP.auth("s")
     )
     try:
-        assert core_conn_is_aiohttp(server)
+        assert server.hub is not None
+        conns: list[Any] = [c for c in server.hub.connections.values() if c.kind == "raw"]
+        sessions = list(engine(server, "/socket.io/").sessions.values())
+        assert [type(c.ws) for c in conns] == [WebSocketConnection]
+        assert [type(s.ws) for s in sessions] == [WebSocketConnection]
         reply = await raw.request(SHOP.envelope("requestId"))
         assert reply["data"]["action"] == "saveId"
     finally:
         await sio.disconnect()
         await raw.close()
-
-
-def core_conn_is_aiohttp(server: RunningServer) -> bool:
-    assert server.hub is not None
-    conns: list[Any] = [c for c in server.hub.connections.values() if c.kind == "raw"]
-    sessions = engine(server, "/socket.io/").sessions.values()
-    return all(not isinstance(c.ws, WebSocketConnection) for c in conns) and all(
-        not isinstance(s.ws, WebSocketConnection) for s in sessions
-    )
 
 
 async def test_shutdown_closes_native_connections_with_1001(start_server: StartServer) -> None:

@@ -451,7 +451,7 @@ async def test_stalled_redis_gives_bounded_answers(procs: Processes, redis_prefi
             result = await asyncio.wait_for(send(a, b.client_id, "stalled"), 10)
             assert payload(result)["reason"] == "unavailable", result
             # One Redis command timeout (3 s) for the whole send, not a sum of waits (4.0 s
-            # here before the shared deadline; tests/cluster/test_frozen_redis.py has the 5-6 s cases).
+            # here before the shared deadline; test_frozen_redis.py has the 5-6 s cases).
             assert time.monotonic() - started < 4.5
             result = await send(a, a2.client_id, "local")
             assert payload(result)["status"] == "delivered", result
