@@ -38,8 +38,8 @@ class EngineOptions:
     cors_origins: tuple[str, ...] | str = ()
     #: gzip/deflate polling responses at least this large when the client accepts it (0: off).
     compress_threshold: int = 1024
-    #: permessage-deflate on WebSocket (off by default, as in the reference server). Not
-    #: negotiated yet: WebSockets are served uncompressed, with a warning at start.
+    #: permessage-deflate on WebSocket when the client offers it (off by default, as in the
+    #: reference server); neither side keeps a compression context between messages.
     ws_compression: bool = False
     #: Outbound bytes a session may have queued before it counts as a slow reader.
     max_buffered_bytes: int = 4 * 1024 * 1024

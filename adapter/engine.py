@@ -400,12 +400,6 @@ class EngineServer:
             "wxio_engine_closes_total", "Engine.IO sessions closed, by mount path and reason."
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        if options.ws_compression:
-            log.warning(
-                "%s: ws_compression is set, but permessage-deflate is not negotiated: "
-                "WebSockets are served uncompressed",
-                options.path,
-            )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

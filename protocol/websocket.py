@@ -57,6 +57,7 @@ from __future__ import annotations
 
 from enum import Enum
 
+from .deflate import Agreement
 from .errors import LocalProtocolError, RemoteProtocolError
 from .http1 import switching_protocols
 from .wsframe import close_frame, ping_frame, pong_frame
@@ -246,10 +247,22 @@ class Connection:
 
     # -- the handshake -------------------------------------------------------------------------
 
-    def accept(self, key: str, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    def accept(
+        self,
+        key: str,
+        extra: tuple[tuple[str, str], ...] = (),
+        *,
+        deflate: Agreement | None = None,
+    ) -> bytes:
         """The 101 response to an upgrade whose ``Sec-WebSocket-Key`` is ``key`` (see
-        :func:`~.http1.websocket_key`); the connection is OPEN once it is written."""
+        :func:`~.http1.websocket_key`); the connection is OPEN once it is written. With
+        ``deflate`` (see :func:`~.deflate.negotiate`) the 101 agrees on permessage-deflate and
+        compressed messages are read; the host compresses what it sends
+        (:func:`~.deflate.compressor`)."""
         self._apply(Transition.ACCEPT)
+        if deflate is not None:
+            self.reader.deflate = True
+            extra = (*extra, ("Sec-WebSocket-Extensions", deflate.response))
         return switching_protocols(key, extra)
 
     # -- input ---------------------------------------------------------------------------------

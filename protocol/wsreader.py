@@ -6,7 +6,10 @@ it: a ``str`` for a text message, ``bytes`` for a binary one, :class:`Ping`, :cl
 fragments. A message over ``max_message`` bytes is refused as soon as a frame header announces
 it (:class:`MessageTooBig`), without buffering it. Anything else a client may not send raises
 :class:`WebSocketError` with the close code to send (1002, or 1007 for text that is not UTF-8).
-No extension is negotiated, so every RSV bit must be 0.
+RSV1 marks a compressed message (permessage-deflate, RFC 7692) on the first frame of a TEXT or
+BINARY message, and only once the extension was agreed (:attr:`FrameReader.deflate`); any other
+RSV bit is a protocol error. A compressed message is inflated within ``max_message`` bytes: a
+decompression bomb raises :class:`MessageTooBig` without ever holding more than the bound.
 
 The connection's state (open, closing, the close handshake, pings) is
 :class:`wxio.protocol.websocket.Connection`'s, which reads its frames through this parser.
@@ -14,6 +17,7 @@ The connection's state (open, closing, the close handshake, pings) is
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,6 +113,8 @@ class FrameReader:
         "_frag_op",
         "_frag",
         "_frag_size",
+        "_frag_deflated",
+        "deflate",
         "closed",
         "saw_control",
     )
@@ -121,6 +127,9 @@ class FrameReader:
         self._frag_op = 0  # opcode of the fragmented message being joined (0: none)
         self._frag: list[bytes] = []
         self._frag_size = 0
+        self._frag_deflated = False
+        #: permessage-deflate was agreed: RSV1 on a message's first frame means compressed.
+        self.deflate = False
         #: True once a close frame was read: nothing after it is parsed. (The owner sets it too,
         #: after an error: the buffer is not consistent any more.)
         self.closed = False
@@ -147,8 +156,8 @@ class FrameReader:
         while end - pos >= 2:
             b0 = buf[pos]
             b1 = buf[pos + 1]
-            if b0 & 0x70:
-                raise WebSocketError("reserved bits set (no extension was negotiated)")
+            if b0 & 0x70 and (b0 & 0x70 != 0x40 or not self.deflate or not 0 < b0 & 0x0F < _CLOSE):
+                raise WebSocketError("reserved bits set (no extension agreed on for them)")
             if not b1 & 0x80:
                 raise WebSocketError("client frames must be masked")
             n = b1 & 0x7F
@@ -193,6 +202,11 @@ class FrameReader:
             if opcode in (_TEXT, _BINARY):
                 if self._frag_op:
                     raise WebSocketError("a new message inside a fragmented one")
+                if b0 & 0x40:
+                    if fin:
+                        payload = _inflate(payload, limit)
+                    else:
+                        self._frag_deflated = True
                 if fin:
                     events.append(_decoded(opcode, payload))
                 else:
@@ -205,7 +219,11 @@ class FrameReader:
                 self._frag.append(payload)
                 self._frag_size += n
                 if fin:
-                    events.append(_decoded(self._frag_op, b"".join(self._frag)))
+                    payload = b"".join(self._frag)
+                    if self._frag_deflated:
+                        self._frag_deflated = False
+                        payload = _inflate(payload, limit)
+                    events.append(_decoded(self._frag_op, payload))
                     self._frag_op = 0
                     self._frag = []
                     self._frag_size = 0
@@ -225,6 +243,20 @@ class FrameReader:
                 raise WebSocketError(f"unknown opcode {opcode}")
         self._buf = buf[pos:] if pos < end else b""
         return events
+
+
+def _inflate(payload: bytes, limit: int) -> bytes:
+    """A compressed message's payload inflated, refused past ``limit`` bytes: zlib stops at
+    ``limit + 1`` bytes of output, so a bomb costs no more memory than an allowed message. Each
+    message is a stream of its own (the client was told ``client_no_context_takeover``)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(payload + b"\x00\x00\xff\xff", limit + 1)
+    except zlib.error:
+        raise WebSocketError("compressed message does not inflate", 1007) from None
+    if len(data) > limit:
+        raise MessageTooBig(f"message over {limit} bytes once inflated")
+    return data
 
 
 def _decoded(opcode: int, payload: bytes) -> str | bytes:

@@ -92,6 +92,8 @@ class Acceptance:
     max_buffered: int
     slow_grace: float
     heartbeat: float = 0.0
+    #: Agree on permessage-deflate when the client offers it (``[engine] ws_compression``).
+    compression: bool = False
 
 
 #: Which mount takes an upgrade natively, and how (``None``: aiohttp serves it).
@@ -205,7 +207,7 @@ class FrontDoor(HeaderDeadline):
                     log.exception("native upgrade check failed; serving it through aiohttp")
                     acceptance = None
                 if acceptance is not None:
-                    self._accept(transport, key, acceptance, buf[head.size :])
+                    self._accept(transport, key, shake, acceptance, buf[head.size :])
                     return
         inner = self.http()
         inner.slot, self.slot = self.slot, None
@@ -214,14 +216,19 @@ class FrontDoor(HeaderDeadline):
         inner.data_received(buf)
 
     def _accept(
-        self, transport: asyncio.Transport, key: str, acceptance: Acceptance, rest: bytes
+        self,
+        transport: asyncio.Transport,
+        key: str,
+        shake: HandshakeRequest,
+        acceptance: Acceptance,
+        rest: bytes,
     ) -> None:
         conn = _connection(transport, acceptance)
         slot, self.slot = self.slot, None
         if slot is not None:
             conn.on_lost = slot.release
         transport.set_protocol(conn)
-        conn.accept(key)
+        conn.accept(key, _offers(shake, acceptance))
         if rest:
             conn.data_received(rest)  # kept until the layer above attaches
         _start(conn, acceptance)
@@ -238,6 +245,13 @@ def _connection(transport: asyncio.BaseTransport, acceptance: Acceptance) -> Web
         slow_grace=acceptance.slow_grace,
         heartbeat=acceptance.heartbeat,
     )
+
+
+def _offers(shake: HandshakeRequest, acceptance: Acceptance) -> list[str]:
+    """The extension offers to negotiate (none unless the mount compresses)."""
+    if not acceptance.compression:
+        return []
+    return shake.headers.getall("Sec-WebSocket-Extensions", [])
 
 
 def _start(conn: WebSocketConnection, acceptance: Acceptance) -> None:
@@ -300,7 +314,7 @@ async def serve(request: web.Request, acceptance: Acceptance) -> web.StreamRespo
     key = handshake_key(request.method, list(request.headers.items()))
     assert key is not None
     conn = _connection(shake.transport, acceptance)
-    conn.accept(key)
+    conn.accept(key, _offers(shake, acceptance))
     request.protocol.keep_alive(False)
     request.protocol.set_parser(_Feed(conn))  # type: ignore[arg-type]
     _start(conn, acceptance)

@@ -11,6 +11,10 @@ passes ``max_bytes``, the client gets ``grace`` seconds to catch up; still over,
 either). Readers await :meth:`Backlog.wait_drained` before taking more input from a client over the
 bound, so a client that floods without reading is slowed down first.
 
+With permessage-deflate agreed, :attr:`FrameWriter.deflate` compresses the data frames of each
+flush (shared frames stay uncompressed for the other receivers); without it a flush does no
+more than before.
+
 The WebSocket library keeps control frames (ping, pong, close) and the closing handshake; it too
 writes whole frames synchronously, so frames from both never interleave mid-frame.
 """
@@ -110,6 +114,7 @@ class FrameWriter:
         "loop",
         "pull",
         "on_slow",
+        "deflate",
         "_max_bytes",
         "_grace",
         "_backlog",
@@ -133,6 +138,9 @@ class FrameWriter:
         self.pull = pull
         #: Told before a slow reader is cut, so the owner can record why it closed.
         self.on_slow = on_slow
+        #: Rewrites queued frames with their data frames compressed (permessage-deflate was
+        #: agreed: :meth:`wxio.protocol.deflate.Compressor.frames`), or None.
+        self.deflate: Callable[[bytes], bytes] | None = None
         self._frames: list[bytes] = []
         self._size = 0
         self._scheduled = False
@@ -199,6 +207,9 @@ class FrameWriter:
         transport = self.transport
         if transport.is_closing():
             return
+        if self.deflate is not None:
+            deflate = self.deflate
+            frames = [deflate(f) for f in frames]
         transport.write(frames[0] if len(frames) == 1 else b"".join(frames))  # type: ignore[attr-defined]
         if self._backlog is not None or self.buffered() > self._max_bytes:
             self.backlog.check()

@@ -90,6 +90,7 @@ def _acceptance(server: EngineServer, start: Start) -> Acceptance:
         max_message=opts.max_payload,
         max_buffered=opts.max_buffered_bytes,
         slow_grace=opts.slow_grace,
+        compression=opts.ws_compression,
     )
 
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol, cast
 
+from ...protocol.deflate import compressor, negotiate
 from ...protocol.websocket import CLOSE_TIMEOUT, Connection, End, State, Transition, Violation
 from ...protocol.wsreader import Event, unmask
 from ..tasks import start_eagerly
@@ -152,9 +153,14 @@ class WebSocketConnection(asyncio.Protocol):
 
     # -- the connection ------------------------------------------------------------------------
 
-    def accept(self, key: str) -> None:
-        """Write the 101 that completes the handshake (the front door's last word)."""
-        self.transport.write(self.protocol.accept(key))
+    def accept(self, key: str, extensions: Sequence[str] = ()) -> None:
+        """Write the 101 that completes the handshake (the front door's last word).
+        ``extensions``: the request's ``Sec-WebSocket-Extensions`` values when compression is
+        on (permessage-deflate is agreed if one of its offers can be honoured)."""
+        agreement = negotiate(extensions) if extensions else None
+        self.transport.write(self.protocol.accept(key, deflate=agreement))
+        if agreement is not None:
+            self.writer.deflate = compressor(agreement).frames
 
     def attach(self, listener: WebSocketListener) -> None:
         """Start delivering messages to ``listener`` (and reading)."""
