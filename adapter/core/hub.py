@@ -21,7 +21,7 @@ from ...protocol import envelope as env
 from ...protocol.envelope import Action, DenyReason, Envelope
 from ..hooks.runner import ConnectRequest, Hooks
 from ..metrics import Metrics
-from ..tasks import Tasks
+from ..tasks import Tasks, start_eagerly
 from .apps import AppConfig, AppRegistry
 from .auth import Authenticator, Identity
 from .backplane import Backplane, BackplaneError, MemoryBackplane
@@ -382,10 +382,22 @@ class Hub:
             await self._ack_quietly(app, user, msg_id)
             conn.acked(msg_id)
 
-        def acked(msg_id: str) -> None:
-            self.tasks.spawn(record(msg_id))
+        if self.backplane.shared:
 
-        return acked
+            def acked(msg_id: str) -> None:
+                self.tasks.spawn(record(msg_id))
+
+            return acked
+
+        def acked_here(msg_id: str) -> None:
+            # This node's inbox records an ack without waiting (or waits on a commit, never
+            # under a timeout): no task unless it does wait. A Redis ack always gets its own
+            # task, as its client's timeouts belong to the task that started the command.
+            resume = start_eagerly(record(msg_id))
+            if resume is not None:
+                self.tasks.spawn(resume)
+
+        return acked_here
 
     async def _ack_quietly(self, app: str, user: str, msg_id: str) -> None:
         try:
