@@ -172,6 +172,9 @@ def build_app(
             hub.backplane,  # type: ignore[arg-type]
             max_body=config.engine.max_payload,
             poll_timeout=config.engine.ping_interval + config.engine.ping_timeout + 5,
+            max_buffered=config.engine.max_buffered_bytes,
+            slow_grace=config.engine.slow_grace,
+            compression=config.engine.ws_compression,
         )
     main = EngineServer(
         config.engine,

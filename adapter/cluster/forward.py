@@ -66,6 +66,7 @@ class Forwarder:
         poll_timeout: float,
         max_buffered: int = 4 * 1024 * 1024,
         slow_grace: float = 5.0,
+        compression: bool = False,
     ) -> None:
         self.nodes = nodes
         self.max_body = max_body
@@ -73,6 +74,8 @@ class Forwarder:
         #: The client's side of a piped upgrade: its slow-reader policy.
         self.max_buffered = max_buffered
         self.slow_grace = slow_grace
+        #: permessage-deflate with the client when it offers it (``[engine] ws_compression``).
+        self.compression = compression
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -165,6 +168,7 @@ class Forwarder:
             max_message=self.max_body,
             max_buffered=self.max_buffered,
             slow_grace=self.slow_grace,
+            compression=self.compression,
         )
         try:
             return await serve(request, acceptance)

@@ -26,8 +26,11 @@ pytestmark = pytest.mark.redis
 REDIS_URL = os.environ.get("WXIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-@pytest.fixture
-async def nodes(start_server: StartServer) -> AsyncIterator[list[RunningServer]]:
+@pytest.fixture(params=[False, True], ids=["plain", "deflate"])
+async def nodes(
+    start_server: StartServer, request: pytest.FixtureRequest
+) -> AsyncIterator[list[RunningServer]]:
+    """Two nodes; with ``[engine] ws_compression`` on in the "deflate" run."""
     prefix = f"wxiotest-{secrets.token_hex(4)}"
     client = aioredis.from_url(REDIS_URL)
     try:
@@ -38,6 +41,7 @@ async def nodes(start_server: StartServer) -> AsyncIterator[list[RunningServer]]
         await start_server(
             apps={"c": {"key": "c-key"}},
             backplane=RedisBackplane(REDIS_URL, prefix=prefix, node_id=f"n{i}", node_ttl=3.0),
+            engine={"ws_compression": request.param},
         )
         for i in range(2)
     ]
@@ -117,3 +121,29 @@ async def test_an_upgrade_for_a_node_that_is_gone_is_refused(nodes: list[Running
         assert response.status == 400
         body: Any = await response.text()
     assert body == "Session ID unknown"
+
+
+async def test_a_forwarded_upgrade_agrees_on_compression_as_the_owner_would(
+    nodes: list[RunningServer],
+) -> None:
+    """The client's side of a forwarded upgrade is served with the node's own
+    ``ws_compression``: permessage-deflate agreed (or not) and messages intact both ways."""
+    owner, other = nodes
+    compressing = engine(owner, "/socket.io/").options.ws_compression
+    sid = await polling_session(owner)
+    url = f"{other.url}/socket.io/?EIO=4&transport=websocket&sid={sid}"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, compress=15) as ws:
+        agreed = ws._response.headers.get("Sec-WebSocket-Extensions", "")  # noqa: SLF001
+        assert ("permessage-deflate" in agreed) is compressing, agreed
+        await ws.send_str("2probe")
+        assert await ws.receive_str(timeout=5) == "3probe"
+        await ws.send_str("5")
+        sock = engine(owner, "/socket.io/").sessions[sid]
+        await until(lambda: sock.transport == "websocket", what="upgraded on the owner")
+        big = "x" * 4000  # over the compression threshold
+        sock.send(big)
+        assert await ws.receive_str(timeout=5) == "4" + big
+        # And the client's (compressed) frames reach the owner: a Socket.IO CONNECT without
+        # credentials is answered by the core's refusal.
+        await ws.send_str("40" + json.dumps({"pad": big}))
+        assert (await ws.receive_str(timeout=5)).startswith('44{"message":')
