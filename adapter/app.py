@@ -8,9 +8,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .bindings import CoreOptions, HttpApi, RawEndpoint, bind_socketio
 from .config import ServerConfig
-from .core.api import HttpApi
-from .core.binding import CoreOptions, RawEndpoint, bind_socketio
 from .core.hub import Hub
 from .engine import EngineHandler, EngineServer
 from .http import GATE, NATIVE

@@ -20,10 +20,10 @@ from typing import Any
 from aiohttp import web
 
 from .app import build_app
+from .bindings import CoreOptions
 from .config import ConfigError, ServerConfig, load
 from .core.apps import DEMO_APP, AppRegistry
 from .core.backplane import Backplane, MemoryBackplane
-from .core.binding import CoreOptions
 from .core.hub import Hub
 from .embedded.database import StoreOptions
 from .engine import EngineHandler

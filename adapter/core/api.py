@@ -1,4 +1,5 @@
-"""The HTTP API: a web page or a backend pushes to one client, or to a whole app.
+"""The HTTP API's logic (the server's HTTP layer reads the request and writes the
+:class:`ApiAnswer`): a web page or a backend pushes to one client, or to a whole app.
 
 ``POST /api/transportMessage`` with ``{timestamp, app, target, userId, sign, message}`` delivers
 an ``exchange`` to ``target`` and answers ``{"delivered": bool, "queued": bool, "msgId": id}``.
@@ -10,7 +11,8 @@ token (``Authorization: Bearer``, ``?token=`` or ``token`` in the body), which s
 Errors are JSON ``{"error": reason, "message": text}`` with 400 (malformed), 401
 (bad_signature, expired), 403 (not_allowed, also an Origin the app does not list), 404
 (target_offline), 413 (too_large), 429 (rate_limited) or 503 (unavailable). Every call passes
-the ingress pipeline (:meth:`~.ingress.Ingress.api`).
+the ingress pipeline at its one entry (:meth:`~.ingress.Ingress.handle`, with an
+:class:`ApiCall`).
 
 ``GET /api/presence?app=..&timestamp=..&sign=..&userId=u1`` answers whether ``u1`` is online and
 on which client ids; without ``userId`` it lists the app's online users a page at a time
@@ -22,23 +24,23 @@ user's token: presence tells about other users.
 
 from __future__ import annotations
 
-from typing import Any
-
-from aiohttp import web
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from ...protocol import jsonutil
 from ...protocol.envelope import MAX_ID_LEN, DenyReason
 from ...protocol.errors import RemoteProtocolError
-from .apps import AppConfig
-from .auth import Identity, bearer
+from .actions import Actions
+from .apps import AppConfig, AppRegistry
+from .auth import Identity
 from .backplane import BackplaneError
-from .binding import CoreOptions
-from .errors import unavailable
-from .hub import Denied, Hub
+from .errors import Denied, unavailable
 
-__all__ = ["HttpApi"]
+__all__ = ["Api", "ApiCall", "ApiAnswer", "STATUS", "PRESENCE_PAGE", "PRESENCE_MAX_PAGE"]
 
-_STATUS = {
+#: The HTTP status of each denial.
+STATUS = {
     DenyReason.MALFORMED: 400,
     DenyReason.UNKNOWN_ACTION: 400,
     DenyReason.BAD_SIGNATURE: 401,
@@ -57,38 +59,64 @@ PRESENCE_MAX_PAGE = 1000
 #: Query parameters that authenticate a GET; the others are what an HMAC signature covers.
 _CREDENTIALS = ("app", "timestamp", "sign", "nonce", "token")
 
+ApiName = Literal["transportMessage", "broadcast", "presence"]
 
-class HttpApi:
-    """The HTTP API's handlers (see the module docstring) over ``hub``."""
 
-    def __init__(self, hub: Hub, options: CoreOptions) -> None:
-        self.hub = hub
-        self.options = options
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One API call as the pipeline sees it: the call's name, the credentials outside its body
+    (a bearer or ``?token=`` token, the ``Origin``), the body's bound and its declared length.
+    What the pipeline reads is handed beside it: the body's bytes (at most ``limit + 1`` of
+    them), or for ``presence`` the query."""
 
-    def add_routes(self, app: web.Application) -> None:
-        """Mount the calls under ``options.api_prefix``, and their CORS preflight."""
-        prefix = self.options.api_prefix.rstrip("/")
-        app.router.add_post(f"{prefix}/transportMessage", self.transport_message)
-        app.router.add_post(f"{prefix}/broadcast", self.broadcast)
-        app.router.add_get(f"{prefix}/presence", self.presence)
-        app.router.add_route("OPTIONS", f"{prefix}/{{name}}", self.preflight)
+    name: ApiName
+    token: str | None
+    origin: str | None
+    limit: int
+    length: int | None = None
 
-    def _cors(self, request: web.Request, app: AppConfig | None) -> dict[str, str]:
-        origin = request.headers.get("Origin")
+
+@dataclass(frozen=True, slots=True)
+class ApiAnswer:
+    """What an API call answers: the status, the JSON body, and the app authenticated (whose
+    origins CORS allows), if any."""
+
+    status: int
+    body: dict[str, Any]
+    app: AppConfig | None = None
+
+    @classmethod
+    def refusal(cls, denied: Denied, app: AppConfig | None) -> ApiAnswer:
+        body = {"error": str(denied.reason), "message": denied.detail or str(denied.reason)}
+        return cls(STATUS.get(denied.reason, 400), body, app)
+
+
+class Api:
+    """The calls (see the module docstring) over the core's actions: what each one's body
+    holds, what its signature covers, and what it does once authorised."""
+
+    def __init__(self, apps: AppRegistry, actions: Actions) -> None:
+        self.apps = apps
+        self.actions = actions
+
+    # -- CORS ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def cors(origin: str | None, app: AppConfig | None) -> dict[str, str]:
+        """The CORS headers of an answer to ``origin`` about ``app``."""
         if origin is None or app is None or not app.origin_allowed(origin):
             return {}
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
-    async def preflight(self, request: web.Request) -> web.Response:
+    def preflight(self, origin: str | None, named: str | None) -> dict[str, str]:
         """A preflight carries no body, so no app: the Origin is allowed when an app lists it,
         or when the URL names the app (``?app=shop``) and that app allows it. Nothing else is
         echoed."""
-        origin = request.headers.get("Origin")
-        apps = self.hub.apps
-        named = apps.get(request.query.get("app"))
+        apps = self.apps
+        app = apps.get(named)
         allowed = origin is not None and (
-            (named is not None and named.origin_allowed(origin))
-            or any(origin in app.origins for app in apps.apps.values())
+            (app is not None and app.origin_allowed(origin))
+            or any(origin in each.origins for each in apps.apps.values())
         )
         headers = {"Vary": "Origin"}
         if allowed:
@@ -101,46 +129,50 @@ class HttpApi:
                     "Access-Control-Max-Age": "600",
                 }
             )
-        return web.Response(status=204, headers=headers)
+        return headers
 
-    def _error(self, request: web.Request, denied: Denied, app: AppConfig | None) -> web.Response:
-        body = {"error": str(denied.reason), "message": denied.detail or str(denied.reason)}
-        return web.json_response(
-            body,
-            status=_STATUS.get(denied.reason, 400),
-            headers=self._cors(request, app),
-            dumps=jsonutil.dumps,
-        )
+    # -- the steps of a call -------------------------------------------------------------------
 
-    async def _read(self, request: web.Request) -> dict[str, Any]:
-        limit = self.options.max_frame_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise Denied(DenyReason.TOO_LARGE, f"body over {limit} bytes")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
+    @staticmethod
+    def decode(call: ApiCall, raw: bytes | Mapping[str, str]) -> dict[str, Any]:
+        """The call's data: its query (``presence``), or its body, bounded and parsed."""
+        if not isinstance(raw, bytes | bytearray):
+            return dict(raw)
+        limit = call.limit
+        if (call.length is not None and call.length > limit) or len(raw) > limit:
             raise Denied(DenyReason.TOO_LARGE, f"body over {limit} bytes")
         try:
-            data = jsonutil.loads(body)
+            data = jsonutil.loads(raw)
         except RemoteProtocolError as exc:
             raise Denied(DenyReason.MALFORMED, exc.message) from None
         if not isinstance(data, dict):
             raise Denied(DenyReason.MALFORMED, "body must be a JSON object")
         return data
 
-    async def _call(
-        self,
-        request: web.Request,
-        signed: Any,
-        act: Any,
-    ) -> web.Response:
-        token = bearer(request.headers) or request.query.get("token")
-        try:
-            app, body = await self.hub.ingress.api(
-                lambda: self._read(request), signed, token, request.headers.get("Origin"), act
-            )
-        except Denied as denied:
-            return self._error(request, denied, denied.app)
-        return web.json_response(body, headers=self._cors(request, app), dumps=jsonutil.dumps)
+    @staticmethod
+    def signed(call: ApiCall, data: dict[str, Any]) -> Any:
+        """What the call's HMAC signature covers."""
+        if call.name == "transportMessage":
+            return {
+                "target": data.get("target"),
+                "userId": data.get("userId"),
+                "message": data.get("message"),
+            }
+        if call.name == "broadcast":
+            return {"message": data.get("message")}
+        return {k: v for k, v in data.items() if k not in _CREDENTIALS}
+
+    async def act(self, call: ApiCall, ident: Identity, data: dict[str, Any]) -> dict[str, Any]:
+        """The authorised call's answer; raises :class:`Denied`."""
+        if call.name == "transportMessage":
+            return await self._transport_message(ident, data)
+        if call.name == "broadcast":
+            return await self._broadcast(ident, data)
+        if ident.via == "token":
+            raise Denied(DenyReason.NOT_ALLOWED, "presence is for the app's backend")
+        return await self._presence(ident.app, data)
+
+    # -- the calls -----------------------------------------------------------------------------
 
     @staticmethod
     def _sender(ident: Identity, data: dict[str, Any]) -> str | None:
@@ -158,88 +190,50 @@ class HttpApi:
             raise Denied(DenyReason.NOT_ALLOWED, "this app takes user ids only from tokens")
         return claimed
 
-    async def transport_message(self, request: web.Request) -> web.Response:
+    async def _transport_message(self, ident: Identity, data: dict[str, Any]) -> dict[str, Any]:
         """``POST transportMessage``: an ``exchange`` to ``target`` (or its user's inbox)."""
+        target = data.get("target")
+        if not isinstance(target, str) or not target:
+            raise Denied(DenyReason.MALFORMED, "target: must be a string")
+        outcome = await self.actions.send(
+            ident.app,
+            target,
+            data.get("message"),
+            sender=None,
+            user_id=self._sender(ident, data),
+            info=ident.info,
+        )
+        body: dict[str, Any] = {
+            "delivered": outcome.status == "delivered",
+            "queued": outcome.status == "queued",
+            "msgId": outcome.msg_id,
+        }
+        if outcome.dropped:
+            body["dropped"] = list(outcome.dropped)
+        return body
 
-        def signed(data: dict[str, Any]) -> Any:
-            return {
-                "target": data.get("target"),
-                "userId": data.get("userId"),
-                "message": data.get("message"),
-            }
-
-        async def act(ident: Identity, data: dict[str, Any]) -> dict[str, Any]:
-            target = data.get("target")
-            if not isinstance(target, str) or not target:
-                raise Denied(DenyReason.MALFORMED, "target: must be a string")
-            outcome = await self.hub.send(
-                ident.app,
-                target,
-                data.get("message"),
-                sender=None,
-                user_id=self._sender(ident, data),
-                info=ident.info,
-            )
-            body: dict[str, Any] = {
-                "delivered": outcome.status == "delivered",
-                "queued": outcome.status == "queued",
-                "msgId": outcome.msg_id,
-            }
-            if outcome.dropped:
-                body["dropped"] = list(outcome.dropped)
-            return body
-
-        return await self._call(request, signed, act)
-
-    async def broadcast(self, request: web.Request) -> web.Response:
+    async def _broadcast(self, ident: Identity, data: dict[str, Any]) -> dict[str, Any]:
         """``POST broadcast``: a ``broadcast`` to every client of the app."""
-
-        async def act(ident: Identity, data: dict[str, Any]) -> dict[str, Any]:
-            if ident.via == "token" and not ident.app.client_broadcast:
-                raise Denied(DenyReason.NOT_ALLOWED, "this app does not let clients broadcast")
-            count, msg_id = await self.hub.broadcast(
-                ident.app,
-                data.get("message"),
-                sender=None,
-                user_id=ident.user_id if ident.via == "token" else None,
-                info=ident.info,
-            )
-            return {"delivered": count, "msgId": msg_id}
-
-        return await self._call(request, lambda data: {"message": data.get("message")}, act)
-
-    async def presence(self, request: web.Request) -> web.Response:
-        """``GET presence``: one user's client ids, or a page of the app's online users."""
-        query = {k: request.query[k] for k in request.query}
-
-        async def read() -> dict[str, Any]:
-            return query
-
-        def signed(data: dict[str, Any]) -> Any:
-            return {k: v for k, v in data.items() if k not in _CREDENTIALS}
-
-        async def act(ident: Identity, data: dict[str, Any]) -> dict[str, Any]:
-            if ident.via == "token":
-                raise Denied(DenyReason.NOT_ALLOWED, "presence is for the app's backend")
-            return await self._presence(ident.app, data)
-
-        token = bearer(request.headers) or query.get("token")
-        try:
-            app, body = await self.hub.ingress.api(
-                read, signed, token, request.headers.get("Origin"), act
-            )
-        except Denied as denied:
-            return self._error(request, denied, denied.app)
-        return web.json_response(body, headers=self._cors(request, app), dumps=jsonutil.dumps)
+        if ident.via == "token" and not ident.app.client_broadcast:
+            raise Denied(DenyReason.NOT_ALLOWED, "this app does not let clients broadcast")
+        count, msg_id = await self.actions.broadcast(
+            ident.app,
+            data.get("message"),
+            sender=None,
+            user_id=ident.user_id if ident.via == "token" else None,
+            info=ident.info,
+        )
+        return {"delivered": count, "msgId": msg_id}
 
     async def _presence(self, app: AppConfig, query: dict[str, Any]) -> dict[str, Any]:
-        """The answer of an authorised presence call."""
+        """``GET presence``: one user's client ids, or a page of the app's online users."""
         user = query.get("userId")
+        directory = self.actions.directory
         try:
             if user is not None:
                 if not user or len(user) > MAX_ID_LEN:
                     raise Denied(DenyReason.MALFORMED, f"userId: 1 to {MAX_ID_LEN} characters")
-                clients = await self.hub.directory.user_clients(app.name, user)
+                clients = await directory.user_clients(app.name, user)
                 ids = sorted(client for client, _node in clients)
                 return {"app": app.name, "userId": user, "online": bool(ids), "clients": ids}
             limit = query.get("limit", str(PRESENCE_PAGE))
@@ -248,9 +242,7 @@ class HttpApi:
             after = query.get("after") or None
             if after is not None and len(after) > MAX_ID_LEN:
                 raise Denied(DenyReason.MALFORMED, f"after: at most {MAX_ID_LEN} characters")
-            users, cursor = await self.hub.directory.app_users(
-                app.name, after=after, limit=int(limit)
-            )
+            users, cursor = await directory.app_users(app.name, after=after, limit=int(limit))
             return {"app": app.name, "users": users, "next": cursor}
         except BackplaneError as exc:
             raise unavailable("presence", exc) from None

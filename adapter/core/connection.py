@@ -1,46 +1,31 @@
 """A client as the routing core sees it, whatever way it came in.
 
-The hub only calls :meth:`Connection.deliver`, :meth:`Connection.send` and
-:meth:`Connection.close`; each kind of client turns an envelope into its own wire form. An
-:class:`Outgoing` caches those forms so that a broadcast is encoded once per kind of client, not
-once per client.
+The core sees every client through :class:`Connection`: its identity (``client_id``, ``app``,
+``user_id``, ``info``), :meth:`~Connection.deliver` and :meth:`~Connection.send` of an
+:class:`Outgoing`, and :meth:`~Connection.close` with a reason. The ways in (the adapter's
+bindings: socket.io, raw WebSocket) implement the two wire methods, :meth:`~Connection.write`
+and :meth:`~Connection.close`; the welcome hold and the ack bookkeeping are the core's. An
+:class:`Outgoing` caches each wire form (:meth:`Outgoing.form`) so that a broadcast is encoded
+once per kind of client, not once per client.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 from ...protocol import jsonutil
 from ...protocol.envelope import DenyReason
-from ...protocol.socketio import Packet, PacketType, encode
-from ...protocol.wsframe import TEXT, frame
-from ..transports.outbox import FrameWriter, message_frame
-from ..transports.wsconn import WebSocketConnection
 from .apps import AppConfig
 from .limits import TokenBucket
 
-if TYPE_CHECKING:
-    from ..sio import Socket
-
 log = logging.getLogger("wxio.core")
 
-__all__ = ["Outgoing", "Connection", "SocketIOConnection", "RawConnection", "CLOSE_CODES"]
+__all__ = ["Outgoing", "Connection", "Respond", "MAX_HELD"]
 
-#: WebSocket close codes of the raw JSON endpoint (4000-4999 is the application's range).
-CLOSE_CODES: dict[DenyReason, int] = {
-    DenyReason.BAD_SIGNATURE: 4001,
-    DenyReason.EXPIRED: 4002,
-    DenyReason.UNKNOWN_APP: 4003,
-    DenyReason.NOT_ALLOWED: 4004,
-    DenyReason.MALFORMED: 4005,
-    DenyReason.RATE_LIMITED: 4008,
-    DenyReason.TOO_LARGE: 4009,
-    DenyReason.TOO_MANY_DENIALS: 4010,
-    DenyReason.UNAVAILABLE: 4013,
-}
-
+_T = TypeVar("_T")
 
 #: Deliveries held for a client while it is being welcomed (greeting, CONNECT reply, inbox).
 MAX_HELD = 1000
@@ -50,7 +35,7 @@ class Outgoing:
     """One envelope on its way to one or many clients, encoded at most once per wire form.
     ``kept``: the envelope is in its user's inbox until acknowledged (ask for the ack)."""
 
-    __slots__ = ("envelope", "msg_id", "kept", "_bytes", "_json", "_frame", "_sio")
+    __slots__ = ("envelope", "msg_id", "kept", "_bytes", "_json", "_forms")
 
     def __init__(
         self, envelope: dict[str, Any], msg_id: str | None = None, *, kept: bool = False
@@ -60,8 +45,7 @@ class Outgoing:
         self.kept = kept
         self._bytes: bytes | None = None
         self._json: str | None = None
-        self._frame: bytes | None = None
-        self._sio: dict[tuple[str, str], tuple[str, bytes]] = {}
+        self._forms: dict[Hashable, Any] | None = None
 
     def utf8(self) -> bytes:
         if self._bytes is None:
@@ -73,52 +57,31 @@ class Outgoing:
             self._json = self.utf8().decode()
         return self._json
 
-    def frame(self) -> bytes:
-        """The raw endpoint's WebSocket frame, built once for every receiver."""
-        if self._frame is None:
-            self._frame = frame(TEXT, self.utf8())
-        return self._frame
-
-    def sio_text(self, nsp: str, event: str, ack_id: int | None = None) -> str:
-        if ack_id is not None:
-            return self._sio_head(nsp, event, ack_id) + self.json() + "]"
-        return self.sio_message(nsp, event)[0]
-
-    def sio_message(self, nsp: str, event: str) -> tuple[str, bytes]:
-        """``2["event",<envelope>]`` and its Engine.IO WebSocket frame, built once."""
-        key = (nsp, event)
-        cached = self._sio.get(key)
-        if cached is None:
-            text = self._sio_head(nsp, event, None) + self.json() + "]"
-            cached = self._sio[key] = (text, message_frame(text))
-        return cached
-
-    @staticmethod
-    def _sio_head(nsp: str, event: str, ack_id: int | None) -> str:
-        # `2["event",` (the envelope's JSON is spliced in: it is encoded once). The part after
-        # the ack id is the same for every message of a namespace and event: made once.
-        parts = _HEADS.get((nsp, event))
-        if parts is None:
-            head, _ = encode(Packet(PacketType.EVENT, nsp, [event]))
-            # `2` + (`/nsp,`) | `["event"]` -> the ack id goes between the two.
-            split = head.index("[")
-            parts = _HEADS[(nsp, event)] = (head[:split], head[split:-1] + ",")
-        if ack_id is None:
-            return parts[0] + parts[1]
-        return f"{parts[0]}{ack_id}{parts[1]}"
+    def form(self, key: Hashable, make: Callable[[Outgoing], _T]) -> _T:
+        """A wire form of this envelope, ``make(self)`` the first time ``key`` is asked for
+        (the same for every receiver of that form: a broadcast encodes it once)."""
+        forms = self._forms
+        if forms is None:
+            value = make(self)
+            self._forms = {key: value}
+            return value
+        found = forms.get(key)
+        if found is None:
+            found = forms[key] = make(self)
+        return found
 
     def size(self) -> int:
         """The encoded size in UTF-8 bytes (what the app's message limit applies to)."""
         return len(self.utf8())
 
 
-#: (namespace, event) -> the two halves of an EVENT packet's head around its ack id.
-_HEADS: dict[tuple[str, str], tuple[str, str]] = {}
+#: How an answer goes back to whoever sent what is answered (what it returns is not used).
+Respond = Callable[[Outgoing], object]
 
 
-class Connection:
-    """Base class: identity, limits, the welcome hold and ack bookkeeping; each kind of client
-    implements :meth:`write` (put an envelope on its wire) and :meth:`close`.
+class Connection(ABC):
+    """Identity, limits, the welcome hold and ack bookkeeping; each kind of client implements
+    :meth:`write` (put an envelope on its wire) and :meth:`close`.
 
     Lifecycle: created *held* (deliveries queue in order while the client is greeted and its
     inbox delivered), then :meth:`release`-d; :meth:`stop` makes it unroutable before its
@@ -130,6 +93,7 @@ class Connection:
         "client_id",
         "app",
         "user_id",
+        "info",
         "bucket",
         "denials",
         "on_ack",
@@ -142,6 +106,9 @@ class Connection:
         self.client_id = client_id
         self.app = app
         self.user_id = user_id
+        #: What the client's token (or the app's connect hook) says about it, passed on as
+        #: ``meta.info`` of what it sends (set by the ingress when it attaches the identity).
+        self.info: Any = None
         self.bucket = TokenBucket(app.rate, app.burst, now)
         #: Denials in a row; a client that keeps sending garbage or flooding is cut off.
         self.denials = 0
@@ -189,7 +156,7 @@ class Connection:
         if msg_id in self.unacked:
             self.forget(self.unacked.pop(msg_id))
 
-    def forget(self, ack_id: int | None) -> None:
+    def forget(self, ack_id: int | None) -> None:  # noqa: B027 - optional: most do nothing
         """Stop waiting for an ack this connection asked for (socket.io)."""
 
     def release(self) -> None:
@@ -204,96 +171,10 @@ class Connection:
         self._routable = False
         self._held = None
 
+    @abstractmethod
     def write(self, out: Outgoing) -> bool:
-        raise NotImplementedError
+        """Put ``out`` on the wire now; False when the connection cannot take it."""
 
+    @abstractmethod
     def close(self, reason: DenyReason) -> None:
-        raise NotImplementedError
-
-
-class SocketIOConnection(Connection):
-    """A socket.io client on the core's namespace: envelopes travel as ``responseMessage``;
-    kept messages ask for an ack callback, which acknowledges them in the inbox."""
-
-    kind = "socketio"
-    __slots__ = ("socket", "event")
-
-    def __init__(self, socket: Socket, app: AppConfig, user_id: str | None, now: float, event: str):
-        super().__init__(socket.id, app, user_id, now)
-        self.socket = socket
-        self.event = event
-
-    def write(self, out: Outgoing) -> bool:
-        socket = self.socket
-        if not socket.connected:
-            return False
-        esock = socket.client.esock
-        on_ack, msg_id = self.on_ack, out.msg_id
-        if out.kept and on_ack is not None and msg_id is not None:
-
-            def acked(*_: Any) -> None:
-                on_ack(msg_id)  # the hub records it, then calls self.acked()
-
-            # No timer: the ack is awaited until it comes, the connection ends, or the message
-            # leaves the bounded `unacked` (forget() then drops the registration).
-            ack_id = socket.register_ack(acked, timeout=0)
-            if msg_id in self.unacked:
-                self.unacked[msg_id] = ack_id
-            if socket.nsp.server.json_parser:
-                esock.send(out.sio_text(socket.nsp.name, self.event, ack_id))
-            else:  # a binary parser (msgpack): the socket encodes it
-                socket.client.send_packet(
-                    Packet(PacketType.EVENT, socket.nsp.name, [self.event, out.envelope], ack_id)
-                )
-        elif socket.nsp.server.json_parser:
-            text, frame = out.sio_message(socket.nsp.name, self.event)
-            esock.send_frame(frame, text)
-        else:
-            socket.emit(self.event, out.envelope)
-        return True
-
-    def forget(self, ack_id: int | None) -> None:
-        if ack_id is not None:
-            self.socket.cancel_ack(ack_id)
-
-    def close(self, reason: DenyReason) -> None:
-        self.socket.disconnect()
-
-
-class RawConnection(Connection):
-    """A plain WebSocket client (``wx.connectSocket`` with no library): one JSON envelope per
-    text frame, through the connection's :class:`~..transports.outbox.FrameWriter` (one
-    slow-reader policy for every WebSocket client). Acks come back as ``ack`` envelopes."""
-
-    kind = "raw"
-    __slots__ = ("ws", "writer", "_closing")
-
-    def __init__(
-        self,
-        client_id: str,
-        app: AppConfig,
-        user_id: str | None,
-        now: float,
-        ws: WebSocketConnection,
-    ) -> None:
-        super().__init__(client_id, app, user_id, now)
-        self.ws = ws
-        self.writer: FrameWriter = ws.writer
-        self._closing = False
-
-    def write(self, out: Outgoing) -> bool:
-        if self.ws.closed:
-            return False
-        return self.writer.write_frame(out.frame())
-
-    def send_text(self, text: str) -> None:
-        self.writer.write_text(text)
-
-    def close(self, reason: DenyReason) -> None:
-        """Deny-close: what is queued goes first, then a close frame with the reason's code."""
-        if self._closing:
-            return
-        self._closing = True
-        self.stop()
-        self.writer.close()
-        self.ws.start_close(CLOSE_CODES.get(reason, 4000), str(reason))
+        """Close the connection for ``reason`` (what is queued goes first)."""

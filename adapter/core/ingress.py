@@ -1,10 +1,13 @@
-"""One way in: every envelope and API call passes the same steps, in the same order.
+"""One way in: every envelope and API call enters at :meth:`Ingress.handle` and passes the same
+steps, in the same order; the pipeline calls down into the actions (:mod:`.actions`), the API's
+logic (:mod:`.api`) and the router, never back into the hub that built it.
 
 For a connected client (raw ``/ws`` frame or socket.io ``requestMessage``):
 
 1. **size**: a raw frame over the app's ``max_message_bytes`` (UTF-8 bytes) is ``too_large``
-   (socket.io packets are bounded by Engine.IO's ``maxPayload``; what is sent on is measured
-   again, encoded, by the hub);
+   (socket.io packets are bounded by Engine.IO's ``maxPayload``, and a socket.io client that
+   emits the envelope as a JSON string is measured as a raw frame; what is sent on is
+   measured again, encoded, by the router); a binary frame is refused ``malformed``;
 2. **parse**: JSON, then the envelope (:func:`wxio.protocol.envelope.parse`);
 3. **rate limit**: one token of the connection's bucket (``rate``/``burst``) for everything but
    ``ack`` (acknowledging what one is sent must never be limited); input that failed steps 1-2
@@ -31,23 +34,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, overload
 
 from ...protocol import envelope as env
 from ...protocol import jsonutil
 from ...protocol.envelope import Action, DenyReason, Envelope, EnvelopeError
 from ...protocol.errors import RemoteProtocolError
-from .apps import AppConfig
-from .auth import Identity
-from .connection import Connection
-from .errors import Denied
+from ..hooks.runner import ConnectRequest, Hooks
+from ..metrics import Labels
+from .actions import ActionHandler, Actions
+from .api import Api, ApiAnswer, ApiCall
+from .apps import AppConfig, AppRegistry
+from .auth import Authenticator, Identity
+from .backplane import BackplaneError
+from .connection import Connection, Respond
+from .errors import Denied, unavailable
 from .limits import TokenBucket
-
-if TYPE_CHECKING:
-    from ..hooks.runner import ConnectRequest
-    from .hub import Hub, Respond
 
 log = logging.getLogger("wxio.core")
 
@@ -83,8 +87,32 @@ class _TokenSession:
 
 
 class Ingress:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    """The pipeline (see the module docstring) of one node's core. The hub builds it and hands
+    it what it stands on: the apps, the authenticator, the actions, the hooks, the registry of
+    connections (for token expiry), the clock and the counters."""
+
+    def __init__(
+        self,
+        apps: AppRegistry,
+        auth: Authenticator,
+        actions: Actions,
+        hooks: Hooks | None,
+        connections: Mapping[tuple[str, str], Connection],
+        clock: Callable[[], float],
+        *,
+        handled: dict[Labels, float],
+        denials: dict[Labels, float],
+    ) -> None:
+        self.apps = apps
+        self.auth = auth
+        self.actions = actions
+        self.hooks = hooks
+        self.connections = connections
+        self.clock = clock
+        self._handled = handled
+        self._denials = denials
+        self.api = Api(apps, actions)
+        self._table: dict[str, ActionHandler] = {**actions.table, Action.REFRESH: self.refresh}
         self._api_buckets: dict[str, TokenBucket] = {}
         self._sessions: dict[Connection, _TokenSession] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -94,9 +122,9 @@ class Ingress:
     def count(self, app: AppConfig | str | None, reason: DenyReason) -> None:
         """One denial in the metrics. Names of apps that do not exist are not labels."""
         name = app.name if isinstance(app, AppConfig) else app
-        if name is None or self.hub.apps.get(name) is None:
+        if name is None or self.apps.get(name) is None:
             name = "unknown"
-        counter = self.hub.denials
+        counter = self._denials
         key = (("app", name), ("reason", reason.value))
         counter[key] = counter.get(key, 0.0) + 1
 
@@ -107,15 +135,15 @@ class Ingress:
     ) -> Identity:
         """``request``: the handshake, for an app whose backend decides its connects."""
         try:
-            hooks = self.hub.hooks
+            hooks = self.hooks
             if request is not None and hooks is not None:
                 name = creds.get("app")
-                app = self.hub.apps.get(name) if isinstance(name, str) else None
+                app = self.apps.get(name) if isinstance(name, str) else None
                 if app is not None and hooks.connects(app):
                     if not app.origin_allowed(origin):
                         raise Denied(DenyReason.NOT_ALLOWED, "origin not allowed for this app")
                     return await hooks.connect(app, request)
-            return await self.hub.auth.connect(creds, origin)
+            return await self.auth.connect(creds, origin)
         except Denied as denied:
             app = creds.get("app")
             self.count(app if isinstance(app, str) else None, denied.reason)
@@ -123,55 +151,58 @@ class Ingress:
 
     def attach(self, conn: Connection, ident: Identity) -> None:
         """Track a token connection's expiry (called once the connection object exists), and
-        what a connect hook allowed."""
+        what a connect hook allowed; the connection carries its ``info`` from here on."""
         if ident.via == "hook":
             self._sessions[conn] = _TokenSession(
-                ident.user_id or "", math.inf, ident.info, self.hub.clock(), hook=True
+                ident.user_id or "", math.inf, ident.info, self.clock(), hook=True
             )
         elif ident.via == "token" and ident.expires is not None and ident.user_id is not None:
             self._sessions[conn] = _TokenSession(
-                ident.user_id, ident.expires, ident.info, self.hub.clock()
+                ident.user_id, ident.expires, ident.info, self.clock()
             )
-
-    def info(self, conn: Connection) -> Any:
-        session = self._sessions.get(conn)
-        return session.info if session is not None else None
+        else:
+            return
+        conn.info = ident.info
 
     def is_token(self, conn: Connection) -> bool:
         return conn in self._sessions
 
-    # -- envelopes from connected clients ------------------------------------------------------
+    # -- the one way in ------------------------------------------------------------------------
 
-    async def text(self, conn: Connection, text: str, respond: Respond) -> None:
-        """A raw WebSocket text frame."""
+    @overload
+    async def handle(self, source: Connection, raw: Any, respond: Respond) -> None: ...
 
-        def decode() -> Any:
-            limit = conn.app.max_message_bytes
-            if utf8_len(text) > limit:
-                raise Denied(DenyReason.TOO_LARGE, f"frame over {limit} bytes")
-            try:
-                return jsonutil.loads(text)
-            except RemoteProtocolError as exc:
-                raise Denied(DenyReason.MALFORMED, exc.message) from None
+    @overload
+    async def handle(
+        self,
+        source: ApiCall,
+        raw: bytes | Mapping[str, str],
+        respond: Callable[[ApiAnswer], object],
+    ) -> None: ...
 
-        await self._run(conn, decode, respond)
-
-    async def value(self, conn: Connection, raw: Any, respond: Respond) -> None:
-        """An envelope already decoded by its transport (socket.io)."""
-        await self._run(conn, lambda: raw, respond)
-
-    def binary(self, conn: Connection, respond: Respond) -> None:
-        """A binary frame on the raw endpoint: refused, but rate-limited and counted like any."""
-        if not conn.bucket.take(self.hub.clock()):
-            self.refuse(conn, Denied(DenyReason.RATE_LIMITED, "too many messages"), respond)
-        else:
-            self.refuse(conn, Denied(DenyReason.MALFORMED, "text frames only"), respond)
-
-    async def _run(self, conn: Connection, decode: Callable[[], Any], respond: Respond) -> None:
-        now = self.hub.clock()
+    async def handle(self, source: Any, raw: Any, respond: Callable[[Any], object]) -> None:
+        """Everything that comes in: from a connected client (``source`` its connection), a raw
+        frame's text or bytes, or an envelope its transport decoded (socket.io); or an API call
+        (``source`` an :class:`~.api.ApiCall`) with its body or query. Every outcome goes
+        through ``respond``: an :class:`Outgoing` for a client, an :class:`ApiAnswer` for a
+        call."""
+        if type(source) is ApiCall:
+            await self._call(source, raw, respond)
+            return
+        conn: Connection = source
+        now = self.clock()
         try:
             try:
-                raw = decode()
+                if type(raw) is str:  # a raw frame (or an envelope emitted as a JSON string)
+                    limit = conn.app.max_message_bytes
+                    if utf8_len(raw) > limit:
+                        raise Denied(DenyReason.TOO_LARGE, f"frame over {limit} bytes")
+                    try:
+                        raw = jsonutil.loads(raw)
+                    except RemoteProtocolError as exc:
+                        raise Denied(DenyReason.MALFORMED, exc.message) from None
+                elif type(raw) is bytes:
+                    raise Denied(DenyReason.MALFORMED, "text frames only")
                 message = env.parse(raw)
             except EnvelopeError as exc:
                 raise Denied(DenyReason.MALFORMED, str(exc)) from None
@@ -184,18 +215,53 @@ class Ingress:
             # Acks are exempt: a client acknowledging what it is sent must not be rate limited.
             if message.action != Action.ACK and not conn.bucket.take(now):
                 raise Denied(DenyReason.RATE_LIMITED, "too many messages")
-            await self.hub.apply(conn, message, raw, respond)
+            await self._dispatch(conn, message, raw, respond)
         except Denied as denied:
             self.refuse(conn, denied, respond)
         else:
             conn.denials = 0
 
+    async def _dispatch(
+        self, conn: Connection, message: Envelope, raw: Any, respond: Respond
+    ) -> None:
+        """Authenticate a parsed envelope (step 4), let the app's backend decide it if it asks
+        to, and apply its action."""
+        meta = message.meta
+        if meta.app is not None and meta.app != conn.app.name:
+            raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
+        action = self._table.get(message.action)
+        hooks = self.hooks
+        decided = hooks is not None and hooks.decides(conn.app, message.action)
+        if action is None and message.action != Action.PING and not decided:
+            raise Denied(DenyReason.UNKNOWN_ACTION, f"unknown action {message.action!r}")
+        try:
+            waiting = self.check(conn, message, raw)
+            if waiting is not None:
+                await waiting
+            if decided:
+                assert hooks is not None
+                verdict = await hooks.message(conn, message, conn.info, routable=action is not None)
+                if verdict.kind == "answer":
+                    respond(self.actions.answer(conn, message, verdict.value))
+                    action = _answered
+                elif verdict.changed:
+                    message = message._replace(payload=verdict.value)
+            if action is None:
+                respond(self.actions.reply(Action.PONG, conn))
+                return
+            await action(conn, message, respond)
+        except BackplaneError as exc:
+            raise unavailable(f"{conn.client_id}: {message.action}", exc) from None
+        key = (("app", conn.app.name), ("action", message.action))
+        self._handled[key] = self._handled.get(key, 0.0) + 1
+
     def refuse(self, conn: Connection, denied: Denied, respond: Respond) -> None:
+        """Step 6: answer ``denied`` with a ``deny``, count it, close at :data:`MAX_DENIALS`."""
         # An outage is not the client's fault: it does not count toward MAX_DENIALS.
         if denied.reason != DenyReason.UNAVAILABLE:
             conn.denials += 1
         self.count(conn.app, denied.reason)
-        respond(self.hub.deny(denied, conn))
+        respond(self.actions.deny(denied, conn))
         if conn.denials >= MAX_DENIALS:
             log.info("%s closed after %d denials in a row", conn.client_id, conn.denials)
             conn.close(DenyReason.TOO_MANY_DENIALS)
@@ -205,7 +271,7 @@ class Ingress:
         rest of the frame cannot be skipped)."""
         denied = Denied(DenyReason.TOO_LARGE, f"frame over {limit} bytes")
         self.count(conn.app if conn is not None else None, denied.reason)
-        return self.hub.deny(denied, conn).json()
+        return self.actions.deny(denied, conn).json()
 
     def check(
         self, conn: Connection, message: Envelope, raw: Any
@@ -215,11 +281,11 @@ class Ingress:
         nonce claim), else None."""
         session = self._sessions.get(conn)
         if session is not None:
-            if message.action != Action.REFRESH and self.hub.clock() >= session.expires:
+            if message.action != Action.REFRESH and self.clock() >= session.expires:
                 raise Denied(DenyReason.EXPIRED, "token expired: send refresh with a new token")
             return None  # the token (or the backend) authenticated it; there is no key to sign
         if conn.app.verify_message_sign and message.action not in _UNSIGNED:
-            return self.hub.auth.verify_message(conn.app, message, raw)
+            return self.auth.verify_message(conn.app, message, raw)
         return None
 
     async def refresh(self, conn: Connection, message: Envelope, respond: Respond) -> None:
@@ -232,19 +298,20 @@ class Ingress:
         token = payload.get("token") if isinstance(payload, dict) else None
         if token is None:
             raise Denied(DenyReason.MALFORMED, "payload.token: required")
-        ident = await self.hub.auth.token(conn.app, token)
+        ident = await self.auth.token(conn.app, token)
         if ident.user_id != session.user:
             raise Denied(DenyReason.NOT_ALLOWED, "a refreshed token must name the same user")
         assert ident.expires is not None
         session.expires, session.info, session.warned = ident.expires, ident.info, False
-        respond(self.hub.reply(Action.REFRESHED, conn, {"exp": ident.expires}))
+        conn.info = ident.info
+        respond(self.actions.reply(Action.REFRESHED, conn, {"exp": ident.expires}))
 
     # -- token expiry --------------------------------------------------------------------------
 
     def sweep(self, now: float | None = None) -> None:
         """Deny expired token connections once, and close them after the app's grace."""
-        now = self.hub.clock() if now is None else now
-        connections = self.hub.connections
+        now = self.clock() if now is None else now
+        connections = self.connections
         for conn, session in list(self._sessions.items()):
             if connections.get((conn.app.name, conn.client_id)) is conn:
                 session.seen = True
@@ -258,7 +325,7 @@ class Ingress:
                 self.count(conn.app, DenyReason.EXPIRED)
                 grace = conn.app.token_grace
                 detail = f"token expired: refresh within {grace:g} s or be disconnected"
-                conn.deliver(self.hub.deny(Denied(DenyReason.EXPIRED, detail), conn))
+                conn.deliver(self.actions.deny(Denied(DenyReason.EXPIRED, detail), conn))
             if now >= session.expires + conn.app.token_grace:
                 del self._sessions[conn]
                 log.info("%s closed: token expired", conn.client_id)
@@ -287,31 +354,34 @@ class Ingress:
 
     # -- the HTTP API --------------------------------------------------------------------------
 
-    async def api(
-        self,
-        read: Callable[[], Awaitable[dict[str, Any]]],
-        signed: Callable[[dict[str, Any]], Any],
-        token: str | None,
-        origin: str | None,
-        act: Callable[[Identity, dict[str, Any]], Awaitable[Any]],
-    ) -> tuple[AppConfig | None, Any]:
-        """One API call through the pipeline; raises :class:`Denied` (already counted) with the
-        app, if one was authenticated, in ``denied.app``."""
+    async def _call(
+        self, call: ApiCall, raw: bytes | Mapping[str, str], respond: Callable[[ApiAnswer], object]
+    ) -> None:
+        """An API call: size and parse, authenticate (the call's own credentials), rate limit
+        (per app, after authentication so that strangers cannot use up an app's quota),
+        dispatch, deny and count."""
+        api = self.api
         app: AppConfig | None = None
         data: dict[str, Any] = {}
         try:
-            data = await read()
-            ident = await self.hub.auth.api(data, signed(data), token, origin)
+            data = api.decode(call, raw)
+            ident = await self.auth.api(data, api.signed(call, data), call.token, call.origin)
             app = ident.app
             bucket = self._api_buckets.get(app.name)
-            now = self.hub.clock()
+            now = self.clock()
             if bucket is None:
                 bucket = self._api_buckets[app.name] = TokenBucket(app.api_rate, app.api_burst, now)
             if not bucket.take(now):
                 raise Denied(DenyReason.RATE_LIMITED, "too many API calls for this app")
-            return app, await act(ident, data)
+            body = await api.act(call, ident, data)
         except Denied as denied:
             name = data.get("app") if app is None else app.name
             self.count(name if isinstance(name, str) else None, denied.reason)
             denied.app = app
-            raise
+            respond(ApiAnswer.refusal(denied, app))
+            return
+        respond(ApiAnswer(200, body, app))
+
+
+async def _answered(conn: Connection, message: Envelope, respond: Respond) -> None:
+    """(The backend answered the message: nothing is left to do.)"""

@@ -411,6 +411,28 @@ class Socket:
         if entry is not None and entry[1] is not None:
             entry[1].cancel()
 
+    @property
+    def text_packets(self) -> bool:
+        """The server's parser writes packets as text (JSON, not msgpack): a packet encoded
+        ahead (:func:`wxio.protocol.socketio.encode_event`) may go out with
+        :meth:`send_encoded`."""
+        return self.nsp.server.json_parser
+
+    def send_encoded(self, text: str, frame: bytes | None = None) -> None:
+        """Queue a packet you encoded yourself as text (see :attr:`text_packets`), e.g. with an
+        ack id from :meth:`register_ack`; ``frame``: its Engine.IO WebSocket frame, built once
+        for many receivers (:func:`~..transports.outbox.message_frame`)."""
+        esock = self.client.esock
+        if frame is None:
+            esock.send(text)
+        else:
+            esock.send_frame(frame, text)
+
+    def send_packet(self, packet: Packet) -> None:
+        """Queue a packet as it is, encoded by the server's parser (no observer, no recovery
+        log: for packets you address yourself, e.g. with an ack id from :meth:`register_ack`)."""
+        self.client.send_packet(packet)
+
     def send_ack(self, ack_id: int, args: list[Any]) -> None:
         """Answer the client's ack ``ack_id`` with ``args`` (nothing once disconnected)."""
         if self.connected:

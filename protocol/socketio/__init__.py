@@ -9,6 +9,7 @@ from .packets import (
     PacketType,
     decode,
     encode,
+    encode_event,
     split_namespace,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "Decoder",
     "decode",
     "encode",
+    "encode_event",
     "split_namespace",
     "RESERVED_EVENTS",
     "MAX_ATTACHMENTS",

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_ATTACHMENTS",
     "MAX_ACK_ID",
     "encode",
+    "encode_event",
     "decode",
     "Decoder",
     "split_namespace",
@@ -131,6 +132,29 @@ def encode(packet: Packet) -> tuple[str, list[bytes]]:
     except TypeError as exc:
         raise _not_json(packet, stripped, str(exc)) from None
     return _head(ptype, nsp, ack_id, len(attachments)) + text, attachments
+
+
+#: (namespace, event) -> the parts of an EVENT's text around its ack id, made once (bounded:
+#: a server has few namespace and event pairs; past the bound they are made per call).
+_EVENT_PARTS: dict[tuple[str, str], tuple[str, str]] = {}
+_EVENT_PARTS_MAX = 1024
+
+
+def encode_event(nsp: str, event: str, data_json: str, ack_id: int | None = None) -> str:
+    """The text of ``EVENT [event, data]`` whose ``data`` is already JSON text (encoded once for
+    many receivers): the same text as :func:`encode` of that packet, without encoding ``data``
+    again. ``data_json`` must be one JSON value with nothing binary in it."""
+    parts = _EVENT_PARTS.get((nsp, event))
+    if parts is None:
+        parts = (
+            _head(PacketType.EVENT, nsp, None, 0),
+            "[" + orjson.dumps(event).decode("utf-8") + ",",
+        )
+        if len(_EVENT_PARTS) < _EVENT_PARTS_MAX:
+            _EVENT_PARTS[(nsp, event)] = parts
+    if ack_id is None:
+        return parts[0] + parts[1] + data_json + "]"
+    return f"{parts[0]}{ack_id}{parts[1]}{data_json}]"
 
 
 def describe(packet: Packet) -> str:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from wxio.adapter.app import build_app
+from wxio.adapter.bindings import CoreOptions
 from wxio.adapter.config import ServerConfig
 from wxio.adapter.core.apps import AppRegistry
-from wxio.adapter.core.binding import CoreOptions
 from wxio.adapter.core.hub import Hub
 from wxio.adapter.http import HttpServer
 from wxio.adapter.profiles import (

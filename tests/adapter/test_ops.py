@@ -22,9 +22,9 @@ import pytest
 import socketio
 from wxio.adapter import cli
 from wxio.adapter.app import build_app
+from wxio.adapter.bindings import CoreOptions
 from wxio.adapter.config import ConfigError, ServerConfig, load
 from wxio.adapter.core.apps import AppRegistry
-from wxio.adapter.core.binding import CoreOptions
 from wxio.adapter.core.directory import MemoryDirectory
 from wxio.adapter.core.hub import Hub
 from wxio.adapter.http import HttpServer

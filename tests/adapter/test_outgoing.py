@@ -1,29 +1,31 @@
-"""An outgoing envelope is encoded once; its socket.io form splices that JSON into the packet."""
+"""An outgoing envelope is encoded once per wire form, whatever the number of receivers."""
 
 from __future__ import annotations
 
 import pytest
 from wxio.adapter.core.connection import Outgoing
-from wxio.protocol.socketio import Packet, PacketType, encode
+from wxio.protocol.socketio import Packet, PacketType, encode, encode_event
 
 
 @pytest.mark.parametrize("nsp", ["/", "/admin"])
-def test_spliced_socketio_text_is_the_encoded_packet(nsp: str) -> None:
+def test_a_wire_form_is_made_once_and_is_the_encoded_packet(nsp: str) -> None:
     envelope = {
         "meta": {"app": "a", "client": "é😀"},
         "data": {"action": "exchange", "payload": [1, {"x": None}]},
     }
     out = Outgoing(envelope, "m1")
+    made: list[Outgoing] = []
+
+    def make(o: Outgoing) -> str:
+        made.append(o)
+        return encode_event(nsp, "responseMessage", o.json())
+
+    first = out.form(("sio", nsp), make)
+    assert out.form(("sio", nsp), make) is first
+    assert made == [out]
     expected, attachments = encode(Packet(PacketType.EVENT, nsp, ["responseMessage", envelope]))
     assert attachments == []
-    assert out.sio_text(nsp, "responseMessage") == expected
-    assert out.sio_text(nsp, "responseMessage") is out.sio_text(nsp, "responseMessage")
-
-
-@pytest.mark.parametrize("nsp", ["/", "/core", "/ns,with"])
-@pytest.mark.parametrize("ack_id", [None, 0, 7, 123456])
-def test_spliced_text_with_an_ack_id_is_the_encoded_packet(nsp: str, ack_id: int | None) -> None:
-    envelope = {"meta": {"msgId": "m1"}, "data": {"action": "exchange", "payload": "你好"}}
-    out = Outgoing(envelope, "m1", kept=True)
-    expected, _ = encode(Packet(PacketType.EVENT, nsp, ["responseMessage", envelope], ack_id))
-    assert out.sio_text(nsp, "responseMessage", ack_id) == expected
+    assert first == expected
+    # Another form of the same envelope is made separately, from the same JSON.
+    assert out.form("raw", lambda o: o.utf8()) == out.json().encode()
+    assert len(made) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 import socketio.packet as sp
 from hypothesis import given, settings
@@ -33,6 +34,7 @@ from wxio.protocol.socketio import (
     PacketType,
     decode,
     encode,
+    encode_event,
     split_namespace,
 )
 from wxio.protocol.socketio.binary import deconstruct
@@ -614,3 +616,23 @@ def test_find_placeholders_in_a_scalar_finds_none() -> None:
 
     assert find_placeholders("text", 1) == []
     assert find_placeholders(None, 1) == []
+
+
+# -- encode_event: pre-encoded data spliced into an EVENT ------------------------------------
+
+
+@pytest.mark.parametrize("nsp", ["/", "/core", "/a[b"])
+@pytest.mark.parametrize("ack_id", [None, 0, 7, 123456])
+@pytest.mark.parametrize("event", ["responseMessage", 'quo"te', "你好"])
+def test_encode_event_is_the_encoded_packet(nsp: str, ack_id: int | None, event: str) -> None:
+    data = {"meta": {"app": "a", "client": "é😀"}, "data": {"payload": [1, {"x": None}]}}
+    expected, attachments = encode(Packet(PacketType.EVENT, nsp, [event, data], ack_id))
+    assert attachments == []
+    assert encode_event(nsp, event, orjson.dumps(data).decode(), ack_id) == expected
+    assert decode(expected) == Packet(PacketType.EVENT, nsp, [event, data], ack_id)
+
+
+def test_encode_event_past_its_cache_bound_is_still_right() -> None:
+    for i in range(1100):  # more pairs than are remembered
+        text = encode_event("/", f"e{i}", "1", i)
+        assert text == encode(Packet(PacketType.EVENT, "/", [f"e{i}", 1], i))[0]
