@@ -54,8 +54,11 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     assert {"wxio/protocol/py.typed", "wxio/adapter/py.typed", "wxio/client/py.typed"} <= set(
         names
     )  # PEP 561
-    # The dashboard's page and the JS client it serves are package data.
-    for static in ("index.html", "dashboard.js", "dashboard.css", "wxio.js"):
+    # The dashboard's page, its assets and the JS client it serves are package data: every
+    # file of adapter/static/.
+    statics = sorted(p.name for p in (ROOT / "adapter" / "static").iterdir() if p.is_file())
+    assert {"index.html", "dashboard.js", "favicon.svg", "wxio.js"} <= set(statics)
+    for static in statics:
         assert f"wxio/adapter/static/{static}" in names
 
     env_dir = tmp_path / "venv"
