@@ -54,26 +54,51 @@ class Bus:
         # this node's own channel.
         self._rid_prefix = secrets.token_hex(4)
         self._rids = itertools.count(1)
+        # Following a Sentinel failover (see master_switched): the task reading the current
+        # subscription, whether it is handling a message, whether it must stop after it, and a
+        # wake-up for a listener waiting to retry.
+        self._reader: asyncio.Future[None] | None = None
+        self._pubsub: Any = None
+        self._busy = False
+        self._moved = False
+        self._retry_now = asyncio.Event()
 
     def _new_rid(self) -> str:
         return f"{self._rid_prefix}{next(self._rids):x}"
 
     async def listen(self) -> None:
         """Subscribe to this node's channel and the cluster's, and handle what arrives, until
-        cancelled; a lost subscription is retried with backoff (at most 1 s)."""
+        cancelled; a lost subscription is retried with backoff (at most 1 s), and one on a
+        Redis master that Sentinel replaced is moved to the new master at once."""
         backoff = 0.1
         while True:
             pubsub = self.bp.redis.pubsub(ignore_subscribe_messages=True)
+            self._moved = False
+            self._retry_now.clear()
             try:
                 await pubsub.subscribe(self.bp.key("ch", self.bp.node_id), self.bp.key("ch", "all"))
+                if self._on_old_master(pubsub):
+                    raise _Moved
                 self.subscribed.set()
                 backoff = 0.1
-                async for item in pubsub.listen():
-                    if item.get("type") == "message":
-                        await self._on_message(item["data"])
+                reader = asyncio.ensure_future(self._read(pubsub))
+                self._reader, self._pubsub = reader, pubsub
+                try:
+                    await asyncio.wait({reader})
+                finally:
+                    self._reader = self._pubsub = None
+                    reader.cancel()
+                if reader.cancelled() or self._moved:
+                    raise _Moved
+                reader.result()  # raises what ended the subscription
             except asyncio.CancelledError:
                 await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
                 raise
+            except _Moved:
+                log.info("node %s: subscribing on the new Redis master", self.bp.node_id)
+                await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
+                self.subscribed.clear()
+                continue
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
                 log.warning(
@@ -86,9 +111,45 @@ class Bus:
                 log.exception("node %s: listener failed", self.bp.node_id)
             await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
             self.subscribed.clear()
-            await asyncio.sleep(backoff)
+            # A master found meanwhile (Sentinel) ends the wait early.
+            try:
+                await asyncio.wait_for(self._retry_now.wait(), backoff)
+            except TimeoutError:
+                pass
             # Capped low: while unsubscribed, requests to this node's clients go unanswered.
             backoff = min(backoff * 2, 1.0)
+
+    async def _read(self, pubsub: Any) -> None:
+        """Handle what the subscription receives; returns when the master moved (see
+        :meth:`master_switched`), between two messages, never in the middle of one."""
+        async for item in pubsub.listen():
+            if item.get("type") == "message":
+                self._busy = True
+                try:
+                    await self._on_message(item["data"])
+                finally:
+                    self._busy = False
+                if self._moved:
+                    return
+
+    def _on_old_master(self, pubsub: Any) -> bool:
+        master = self.bp.master_address
+        conn = pubsub.connection
+        return master is not None and conn is not None and (conn.host, conn.port) != master
+
+    def master_switched(self) -> None:
+        """Sentinel moved the master: subscribe again on the new one (published messages do
+        not reach a subscription on the old one any more). Other nodes' requests are not
+        answered until then, so :attr:`subscribed` is cleared at once (a resync waits for it)."""
+        self._retry_now.set()
+        if self._reader is None:
+            return  # subscribing, or waiting to retry: the new master is found then
+        if self._pubsub is None or not self._on_old_master(self._pubsub):
+            return
+        self.subscribed.clear()
+        self._moved = True
+        if not self._busy:
+            self._reader.cancel()
 
     async def _on_message(self, data: bytes) -> None:
         try:
@@ -251,6 +312,7 @@ class Bus:
         if not alive:
             return None
         rid = self._new_rid()
+        switches = self.bp.switches
         fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self._pending[rid] = fut  # type: ignore[assignment]
         #: Redis took the PUBLISH: from then on only the node's answer is awaited.
@@ -275,13 +337,26 @@ class Bus:
                 if isinstance(result, BaseException):
                     fut.set_exception(result)
                 elif not result:
-                    fut.set_result(None)
+                    fut.set_result(_NOBODY)
                 else:
                     taken = True
 
         try:
             self._post(self.bp.key("ch", node), {**message, "id": rid}, published)
-            return await fut
+            reply = await fut
+            if reply is _NOBODY:
+                # Nobody subscribed: the node is gone, or (Sentinel) one of the two nodes still
+                # used the old master, which will discard what it is given. Then the caller must
+                # not fall back to that Redis (an inbox write there is lost): unavailable.
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        moved = await self.bp.master_moved_since(switches)
+                except TimeoutError:
+                    moved = True
+                if moved:
+                    raise BackplaneError("redis: the master moved during the request")
+                return None
+            return reply
         except TimeoutError:
             return None
         finally:
@@ -320,6 +395,14 @@ class Bus:
     async def publish_all(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every other node, expecting no answer."""
         await self._publish(self.bp.key("ch", "all"), message)
+
+
+#: What a request's future holds when nobody was subscribed to the node's channel.
+_NOBODY: dict[str, Any] = {}
+
+
+class _Moved(Exception):
+    """The subscription is on a Redis master that Sentinel replaced."""
 
 
 class _Collector:

@@ -10,7 +10,9 @@ Keys (``P`` is the cluster's prefix; see :mod:`.redis`)::
 A node that dies stops refreshing ``P:node:<node>``; within ``node_ttl`` seconds every other node
 treats its clients as offline (their messages go to inboxes), and the first node to notice sweeps
 its entries. When Redis comes back empty after a restart, the heartbeat notices and the node
-registers its clients again (``on_resync``).
+registers its clients again (``on_resync``). So it does at once when Sentinel moved the master
+(:meth:`Nodes.master_switched`): the new master may have missed the last writes before the
+failover, this node's registrations among them.
 """
 
 from __future__ import annotations
@@ -65,6 +67,21 @@ class Nodes:
         #: Concurrent lookups of one node's liveness share one Redis round trip.
         self._alive_lookups: SingleFlight[str, bool] = SingleFlight()
         self._sweep_forget = bp.redis.register_script(_SWEEP_FORGET)
+        #: Ends the wait for the next beat early; with _resync, re-registers the clients then.
+        self._wake = asyncio.Event()
+        self._resync = False
+
+    def master_switched(self) -> None:
+        """Sentinel moved the master: beat and register this node's clients on it now."""
+        self._resync = True
+        self._wake.set()
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
 
     async def heartbeat_once(self) -> None:
         """Register this node and its advertised URL for ``node_ttl`` seconds."""
@@ -81,13 +98,17 @@ class Nodes:
         comes back (or forgot this node), the node's clients are registered again."""
         bp = self.bp
         while True:
-            await asyncio.sleep(bp.node_ttl / 3)
+            await self._pause(bp.node_ttl / 3)
             try:
                 existed = await bp.call(bp.redis.exists(bp.key("node", bp.node_id)))
                 await self.heartbeat_once()
-                if not self.healthy or not existed:
+                if not self.healthy or not existed or self._resync:
                     self.healthy = True
-                    log.info("node %s: Redis is back; re-registering local clients", bp.node_id)
+                    self._resync = False
+                    log.info(
+                        "node %s: Redis is back (or moved); re-registering local clients",
+                        bp.node_id,
+                    )
                     if bp.on_resync is not None:
                         try:  # only once other nodes' requests can reach this node again
                             await asyncio.wait_for(bp.bus.subscribed.wait(), bp.node_ttl)

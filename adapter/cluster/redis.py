@@ -23,19 +23,28 @@ Channels: ``P:ch:<node>`` (requests to a node, replies to it) and ``P:ch:all`` (
 A node that dies stops refreshing ``P:node:<node>``; within ``node_ttl`` seconds every other node
 treats its clients as offline (their messages go to inboxes), and the first node to notice sweeps
 its entries. When Redis comes back empty after a restart, each node registers its clients again.
+
+Redis Sentinel: a ``redis+sentinel://host:port,host:port/service[/db]`` URL finds the master
+through the sentinels and follows it across a failover (see :class:`_SentinelPool`): the node
+asks the sentinels every ``FOLLOW_INTERVAL`` seconds, and when the master moved it drops its
+connections to the old one, subscribes again on the new one and registers its clients there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -55,6 +64,9 @@ __all__ = [
     "MAX_QUEUED_MESSAGES",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_POOL_TIMEOUT",
+    "SENTINEL_SCHEME",
+    "SentinelTarget",
+    "parse_sentinel_url",
 ]
 
 T = TypeVar("T")
@@ -66,9 +78,120 @@ T = TypeVar("T")
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_POOL_TIMEOUT = 2.0
 
+#: ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``: the
+#: sentinels to ask, the service (Sentinel's master name), the database; the password is the
+#: master's. The sentinels' own password, if they have one, is WXIO_SENTINEL_PASSWORD.
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PASSWORD_ENV = "WXIO_SENTINEL_PASSWORD"
+DEFAULT_SENTINEL_PORT = 26379
+#: Seconds one sentinel gets to accept a connection, and to answer; the next one is asked after.
+SENTINEL_TIMEOUT = 0.5
+#: Seconds between two questions to the sentinels about where the master is. A planned failover
+#: leaves the old master writable until Sentinel reconfigures it (up to ten seconds later), so
+#: the nodes must not wait for it to close their connections: they ask.
+FOLLOW_INTERVAL = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Parse a ``redis+sentinel://`` URL; :class:`ConfigError` says what is wrong with it."""
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(
+            f"[cluster] redis_url: {why} (expected "
+            f"{SENTINEL_SCHEME}://host:port[,host:port...]/service[/db])"
+        )
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if parts.scheme != SENTINEL_SCHEME:
+        raise bad(f"not a {SENTINEL_SCHEME}:// URL")
+    if parts.query or parts.fragment:
+        raise bad("no query string or fragment is read")
+    auth, _, hosts = parts.netloc.rpartition("@")
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if item.startswith("["):  # [v6 address]:port
+            host, _, rest = item[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else rest
+        else:
+            host, _, port_text = item.partition(":")
+        if not host:
+            raise bad(f"sentinel {item!r} has no host")
+        try:
+            port = int(port_text) if port_text else DEFAULT_SENTINEL_PORT
+        except ValueError:
+            raise bad(f"sentinel {item!r}: the port is not a number") from None
+        if not 0 < port < 65536:
+            raise bad(f"sentinel {item!r}: the port is out of range")
+        sentinels.append((host, port))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path:
+        raise bad("no service name")
+    if len(path) > 2:
+        raise bad(f"the path {parts.path!r} has more than a service and a database")
+    db = 0
+    if len(path) == 2:
+        if not path[1].isdigit():
+            raise bad(f"the database {path[1]!r} is not a number")
+        db = int(path[1])
+    username = password = None
+    if auth:
+        user, has_password, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    return SentinelTarget(tuple(sentinels), unquote(path[0]), db, username, password)
+
+
+class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's Sentinel pool (every new connection asks the sentinels where the master is)
+    with the blocking pool's bound, and a hook for when the master moved. redis-py drops only
+    the idle connections to the old master then: here the busy ones (the subscription's among
+    them) reconnect when they are released, and so does one that reached the old master while
+    the master moved, so that none goes back to the old master."""
+
+    #: Called with the new master's address when it moved.
+    on_switch: Callable[[tuple[str, int]], None] | None = None
+
+    async def release(self, connection: Any) -> None:
+        # A connection that was opening while the master moved reached the old one; redis-py
+        # would keep reusing it (the old master takes writes until Sentinel demotes it, and
+        # then discards them): drop it instead.
+        master = self.master_address
+        if (
+            master is not None
+            and connection.is_connected
+            and (connection.host, connection.port) != tuple(master)
+        ):
+            connection.mark_for_reconnect()
+        await super().release(connection)
+
+    async def get_master_address(self) -> Any:
+        before = self.master_address
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        if before is not None and address != before:
+            await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
+            if self.on_switch is not None:
+                self.on_switch(address)
+        return address
+
 
 class RedisBackplane:
-    """See the module docstring. ``url`` is a redis:// URL; ``prefix`` names the cluster."""
+    """See the module docstring. ``url`` is a redis:// (rediss://, unix://) URL or a
+    ``redis+sentinel://`` one; ``prefix`` names the cluster."""
 
     shared = True
 
@@ -82,6 +205,7 @@ class RedisBackplane:
         node_ttl: float = 15.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -97,15 +221,45 @@ class RedisBackplane:
         # One immediate retry on a *connection* error (not on a timeout, so a slow Redis still
         # answers within socket_timeout) reconnects transparently. The pool blocks when all its
         # connections are busy (redis-py's default pool raises MaxConnectionsError at once).
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=float(pool_timeout),
-            socket_connect_timeout=1.0,
-            socket_timeout=3.0,
-            health_check_interval=5,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
+        bounds: dict[str, Any] = {
+            "max_connections": max_connections,
+            "timeout": float(pool_timeout),
+            "socket_connect_timeout": 1.0,
+            "socket_timeout": 3.0,
+            "health_check_interval": 5,
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        }
+        #: The sentinels, and the pool that follows their master (None: a plain Redis URL).
+        self.sentinel: Sentinel | None = None
+        self._sentinel_pool: _SentinelPool | None = None
+        #: How many times the master moved (Sentinel).
+        self.switches = 0
+        pool: BlockingConnectionPool
+        if urlsplit(url).scheme == SENTINEL_SCHEME:
+            target = parse_sentinel_url(url)
+            sentinel_password = (os.environ if env is None else env).get(SENTINEL_PASSWORD_ENV)
+            # No retry with backoff on a sentinel (redis-py's default): the next one is asked.
+            self.sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                list(target.sentinels),
+                sentinel_kwargs={
+                    "socket_connect_timeout": SENTINEL_TIMEOUT,
+                    "socket_timeout": SENTINEL_TIMEOUT,
+                    "retry": Retry(NoBackoff(), 0),
+                    "password": sentinel_password or None,
+                },
+            )
+            self._sentinel_pool = _SentinelPool(  # type: ignore[no-untyped-call]
+                target.service,
+                self.sentinel,
+                db=target.db,
+                username=target.username,
+                password=target.password,
+                **bounds,
+            )
+            self._sentinel_pool.on_switch = self._master_switched
+            pool = self._sentinel_pool
+        else:
+            pool = BlockingConnectionPool.from_url(url, **bounds)
         self.redis = aioredis.Redis.from_pool(pool)
         #: Node-to-node messages (pub/sub).
         self.bus = Bus(self)
@@ -117,6 +271,46 @@ class RedisBackplane:
         self._tasks: list[asyncio.Task[None]] = []
         #: Called after Redis came back (possibly empty): re-register local state.
         self.on_resync: Callable[[], Awaitable[None]] | None = None
+
+    @property
+    def master_address(self) -> tuple[str, int] | None:
+        """Where the Sentinel-managed master was last found (None without Sentinel, or before
+        the first connection)."""
+        if self._sentinel_pool is None:
+            return None
+        address = self._sentinel_pool.master_address
+        return None if address is None else (str(address[0]), int(address[1]))
+
+    async def master_moved_since(self, switches: int) -> bool:
+        """Whether the master moved since :attr:`switches` was ``switches``, asking the
+        sentinels now (False at once without Sentinel)."""
+        if self._sentinel_pool is None:
+            return False
+        try:
+            await self._sentinel_pool.get_master_address()
+        except (TimeoutError, RedisError, OSError):
+            return True  # no master now: whatever was written is not known to stay
+        return self.switches != switches
+
+    def _master_switched(self, address: tuple[str, int]) -> None:
+        self.switches += 1
+        log.warning(
+            "node %s: the Redis master moved to %s:%s; following it", self.node_id, *address
+        )
+        self.bus.master_switched()
+        self.nodes.master_switched()
+
+    async def _follow(self) -> None:
+        """Ask the sentinels where the master is, until cancelled (see FOLLOW_INTERVAL)."""
+        assert self._sentinel_pool is not None
+        while True:
+            try:
+                await self._sentinel_pool.get_master_address()
+            except (TimeoutError, RedisError, OSError):
+                pass  # no master right now (failing over): the next question will tell
+            except Exception:
+                log.exception("node %s: asking the sentinels failed", self.node_id)
+            await asyncio.sleep(FOLLOW_INTERVAL)
 
     def key(self, *parts: str) -> str:
         """The Redis key ``<prefix>:<part>:<part>...``."""
@@ -145,6 +339,8 @@ class RedisBackplane:
             loop.create_task(self.bus.listen()),
             loop.create_task(self.nodes.run()),
         ]
+        if self._sentinel_pool is not None:
+            self._tasks.append(loop.create_task(self._follow()))
         log.info("node %s joined the cluster %r", self.node_id, self.prefix)
 
     async def close(self) -> None:
@@ -162,6 +358,11 @@ class RedisBackplane:
         except (RedisError, OSError):
             pass
         await self.redis.aclose()
+        if self.sentinel is not None:
+            try:
+                await self.sentinel.aclose()
+            except (RedisError, OSError):
+                pass
 
     async def announce(self, advertise_url: str) -> None:
         """Publish where other nodes reach this one (for forwarded polling requests)."""

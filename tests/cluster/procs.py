@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,9 +182,12 @@ class Processes:
         await wait_subscribed(redis_url, prefix, ids, proc=node)
         return node
 
-    async def start_redis(self, port: int | None = None, *, persist: bool = False) -> Proc:
+    async def start_redis(
+        self, port: int | None = None, *, persist: bool = False, args: Sequence[str] = ()
+    ) -> Proc:
         """A private ``redis-server`` (never the shared one): no persistence, or AOF with an
-        fsync per write. Restart it on the same port (and dir) with ``port=``."""
+        fsync per write. Restart it on the same port (and dir) with ``port=``; ``args`` are
+        more command-line options (``["--replicaof", "127.0.0.1", "6380"]``)."""
         port = port or free_port()
         data = self.tmp_path / f"redis-{port}"
         data.mkdir(exist_ok=True)
@@ -207,6 +210,7 @@ class Processes:
             argv += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             argv += ["--appendonly", "no"]
+        argv += list(args)
         proc: Proc = self._spawn(f"redis-{port}", argv, port)
         client = aioredis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
         try:
@@ -226,6 +230,69 @@ class Processes:
             await client.aclose()
         return proc
 
+    async def start_sentinel_group(
+        self, *, sentinels: int = 3, service: str = "mymaster", down_after_ms: int = 1500
+    ) -> SentinelGroup:
+        """A master, one replica and ``sentinels`` sentinels (quorum: a majority) watching it,
+        on free ports; returns once every sentinel knows the replica and the other sentinels
+        (a failover needs both). Short ``down-after-milliseconds`` and ``failover-timeout``
+        keep a failover within seconds."""
+        master = await self.start_redis()
+        replica = await self.start_redis(args=["--replicaof", "127.0.0.1", str(master.port)])
+        await wait_info(replica.port, "master_link_status", "up")
+        group = SentinelGroup(service, master, replica)
+        quorum = sentinels // 2 + 1
+        for _ in range(sentinels):
+            port = free_port()
+            folder = self.tmp_path / f"sentinel-{port}"
+            folder.mkdir()
+            conf = folder / "sentinel.conf"
+            conf.write_text(
+                "\n".join(
+                    [
+                        f"port {port}",
+                        "bind 127.0.0.1",
+                        "protected-mode no",
+                        "daemonize no",
+                        f"dir {folder}",
+                        f"sentinel monitor {service} 127.0.0.1 {master.port} {quorum}",
+                        f"sentinel down-after-milliseconds {service} {down_after_ms}",
+                        f"sentinel failover-timeout {service} 5000",
+                        f"sentinel parallel-syncs {service} 1",
+                        "",
+                    ]
+                )
+            )
+            proc: Proc = self._spawn(
+                f"sentinel-{port}", ["redis-server", str(conf), "--sentinel"], port
+            )
+            group.sentinels.append(proc)
+        for proc in group.sentinels:
+            await wait_port(proc)
+        client_of = {p.port: _plain(p.port) for p in group.sentinels}
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                ready = True
+                for client in client_of.values():
+                    try:
+                        replicas = await client.execute_command("SENTINEL", "REPLICAS", service)
+                        peers = await client.execute_command("SENTINEL", "SENTINELS", service)
+                    except Exception:
+                        ready = False
+                        break
+                    if not replicas or len(peers) < sentinels - 1:
+                        ready = False
+                        break
+                if ready:
+                    return group
+                if time.monotonic() > deadline:
+                    pytest.fail("the sentinels did not find the replica and each other")
+                await asyncio.sleep(0.1)
+        finally:
+            for client in client_of.values():
+                await client.aclose()
+
     def stop_all(self) -> None:
         # Nodes first (they say goodbye to Redis), then the private Redis servers.
         ordered = sorted(reversed(self.procs), key=lambda p: not isinstance(p, Node))
@@ -242,6 +309,69 @@ class Processes:
         for proc in self.procs:
             print(f"----- {proc.name} (pid {proc.pid}, rc {proc.popen.returncode}) -----")
             print(proc.log_tail())
+
+
+class SentinelGroup:
+    """What :meth:`Processes.start_sentinel_group` started."""
+
+    def __init__(self, service: str, master: Proc, replica: Proc) -> None:
+        self.service = service
+        self.master = master
+        self.replica = replica
+        self.sentinels: list[Proc] = []
+
+    @property
+    def url(self) -> str:
+        """The ``redis+sentinel://`` URL of the group (database 0)."""
+        hosts = ",".join(f"127.0.0.1:{p.port}" for p in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    async def master_port(self) -> int | None:
+        """The master's port as the first sentinel that answers says (None: none answers)."""
+        for proc in self.sentinels:
+            client = _plain(proc.port)
+            try:
+                host_port = await client.execute_command(
+                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
+                )
+                return int(host_port[1])
+            except Exception:
+                continue
+            finally:
+                await client.aclose()
+        return None
+
+    async def failover(self) -> None:
+        """A planned failover (``SENTINEL FAILOVER``), asked of the first sentinel."""
+        client = _plain(self.sentinels[0].port)
+        try:
+            await client.execute_command("SENTINEL", "FAILOVER", self.service)
+        finally:
+            await client.aclose()
+
+
+def _plain(port: int) -> aioredis.Redis:
+    return aioredis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=1)
+
+
+async def wait_info(port: int, field: str, value: str, timeout: float = START_TIMEOUT) -> None:
+    """Wait until ``INFO`` of the Redis on ``port`` says ``field:value``
+    (``role:master``, ``master_link_status:up``)."""
+    client = _plain(port)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                info = await client.info()
+                if str(info.get(field)) == value:
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis on {port}: {field} is not {value} within {timeout}s")
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
 
 
 async def wait_port(proc: Proc, timeout: float = START_TIMEOUT) -> None:
