@@ -356,7 +356,7 @@ def sessions_from_config(
     elif options.storage == "redis":
         _aiohttp_session()
         try:
-            import redis.asyncio as aioredis
+            from .cluster.redis import client_for
         except ImportError:
             raise ConfigError(
                 "[sessions]: storage = \"redis\" needs the redis package: pip install 'wxio[redis]'"
@@ -372,7 +372,7 @@ def sessions_from_config(
             raise ConfigError(
                 '[sessions]: storage = "redis" needs redis_url (or a cluster\'s Redis)'
             )
-        client = aioredis.Redis.from_url(url)
+        client = client_for(url, env)
         storage = RedisStorage(client, cookie_name=name or "AIOHTTP_SESSION", max_age=max_age)
         on_close = client.aclose
     else:  # "embedded"

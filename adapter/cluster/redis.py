@@ -67,6 +67,7 @@ __all__ = [
     "SENTINEL_SCHEME",
     "SentinelTarget",
     "parse_sentinel_url",
+    "client_for",
 ]
 
 T = TypeVar("T")
@@ -101,6 +102,28 @@ class SentinelTarget:
     db: int = 0
     username: str | None = None
     password: str | None = None
+
+
+def client_for(url: str, env: Mapping[str, str] | None = None) -> aioredis.Redis:
+    """A Redis client for ``url``, a ``redis://`` or a ``redis+sentinel://`` one (the master
+    found through the sentinels, asked again on each new connection): for the parts that share
+    the cluster's Redis without its backplane (e.g. ``[sessions] storage = "redis"``)."""
+    if urlsplit(url).scheme != SENTINEL_SCHEME:
+        return aioredis.Redis.from_url(url)
+    target = parse_sentinel_url(url)
+    sentinel_password = (os.environ if env is None else env).get(SENTINEL_PASSWORD_ENV)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_connect_timeout": SENTINEL_TIMEOUT,
+            "socket_timeout": SENTINEL_TIMEOUT,
+            "password": sentinel_password or None,
+        },
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        target.service, db=target.db, username=target.username, password=target.password
+    )
+    return client
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:

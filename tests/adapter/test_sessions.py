@@ -46,6 +46,9 @@ from wxio.adapter.websessions import (
     sessions_from_config,
 )
 
+from tests.cluster.conftest import redis_prefix  # noqa: F401  (the procs fixture needs it)
+from tests.cluster.procs import procs  # noqa: F401, F811  (real redis-server processes)
+
 from .jspeer import JS_DIR, JsPeer, requires_node
 
 pytestmark = pytest.mark.filterwarnings(
@@ -439,6 +442,32 @@ async def test_redis_storage_shared_with_the_web_app(
     finally:
         await redis_client.delete(f"{name}_{key}")
     assert io.sessions is not None and io.sessions.on_close is not None
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_redis_storage_through_sentinel(
+    servers: Servers,
+    procs: Any,  # noqa: F811  (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``redis+sentinel://`` URL (the cluster's, docs/cluster.md) works for sessions too: the
+    master is found through the sentinels."""
+    import redis.asyncio as aioredis
+
+    group = await procs.start_sentinel_group()
+    master = aioredis.from_url(f"redis://127.0.0.1:{group.master.port}/0")
+    name = "WXIO_SENTINEL_SESSION"
+    monkeypatch.delenv("WXIO_REDIS_URL", raising=False)
+    try:
+        site = sign_in_app(RedisStorage(master, cookie_name=name, max_age=600))
+        config = sessions_config(storage="redis", redis_url=group.url, cookie_name=name)
+        await servers.start(config, site=site)
+        cookie = await sign_in(servers.site, "erin")
+        answer = await whoami(servers.url, cookie)
+        assert answer["session"] == {"user": "erin", "roles": ["reader"]}
+    finally:
+        await master.aclose()
 
 
 async def test_redis_down_means_no_session(
