@@ -168,6 +168,9 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     nsp.on("disconnect", on_gone)
     nsp.on("refused", on_gone)
     nsp.route(options.request_event, on_request)
+    # The pipeline never waits on what its client sends next: run it in the client's
+    # WebSocket delivery task, as raw frames are, not in a task per event.
+    nsp.inline(options.request_event)
     hooks = hub.hooks
     if hooks is None or not hooks.events(hub.apps):
         return

@@ -20,6 +20,7 @@ from .apps import AppConfig
 from .backplane import Backplane, BackplaneError
 from .connection import Connection, Outgoing, Respond
 from .errors import Denied
+from .inbox import MemoryInbox
 from .router import Outcome, Router
 
 log = logging.getLogger("wxio.core")
@@ -48,6 +49,8 @@ class Actions:
         self.backplane = backplane
         self.directory = backplane.directory
         self.inbox = backplane.inbox
+        #: An inbox in this process records an ack without waiting: acks cost no coroutine.
+        self.ack_here = self.inbox.ack_now if isinstance(self.inbox, MemoryInbox) else None
         self.hooks = hooks
         self.tasks = tasks
         self.clock = clock
@@ -194,7 +197,10 @@ class Actions:
             raise Denied(DenyReason.MALFORMED, "meta.msgId: required")
         if conn.user_id is not None:
             # An ack gets no answer, also when it cannot be recorded (the message comes again).
-            await self._ack_quietly(conn.app.name, conn.user_id, msg_id)
+            if self.ack_here is not None:
+                self.ack_here(conn.app.name, conn.user_id, msg_id)
+            else:
+                await self._ack_quietly(conn.app.name, conn.user_id, msg_id)
         # Only now: until the inbox has let go of it, an inbox delivery to this connection must
         # still see it as had (no second copy).
         conn.acked(msg_id)
@@ -226,10 +232,19 @@ class Actions:
 
             return acked
 
+        ack_here = self.ack_here
+        if ack_here is not None:
+
+            def acked_now(msg_id: str) -> None:
+                # This node's inbox records an ack without waiting: no coroutine, no task. (A
+                # Redis ack gets its own task, as its client's timeouts belong to the task that
+                # started the command.)
+                ack_here(app, user, msg_id)
+                conn.acked(msg_id)
+
+            return acked_now
+
         def acked_here(msg_id: str) -> None:
-            # This node's inbox records an ack without waiting (or waits on a commit, never
-            # under a timeout): no task unless it does wait. A Redis ack always gets its own
-            # task, as its client's timeouts belong to the task that started the command.
             resume = start_eagerly(record(msg_id))
             if resume is not None:
                 self.tasks.spawn(resume)

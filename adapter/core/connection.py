@@ -136,7 +136,16 @@ class Connection(ABC):
                 return False
             held.append(out)
             return True
-        return self.send(out)
+        # What send() does, without the call (every delivery passes here).
+        msg_id = out.msg_id
+        if out.kept and msg_id is not None:
+            unacked = self.unacked
+            if msg_id in unacked:
+                return True
+            unacked[msg_id] = None
+            if len(unacked) > self.app.inbox_size:
+                self.forget(unacked.pop(next(iter(unacked))))
+        return self.write(out)
 
     def send(self, out: Outgoing) -> bool:
         """Write now, bypassing the hold (the greeting and the inbox go first)."""

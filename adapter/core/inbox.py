@@ -101,6 +101,11 @@ class MemoryInbox:
         }
 
     async def ack(self, app: str, user: str, msg_id: str) -> bool:
+        return self.ack_now(app, user, msg_id)
+
+    def ack_now(self, app: str, user: str, msg_id: str) -> bool:
+        """:meth:`ack` without a coroutine: an inbox in this process never waits to record one
+        (the core acknowledges synchronously through it)."""
         return self._remove(app, user, msg_id)
 
     def _remove(self, app: str, user: str, msg_id: str) -> bool:

@@ -213,47 +213,72 @@ class Ingress:
                     raise Denied(DenyReason.RATE_LIMITED, "too many messages") from None
                 raise denied from None
             # Acks are exempt: a client acknowledging what it is sent must not be rate limited.
-            if message.action != Action.ACK and not conn.bucket.take(now):
-                raise Denied(DenyReason.RATE_LIMITED, "too many messages")
-            await self._dispatch(conn, message, raw, respond)
+            if message.action != Action.ACK:
+                if not conn.bucket.take(now):
+                    raise Denied(DenyReason.RATE_LIMITED, "too many messages")
+            elif self._acked(conn, message):
+                conn.denials = 0
+                return
+            # Step 4 for a parsed envelope, the app's backend if it decides it, the action.
+            meta = message.meta
+            if meta.app is not None and meta.app != conn.app.name:
+                raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
+            action = self._table.get(message.action)
+            hooks = self.hooks
+            decided = hooks is not None and hooks.decides(conn.app, message.action)
+            if action is None and message.action != Action.PING and not decided:
+                raise Denied(DenyReason.UNKNOWN_ACTION, f"unknown action {message.action!r}")
+            try:
+                waiting = self.check(conn, message, raw)
+                if waiting is not None:
+                    await waiting
+                if decided:
+                    assert hooks is not None
+                    verdict = await hooks.message(
+                        conn, message, conn.info, routable=action is not None
+                    )
+                    if verdict.kind == "answer":
+                        respond(self.actions.answer(conn, message, verdict.value))
+                        action = _answered
+                    elif verdict.changed:
+                        message = message._replace(payload=verdict.value)
+                if action is None:
+                    respond(self.actions.reply(Action.PONG, conn))
+                else:
+                    await action(conn, message, respond)
+                    key = (("app", conn.app.name), ("action", message.action))
+                    self._handled[key] = self._handled.get(key, 0.0) + 1
+            except BackplaneError as exc:
+                raise unavailable(f"{conn.client_id}: {message.action}", exc) from None
         except Denied as denied:
             self.refuse(conn, denied, respond)
         else:
             conn.denials = 0
 
-    async def _dispatch(
-        self, conn: Connection, message: Envelope, raw: Any, respond: Respond
-    ) -> None:
-        """Authenticate a parsed envelope (step 4), let the app's backend decide it if it asks
-        to, and apply its action."""
+    def _acked(self, conn: Connection, message: Envelope) -> bool:
+        """An ``ack`` recorded at once, as the pipeline and the action would record it,
+        when nothing in the way can wait or refuse (an inbox in this process, no hook, a
+        well-formed ack of this connection's app, no expired token); False: the long way."""
+        ack_here = self.actions.ack_here
         meta = message.meta
-        if meta.app is not None and meta.app != conn.app.name:
-            raise Denied(DenyReason.UNKNOWN_APP, "meta.app is not this connection's app")
-        action = self._table.get(message.action)
-        hooks = self.hooks
-        decided = hooks is not None and hooks.decides(conn.app, message.action)
-        if action is None and message.action != Action.PING and not decided:
-            raise Denied(DenyReason.UNKNOWN_ACTION, f"unknown action {message.action!r}")
-        try:
-            waiting = self.check(conn, message, raw)
-            if waiting is not None:
-                await waiting
-            if decided:
-                assert hooks is not None
-                verdict = await hooks.message(conn, message, conn.info, routable=action is not None)
-                if verdict.kind == "answer":
-                    respond(self.actions.answer(conn, message, verdict.value))
-                    action = _answered
-                elif verdict.changed:
-                    message = message._replace(payload=verdict.value)
-            if action is None:
-                respond(self.actions.reply(Action.PONG, conn))
-                return
-            await action(conn, message, respond)
-        except BackplaneError as exc:
-            raise unavailable(f"{conn.client_id}: {message.action}", exc) from None
-        key = (("app", conn.app.name), ("action", message.action))
+        msg_id = meta.msgId
+        app = conn.app
+        if (
+            ack_here is None
+            or msg_id is None
+            or (meta.app is not None and meta.app != app.name)
+            or (self.hooks is not None and self.hooks.decides(app, message.action))
+        ):
+            return False
+        session = self._sessions.get(conn)
+        if session is not None and self.clock() >= session.expires:
+            return False
+        if conn.user_id is not None:
+            ack_here(app.name, conn.user_id, msg_id)
+        conn.acked(msg_id)
+        key = (("app", app.name), ("action", message.action))
         self._handled[key] = self._handled.get(key, 0.0) + 1
+        return True
 
     def refuse(self, conn: Connection, denied: Denied, respond: Respond) -> None:
         """Step 6: answer ``denied`` with a ``deny``, count it, close at :data:`MAX_DENIALS`."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
@@ -111,28 +112,6 @@ class Router:
         """Deliver an ``exchange`` to ``target`` (a client id of ``app``) wherever it is
         connected, or keep it in the inbox of the user that client belonged to. Raises
         :class:`Denied` (reason ``unavailable`` when the cluster cannot be asked)."""
-        # A BackplaneError must not reach the HTTP API (a bare 500): it is `unavailable`.
-        try:
-            outcome = await self._send(
-                app, target, payload, sender=sender, user_id=user_id, info=info
-            )
-        except BackplaneError as exc:
-            self._keep_off_until = self.clock() + KEEP_RETRY
-            raise unavailable(f"send to {target}", exc) from None
-        key = (("app", app.name), ("outcome", outcome.status))
-        self._sent[key] = self._sent.get(key, 0.0) + 1
-        return outcome
-
-    async def _send(
-        self,
-        app: AppConfig,
-        target: str,
-        payload: Any,
-        *,
-        sender: str | None,
-        user_id: str | None,
-        info: Any = None,
-    ) -> Outcome:
         msg_id = self.new_msg_id()
         exchange = {
             "timestamp": self.now_ms(),
@@ -146,9 +125,28 @@ class Router:
         out = self._outgoing(app, env.wire(Action.EXCHANGE, payload, exchange), msg_id)
         conn = self.connections.get((app.name, target))
         if conn is not None and conn.user_id is None and conn.deliver(out):
-            return Outcome("delivered", msg_id, 1)  # the common case costs no shared state
-        # From here on the send may wait on the cluster: every wait shares one deadline.
-        deadline = asyncio.get_running_loop().time() + SEND_WAIT
+            outcome = Outcome("delivered", msg_id, 1)  # the common case costs no shared state
+        else:
+            # A BackplaneError must not reach the HTTP API (a bare 500): it is `unavailable`.
+            try:
+                outcome = await self._route(app, target, out, conn)
+            except BackplaneError as exc:
+                self._keep_off_until = self.clock() + KEEP_RETRY
+                raise unavailable(f"send to {target}", exc) from None
+        key = (("app", app.name), ("outcome", outcome.status))
+        self._sent[key] = self._sent.get(key, 0.0) + 1
+        return outcome
+
+    async def _route(
+        self, app: AppConfig, target: str, out: Outgoing, conn: Connection | None
+    ) -> Outcome:
+        """The rest of :meth:`send`: a target that is elsewhere, gone, or has a user id."""
+        msg_id = out.msg_id
+        assert msg_id is not None
+        # From here on the send may wait on the cluster: every wait shares one deadline (in
+        # one process nothing is waited for under it).
+        shared = self.backplane.shared
+        deadline = asyncio.get_running_loop().time() + SEND_WAIT if shared else math.inf
         # Where is the target? Here, on another node (cached for a moment), or gone.
         key = (app.name, target)
         client: str | None = None
@@ -176,7 +174,7 @@ class Router:
         if user is not None and app.keep_until_ack and self.clock() >= self._keep_off_until:
             # Kept before it is written: an ack, not the socket write, is what ends it.
             try:
-                if self.backplane.shared:  # a slow Redis must not hold up a connected target
+                if shared:  # a slow Redis must not hold up a connected target
                     wait = min(KEEP_WAIT, deadline - asyncio.get_running_loop().time())
                     dropped = await asyncio.wait_for(self._keep(app, user, out), wait)
                 else:

@@ -172,7 +172,7 @@ class DurableInbox(MemoryInbox):
         if seq is not None:
             self.db.drop(seq)
 
-    async def ack(self, app: str, user: str, msg_id: str) -> bool:
+    def ack_now(self, app: str, user: str, msg_id: str) -> bool:
         """Remove an acknowledged message (and its row); False if it was not in the inbox."""
         if not self._remove(app, user, msg_id):
             return False

@@ -49,6 +49,7 @@ class NamespaceHandlers:
         "authorizers",
         "middleware",
         "packet_middleware",
+        "inline",
     )
 
     def __init__(self) -> None:
@@ -63,6 +64,8 @@ class NamespaceHandlers:
         self.authorizers: list[Authorizer] = []
         self.middleware: list[Middleware] = []
         self.packet_middleware: list[Middleware] = []
+        #: Routes run in their client's WebSocket delivery task (see :meth:`Namespace.inline`).
+        self.inline: set[str] = set()
 
 
 _LIFECYCLE = ("connect", "connection", "disconnecting", "disconnect", "error", "refused")
@@ -131,6 +134,13 @@ class Namespace:
             return fn
 
         return register(handler) if handler is not None else register
+
+    def inline(self, *events: str) -> None:
+        """Run the routes of ``events`` for a client on WebSocket in its connection's delivery
+        task, before its next message, instead of a task per event. Only for handlers that
+        never wait on what their own client sends next (an ack they asked it for would never
+        come); the routing core's ``requestMessage`` is one."""
+        self.handlers.inline.update(events)
 
     def use(self, middleware: ConnectMiddleware) -> None:
         """Connection middleware ``async def mw(ctx, next)``; raise ConnectionRefused to refuse.

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...protocol.socketio import Packet, PacketType
@@ -197,7 +197,7 @@ class Socket:
         self._next_ack = 0
         #: Events waiting while a handler of this socket waits (made when first needed).
         self._queue: deque[Packet] | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._worker: Awaitable[None] | None = None
         #: Set at disconnect: releases connection middleware waiting after ``await next()``.
         self._after_connect: asyncio.Future[None] | None = None
         #: Connection state recovery: the private session id sent in the CONNECT reply (None
@@ -381,13 +381,15 @@ class Socket:
         ack_id = self._next_ack
         self._next_ack += 1
         delay = self.nsp.server.options.ack_timeout if timeout is None else timeout
-        loop = asyncio.get_running_loop()
+        if delay <= 0:  # no timer (e.g. one per kept message of the routing core)
+            self._acks[ack_id] = (callback, None, on_timeout)
+            return ack_id
 
         def expire() -> None:
             if self._acks.pop(ack_id, None) is not None and on_timeout is not None:
                 self._run_callback(on_timeout)
 
-        timer = loop.call_later(delay, expire) if delay > 0 else None
+        timer = asyncio.get_running_loop().call_later(delay, expire)
         self._acks[ack_id] = (callback, timer, on_timeout)
         return ack_id
 
@@ -525,10 +527,19 @@ class Socket:
                 self._queue = deque()
             self._queue.append(packet)
             return
-        coro = self.nsp.dispatch(self, packet)
+        nsp = self.nsp
+        coro = nsp.dispatch(self, packet)
         if coro is None:
             return  # a plain handler: done already
-        self._worker = self.nsp.server.spawn(self._work(coro))
+        work = self._work(coro)
+        if packet.data[0] in nsp.handlers.inline:
+            # Run by the WebSocket's delivery task, which started nothing of it yet and
+            # carries it to its end: no task per event.
+            ws = self.client.esock.ws
+            if ws is not None and ws.adopt(work):
+                self._worker = work
+                return
+        self._worker = nsp.server.spawn(work)
 
     async def _work(self, first: Coroutine[Any, Any, None]) -> None:
         try:

@@ -99,6 +99,8 @@ class WebSocketConnection(asyncio.Protocol):
         "_wake",
         "_linger",
         "_idle_since",
+        "_handling",
+        "_adopted",
     )
 
     def __init__(
@@ -135,6 +137,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._wake: asyncio.Future[bool] | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
+        #: True while a message is in the listener's hands; what it hands to :meth:`adopt`.
+        self._handling = False
+        self._adopted: list[Coroutine[Any, Any, None]] | None = None
         self.transport.pause_reading()
         self._paused_by = 1
 
@@ -336,22 +341,49 @@ class WebSocketConnection(asyncio.Protocol):
             if self.protocol.state is _GONE:
                 self._tell_closed()
 
+    def adopt(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` in this connection's delivery task once the listener returns from the
+        message it is handling, before the next message (started eagerly: no task unless it
+        waits). False when no message of this connection is being handled: the caller runs it
+        elsewhere. For work that never waits on what this client sends next (that would wait
+        forever); its exception is logged."""
+        if not self._handling:
+            return False
+        if self._adopted is None:
+            self._adopted = [work]
+        else:
+            self._adopted.append(work)
+        return True
+
     async def _deliver_message(self, message: str | bytes, text: bool) -> None:
         listener = self.listener
         assert listener is not None
         try:
-            work = listener.on_text(message) if text else listener.on_binary(message)  # type: ignore[arg-type]
-            if work is None:
-                return
-            # Most handling finishes without waiting: no await, no suspension. Work that waits
-            # holds this connection's later messages (in order); reading goes on until
-            # INBOX_HIGH of them wait.
-            resume = start_eagerly(work)
-            if resume is not None:
-                await resume
+            self._handling = True
+            try:
+                work = listener.on_text(message) if text else listener.on_binary(message)  # type: ignore[arg-type]
+            finally:
+                self._handling = False
+            if work is not None:
+                # Most handling finishes without waiting: no await, no suspension. Work that
+                # waits holds this connection's later messages (in order); reading goes on
+                # until INBOX_HIGH of them wait.
+                resume = start_eagerly(work)
+                if resume is not None:
+                    await resume
         except Exception:
             log.exception("a websocket message handler failed")
             self._fail(1011, "internal error")
+        adopted = self._adopted
+        if adopted is not None:
+            self._adopted = None
+            for work in adopted:
+                try:
+                    resume = start_eagerly(work)
+                    if resume is not None:
+                        await resume
+                except Exception:
+                    log.exception("a websocket message's work failed")
 
     def _linger_check(self) -> None:
         self._linger = None
