@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .conftest import RunningServer, StartServer
-from .core_clients import SioClient, Signer
+from .core_clients import Signer, SioClient
 
 SHOP = Signer("shop", "shop-key")
 N = 20
