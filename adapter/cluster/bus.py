@@ -4,6 +4,17 @@ with their replies.
 Channels (``P`` is the cluster's prefix; see :mod:`.redis`): ``P:ch:<node>`` (requests to a node,
 replies to it) and ``P:ch:all`` (every node). What a node publishes is batched per channel and
 loop turn (one PUBLISH carries many requests, replies and emits); the format is :mod:`.wire`.
+
+On a Redis Cluster the channels are sharded (``SSUBSCRIBE``/``SPUBLISH``): a message goes only
+to the shard that owns its channel's slot, never over the cluster bus to every shard. A node's
+channel is ``P:ch:<node>`` as above; broadcasts go on ``BROADCAST_LANES`` channels
+``P:ch:all:<lane>`` that every node subscribes to, each node publishing on one lane (chosen by
+its id, so that its broadcasts stay in order), so the broadcasts of many nodes spread over the
+shards instead of all going through one. A node also keeps a classic subscription to
+``P:ch:all``: connection state recovery's script publishes there (a classic PUBLISH reaches
+every shard). The sharded subscriptions are plain connections to the shards that own the
+channels (found in redis-py's slot map); when one ends (the shard died, a failover, a slot
+moved) they are all opened again after the slot map is refreshed.
 """
 
 from __future__ import annotations
@@ -12,10 +23,14 @@ import asyncio
 import itertools
 import logging
 import secrets
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ...protocol.errors import LocalProtocolError, RemoteProtocolError
 from ..core.backplane import BackplaneError, NodeHandler
@@ -30,6 +45,10 @@ __all__ = ["Bus", "MAX_QUEUED_MESSAGES"]
 
 #: Messages waiting to be published at most (past it, a slow Redis costs messages, not memory).
 MAX_QUEUED_MESSAGES = 10_000
+
+#: Redis Cluster: the broadcast channels (see the module docstring). More lanes than shards
+#: spread the nodes' broadcasts over them; every node subscribes to all (a few connections).
+BROADCAST_LANES = 8
 
 #: Told how a queued message's PUBLISH went: the count of subscribers, or the error.
 Published = Callable[[int | BaseException], None]
@@ -66,10 +85,22 @@ class Bus:
     def _new_rid(self) -> str:
         return f"{self._rid_prefix}{next(self._rids):x}"
 
+    @property
+    def all_channel(self) -> str:
+        """Where this node publishes what every node gets: ``P:ch:all``, or on a Redis Cluster
+        this node's broadcast lane."""
+        if not self.bp.cluster:
+            return self.bp.key("ch", "all")
+        lane = zlib.crc32(self.bp.node_id.encode()) % BROADCAST_LANES
+        return self.bp.key("ch", "all", str(lane))
+
     async def listen(self) -> None:
         """Subscribe to this node's channel and the cluster's, and handle what arrives, until
         cancelled; a lost subscription is retried with backoff (at most 1 s), and one on a
         Redis master that Sentinel replaced is moved to the new master at once."""
+        if self.bp.cluster:
+            await self._listen_cluster()
+            return
         backoff = 0.1
         while True:
             pubsub = self.bp.redis.pubsub(ignore_subscribe_messages=True)
@@ -118,6 +149,107 @@ class Bus:
                 pass
             # Capped low: while unsubscribed, requests to this node's clients go unanswered.
             backoff = min(backoff * 2, 1.0)
+
+    async def _listen_cluster(self) -> None:
+        """:meth:`listen` on a Redis Cluster: sharded subscriptions to the shards that own this
+        node's channel and the broadcast lanes, and a classic one to ``P:ch:all``; what they
+        receive is handled in arrival order, one message at a time, as on a single Redis."""
+        backoff = 0.1
+        while True:
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+            clients: list[aioredis.Redis] = []
+            readers: list[asyncio.Task[None]] = []
+            consumer = asyncio.ensure_future(self._consume(queue))
+            try:
+                for pubsub in await self._subscribe_shards(clients):
+                    readers.append(asyncio.ensure_future(self._pump(pubsub, queue)))
+                self.subscribed.set()
+                backoff = 0.1
+                done, _ = await asyncio.wait(
+                    {*readers, consumer}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    task.result()  # raises what ended the subscription
+                raise RedisConnectionError("a shard ended the subscription (a slot moved?)")
+            except asyncio.CancelledError:
+                await self._close_shards(readers, consumer, queue, clients)
+                raise
+            except (RedisError, RedisClusterException, OSError) as exc:
+                log.warning(
+                    "node %s: subscription lost (%s); retrying in %.1fs",
+                    self.bp.node_id,
+                    exc,
+                    backoff,
+                )
+            except Exception:
+                log.exception("node %s: listener failed", self.bp.node_id)
+            self.subscribed.clear()
+            await self._close_shards(readers, consumer, queue, clients)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+            cluster = self.bp.redis
+            assert isinstance(cluster, RedisCluster)
+            try:  # where the channels' slots are now (a failover, a resharding)
+                await cluster.nodes_manager.initialize()
+            except (RedisError, RedisClusterException, OSError) as exc:
+                log.warning("node %s: the cluster's slot map: %s", self.bp.node_id, exc)
+
+    async def _subscribe_shards(self, clients: list[aioredis.Redis]) -> list[Any]:
+        cluster = self.bp.redis
+        assert isinstance(cluster, RedisCluster)
+        await cluster.initialize()
+        lanes = [self.bp.key("ch", "all", str(lane)) for lane in range(BROADCAST_LANES)]
+        by_shard: dict[tuple[str, int], list[str]] = {}
+        for channel in [self.bp.key("ch", self.bp.node_id), *lanes]:
+            node = cluster.get_node_from_key(channel)
+            if node is None:
+                raise RedisConnectionError(f"no shard serves the slot of {channel}")
+            by_shard.setdefault((node.host, int(node.port)), []).append(channel)
+        pubsubs = []
+        for (host, port), channels in by_shard.items():
+            client = aioredis.Redis(host=host, port=port, **self.bp.subscriber_options)
+            clients.append(client)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsubs.append(pubsub)
+            for channel in channels:  # one SSUBSCRIBE per slot (several would be CROSSSLOT)
+                await pubsub.ssubscribe(channel)
+        # The classic channel: a PUBLISH on any shard reaches every shard's subscribers.
+        host, port = next(iter(by_shard))
+        client = aioredis.Redis(host=host, port=port, **self.bp.subscriber_options)
+        clients.append(client)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsubs.append(pubsub)
+        await pubsub.subscribe(self.bp.key("ch", "all"))
+        return pubsubs
+
+    async def _pump(self, pubsub: Any, queue: asyncio.Queue[bytes | None]) -> None:
+        """What one subscription receives, into ``queue``; returns when the shard ended it
+        (a moved slot unsubscribes its channels), raises when the connection failed."""
+        async for item in pubsub.listen():
+            if item.get("type") in ("message", "smessage"):
+                queue.put_nowait(item["data"])
+
+    async def _consume(self, queue: asyncio.Queue[bytes | None]) -> None:
+        while (data := await queue.get()) is not None:
+            await self._on_message(data)
+
+    async def _close_shards(
+        self,
+        readers: list[asyncio.Task[None]],
+        consumer: asyncio.Future[None],
+        queue: asyncio.Queue[bytes | None],
+        clients: list[aioredis.Redis],
+    ) -> None:
+        for reader in readers:
+            reader.cancel()
+        # What arrived is still handled (not lost with the subscription), then the consumer ends.
+        queue.put_nowait(None)
+        try:
+            await consumer
+        except (asyncio.CancelledError, Exception):
+            pass
+        for client in clients:
+            await _quietly(client.aclose())
 
     async def _read(self, pubsub: Any) -> None:
         """Handle what the subscription receives; returns when the master moved (see
@@ -231,7 +363,10 @@ class Bus:
             try:
                 async with self.bp.redis.pipeline(transaction=False) as pipe:
                     for channel, (_, data) in zip(channels, publishes, strict=True):
-                        pipe.publish(channel, data)
+                        if self.bp.cluster:
+                            pipe.spublish(channel, data)
+                        else:
+                            pipe.publish(channel, data)
                     counts = await self.bp.call(pipe.execute())
             except BackplaneError as exc:
                 log.warning("node %s: %d message(s) not published: %s", self.bp.node_id, count, exc)
@@ -381,7 +516,7 @@ class Bus:
         collector = _Collector(replies, done)
         self._pending[rid] = collector  # type: ignore[assignment]
         try:
-            receivers = await self._publish(self.bp.key("ch", "all"), {**message, "id": rid})
+            receivers = await self._publish(self.all_channel, {**message, "id": rid})
             collector.expected = max(0, int(receivers) - 1)
             if collector.expected and len(replies) < collector.expected:
                 try:
@@ -394,7 +529,7 @@ class Bus:
 
     async def publish_all(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every other node, expecting no answer."""
-        await self._publish(self.bp.key("ch", "all"), message)
+        await self._publish(self.all_channel, message)
 
 
 #: What a request's future holds when nobody was subscribed to the node's channel.

@@ -25,7 +25,7 @@ from ...protocol import jsonutil
 from ...protocol.errors import RemoteProtocolError
 from ..core.backplane import BackplaneError
 from ..core.singleflight import SingleFlight
-from .stores import as_text
+from .stores import RedisDirectory, as_text
 
 if TYPE_CHECKING:
     from .redis import RedisBackplane
@@ -139,10 +139,28 @@ class Nodes:
             for member in members:
                 app, _, client = as_text(member).partition("\0")
                 # Conditional (see _SWEEP_FORGET): a node that came back keeps its clients.
+                if bp.cluster:
+                    await self._sweep_forget_cluster(app, client, node, member)
+                    continue
                 await bp.call(
                     self._sweep_forget(keys=[], args=[bp.prefix, app, client, node, 86400])
                 )
             log.info("node %s: swept %d client(s) of dead node %s", bp.node_id, len(members), node)
+
+    async def _sweep_forget_cluster(
+        self, app: str, client: str, node: str, member: bytes | str
+    ) -> None:
+        """_SWEEP_FORGET on a Redis Cluster, where its keys are in different slots: each step
+        checks on its own key that the client is still the dead node's (a node that came back
+        and registered it again wrote ``n`` first), so it never undoes a new registration; the
+        window left is a node coming back between the EXISTS and the first step."""
+        bp = self.bp
+        if await bp.call(bp.redis.exists(bp.key("node", node))):
+            return
+        await bp.call(bp.redis.srem(bp.key("nc", node), member))
+        directory = bp.directory
+        assert isinstance(directory, RedisDirectory)
+        await directory.forget_on_dead_node(app, client, node, 86400)
 
     async def node_alive(self, node: str) -> bool:
         """Whether ``node``'s heartbeat is current (an answer is cached for a second)."""

@@ -28,6 +28,19 @@ Redis Sentinel: a ``redis+sentinel://host:port,host:port/service[/db]`` URL find
 through the sentinels and follows it across a failover (see :class:`_SentinelPool`): the node
 asks the sentinels every ``FOLLOW_INTERVAL`` seconds, and when the master moved it drops its
 connections to the old one, subscribes again on the new one and registers its clients there.
+
+Redis Cluster: a ``redis+cluster://host:port,host:port/`` URL names seed nodes; redis-py's
+cluster client finds the rest and follows ``MOVED``/``ASK`` and failovers. The keys that one
+script or transaction touches must share a hash slot, so on a cluster (and only there: a single
+Redis keeps the layout above) a user's keys carry the hash tag ``{P:<app>:<user>}``::
+
+    {P:<app>:<user>}:u   {P:<app>:<user>}:il   {P:<app>:<user>}:ib
+    {P:sio}:log          {P:sio}:s:<pid>        (connection state recovery: one slot)
+
+The other keys keep their names (each is touched alone, or in a pipeline that redis-py splits
+by node; the operations a single Redis runs as one script or MULTI across them run step by step,
+ordered so that a concurrent writer is never undone: see :mod:`.stores` and :mod:`.nodes`).
+Node channels and broadcasts use sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``, see :mod:`.bus`).
 """
 
 from __future__ import annotations
@@ -42,12 +55,13 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..config import ConfigError
 from ..core.backplane import BackplaneError, NodeHandler
@@ -65,8 +79,11 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_POOL_TIMEOUT",
     "SENTINEL_SCHEME",
+    "CLUSTER_SCHEME",
     "SentinelTarget",
+    "ClusterTarget",
     "parse_sentinel_url",
+    "parse_cluster_url",
     "client_for",
 ]
 
@@ -92,6 +109,15 @@ SENTINEL_TIMEOUT = 0.5
 #: the nodes must not wait for it to close their connections: they ask.
 FOLLOW_INTERVAL = 0.5
 
+#: ``redis+cluster://[[user]:password@]host[:port][,host[:port]...][/]``: seed nodes of a Redis
+#: Cluster (one is enough; the others are found). ``rediss+cluster://`` speaks TLS.
+CLUSTER_SCHEME = "redis+cluster"
+CLUSTER_TLS_SCHEME = "rediss+cluster"
+DEFAULT_REDIS_PORT = 6379
+
+#: What redis-py calls Redis, single or cluster: the commands the backplane uses are common.
+AnyRedis = aioredis.Redis | RedisCluster
+
 
 @dataclass(frozen=True, slots=True)
 class SentinelTarget:
@@ -104,11 +130,29 @@ class SentinelTarget:
     password: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterTarget:
+    """A parsed ``redis+cluster://`` URL."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
 def client_for(url: str, env: Mapping[str, str] | None = None) -> aioredis.Redis:
     """A Redis client for ``url``, a ``redis://`` or a ``redis+sentinel://`` one (the master
     found through the sentinels, asked again on each new connection): for the parts that share
-    the cluster's Redis without its backplane (e.g. ``[sessions] storage = "redis"``)."""
-    if urlsplit(url).scheme != SENTINEL_SCHEME:
+    the cluster's Redis without its backplane (e.g. ``[sessions] storage = "redis"``). Not for
+    a Redis Cluster: the session store (aiohttp-session's) takes a single Redis only."""
+    scheme = urlsplit(url).scheme
+    if scheme in (CLUSTER_SCHEME, CLUSTER_TLS_SCHEME):
+        raise ConfigError(
+            f"[sessions] redis_url: a Redis Cluster ({scheme}://) cannot hold web sessions; "
+            'storage = "redis" needs a single Redis (redis://) or a Sentinel one '
+            "(redis+sentinel://)"
+        )
+    if scheme != SENTINEL_SCHEME:
         return aioredis.Redis.from_url(url)
     target = parse_sentinel_url(url)
     sentinel_password = (os.environ if env is None else env).get(SENTINEL_PASSWORD_ENV)
@@ -144,23 +188,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     if parts.query or parts.fragment:
         raise bad("no query string or fragment is read")
     auth, _, hosts = parts.netloc.rpartition("@")
-    sentinels: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        item = item.strip()
-        if item.startswith("["):  # [v6 address]:port
-            host, _, rest = item[1:].partition("]")
-            port_text = rest[1:] if rest.startswith(":") else rest
-        else:
-            host, _, port_text = item.partition(":")
-        if not host:
-            raise bad(f"sentinel {item!r} has no host")
-        try:
-            port = int(port_text) if port_text else DEFAULT_SENTINEL_PORT
-        except ValueError:
-            raise bad(f"sentinel {item!r}: the port is not a number") from None
-        if not 0 < port < 65536:
-            raise bad(f"sentinel {item!r}: the port is out of range")
-        sentinels.append((host, port))
+    sentinels = _hosts(hosts, DEFAULT_SENTINEL_PORT, "sentinel", bad)
     path = [segment for segment in parts.path.split("/") if segment]
     if not path:
         raise bad("no service name")
@@ -171,12 +199,66 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         if not path[1].isdigit():
             raise bad(f"the database {path[1]!r} is not a number")
         db = int(path[1])
-    username = password = None
-    if auth:
-        user, has_password, secret = auth.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if has_password else None
+    username, password = _credentials(auth)
     return SentinelTarget(tuple(sentinels), unquote(path[0]), db, username, password)
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """Parse a ``redis+cluster://`` URL; :class:`ConfigError` says what is wrong with it."""
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(
+            f"[cluster] redis_url: {why} (expected "
+            f"{CLUSTER_SCHEME}://host:port[,host:port...]/ with seed nodes of a Redis Cluster)"
+        )
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if parts.scheme not in (CLUSTER_SCHEME, CLUSTER_TLS_SCHEME):
+        raise bad(f"not a {CLUSTER_SCHEME}:// URL")
+    if parts.query or parts.fragment:
+        raise bad("no query string or fragment is read")
+    path = [segment for segment in parts.path.split("/") if segment]
+    if path and path != ["0"]:
+        # A Redis Cluster has database 0 only.
+        raise bad(f"the path {parts.path!r} names a database other than 0")
+    auth, _, hosts = parts.netloc.rpartition("@")
+    nodes = _hosts(hosts, DEFAULT_REDIS_PORT, "node", bad)
+    username, password = _credentials(auth)
+    return ClusterTarget(tuple(nodes), username, password, parts.scheme == CLUSTER_TLS_SCHEME)
+
+
+def _hosts(
+    text: str, default_port: int, what: str, bad: Callable[[str], ConfigError]
+) -> list[tuple[str, int]]:
+    """``host[:port],[v6]:port,...`` as (host, port) pairs."""
+    found: list[tuple[str, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item.startswith("["):  # [v6 address]:port
+            host, _, rest = item[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else rest
+        else:
+            host, _, port_text = item.partition(":")
+        if not host:
+            raise bad(f"{what} {item!r} has no host")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            raise bad(f"{what} {item!r}: the port is not a number") from None
+        if not 0 < port < 65536:
+            raise bad(f"{what} {item!r}: the port is out of range")
+        found.append((host, port))
+    return found
+
+
+def _credentials(auth: str) -> tuple[str | None, str | None]:
+    if not auth:
+        return None, None
+    user, has_password, secret = auth.partition(":")
+    return unquote(user) or None, unquote(secret) if has_password else None
 
 
 class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -213,8 +295,8 @@ class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
 
 class RedisBackplane:
-    """See the module docstring. ``url`` is a redis:// (rediss://, unix://) URL or a
-    ``redis+sentinel://`` one; ``prefix`` names the cluster."""
+    """See the module docstring. ``url`` is a redis:// (rediss://, unix://) URL, a
+    ``redis+sentinel://`` or a ``redis+cluster://`` one; ``prefix`` names the cluster."""
 
     shared = True
 
@@ -257,8 +339,38 @@ class RedisBackplane:
         self._sentinel_pool: _SentinelPool | None = None
         #: How many times the master moved (Sentinel).
         self.switches = 0
+        #: A Redis Cluster (``redis+cluster://``): hash-tagged keys, sharded pub/sub.
+        self.cluster = False
+        #: Options of the connections the sharded subscriptions open (Redis Cluster).
+        self.subscriber_options: dict[str, Any] = {}
         pool: BlockingConnectionPool
-        if urlsplit(url).scheme == SENTINEL_SCHEME:
+        scheme = urlsplit(url).scheme
+        if scheme in (CLUSTER_SCHEME, CLUSTER_TLS_SCHEME):
+            seeds = parse_cluster_url(url)
+            self.cluster = True
+            self.subscriber_options = {
+                "username": seeds.username,
+                "password": seeds.password,
+                "ssl": seeds.tls,
+                "socket_connect_timeout": bounds["socket_connect_timeout"],
+                "socket_timeout": bounds["socket_timeout"],
+                "health_check_interval": bounds["health_check_interval"],
+            }
+            # max_connections is per Redis node here; redis-py's cluster client does not wait
+            # for a busy pool (pool_timeout does not apply): past the bound a command fails at
+            # once and is answered unavailable. MOVED, ASK and failovers are redis-py's
+            # (its default retries, with backoff, ride out a failover).
+            self.redis: AnyRedis = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in seeds.nodes],
+                username=seeds.username,
+                password=seeds.password,
+                ssl=seeds.tls,
+                max_connections=max_connections,
+                socket_connect_timeout=bounds["socket_connect_timeout"],
+                socket_timeout=bounds["socket_timeout"],
+                health_check_interval=bounds["health_check_interval"],
+            )
+        elif scheme == SENTINEL_SCHEME:
             target = parse_sentinel_url(url)
             sentinel_password = (os.environ if env is None else env).get(SENTINEL_PASSWORD_ENV)
             # No retry with backoff on a sentinel (redis-py's default): the next one is asked.
@@ -283,7 +395,8 @@ class RedisBackplane:
             pool = self._sentinel_pool
         else:
             pool = BlockingConnectionPool.from_url(url, **bounds)
-        self.redis = aioredis.Redis.from_pool(pool)
+        if not self.cluster:
+            self.redis = aioredis.Redis.from_pool(pool)
         #: Node-to-node messages (pub/sub).
         self.bus = Bus(self)
         #: This node's heartbeat, the sweep of dead nodes, who is alive.
@@ -336,14 +449,27 @@ class RedisBackplane:
             await asyncio.sleep(FOLLOW_INTERVAL)
 
     def key(self, *parts: str) -> str:
-        """The Redis key ``<prefix>:<part>:<part>...``."""
+        """The Redis key ``<prefix>:<part>:<part>...``; on a Redis Cluster, connection state
+        recovery's keys (``sio``) share one hash tag: its transactions span them."""
+        if self.cluster and parts and parts[0] == "sio":
+            return ":".join((f"{{{self.prefix}:sio}}", *parts[1:]))
         return ":".join((self.prefix, *parts))
+
+    def user_key(self, kind: str, app: str, user: str) -> str:
+        """The key of one of a user's structures (``u``, ``il``, ``ib``): ``P:<kind>:<app>:<user>``
+        on a single Redis, ``{P:<app>:<user>}:<kind>`` on a Redis Cluster, where the user's keys
+        share a slot (its inbox script and transactions span them)."""
+        if self.cluster:
+            return f"{{{self.prefix}:{app}:{user}}}:{kind}"
+        return ":".join((self.prefix, kind, app, user))
 
     async def call(self, awaitable: Awaitable[T]) -> T:
         """Run one Redis command; any Redis failure becomes a :class:`BackplaneError`."""
         try:
             return await awaitable
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
+            # (redis-py's cluster client raises RedisClusterException, not a RedisError, when
+            # no seed answers or a slot is not covered.)
             raise BackplaneError(f"redis: {exc.__class__.__name__}: {exc}") from None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -378,7 +504,7 @@ class RedisBackplane:
         try:
             await self.redis.delete(self.key("node", self.node_id))
             await self.redis.srem(self.key("nodes"), self.node_id)
-        except (RedisError, OSError):
+        except (RedisError, RedisClusterException, OSError):
             pass
         await self.redis.aclose()
         if self.sentinel is not None:

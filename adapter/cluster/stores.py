@@ -10,6 +10,10 @@ Keys (``P`` is the cluster's prefix; see :mod:`.redis`)::
     P:il:<app>:<user>    list of inbox message ids, oldest first
     P:ib:<app>:<user>    hash message id -> entry JSON
     P:n:<app>:<nonce>    HMAC nonces, SET NX with the window as TTL
+
+On a Redis Cluster the user's keys are ``{P:<app>:<user>}:u``, ``:il`` and ``:ib`` (one slot:
+see :meth:`.redis.RedisBackplane.user_key`), and what a single Redis does in one script or MULTI
+across several slots is done step by step (``_*_cluster`` below).
 """
 
 from __future__ import annotations
@@ -57,6 +61,23 @@ redis.call('EXPIRE', box, ARGV[4])
 return dropped
 """
 
+# On a Redis Cluster, the client's hash alone: drop the node if it is still ``node``; returns the
+# client's user ('' if none), or false when the client is elsewhere now.
+_CLIENT_FORGET = """
+local ckey, node = KEYS[1], ARGV[1]
+if redis.call('HGET', ckey, 'n') ~= node then return false end
+redis.call('HDEL', ckey, 'n')
+local user = redis.call('HGET', ckey, 'u')
+if user then redis.call('EXPIRE', ckey, ARGV[2]) else redis.call('DEL', ckey) end
+return user or ''
+"""
+
+# On a Redis Cluster, the user's hash alone: drop the client if it is still on ``node``.
+_USER_FORGET = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
 # Presence: drop a user from the app's online set once none of its clients is registered. Atomic
 # with respect to online() (a MULTI), so a user coming back in between is never dropped.
 _PRESENCE_PRUNE = """
@@ -83,12 +104,16 @@ class RedisDirectory:
         self.bp = bp
         self._locate = bp.redis.register_script(_LOCATE)
         self._presence_prune = bp.redis.register_script(_PRESENCE_PRUNE)
+        self._client_forget = bp.redis.register_script(_CLIENT_FORGET)
+        self._user_forget = bp.redis.register_script(_USER_FORGET)
 
     async def online(self, app: str, client: str, user: str | None, node: str, ttl: float) -> None:
         """``client`` connected on ``node``: registered, with its user's binding and presence."""
         bp = self.bp
         ckey = bp.key("c", app, client)
-        async with bp.redis.pipeline(transaction=True) as pipe:
+        # A Redis Cluster cannot run a MULTI across slots: the commands go in one pipeline (the
+        # user's hash before the online set, which _prune_cluster relies on).
+        async with bp.redis.pipeline(transaction=not bp.cluster) as pipe:
             mapping: dict[str | bytes, str] = {"n": node}
             if user is not None:
                 mapping["u"] = user
@@ -96,7 +121,7 @@ class RedisDirectory:
             pipe.persist(ckey)
             pipe.sadd(bp.key("nc", node), f"{app}\0{client}")
             if user is not None:
-                pipe.hset(bp.key("u", app, user), client, node)
+                pipe.hset(bp.user_key("u", app, user), client, node)
                 pipe.zadd(bp.key("ou", app), {user: 0})
             await bp.call(pipe.execute())
 
@@ -109,7 +134,24 @@ class RedisDirectory:
 
     async def _prune(self, app: str, users: list[str]) -> None:
         bp = self.bp
+        if bp.cluster:
+            await self._prune_cluster(app, users)
+            return
         await bp.call(self._presence_prune(keys=[bp.key("ou", app)], args=[bp.prefix, app, *users]))
+
+    async def _prune_cluster(self, app: str, users: list[str]) -> None:
+        """_PRESENCE_PRUNE without the script (the user's hash and the app's online set are in
+        different slots): a user removed while coming back (online() wrote its hash, then its
+        ZADD ran before the ZREM) is put back, so that none is left out."""
+        bp = self.bp
+        zkey = bp.key("ou", app)
+        for user in users:
+            ukey = bp.user_key("u", app, user)
+            if await bp.call(bp.redis.exists(ukey)):
+                continue
+            await bp.call(bp.redis.zrem(zkey, user))
+            if await bp.call(bp.redis.exists(ukey)):
+                await bp.call(bp.redis.zadd(zkey, {user: 0}))
 
     async def app_users(
         self, app: str, *, after: str | None = None, limit: int = 100
@@ -125,7 +167,7 @@ class RedisDirectory:
             return [], None
         async with bp.redis.pipeline(transaction=False) as pipe:
             for user in candidates:
-                pipe.hvals(bp.key("u", app, user))
+                pipe.hvals(bp.user_key("u", app, user))
             nodes_of = await bp.call(pipe.execute())
         online, gone = [], []
         for user, nodes in zip(candidates, nodes_of, strict=True):
@@ -151,11 +193,11 @@ class RedisDirectory:
             user = as_text(raw) if raw is not None else None
         if ttl is None:
             ttl = 86400.0
-        async with bp.redis.pipeline(transaction=True) as pipe:
+        async with bp.redis.pipeline(transaction=not bp.cluster) as pipe:
             pipe.hdel(ckey, "n")
             if user is not None:
                 pipe.expire(ckey, max(1, int(ttl)))
-                pipe.hdel(bp.key("u", app, user), client)
+                pipe.hdel(bp.user_key("u", app, user), client)
             else:
                 pipe.delete(ckey)
             pipe.srem(bp.key("nc", node), f"{app}\0{client}")
@@ -164,22 +206,55 @@ class RedisDirectory:
     async def locate(self, app: str, client: str) -> Location | None:
         """Where ``client`` is, following re-bound ids (one Lua call); None if it is unknown."""
         bp = self.bp
+        if bp.cluster:
+            return await self._locate_cluster(app, client)
         result = await bp.call(self._locate(keys=[], args=[bp.prefix, app, client, MAX_ALIAS_HOPS]))
         resolved, node, user, known = (x.decode() if isinstance(x, bytes) else x for x in result)
         if not int(known):
             return None
         return Location(resolved, node or None, user or None)
 
+    async def _locate_cluster(self, app: str, client: str) -> Location | None:
+        """_LOCATE without the script (a client's keys and its node's are in different
+        slots): the re-binding and the hash of ``client`` in one pipeline, then per hop."""
+        bp = self.bp
+        for hop in range(MAX_ALIAS_HOPS + 1):
+            async with bp.redis.pipeline(transaction=False) as pipe:
+                pipe.get(bp.key("a", app, client))
+                pipe.hmget(bp.key("c", app, client), "n", "u")
+                nxt, fields = await bp.call(pipe.execute())
+            if nxt is None or hop == MAX_ALIAS_HOPS:
+                break
+            client = as_text(nxt)
+        raw_node, raw_user = fields
+        if raw_node is None and raw_user is None:
+            return None
+        node = as_text(raw_node) if raw_node is not None else None
+        if node is not None and not await bp.nodes.node_alive(node):
+            node = None
+        return Location(client, node, as_text(raw_user) if raw_user is not None else None)
+
     async def user_clients(self, app: str, user: str) -> list[tuple[str, str]]:
         """(client, node) of every client of ``user`` registered on a node that is alive."""
         bp = self.bp
-        raw = await bp.call(bp.redis.hgetall(bp.key("u", app, user)))
+        raw = await bp.call(bp.redis.hgetall(bp.user_key("u", app, user)))
         result = []
         for client, node in raw.items():
             node_id = as_text(node)
             if await bp.node_alive(node_id):
                 result.append((as_text(client), node_id))
         return result
+
+    async def forget_on_dead_node(self, app: str, client: str, node: str, ttl: int) -> None:
+        """The sweep's forget on a Redis Cluster (see ``_SWEEP_FORGET`` in :mod:`.nodes`), step
+        by step: the client's hash if it is still on ``node``, then its user's entry if that
+        still names ``node``."""
+        bp = self.bp
+        user = await bp.call(self._client_forget(keys=[bp.key("c", app, client)], args=[node, ttl]))
+        if user:
+            await bp.call(
+                self._user_forget(keys=[bp.user_key("u", app, as_text(user))], args=[client, node])
+            )
 
     async def rebind(self, app: str, old: str, new: str, ttl: float) -> None:
         """Route the old client id ``old`` to ``new`` for ``ttl`` seconds."""
@@ -211,7 +286,7 @@ class RedisInbox:
         ttl = max(1, int(entry.expires_at - now) + 1)
         dropped = await bp.call(
             self._inbox_put(
-                keys=[bp.key("il", app, user), bp.key("ib", app, user)],
+                keys=[bp.user_key("il", app, user), bp.user_key("ib", app, user)],
                 args=[entry.msg_id, body, cap, ttl],
             )
         )
@@ -220,10 +295,10 @@ class RedisInbox:
     async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
         """The user's unacknowledged, unexpired messages, oldest first."""
         bp = self.bp
-        ids = await bp.call(bp.redis.lrange(bp.key("il", app, user), 0, -1))
+        ids = await bp.call(bp.redis.lrange(bp.user_key("il", app, user), 0, -1))
         if not ids:
             return []
-        bodies = await bp.call(bp.redis.hmget(bp.key("ib", app, user), ids))
+        bodies = await bp.call(bp.redis.hmget(bp.user_key("ib", app, user), ids))
         entries = []
         for msg_id, body in zip(ids, bodies, strict=True):
             if body is None:
@@ -243,8 +318,9 @@ class RedisInbox:
         """Remove an acknowledged message; False if it was not in the inbox."""
         bp = self.bp
         async with bp.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(bp.key("ib", app, user), msg_id)
-            pipe.lrem(bp.key("il", app, user), 1, msg_id)
+            # One slot on a Redis Cluster too (the user's hash tag).
+            pipe.hdel(bp.user_key("ib", app, user), msg_id)
+            pipe.lrem(bp.user_key("il", app, user), 1, msg_id)
             removed, _ = await bp.call(pipe.execute())
         return bool(removed)
 

@@ -293,6 +293,42 @@ class Processes:
             for client in client_of.values():
                 await client.aclose()
 
+    async def start_redis_cluster(self, masters: int = 3) -> RedisClusterGroup:
+        """A Redis Cluster of ``masters`` masters (no replicas) on free ports, each in its own
+        folder (``--cluster-enabled yes``), joined by ``redis-cli --cluster create``; returns
+        once every master reports ``cluster_state:ok``."""
+        nodes = [
+            await self.start_redis(
+                args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    # The bus port, else port + 10000 (out of range for a high free port).
+                    "--cluster-port",
+                    str(free_port()),
+                ]
+            )
+            for _ in range(masters)
+        ]
+        created = subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p.port}" for p in nodes),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        if created.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed:\n{created.stdout.decode()}")
+        for proc in nodes:
+            await wait_cluster_info(proc.port, "cluster_state", "ok")
+        return RedisClusterGroup(nodes)
+
     def stop_all(self) -> None:
         # Nodes first (they say goodbye to Redis), then the private Redis servers.
         ordered = sorted(reversed(self.procs), key=lambda p: not isinstance(p, Node))
@@ -348,6 +384,45 @@ class SentinelGroup:
             await client.execute_command("SENTINEL", "FAILOVER", self.service)
         finally:
             await client.aclose()
+
+
+class RedisClusterGroup:
+    """What :meth:`Processes.start_redis_cluster` started."""
+
+    def __init__(self, masters: list[Proc]) -> None:
+        self.masters = masters
+
+    @property
+    def url(self) -> str:
+        """The ``redis+cluster://`` URL with every master as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p.port}" for p in self.masters) + "/"
+
+    def client(self, proc: Proc) -> aioredis.Redis:
+        """A plain client of one master (for SCAN, CLUSTER KEYSLOT, PUBSUB SHARDNUMSUB)."""
+        return _plain(proc.port)
+
+
+async def wait_cluster_info(
+    port: int, field: str, value: str, timeout: float = START_TIMEOUT
+) -> None:
+    """Wait until ``CLUSTER INFO`` of the Redis on ``port`` says ``field:value``."""
+    client = _plain(port)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                info = await client.execute_command("CLUSTER", "INFO")
+                if isinstance(info, bytes):  # (the raw reply, without redis-py's parsing)
+                    info = dict(line.split(":", 1) for line in info.decode().split())
+                if str(info.get(field)) == value:
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"CLUSTER INFO on {port} never said {field}:{value}")
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
 
 
 def _plain(port: int) -> aioredis.Redis:
