@@ -34,3 +34,15 @@ def pytest_make_parametrize_id(config: Any, val: object, argname: str) -> str | 
     if isinstance(val, str) and len(val) > 40:
         return f"{argname}{len(val)}C"
     return None
+
+
+def _hypothesis_profile() -> None:
+    """Property tests share two cores with the rest of the suite (pytest-xdist): generation
+    speed and per-example time are not what they check, so neither may fail a run."""
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("wxio", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+    settings.load_profile("wxio")
+
+
+_hypothesis_profile()
