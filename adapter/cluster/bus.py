@@ -69,6 +69,8 @@ class Bus:
         self._outbox: dict[str, list[tuple[dict[str, Any], Published | None]]] = {}
         self._queued = 0
         self._flushing: asyncio.Task[None] | None = None
+        #: Set by close: nothing more is published.
+        self._closed = False
         # Request ids: unique per node (a random prefix, then a counter); replies come back on
         # this node's own channel.
         self._rid_prefix = secrets.token_hex(4)
@@ -96,13 +98,13 @@ class Bus:
 
     async def listen(self) -> None:
         """Subscribe to this node's channel and the cluster's, and handle what arrives, until
-        cancelled; a lost subscription is retried with backoff (at most 1 s), and one on a
-        Redis master that Sentinel replaced is moved to the new master at once."""
+        cancelled or closing; a lost subscription is retried with backoff (at most 1 s), and
+        one on a Redis master that Sentinel replaced is moved to the new master at once."""
         if self.bp.cluster:
             await self._listen_cluster()
             return
         backoff = 0.1
-        while True:
+        while not self.bp.closing:
             pubsub = self.bp.redis.pubsub(ignore_subscribe_messages=True)
             self._moved = False
             self._retry_now.clear()
@@ -155,7 +157,7 @@ class Bus:
         node's channel and the broadcast lanes, and a classic one to ``P:ch:all``; what they
         receive is handled in arrival order, one message at a time, as on a single Redis."""
         backoff = 0.1
-        while True:
+        while not self.bp.closing:
             queue: asyncio.Queue[bytes | None] = asyncio.Queue()
             clients: list[aioredis.Redis] = []
             readers: list[asyncio.Task[None]] = []
@@ -332,6 +334,10 @@ class Bus:
     def _post(self, channel: str, message: dict[str, Any], published: Published | None) -> None:
         """Queue ``message`` for ``channel``; ``published`` (if given) is told the PUBLISH's
         count of subscribers, or a :class:`BackplaneError`."""
+        if self._closed:
+            if published is not None:
+                published(BackplaneError("redis: the node is closing"))
+            return
         if self._queued >= MAX_QUEUED_MESSAGES:
             # Redis is too slow to take what we publish: the requester times out and falls
             # back (inbox); this node must not buffer without bound meanwhile.
@@ -368,12 +374,24 @@ class Bus:
                         else:
                             pipe.publish(channel, data)
                     counts = await self.bp.call(pipe.execute())
-            except BackplaneError as exc:
-                log.warning("node %s: %d message(s) not published: %s", self.bp.node_id, count, exc)
+            except BaseException as exc:
+                # Whatever ended the PUBLISH (Redis, or the node closing: see close), each
+                # waiter is told: a sender must never wait for an answer that will not come.
+                if isinstance(exc, BackplaneError):
+                    error = exc
+                elif isinstance(exc, asyncio.CancelledError):
+                    error = BackplaneError("redis: the node is closing")
+                else:
+                    error = BackplaneError(f"redis: {exc!r}")
+                log.warning(
+                    "node %s: %d message(s) not published: %s", self.bp.node_id, count, error
+                )
                 for callbacks, _ in publishes:
                     for done in callbacks:
                         if done is not None:
-                            done(exc)
+                            done(error)
+                if not isinstance(exc, Exception):
+                    raise
             else:
                 for (callbacks, _), subscribers in zip(publishes, counts, strict=True):
                     for done in callbacks:
@@ -381,6 +399,22 @@ class Bus:
                             done(int(subscribers))
             finally:
                 self._queued -= count
+
+    async def close(self) -> None:
+        """The node is closing: stop publishing; what is still waiting for a PUBLISH is
+        answered with a :class:`BackplaneError` (its sender does not wait on a closed client)."""
+        self._closed = True
+        outbox, self._outbox = self._outbox, {}
+        error = BackplaneError("redis: the node is closing")
+        for items in outbox.values():
+            self._queued -= len(items)
+            for _, done in items:
+                if done is not None:
+                    done(error)
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None and not flushing.done():
+            flushing.cancel()  # (its batch's senders are told, see _flush)
+            await asyncio.wait({flushing})
 
     def _frame(self, items: list[tuple[dict[str, Any], Published | None]]) -> bytes | None:
         """One PUBLISH's payload. A message that cannot be encoded (too large, not JSON) is

@@ -94,10 +94,10 @@ class Nodes:
             await bp.call(pipe.execute())
 
     async def run(self) -> None:
-        """Beat every third of ``node_ttl`` and sweep dead nodes, until cancelled. When Redis
-        comes back (or forgot this node), the node's clients are registered again."""
+        """Beat every third of ``node_ttl`` and sweep dead nodes, until cancelled or closing.
+        When Redis comes back (or forgot this node), the node's clients are registered again."""
         bp = self.bp
-        while True:
+        while not bp.closing:
             await self._pause(bp.node_ttl / 3)
             try:
                 existed = await bp.call(bp.redis.exists(bp.key("node", bp.node_id)))

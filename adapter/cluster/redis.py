@@ -78,6 +78,7 @@ __all__ = [
     "MAX_QUEUED_MESSAGES",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_POOL_TIMEOUT",
+    "CLOSE_TIMEOUT",
     "SENTINEL_SCHEME",
     "CLUSTER_SCHEME",
     "SentinelTarget",
@@ -108,6 +109,13 @@ SENTINEL_TIMEOUT = 0.5
 #: leaves the old master writable until Sentinel reconfigures it (up to ten seconds later), so
 #: the nodes must not wait for it to close their connections: they ask.
 FOLLOW_INTERVAL = 0.5
+
+#: A node's shutdown (:meth:`RedisBackplane.close`) waits at most CLOSE_STEP seconds for each
+#: of its five steps (its tasks' end, the pending publishes, its goodbye, the Redis client's and
+#: the sentinels' clients' close), CLOSE_TIMEOUT in all: a frozen master or unreachable
+#: sentinels cannot hold it up.
+CLOSE_STEP = 1.5
+CLOSE_TIMEOUT = 5 * CLOSE_STEP
 
 #: ``redis+cluster://[[user]:password@]host[:port][,host[:port]...][/]``: seed nodes of a Redis
 #: Cluster (one is enough; the others are found). ``rediss+cluster://`` speaks TLS.
@@ -405,6 +413,10 @@ class RedisBackplane:
         self.inbox: Inbox = RedisInbox(self)
         self.replay = RedisReplay(self)
         self._tasks: list[asyncio.Task[None]] = []
+        #: Set when :meth:`close` starts: the background loops end at their next turn even if
+        #: a Redis call swallowed their cancellation (redis-py can turn it into an error they
+        #: retry on, and a loop that retries forever would hold the shutdown up).
+        self.closing = False
         #: Called after Redis came back (possibly empty): re-register local state.
         self.on_resync: Callable[[], Awaitable[None]] | None = None
 
@@ -437,9 +449,10 @@ class RedisBackplane:
         self.nodes.master_switched()
 
     async def _follow(self) -> None:
-        """Ask the sentinels where the master is, until cancelled (see FOLLOW_INTERVAL)."""
+        """Ask the sentinels where the master is, until cancelled or closing (see
+        FOLLOW_INTERVAL)."""
         assert self._sentinel_pool is not None
-        while True:
+        while not self.closing:
             try:
                 await self._sentinel_pool.get_master_address()
             except (TimeoutError, RedisError, OSError):
@@ -493,25 +506,49 @@ class RedisBackplane:
         log.info("node %s joined the cluster %r", self.node_id, self.prefix)
 
     async def close(self) -> None:
-        """Leave the cluster: stop the tasks, unregister the node, close the Redis client."""
-        for task in self._tasks:
+        """Leave the cluster: stop the tasks, unregister the node, close the Redis client.
+        Bounded whatever Redis and the sentinels do (frozen, gone, failing over): each step
+        gets at most CLOSE_STEP seconds, CLOSE_TIMEOUT in all; a node whose goodbye did not
+        reach Redis is forgotten when its heartbeat key expires (``node_ttl``)."""
+        self.closing = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-        try:
-            await self.redis.delete(self.key("node", self.node_id))
-            await self.redis.srem(self.key("nodes"), self.node_id)
-        except (RedisError, RedisClusterException, OSError):
-            pass
-        await self.redis.aclose()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_STEP)
+            for task in tasks:
+                task.add_done_callback(_retrieve)
+            if stuck:
+                log.warning("node %s: %d task(s) did not stop in time", self.node_id, len(stuck))
+        # Sends still waiting for a PUBLISH are answered now, not left waiting on a closed client.
+        await self._close_step("answer the pending publishes", self.bus.close())
+
+        async def goodbye() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self.key("node", self.node_id))
+                pipe.srem(self.key("nodes"), self.node_id)
+                await pipe.execute()
+
+        await self._close_step("unregister", goodbye())
+        await self._close_step("close the Redis client", self.redis.aclose())
         if self.sentinel is not None:
-            try:
-                await self.sentinel.aclose()
-            except (RedisError, OSError):
-                pass
+            await self._close_step("close the sentinels' clients", self.sentinel.aclose())
+
+    async def _close_step(self, what: str, step: Awaitable[Any]) -> None:
+        """One step of :meth:`close`, within CLOSE_STEP; a failure is logged, the close goes
+        on. The step runs in a task of its own, left behind (cancelled) when its time is up: a
+        cancelled redis-py call still cleans up (releases its connection), which a timeout
+        around it would wait for."""
+        task = asyncio.ensure_future(step)
+        done, _ = await asyncio.wait({task}, timeout=CLOSE_STEP)
+        if not done:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            log.warning("node %s: could not %s in time (Redis frozen?)", self.node_id, what)
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.info("node %s: could not %s: %r", self.node_id, what, exc)
 
     async def announce(self, advertise_url: str) -> None:
         """Publish where other nodes reach this one (for forwarded polling requests)."""
@@ -563,3 +600,9 @@ class RedisBackplane:
     async def publish_all(self, message: dict[str, Any]) -> None:
         """See :meth:`.bus.Bus.publish_all`."""
         await self.bus.publish_all(message)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Done callback of a task nobody awaits any more: its exception is not reported."""
+    if not task.cancelled():
+        task.exception()

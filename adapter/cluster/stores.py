@@ -23,13 +23,19 @@ from typing import TYPE_CHECKING
 from ...protocol import jsonutil
 from ...protocol.errors import RemoteProtocolError
 from ...protocol.signing import NonceClaim
+from ..core.backplane import BackplaneError
 from ..core.directory import MAX_ALIAS_HOPS, Location
 from ..core.inbox import InboxEntry
 
 if TYPE_CHECKING:
     from .redis import RedisBackplane
 
-__all__ = ["RedisDirectory", "RedisInbox", "RedisReplay"]
+__all__ = ["RedisDirectory", "RedisInbox", "RedisReplay", "REPLICA_WAIT"]
+
+#: Under Sentinel, seconds an inbox write waits for a replica to have it (``WAIT 1``); without
+#: one in that time the write is not taken as kept (the send is ``unavailable``). Below the
+#: router's KEEP_WAIT and SEND_WAIT, so that the send still has time to answer.
+REPLICA_WAIT = 0.5
 
 # Follow re-bindings, then read the client's hash and whether its node is alive: one round trip.
 _LOCATE = """
@@ -284,12 +290,23 @@ class RedisInbox:
         bp = self.bp
         body = jsonutil.dumps({"env": entry.envelope, "exp": entry.expires_at})
         ttl = max(1, int(entry.expires_at - now) + 1)
-        dropped = await bp.call(
-            self._inbox_put(
-                keys=[bp.user_key("il", app, user), bp.user_key("ib", app, user)],
-                args=[entry.msg_id, body, cap, ttl],
-            )
-        )
+        keys = [bp.user_key("il", app, user), bp.user_key("ib", app, user)]
+        args: list[str | bytes | int] = [entry.msg_id, body, cap, ttl]
+        if bp.sentinel is None:
+            dropped = await bp.call(self._inbox_put(keys=keys, args=args))
+        else:
+            # Under Sentinel the entry must be on a replica before it counts as kept: a replica
+            # promoted without it (a failover) would lose a message answered `queued`. WAIT
+            # counts the writes of its own connection: the script and it go in one pipeline
+            # (EVAL: the script's body, so that no NOSCRIPT can come back in the pipeline).
+            async with bp.redis.pipeline(transaction=False) as pipe:
+                pipe.eval(_INBOX_PUT, len(keys), *keys, *args)
+                pipe.wait(1, int(REPLICA_WAIT * 1000))
+                dropped, replicas = await bp.call(pipe.execute())
+            if not replicas:
+                raise BackplaneError(
+                    f"redis: no replica took the inbox entry within {REPLICA_WAIT:g} s"
+                )
         return [InboxEntry(as_text(d), {}, 0.0) for d in dropped]
 
     async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:

@@ -25,7 +25,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from wxio.adapter.cluster.redis import RedisBackplane, SentinelTarget, parse_sentinel_url
+from wxio.adapter.cluster.redis import (
+    CLOSE_TIMEOUT,
+    RedisBackplane,
+    SentinelTarget,
+    parse_sentinel_url,
+)
 from wxio.adapter.config import ConfigError, ServerConfig
 from wxio.adapter.core.backplane import BackplaneError
 from wxio.adapter.server import make_backplane
@@ -42,6 +47,9 @@ APPS = {"c": {"key": "c-key", "rate": 10_000, "burst": 10_000}}
 ANSWER_GUARD = 15.0
 #: Seconds the whole failover may take before the test gives up (Sentinel's own timing).
 FAILOVER_GUARD = 30.0
+#: Slack over the documented bound of a node's shutdown (CLOSE_TIMEOUT), for a loaded machine:
+#: the guard that fails the test when the shutdown hangs.
+CLOSE_SLACK = 5.0
 #: Answers a send may get while the master moves; anything else (`target_offline` for a
 #: connected client) fails the test.
 ALLOWED = {"delivered", "queued", "deny:unavailable"}
@@ -340,3 +348,50 @@ async def test_config_with_a_sentinel_url(monkeypatch: pytest.MonkeyPatch) -> No
     finally:
         await backplane.redis.aclose()
         await backplane.sentinel.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["master-frozen", "sentinels-gone", "sentinels-frozen", "failover"])
+async def test_close_is_bounded_whatever_redis_does(
+    procs: Processes, redis_prefix: str, how: str
+) -> None:
+    """A node's shutdown ends, its background tasks with it, however Redis and the sentinels
+    behave meanwhile: a frozen master (SIGSTOP: connections open, no answer), sentinels killed
+    or frozen, a failover under way. (A shutdown that hangs hangs every deployment and every
+    test run that stops a node.)"""
+    group = await procs.start_sentinel_group()
+    bp = RedisBackplane(group.url, prefix=redis_prefix, node_id="c0", node_ttl=3.0)
+
+    async def handler(message: dict[str, Any]) -> None:
+        return None
+
+    await bp.start(handler)
+    frozen: list[Any] = []
+    try:
+        await until(lambda: _true(bp.listening), 10, "subscribed")
+        tasks = list(bp._tasks)
+        if how == "master-frozen":
+            # The replica too, so that no failover comes to the rescue.
+            frozen += [group.master.popen, group.replica.popen]
+        elif how == "sentinels-frozen":
+            frozen += [p.popen for p in group.sentinels]
+        elif how == "sentinels-gone":
+            for proc in group.sentinels:
+                proc.kill()
+        else:
+            await group.failover()
+            await wait_info(group.replica.port, "role", "master", FAILOVER_GUARD)
+        for popen in frozen:
+            popen.send_signal(signal.SIGSTOP)
+        # A send waiting for its PUBLISH when the node closes is answered, not left waiting.
+        pending = asyncio.ensure_future(bp.publish_all({"t": "probe"}))
+        await asyncio.wait_for(bp.close(), CLOSE_TIMEOUT + CLOSE_SLACK)
+        assert all(task.done() for task in tasks), tasks
+        try:
+            await asyncio.wait_for(pending, CLOSE_SLACK)
+        except BackplaneError:
+            pass  # not published: the sender is told
+    finally:
+        for popen in frozen:
+            popen.send_signal(signal.SIGCONT)
