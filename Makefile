@@ -7,11 +7,11 @@ PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 # What ruff checks and formats.
 SOURCES := protocol adapter client tests bench
 # Coverage floors in percent of lines, checked after the asyncio run of `make test` (with no
-# PYTEST_ARGS): protocol/ is covered entirely; adapter/ as measured (88.9% of lines when the
+# PYTEST_ARGS): protocol/ is covered entirely; adapter/ as measured (89.6% of lines when the
 # floors were set; code run only in the subprocess tests is not counted). Raise them, never lower
 # them.
 COV_FLOOR_PROTOCOL := 100
-COV_FLOOR_ADAPTER := 88
+COV_FLOOR_ADAPTER := 89
 
 .PHONY: run test test-fast install install-test lint bench constraints
 
