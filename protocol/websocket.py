@@ -60,6 +60,7 @@ from enum import Enum
 from .deflate import Agreement
 from .errors import LocalProtocolError, RemoteProtocolError
 from .http1 import switching_protocols
+from .statetable import next_state
 from .wsframe import close_frame, ping_frame, pong_frame
 from .wsreader import (
     CloseReceived,
@@ -230,15 +231,7 @@ class Connection:
 
     def _apply(self, transition: Transition) -> None:
         """Move along the table; a transition the table does not allow is the host's misuse."""
-        row = TRANSITIONS[self.state]
-        if transition not in row:
-            raise LocalProtocolError(
-                f"{transition.value} is not allowed in state {self.state.value}",
-                reason="bad_state",
-            )
-        target = row[transition]
-        if target is not None:
-            self.state = target
+        self.state = next_state(TRANSITIONS, self.state, transition)
 
     @property
     def open(self) -> bool:

@@ -36,6 +36,7 @@ BLOCKS: dict[str, list[str]] = {
         "wxio.protocol.envelope",
         "wxio.protocol.signing",
         "wxio.protocol.jsonutil",
+        "wxio.protocol.statetable",
         "wxio.protocol.wsframe",
         "wxio.protocol.wsreader",
         "wxio.protocol.websocket",

@@ -49,6 +49,7 @@ from enum import Enum, StrEnum
 from typing import NamedTuple
 
 from ..errors import LocalProtocolError, StateError
+from ..statetable import next_state
 from .handshake import open_packet
 from .packets import PONG_PROBE, Packet, PacketType
 
@@ -245,15 +246,7 @@ class EngineSession:
 
     def _apply(self, transition: Transition) -> None:
         """Move along the table; a transition the table does not allow is the host's misuse."""
-        row = TRANSITIONS[self.state]
-        if transition not in row:
-            raise LocalProtocolError(
-                f"{transition.value} is not allowed in state {self.state.value}",
-                reason="bad_state",
-            )
-        target = row[transition]
-        if target is not None:
-            self.state = target
+        self.state = next_state(TRANSITIONS, self.state, transition)
 
     @property
     def open(self) -> bool:

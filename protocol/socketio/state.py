@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ..errors import LocalProtocolError
+from ..statetable import next_state
 
 __all__ = ["SocketState", "SocketTransition", "SOCKET_TRANSITIONS", "NamespaceConnection"]
 
@@ -92,13 +92,7 @@ class NamespaceConnection:
     def apply(self, transition: SocketTransition) -> SocketState:
         """Take ``transition``; returns the new state. Raises :class:`LocalProtocolError` when
         the table does not allow it (and changes nothing)."""
-        row = SOCKET_TRANSITIONS[self.state]
-        target = row.get(transition)
-        if target is None:
-            raise LocalProtocolError(
-                f"{transition.value} is not allowed in state {self.state.value}",
-                reason="bad_state",
-            )
+        target = next_state(SOCKET_TRANSITIONS, self.state, transition)
         if transition is SocketTransition.ACCEPT:
             self.was_connected = True
         self.state = target
