@@ -504,4 +504,9 @@ async def test_oversized_v4_namespace_query_closes_cleanly(conformance: RunningS
         assert (await ws.receive_str()).startswith("0")
         assert await ws.receive_str() == "40"
         await ws.send_str("40/custom?" + "&".join(f"k{i}=v" for i in range(200)) + ",")
-        assert await asyncio.wait_for(ws.receive_str(), 5) == "1"
+        # The conformance profile emits `auth` on "/" a few ms after its CONNECT reply; it may
+        # come before or after the close, so it is skipped (and nothing else may come).
+        frame = await asyncio.wait_for(ws.receive_str(), 5)
+        if frame == '42["auth",{}]':
+            frame = await asyncio.wait_for(ws.receive_str(), 5)
+        assert frame == "1"
