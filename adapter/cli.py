@@ -24,6 +24,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, help="processes on one port, each a cluster node"
     )
+    serve.add_argument(
+        "--node-id",
+        metavar="ID",
+        help="this node's id (default WXIO_NODE_ID, or [cluster] node_id, else random); "
+        "--workers appends -<i>",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument(
         "--log-format", choices=["text", "json"], help="default text, or [server] log_format"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -188,3 +192,36 @@ def load(path: str | Path | None) -> ServerConfig:
         if type(value) is not int or value < 0:
             raise ConfigError(f"[server]: {name} must be a whole number, 0 for no limit")
     return replace(base, engine=engine, socketio=sio, sessions=sessions, extra=extra)
+
+
+#: A node id names the node's Redis keys and channel, starts its Engine.IO session ids and is
+#: written in every log line: URL-, key- and log-safe characters only.
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def node_id(
+    config: ServerConfig, flag: str | None = None, environ: Mapping[str, str] | None = None
+) -> str:
+    """This process's node id: ``--node-id`` (``flag``), else ``WXIO_NODE_ID``, else
+    ``[cluster] node_id``, else random. A ``--workers`` process (``WXIO_WORKER=<i>``, set by its
+    parent, which also hands every worker the one base) appends ``-<i>``."""
+    env = os.environ if environ is None else environ
+    table = config.extra.get("cluster", {})
+    sources = (
+        ("--node-id", flag),
+        ("WXIO_NODE_ID", env.get("WXIO_NODE_ID")),
+        ("[cluster] node_id", table.get("node_id") if isinstance(table, dict) else None),
+    )
+    base = secrets.token_hex(4)
+    for source, value in sources:
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
+            raise ConfigError(
+                f"{source}: {value!r} is not a node id (1 to 63 letters, digits, '.', '_' or "
+                "'-', starting with a letter or digit)"
+            )
+        base = value
+        break
+    worker = env.get("WXIO_WORKER")
+    return base if worker is None else f"{base}-{worker}"

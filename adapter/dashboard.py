@@ -14,6 +14,12 @@ where two browser tabs talk through the JS client (``/static/wxio.js``).
 counters already hold; nothing is counted twice. Inbox sizes are known for the in-memory
 inbox only (a cluster keeps them in Redis).
 
+**Behind a load balancer** every request may reach another node, so a page sticks to one: it
+asks ``/dashboard/stats?node=<id>`` (the node that answered it first, or the one picked in its
+node table), and a node that gets the stats of another node relays the request to that node's
+internal URL (the one it announced for forwarded polling), credentials and all. The page says
+which node it shows.
+
 The page's charts come from ``history`` in the stats: one point every ``HISTORY_STEP`` seconds
 over the last ``HISTORY_SPAN`` seconds (a ring buffer, so memory is bounded), taken by a
 background task whether or not a page is open, so a page opened now shows the minutes before
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from ..protocol.signing import md5_sign
@@ -72,6 +79,10 @@ TOP_INBOXES = 10
 #: Seconds between two points of the charts' history, and seconds of history kept.
 HISTORY_STEP = 5.0
 HISTORY_SPAN = 600.0
+#: Seconds a relayed stats request may take (another node's answer, for a pinned page).
+RELAY_TIMEOUT = 3.0
+#: Marks a relayed stats request: the node it reaches answers for itself, never relays again.
+RELAYED_HEADER = "X-Wxio-Dashboard-Relay"
 
 log = logging.getLogger("wxio")
 
@@ -102,6 +113,7 @@ class Dashboard:
         self.history = History(step, span)
         self.history.baseline(self.started, self._reading(self.started))
         self._ticker: asyncio.Task[None] | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     # -- auth ------------------------------------------------------------------------------------
 
@@ -158,7 +170,35 @@ class Dashboard:
         )
 
     async def stats_handler(self, request: web.Request) -> web.StreamResponse:
+        node = request.query.get("node", "")
+        if node and node != self.hub.node and RELAYED_HEADER not in request.headers:
+            return await self._relay(request, node)
         return web.json_response(await self.stats())
+
+    async def _relay(self, request: web.Request, node: str) -> web.StreamResponse:
+        """Another node's stats, asked of that node (a page pinned to it came here)."""
+        node_url = getattr(self.hub.backplane, "node_url", None)
+        url: str | None = None
+        try:
+            if node_url is not None and len(node) <= 64:
+                url = await node_url(node)
+        except BackplaneError as exc:
+            return _relay_error(503, node, f"the cluster's directory is unavailable: {exc}")
+        if not url:
+            return _relay_error(404, node, f"node {node} is not in the cluster", gone=True)
+        headers = {RELAYED_HEADER: self.hub.node}
+        if "Authorization" in request.headers:  # the same operator, already let in here
+            headers["Authorization"] = request.headers["Authorization"]
+        if self._client is None:
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=RELAY_TIMEOUT))
+        try:
+            async with self._client.get(
+                url.rstrip("/") + "/dashboard/stats", params={"node": node}, headers=headers
+            ) as res:
+                body = await res.read()
+                return web.Response(status=res.status, body=body, content_type="application/json")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return _relay_error(502, node, f"node {node} did not answer ({type(exc).__name__})")
 
     async def demo_credentials(self, request: web.Request) -> web.StreamResponse:
         """Connect credentials for the demo app (demo mode only: this route does not exist
@@ -245,6 +285,9 @@ class Dashboard:
         self._ticker = asyncio.create_task(self._tick(), name="wxio-dashboard-history")
 
     async def stop(self, app: web.Application) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         if self._ticker is not None:
             self._ticker.cancel()
             try:
@@ -319,6 +362,10 @@ class Dashboard:
         except BackplaneError as exc:
             return {"kind": "redis", "nodes": [me], "error": str(exc)}
         return {"kind": "redis", "nodes": nodes or [me]}
+
+
+def _relay_error(status: int, node: str, error: str, gone: bool = False) -> web.Response:
+    return web.json_response({"node": node, "error": error, "gone": gone}, status=status)
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,7 @@ class EngineSocket:
         "jsonp",
         "context",
         "get_waiter",
+        "get_request",
         "ws",
         "probe_ws",
         "writer",
@@ -131,6 +132,8 @@ class EngineSocket:
         #: Free for the layer above (the Socket.IO client object).
         self.context: Any = None
         self.get_waiter: asyncio.Future[None] | None = None
+        #: The request of the held polling GET (whose connection may be gone: see polling.py).
+        self.get_request: web.Request | None = None
         self.ws: WebSocketConnection | None = None
         self.probe_ws: WebSocketConnection | None = None
         #: The outbox of the active WebSocket (None on polling).

@@ -5,6 +5,9 @@ A JSON line carries ``time`` (UTC, ISO 8601 with milliseconds), ``level``, ``log
 call passed. Fields whose names look like credentials (keys, signatures, nonces, tokens,
 passwords) are written as ``"[redacted]"``, and so are ``sign=...``-style query parameters in any
 text (both formats): a log line must never carry a secret.
+
+Both formats carry the node id of the process (``[web-1-0]`` in a text line, ``node`` in JSON):
+``--workers`` processes share one stderr, and a line must say which node wrote it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ..protocol import jsonutil
 __all__ = ["JsonFormatter", "TextFormatter", "configure", "redact", "LOG_FORMATS", "TEXT_FORMAT"]
 
 LOG_FORMATS = ("text", "json")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(node)s] %(name)s %(message)s"
 
 #: The attributes every LogRecord has; anything else came from ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -36,19 +39,32 @@ def redact(text: str) -> str:
 
 
 class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` lines; ``node`` fills ``%(node)s`` (a record's own ``node`` extra wins)."""
+
+    def __init__(self, fmt: str = TEXT_FORMAT, node: str = "-") -> None:
+        super().__init__(fmt, defaults={"node": node})
+
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record; ``node`` (when given) is written as the ``node`` field."""
+
+    def __init__(self, node: str = "") -> None:
+        super().__init__()
+        self.node = node
+
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC)
         line: dict[str, Any] = {
             "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
-            "logger": record.name,
-            "message": redact(record.getMessage()),
         }
+        if self.node:
+            line["node"] = self.node
+        line["logger"] = record.name
+        line["message"] = redact(record.getMessage())
         for name, value in vars(record).items():
             if name in _STANDARD or name.startswith("_") or name in line:
                 continue
@@ -78,15 +94,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def configure(level: str, log_format: str = "text") -> None:
-    """Configure the root logger once, for ``wxio serve``."""
+def configure(level: str, log_format: str = "text", node: str = "") -> None:
+    """Configure the root logger once, for ``wxio serve``; ``node`` is this process's node id."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(node))
     else:
-        handler.setFormatter(TextFormatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT, node or "-"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

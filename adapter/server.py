@@ -9,7 +9,6 @@ import importlib
 import inspect
 import logging
 import os
-import secrets
 import signal
 import ssl
 import subprocess
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from .app import build_app
 from .bindings import CoreOptions
-from .config import ConfigError, ServerConfig, load
+from .config import ConfigError, ServerConfig, load, node_id
 from .core.apps import DEMO_APP, AppRegistry
 from .core.backplane import Backplane, MemoryBackplane
 from .core.hub import Hub
@@ -101,8 +100,9 @@ def _need_redis() -> None:
         ) from None
 
 
-def make_backplane(config: ServerConfig) -> Backplane:
-    """Redis when ``[cluster] redis_url`` or ``WXIO_REDIS_URL`` is set, else in memory."""
+def make_backplane(config: ServerConfig, node: str | None = None) -> Backplane:
+    """Redis when ``[cluster] redis_url`` or ``WXIO_REDIS_URL`` is set, else in memory.
+    ``node``: the node id :func:`~.config.node_id` resolved (resolved here when None)."""
     cluster = dict(config.extra.get("cluster", {}))
     known = {"redis_url", "prefix", "node_id", "advertise_url", "node_ttl"}
     known |= {"max_connections", "pool_timeout"}  # the Redis connection pool
@@ -111,9 +111,7 @@ def make_backplane(config: ServerConfig) -> Backplane:
         raise ConfigError(f"[cluster]: unknown key(s) {', '.join(sorted(unknown))}")
     url = os.environ.get("WXIO_REDIS_URL") or cluster.pop("redis_url", None)
     cluster.pop("redis_url", None)
-    worker = os.environ.get("WXIO_WORKER")
-    if worker is not None:  # one node per --workers process
-        cluster["node_id"] = f"{cluster.get('node_id') or secrets.token_hex(3)}-{worker}"
+    cluster["node_id"] = node or node_id(config)
     if not url:
         return single_node_backplane(config, cluster.get("node_id"))
     _need_redis()
@@ -161,9 +159,11 @@ def make_app(
     profile: str,
     app_spec: str | None,
     warnings: list[str] | None = None,
+    node: str | None = None,
 ) -> tuple[web.Application, AppRegistry | None, Hub | None]:
     """The aiohttp app of ``wxio serve``. ``warnings``: a list to collect the warnings about the
-    user's handlers in (else they are logged at once)."""
+    user's handlers in (else they are logged at once); ``node``: the node id (else resolved
+    from the configuration)."""
     extra: list[tuple[str, EngineHandler]] = []
     if profile == "conformance":
         config = conformance_config(config)
@@ -180,7 +180,7 @@ def make_app(
         io = load_user_app(app_spec, io)
     io.start_warnings = warnings
     if apps is not None:
-        backplane = make_backplane(config)
+        backplane = make_backplane(config, node)
         if apps.is_demo and not os.environ.get("WXIO_DEMO_KEY"):
             apps = keep_demo_key(apps, backplane)
         hub = Hub(apps, backplane=backplane)
@@ -235,17 +235,20 @@ def serve(args: argparse.Namespace) -> int:
             port=args.port if args.port is not None else config.port,
         )
         config = _ops_overrides(config, args)
-        configure_logging(config.log_level, config.log_format)
+        # Before logging is set up: every line carries it (workers share one stderr). In the
+        # --workers parent this is the base its workers share.
+        node = node_id(config, getattr(args, "node_id", None))
+        configure_logging(config.log_level, config.log_format, node)
         ssl_context = (
             server_context(config.certfile, config.keyfile)
             if config.certfile or config.keyfile
             else None
         )
         if args.workers > 1:
-            return run_workers(args, config)
+            return run_workers(args, config, node)
         loop = use_event_loop(os.environ.get("WXIO_LOOP", "auto"))
         warnings: list[str] = []
-        app, apps, hub = make_app(config, args.profile, args.app, warnings)
+        app, apps, hub = make_app(config, args.profile, args.app, warnings, node)
     except ConfigError as exc:
         print(f"wxio: {exc}", file=sys.stderr)
         return 2
@@ -337,8 +340,9 @@ async def _run(
         await server.stop()
 
 
-def run_workers(args: argparse.Namespace, config: ServerConfig) -> int:
-    """``--workers N``: N processes on one port (SO_REUSEPORT), each a node of the cluster."""
+def run_workers(args: argparse.Namespace, config: ServerConfig, base: str) -> int:
+    """``--workers N``: N processes on one port (SO_REUSEPORT), each a node of the cluster,
+    ``<base>-0`` to ``<base>-<N-1>``: the base is chosen here, once, for all of them."""
     if not (os.environ.get("WXIO_REDIS_URL") or config.extra.get("cluster", {}).get("redis_url")):
         print(
             "wxio: --workers needs a cluster backplane: set [cluster] redis_url or WXIO_REDIS_URL",
@@ -355,6 +359,7 @@ def run_workers(args: argparse.Namespace, config: ServerConfig) -> int:
         value = getattr(args, flag, None)
         if value is not None:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
+    argv += ["--node-id", base]
     children = [
         subprocess.Popen(argv, env={**os.environ, "WXIO_WORKER": str(i)})
         for i in range(args.workers)

@@ -1,10 +1,18 @@
 // The dashboard page: polls /dashboard/stats every second, charts its history, and runs the "try it" panel with
 // the JS client (window.wxio, from /static/wxio.js). No inline scripts: the page's CSP forbids them.
+// Behind a round-robin load balancer each request may reach another node: the page sticks to one node (?node=<id>
+// in its address and in its requests; the node that gets a request for another relays it there).
 (function () {
   'use strict';
 
   var $ = function (id) { return document.getElementById(id); };
   var demo = null;
+  var pinned = new URLSearchParams(location.search).get('node');
+
+  function pin(node) {
+    pinned = node;
+    history.replaceState(null, '', node ? '?node=' + encodeURIComponent(node) : location.pathname);
+  }
 
   function cell(text, cls) {
     var td = document.createElement('td');
@@ -231,7 +239,9 @@
 
   function render(s) {
     if (demo === null) setMode(s.demo);
+    if (!pinned) pin(s.node);
     $('node').textContent = s.node;
+    document.title = 'wxio dashboard: ' + s.node;
     $('uptime').textContent = duration(s.uptime);
     $('conn-total').textContent = fmt(s.connections.total);
     $('rate').textContent = fmt(s.messages.per_second);
@@ -251,8 +261,18 @@
       ? s.inbox.largest.map(function (b) { return [b.app, b.user, b.size]; })
       : [['–', s.inbox.why, '']], true);
     fill('node-table', s.cluster.nodes.map(function (n) {
-      return [n.id + (n.self ? ' (this node)' : ''), n.alive ? 'alive' : 'gone'];
+      return [n.id + (n.self ? ' (shown)' : ''), n.alive ? 'alive' : 'gone'];
     }));
+    // A node's id switches the page to it (a link: it can be opened in another tab too).
+    Array.prototype.forEach.call($('node-table').tBodies[0].rows, function (tr, i) {
+      var n = s.cluster.nodes[i];
+      if (!n || n.self || !n.alive) return;
+      var a = document.createElement('a');
+      a.href = '?node=' + encodeURIComponent(n.id);
+      a.textContent = n.id;
+      a.setAttribute('data-node', n.id);
+      tr.cells[0].replaceChildren(a);
+    });
     var sends = entries(s.sends).map(function (e) { return ['sends ' + e[0], e[1]]; });
     entries(s.engine_sessions).forEach(function (e) { sends.push(['Engine.IO ' + e[0] + ' sessions', e[1]]); });
     fill('send-table', sends, true);
@@ -260,10 +280,17 @@
   }
 
   function refresh() {
-    fetch('/dashboard/stats', { cache: 'no-store', credentials: 'same-origin' })
+    var url = '/dashboard/stats' + (pinned ? '?node=' + encodeURIComponent(pinned) : '');
+    fetch(url, { cache: 'no-store', credentials: 'same-origin' })
       .then(function (res) {
-        if (!res.ok) throw new Error('HTTP ' + res.status);
-        return res.json();
+        if (res.ok) return res.json();
+        return res.json().catch(function () { return {}; }).then(function (body) {
+          if (body.gone) {
+            pin(null); // the node left the cluster: the next answer picks another
+            throw new Error(body.error + '; switching to another node');
+          }
+          throw new Error(body.error || 'HTTP ' + res.status);
+        });
       })
       .then(render)
       .catch(function (err) {

@@ -5,11 +5,19 @@ Rules kept here, each from the reference server or the spec: one GET and one POS
 session (an overlap is a 400 and closes the session); a body over ``maxPayload`` is a 413, refused
 on its Content-Length before a byte is read, or as soon as a chunked body passes the limit; an
 EIO=4 ``application/octet-stream`` POST is a 400 that closes the session; a POST answers ``ok``.
+
+One departure: a GET that comes while the held one's connection is already gone replaces it
+instead of counting as an overlap. A proxy retries a poll whose upstream died (nginx's
+``proxy_next_upstream``: the node that relayed it to the session's owner was killed), and
+nobody is left to read the held one. The reference server would have closed the session when
+that connection went ("poll connection closed prematurely"); wxio keeps the session, and the
+packets stay queued for the GET that replaced it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import zlib
 from urllib.parse import parse_qsl
@@ -23,6 +31,8 @@ from ...protocol.engineio.session import CloseReason
 from ...protocol.errors import RemoteProtocolError, StateError
 from ...protocol.jsonutil import dumps
 from ..engine import EngineServer, EngineSocket
+
+log = logging.getLogger("wxio.engine")
 
 _NOOP = [Packet(PacketType.NOOP)]
 _TEXT = "text/plain; charset=UTF-8"
@@ -52,29 +62,53 @@ def _empty_400(server: EngineServer, request: web.Request) -> web.Response:
     return web.Response(status=400, headers=server.cors_headers(request))
 
 
+def _gone(request: web.Request) -> bool:
+    """The request's connection is closed: nobody will read its answer."""
+    return request.transport is None or request.transport.is_closing()
+
+
+def _replace_abandoned_get(sock: EngineSocket) -> None:
+    """Free the GET slot of a held GET whose connection is gone (see the module docstring); the
+    held handler, woken, sees that it was replaced and answers nobody with a noop."""
+    held, waiter = sock.get_request, sock.get_waiter
+    if held is None or waiter is None or not _gone(held):
+        return
+    sock.get_request = sock.get_waiter = None
+    sock.session.get_finished()
+    if not waiter.done():
+        waiter.set_result(None)
+    log.info("%s: a poll replaced the held one, whose connection was gone", sock.sid)
+
+
 async def _get(
     server: EngineServer, request: web.Request, sock: EngineSocket
 ) -> web.StreamResponse:
     session = sock.session
+    _replace_abandoned_get(sock)
     try:
         session.get_started()
     except StateError:
         sock.pump()  # the session closed: the held GET gets its close packet
         return _empty_400(server, request)
+    waiter: asyncio.Future[None] | None = None
     try:
         if not session.poll_ready():
-            sock.get_waiter = server.loop.create_future()
-            await sock.get_waiter
+            waiter = sock.get_waiter = server.loop.create_future()
+            sock.get_request = request
+            await waiter
+            if sock.get_waiter is not waiter:
+                return _respond(server, request, sock, _NOOP)  # replaced by a retried GET
         if sock.transport != "polling":
             packets = _NOOP  # upgraded while held: the outbox belongs to the WebSocket now
-        elif request.transport is None or request.transport.is_closing():
+        elif _gone(request):
             packets = []  # the client left; keep its packets for the next poll
         else:
             packets = session.take_outbox(server.options.max_polling_packets)
             sock.outbox_drained()
     finally:
-        sock.get_waiter = None
-        session.get_finished()
+        if waiter is None or sock.get_waiter is waiter:  # (a replaced GET owns no slot)
+            sock.get_waiter = sock.get_request = None
+            session.get_finished()
     sock.pump()
     return _respond(server, request, sock, packets)
 

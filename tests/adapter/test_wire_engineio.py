@@ -217,6 +217,42 @@ async def test_duplicate_get_closes_the_session(calm: RunningServer, eio: int) -
         assert_error(r, 400, 1, "Session ID unknown")
 
 
+@pytest.mark.parametrize("eio", [3, 4])
+async def test_a_get_retried_after_the_held_one_lost_its_connection_replaces_it(
+    calm: RunningServer, eio: int
+) -> None:
+    """Not an overlap: the held GET's connection is gone (a proxy retries a poll that a dead
+    node was relaying: docs/cluster.md), so the retry takes its place and the session lives.
+    While the held GET's connection is open, a second GET closes the session (above)."""
+    async with Polling(calm) as p:
+        sid, _, _ = await p.handshake(eio)
+        reader, writer = await asyncio.open_connection("127.0.0.1", calm.port)
+        writer.write(
+            f"GET /engine.io/?EIO={eio}&transport=polling&sid={sid} HTTP/1.1\r\n"
+            "Host: 127.0.0.1\r\n\r\n".encode()
+        )
+        await writer.drain()
+        sock = session(calm, sid)
+        assert sock is not None
+        await until(lambda: sock.get_request is not None, what="the GET to be held")
+        held = sock.get_request
+        assert held is not None
+        writer.close()
+        await writer.wait_closed()
+        await until(
+            lambda: held.transport is None or held.transport.is_closing(),
+            what="the server to see the held GET's connection go",
+        )
+        retry = asyncio.ensure_future(p.get(sid, eio))
+        await until(lambda: sock.get_request not in (None, held), what="the retried GET to be held")
+        assert (await p.post(sid, "4hello" if eio == 4 else "6:4hello", eio)).text == "ok"
+        reply = await asyncio.wait_for(retry, T)  # the echo comes on the retried GET
+        assert reply.status == 200 and reply.text == ("4hello" if eio == 4 else "6:4hello")
+        assert session(calm, sid) is sock and not sock.closed
+        assert (await p.post(sid, "4again" if eio == 4 else "6:4again", eio)).text == "ok"
+        assert await p.packets(sid, eio) == ["4again"]  # and polling goes on as before
+
+
 async def test_duplicate_post_closes_the_session(calm: RunningServer) -> None:
     async with Polling(calm) as p:
         sid, _, _ = await p.handshake(4)

@@ -117,8 +117,29 @@ class Processes:
         )
         return env
 
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        *,
+        env: dict[str, str] | None = None,
+        cls: type[Proc] = Proc,
+        **kw: Any,
+    ) -> Any:
+        """Start ``argv`` (any program: a node with flags of its own, nginx...), tracked and
+        stopped like the others, its output in ``<name>.log``; ``env`` adds variables to the
+        environment (which has no ``WXIO_*`` of the outer one)."""
+        return self._spawn(name, argv, port, cls, env=env, **kw)
+
     def _spawn(
-        self, name: str, argv: list[str], port: int, cls: type[Proc] = Proc, **kw: Any
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        cls: type[Proc] = Proc,
+        env: dict[str, str] | None = None,
+        **kw: Any,
     ) -> Any:
         log = self.tmp_path / f"{name}.log"
         with open(log, "ab") as out:
@@ -127,7 +148,7 @@ class Processes:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self._env(),
+                env={**self._env(), **(env or {})},
                 cwd=self.tmp_path,
                 start_new_session=True,
             )
