@@ -4,6 +4,8 @@ Run by hand (``tests/cluster/test_soak.py`` runs a short version)::
 
     .venv/bin/python bench/soak.py                          # 200 users, 60 s, one node
     .venv/bin/python bench/soak.py --cluster                # two nodes on Redis, one SIGKILLed
+    .venv/bin/python bench/soak.py --cluster --redis-cluster   # ... on a Redis Cluster of its own
+    .venv/bin/python bench/soak.py --cluster --redis-cluster --kill-redis-master   # and a failover
     .venv/bin/python bench/soak.py --users 40 --duration 15 --seed 1 --json
     .venv/bin/python bench/soak.py --restart-every 20 --restart-kinds term,kill   # restarts
     .venv/bin/python bench/soak.py --restart-every 20 --durability strict
@@ -12,7 +14,12 @@ What it does. ``wxio serve`` subprocesses on free loopback ports, one app (``soa
 signatures checked as by default, the rate limit lifted, an inbox large enough never to drop).
 With ``--cluster``: two nodes, ``a`` and ``b``, on Redis (``--redis-url``) under a key prefix of
 their own, deleted at the end (nothing else in the Redis database is touched); halfway, ``b`` is
-SIGKILLed, and restarted (same node id, same port) ``--restart-after`` seconds later. A single
+SIGKILLed, and restarted (same node id, same port) ``--restart-after`` seconds later.
+``--redis-url`` may name a Redis Cluster (``redis+cluster://host:port,...``); ``--redis-cluster``
+starts one of its own for the run (three masters, a replica each, ``redis-server`` and
+``redis-cli`` on the PATH, on free ports, its files in the log directory), and with
+``--kill-redis-master`` SIGKILLs at 30 % of the run the master of the first user's inbox: its
+replica is promoted (``cluster-node-timeout`` 1 s). A single
 node runs on its embedded store (``[store] engine = "sqlite"``), its ``wxio-data`` in the log
 directory, which is its working directory.
 
@@ -61,7 +68,8 @@ Semantics checked. A message to a client id goes to that client if it is connect
 connected client of the same user, or to that user's inbox (``queued``). So a message is
 **received** when any client of the target client id's *user* reads it:
 
-* accepted: answered ``result`` with status ``delivered`` or ``queued``;
+* accepted: answered ``result`` with status ``delivered``, ``forwarded`` (handed to the target's
+  node, and kept in the user's inbox: every target has a user id) or ``queued``;
 * lost: accepted, and never read by the target's user by the end of the final drain (ids the
   server reported ``dropped`` from a full inbox are counted apart, as ``dropped``);
 * duplicates: a ``msgId`` read again by the same user (the inbox is at-least-once: an ack that
@@ -139,6 +147,10 @@ class SoakConfig:
     rate: float = 4.0
     seed: int | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Start a Redis Cluster of its own for the run (three masters, a replica each), and SIGKILL
+    #: one master at 30 % of the run (``kill_redis_master``).
+    redis_cluster: bool = False
+    kill_redis_master: bool = False
     #: Key prefix in Redis (default: ``wxio-soak-<pid>-<random>``); deleted at the end.
     prefix: str | None = None
     node_ttl: float = 5.0
@@ -243,6 +255,111 @@ def tcp_connections(pid: int, remote_port: int) -> int | None:
         return None
 
 
+class RedisClusterProcs:
+    """A Redis Cluster of the soak's own (``--redis-cluster``): ``masters`` masters with
+    ``replicas`` replicas each, ``redis-server --cluster-enabled yes`` on free ports joined by
+    ``redis-cli --cluster create``, each in a folder of ``log_dir``; a master silent for
+    ``cluster-node-timeout`` (1 s) is replaced by its replica."""
+
+    def __init__(self, log_dir: Path, masters: int = 3, replicas: int = 1) -> None:
+        self.log_dir = log_dir
+        self.count = masters * (1 + replicas)
+        self.replicas = replicas
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.procs) + "/"
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start and join the servers (blocking); returns the cluster's URL."""
+        import redis
+
+        for _ in range(self.count):
+            port = free_port()
+            folder = self.log_dir / f"redis-{port}"
+            folder.mkdir()
+            with open(folder / "redis.log", "ab") as out:
+                self.procs[port] = subprocess.Popen(
+                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir",
+                     str(folder), "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                     "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+                     "--cluster-port", str(free_port())],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        for port in self.procs:
+            client = redis.Redis(port=port, socket_connect_timeout=0.5)
+            try:
+                while True:
+                    try:
+                        if client.ping():
+                            break
+                    except redis.RedisError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server on {port} does not answer")
+                    time.sleep(0.05)
+            finally:
+                client.close()
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.procs),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create:\n{created.stdout.decode()}")
+        for port in self.procs:
+            self._wait(port, "cluster_state", "ok", deadline)
+        return self.url
+
+    @staticmethod
+    def _wait(port: int, field: str, value: str, deadline: float) -> None:
+        import redis
+
+        client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=1)
+        try:
+            while True:
+                try:
+                    raw = client.execute_command("CLUSTER", "INFO")
+                    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    if f"{field}:{value}" in text:
+                        return
+                except redis.RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis on {port}: no {field}:{value}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def master_of(self, key: str) -> int:
+        """The port of the master that holds ``key`` now."""
+        from redis.cluster import RedisCluster
+
+        client = RedisCluster(startup_nodes=cluster_nodes(self.url))
+        try:
+            return int(client.get_node_from_key(key).port)
+        finally:
+            client.close()
+
+    def kill(self, port: int) -> None:
+        self.procs[port].send_signal(signal.SIGKILL)
+        self.procs[port].wait(5)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(5)
+
+
 class NodeProc:
     """One ``wxio serve`` process; :meth:`start` again after :meth:`kill` restarts it on the same
     port with the same configuration and working directory (``log_dir``: where the embedded
@@ -297,6 +414,28 @@ class NodeProc:
                 start_new_session=True,
             )
 
+    async def _wait_sharded(self, redis_url: str, channel: str, deadline: float) -> None:
+        from redis.asyncio.cluster import RedisCluster
+
+        client = RedisCluster(startup_nodes=cluster_nodes(redis_url, asynchronous=True))
+        try:
+            while True:
+                try:
+                    await client.initialize()
+                    node = client.get_node_from_key(channel)
+                    raw = await client.execute_command(
+                        "PUBSUB", "SHARDNUMSUB", channel, target_nodes=node
+                    )
+                    if int(raw[1]) >= 1:
+                        return
+                except Exception:
+                    pass  # (a failover under way: the slot map is asked again)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} did not subscribe:\n{self.log_tail()}")
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
     async def wait_ready(self, redis_url: str | None, prefix: str | None, timeout: float) -> None:
         """Until it answers on its port and (in a cluster) listens on its backplane channel."""
         deadline = time.monotonic() + timeout
@@ -314,10 +453,13 @@ class NodeProc:
             await asyncio.sleep(0.05)
         if redis_url is None or self.node_id is None:
             return
+        channel = f"{prefix}:ch:{self.node_id}"
+        if is_cluster_url(redis_url):  # the node's channel is sharded: ask the shard owning it
+            await self._wait_sharded(redis_url, channel, deadline)
+            return
         import redis.asyncio as aioredis
 
         client = aioredis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2)
-        channel = f"{prefix}:ch:{self.node_id}"
         try:
             while True:
                 counts = dict(await client.pubsub_numsub(channel))
@@ -405,21 +547,40 @@ def _traceback_key(block: str) -> str:
     return f"{exception} @ {where}"
 
 
-def clean_prefix(redis_url: str, prefix: str) -> int:
-    """Delete every key under ``prefix:`` (and nothing else); returns how many."""
-    import redis
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0] in ("redis+cluster", "rediss+cluster")
 
-    r = redis.Redis.from_url(redis_url)
+
+def cluster_nodes(url: str, *, asynchronous: bool = False) -> list[Any]:
+    """The seed nodes of a ``redis+cluster://`` URL, as redis-py's ClusterNode."""
+    from wxio.adapter.cluster.redis import parse_cluster_url
+
+    if asynchronous:
+        from redis.asyncio.cluster import ClusterNode as AsyncNode
+
+        return [AsyncNode(host, port) for host, port in parse_cluster_url(url).nodes]
+    from redis.cluster import ClusterNode
+
+    return [ClusterNode(host, port) for host, port in parse_cluster_url(url).nodes]
+
+
+def clean_prefix(redis_url: str, prefix: str) -> int:
+    """Delete every key under ``prefix:`` (and, on a Redis Cluster, ``{prefix:...}``: the
+    hash-tagged ones) and nothing else; returns how many."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    cluster = is_cluster_url(redis_url)
+    r: Any = (
+        RedisCluster(startup_nodes=cluster_nodes(redis_url))
+        if cluster
+        else redis.Redis.from_url(redis_url)
+    )
     deleted = 0
     try:
-        batch: list[bytes] = []
-        for key in r.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += int(r.delete(*batch))
-                batch = []
-        if batch:
-            deleted += int(r.delete(*batch))
+        for match in (f"{prefix}:*", f"{{{prefix}:*") if cluster else (f"{prefix}:*",):
+            for key in list(r.scan_iter(match=match, count=1000)):
+                deleted += int(r.delete(key))  # (one at a time: keys of many slots)
     finally:
         r.close()
     return deleted
@@ -522,7 +683,12 @@ class Ledger:
         status, msg_id = payload.get("status"), payload.get("msgId")
         self.statuses[str(status)] += 1
         life = self.clients.get(target) if isinstance(target, str) else None
-        if status in ("delivered", "queued") and isinstance(msg_id, str) and life is not None:
+        accepted = status in ("delivered", "forwarded", "queued")
+        if accepted and isinstance(msg_id, str) and life is not None:
+            # A message the node could not keep (its inbox write failed: Redis failing over) is
+            # answered with guarantee "sent": a dropped connection may lose it. Told apart.
+            if payload.get("guarantee") == "sent":
+                status = f"{status}, not kept"
             self.accepted[msg_id] = Accepted(life.user, target, status, self.now(), sent_at, epoch)
         for dropped in payload.get("dropped") or ():
             self.dropped.add(dropped)
@@ -984,6 +1150,8 @@ class Soak:
         self.events: list[str] = []
         #: The most Redis connections seen open by each node.
         self.redis_peak: dict[str, int] = {}
+        #: The Redis Cluster started for this run (``redis_cluster``).
+        self.redis_cluster: RedisClusterProcs | None = None
         #: Phases that did not end in time, with where their tasks were.
         self.stuck: list[str] = []
         self._kind = 0
@@ -1008,14 +1176,21 @@ class Soak:
                 user.drop.set_result(kind)
 
     async def sample_rss(self) -> None:
-        redis_port = urlsplit(self.config.redis_url).port or 6379
+        url = self.config.redis_url
+        if is_cluster_url(url):  # (every shard: the seeds of the URL)
+            from wxio.adapter.cluster.redis import parse_cluster_url
+
+            redis_ports = [port for _, port in parse_cluster_url(url).nodes]
+        else:
+            redis_ports = [urlsplit(url).port or 6379]
         while True:
             point: dict[str, Any] = {"t": round(self.ledger.now(), 1)}
             for node in self.nodes:
                 if node.alive():
                     point[node.name] = rss_kb(node.pid)
                     if self.config.cluster:  # the node's pool (and its subscription)
-                        conns = tcp_connections(node.pid, redis_port)
+                        counts = [tcp_connections(node.pid, port) for port in redis_ports]
+                        conns = None if None in counts else sum(c or 0 for c in counts)
                         point[f"{node.name}:redis"] = conns
                         if conns is not None:
                             self.redis_peak[node.name] = max(
@@ -1023,6 +1198,16 @@ class Soak:
                             )
             self.rss.append(point)
             await asyncio.sleep(self.config.rss_interval)
+
+    async def kill_redis_master(self, prefix: str) -> None:
+        """SIGKILL the Redis Cluster master holding the first user's inbox, at 30 % of the run."""
+        cfg = self.config
+        assert self.redis_cluster is not None
+        await asyncio.sleep(cfg.duration * 0.3)
+        key = f"{{{prefix}:{APP}:{self.users[0].name}}}:il"
+        port = await asyncio.to_thread(self.redis_cluster.master_of, key)
+        self.redis_cluster.kill(port)
+        self.event(f"SIGKILL Redis master :{port} (holds {self.users[0].name}'s inbox)")
 
     async def kill_and_restart(self, node: NodeProc, redis_url: str, prefix: str) -> None:
         cfg = self.config
@@ -1093,6 +1278,14 @@ class Soak:
     async def run(self, log_dir: Path) -> dict[str, Any]:
         cfg = self.config
         prefix = cfg.prefix or f"wxio-soak-{os.getpid()}-{secrets.token_hex(3)}"
+        if cfg.redis_cluster:  # a Redis Cluster of its own, for this run
+            self.redis_cluster = RedisClusterProcs(log_dir)
+            try:
+                cfg.redis_url = await asyncio.to_thread(self.redis_cluster.start)
+            except BaseException:
+                self.redis_cluster.stop()
+                raise
+            self.event(f"Redis Cluster started: {cfg.redis_url}")
         redis_url = cfg.redis_url if cfg.cluster else None
         if cfg.cluster:
             common = {"redis_url": cfg.redis_url, "prefix": prefix, "node_ttl": cfg.node_ttl}
@@ -1131,6 +1324,8 @@ class Soak:
                 tasks.append(
                     loop.create_task(self.kill_and_restart(self.nodes[1], cfg.redis_url, prefix))
                 )
+            if cfg.kill_redis_master:
+                tasks.append(loop.create_task(self.kill_redis_master(prefix)))
             if cfg.restart_every > 0:
                 restarter = loop.create_task(self.restart_loop(self.nodes[0]))
             send_start = time.monotonic()
@@ -1176,6 +1371,8 @@ class Soak:
             for node in self.nodes:
                 node.terminate()
             cleaned = clean_prefix(cfg.redis_url, prefix) if cfg.cluster else 0
+            if self.redis_cluster is not None:
+                self.redis_cluster.stop()
         return self.report(
             drain=drain,
             prefix=prefix,
@@ -1312,6 +1509,7 @@ class Soak:
             "sent": ledger.sent,
             "accepted": len(ledger.accepted),
             "delivered": ledger.statuses.get("delivered", 0),
+            "forwarded": ledger.statuses.get("forwarded", 0),
             "queued": ledger.statuses.get("queued", 0),
             "unanswered": ledger.unanswered,
             "received": sum(len(r) for r in ledger.received),
@@ -1399,6 +1597,10 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
 def summary(r: dict[str, Any]) -> str:
     s = r["settings"]
     mode = "two nodes on Redis, b SIGKILLed halfway" if s["cluster"] else "one node"
+    if s["cluster"] and s["redis_cluster"]:
+        mode = "two nodes on a Redis Cluster (3 masters, a replica each), b SIGKILLed halfway"
+        if s["kill_redis_master"]:
+            mode += ", a Redis master SIGKILLed at 30 %"
     if s["restart_every"]:
         mode = (
             f"one node ({s['durability']} durability) restarted every ~{s['restart_every']:g} s"
@@ -1407,8 +1609,8 @@ def summary(r: dict[str, Any]) -> str:
     lines = [
         f"soak: {s['users']} users x {s['duration']:g} s, {mode}, churn {s['churn']:.0%} every "
         f"~{s['churn_interval']:g} s, seed {s['seed']}",
-        f"sent {r['sent']}  accepted {r['accepted']} (delivered {r['delivered']}, queued "
-        f"{r['queued']})  unanswered {r['unanswered']}",
+        f"sent {r['sent']}  accepted {r['accepted']} (delivered {r['delivered']}, forwarded "
+        f"{r['forwarded']}, queued {r['queued']})  unanswered {r['unanswered']}",
         f"received {r['received']}  LOST {r['lost']} {r['lost_by_status'] or ''}  dropped "
         f"{r['dropped']}  duplicates {r['duplicates']}  misrouted {r['misrouted']}",
         f"denials {r['denials'] or 0}  before greeting {r['before_greeting'] or 0}  "
@@ -1496,7 +1698,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--churn-interval", type=float, default=3.0, help="seconds between ticks")
     ap.add_argument("--rate", type=float, default=4.0, help="sendToOthers per second per user")
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    ap.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="redis://..., or redis+cluster://host:port,... for a Redis Cluster",
+    )
+    ap.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="with --cluster: a Redis Cluster of its own (3 masters, a replica each)",
+    )
+    ap.add_argument(
+        "--kill-redis-master",
+        action="store_true",
+        help="with --redis-cluster: SIGKILL a master at 30 %% of the run (its replica takes over)",
+    )
     ap.add_argument("--node-ttl", type=float, default=5.0)
     ap.add_argument("--restart-after", type=float, default=3.0)
     ap.add_argument("--quiet", type=float, default=2.0, help="final drain: seconds of silence")
@@ -1532,6 +1748,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--restart-kinds: a comma-separated list of term and kill")
     if args.restart_every and args.cluster:
         ap.error("--restart-every is for one node (--cluster SIGKILLs b once)")
+    if args.redis_cluster and not args.cluster:
+        ap.error("--redis-cluster is for --cluster")
+    if args.kill_redis_master and not args.redis_cluster:
+        ap.error("--kill-redis-master needs --redis-cluster")
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: where is it stuck?
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     config = SoakConfig(
@@ -1543,6 +1763,8 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         seed=seed,
         redis_url=args.redis_url,
+        redis_cluster=args.redis_cluster,
+        kill_redis_master=args.kill_redis_master,
         node_ttl=args.node_ttl,
         restart_after=args.restart_after,
         quiet=args.quiet,

@@ -8,7 +8,9 @@
     creds = Credentials("shop", key, user_id="u1")
     async with await WxioClient.connect("https://example.com", creds) as client:
         result = await client.send(other_id, {"text": "hi"})   # SendResult(status="delivered")
-        async for message in client:                           # exchange, broadcast, deny
+        sent = await client.send(other_id, "read?", receipt=True)
+        receipt = await client.wait_receipt(sent.msg_id)       # the target acknowledged it
+        async for message in client:                           # exchange, broadcast, receipt, deny
             print(message.sender, message.payload)
 
     async with ApiClient("https://example.com", Credentials("shop", server_key)) as api:
@@ -18,7 +20,7 @@
 from ._auth import Credentials
 from .api import ApiClient, ApiSendResult, Presence
 from .errors import ConnectionClosed, Denied, WxioError
-from .result import Guarantee, SendResult, SendStatus
+from .result import Guarantee, Receipt, SendResult, SendStatus
 from .ws import Message, WxioClient
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Guarantee",
     "Message",
     "Presence",
+    "Receipt",
     "SendResult",
     "SendStatus",
     "WxioClient",

@@ -10,7 +10,7 @@ import aiohttp
 
 from ._auth import Credentials
 from .errors import Denied, WxioError
-from .result import SendResult
+from .result import SendResult, guarantee, send_status
 
 __all__ = ["ApiClient", "ApiSendResult", "Presence"]
 
@@ -100,19 +100,27 @@ class ApiClient:
         """``transportMessage``: an ``exchange`` to client ``target`` (or its user's inbox);
         ``user_id`` is the sender's user id the target sees. The result is
         :class:`~.result.SendResult`, as from :meth:`WxioClient.send`: ``status`` is
-        ``"delivered"`` or ``"queued"`` (also :attr:`~.result.SendResult.queued`), and
-        ``delivered`` is 1 or 0 (the HTTP API does not count connections)."""
+        ``"delivered"``, ``"forwarded"`` (handed to the node that holds the target) or
+        ``"queued"`` (also :attr:`~.result.SendResult.queued`), and ``delivered`` and
+        ``forwarded`` are 1 or 0 (the HTTP API does not count connections)."""
         signed = {"target": target, "userId": user_id, "message": message}
         body = {**signed, **self.credentials.api_fields(signed)}
         answer = await self._call("POST", "transportMessage", json=body)
-        delivered = bool(answer.get("delivered"))
-        if not delivered and not answer.get("queued"):
+        if "status" in answer:
+            status = send_status(answer["status"])
+        elif answer.get("delivered"):  # (an older server: no status, no forwarded)
+            status = "delivered"
+        elif answer.get("queued"):
+            status = "queued"
+        else:
             raise WxioError(f"transportMessage answered neither delivered nor queued: {answer}")
         return SendResult(
-            "delivered" if delivered else "queued",
+            status,
             str(answer.get("msgId")),
-            delivered=int(delivered),
+            delivered=int(status == "delivered"),
             dropped=tuple(answer.get("dropped", ())),
+            guarantee=guarantee(answer.get("guarantee")),
+            forwarded=int(status == "forwarded"),
         )
 
     async def broadcast(self, message: Any) -> int:

@@ -1,4 +1,5 @@
-"""What a send did: the one result of :meth:`WxioClient.send` and :meth:`ApiClient.send`."""
+"""What a send did: the one result of :meth:`WxioClient.send` and :meth:`ApiClient.send`; and
+the delivery :class:`Receipt` a send can ask for."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Any, Literal, TypeAlias
 
 from .errors import WxioError
 
-__all__ = ["SendResult", "SendStatus", "Guarantee"]
+__all__ = ["SendResult", "SendStatus", "Guarantee", "Receipt"]
 
-#: ``"delivered"`` (to a connected client) or ``"queued"`` (in the user's offline inbox).
-SendStatus: TypeAlias = Literal["delivered", "queued"]
+#: ``"delivered"`` (written to the target's connection on the server that took the send),
+#: ``"forwarded"`` (handed to the server node that holds the target, in a cluster) or
+#: ``"queued"`` (in the user's offline inbox).
+SendStatus: TypeAlias = Literal["delivered", "forwarded", "queued"]
 #: ``"until_acked"`` (kept in the target user's inbox until acknowledged) or ``"sent"``
 #: (written once to the connection).
 Guarantee: TypeAlias = Literal["until_acked", "sent"]
@@ -22,14 +25,17 @@ class SendResult:
 
     status: SendStatus
     msg_id: str
-    #: How many connections got it (a user may be connected more than once); 0 when queued.
-    #: The HTTP API says only whether it was delivered: 1 or 0 from :class:`ApiClient`.
+    #: How many connections of the node that took it got it (a user may be connected more than
+    #: once); 0 when queued or forwarded. The HTTP API says only whether it was delivered: 1 or
+    #: 0 from :class:`ApiClient`.
     delivered: int = 0
     #: Inbox message ids dropped to make room (the oldest first).
     dropped: tuple[str, ...] = ()
     #: Whether the message stays in the user's inbox until acknowledged; None when the server
-    #: does not say (the HTTP API).
+    #: does not say (older servers' HTTP API).
     guarantee: Guarantee | None = None
+    #: How many other server nodes it was handed to (``forwarded``; the HTTP API: 1 or 0).
+    forwarded: int = 0
 
     @property
     def queued(self) -> bool:
@@ -37,10 +43,44 @@ class SendResult:
         return self.status == "queued"
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery receipt: the target acknowledged the message ``msg_id`` that this client sent
+    with ``receipt=True`` (:meth:`WxioClient.send`)."""
+
+    #: The acknowledged message's id (its :attr:`SendResult.msg_id`).
+    msg_id: str
+    #: ``"acked"``.
+    status: str
+    #: When the server recorded the ack, in ms since the epoch (the server's clock).
+    acked_at: int
+    #: The client id the message was sent to.
+    target: str | None
+
+    @classmethod
+    def of(cls, envelope: dict[str, Any]) -> Receipt | None:
+        """The receipt a ``receipt`` envelope carries (None if it is not one)."""
+        data = envelope.get("data")
+        payload = data.get("payload") if isinstance(data, dict) else None
+        if not isinstance(payload, dict) or not isinstance(payload.get("msgId"), str):
+            return None
+        meta = envelope.get("meta") or {}
+        acked_at = payload.get("ackedAt")
+        target = meta.get("target") if isinstance(meta, dict) else None
+        return cls(
+            payload["msgId"],
+            str(payload.get("status", "acked")),
+            acked_at if isinstance(acked_at, int) else 0,
+            target if isinstance(target, str) else None,
+        )
+
+
 def send_status(value: Any) -> SendStatus:
     """A server's ``status``, checked."""
     if value == "delivered":
         return "delivered"
+    if value == "forwarded":
+        return "forwarded"
     if value == "queued":
         return "queued"
     raise WxioError(f"unexpected send status {value!r}")

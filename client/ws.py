@@ -6,9 +6,16 @@ matched to requests in order; this client keeps one request in flight at a time.
 (``exchange``, ``broadcast``) arrive in between and go to the async iterator and the callbacks.
 
 An ``exchange`` that carries a ``msgId`` is acknowledged automatically when the client has a user
-id (messages to a user stay in the user's inbox until acknowledged), and a ``msgId`` already seen
-is not handed over twice (delivery is at-least-once). The server never answers an ack, so acks
-do not disturb the matching of answers, and they are exempt from its rate limit.
+id (messages to a user stay in the user's inbox until acknowledged) or its sender asked for a
+delivery receipt, and a ``msgId`` already seen is not handed over twice (delivery is
+at-least-once). The server never answers an ack, so acks do not disturb the matching of
+answers, and they are exempt from its rate limit.
+
+Delivery receipts: ``send(target, payload, receipt=True)`` asks the server to tell this client
+when the target acknowledges the message: a ``receipt`` arrives (to :meth:`WxioClient.on`
+callbacks for ``"receipt"``, to the iterator, and to :meth:`WxioClient.wait_receipt`). A client
+with a user id gets a receipt also if it reconnected meanwhile (kept in its inbox, acknowledged
+like an ``exchange``).
 
 Requests are paced by a token bucket (``rate``/``burst``, by default the server's default
 per-connection limits), so a burst of sends waits instead of being denied ``rate_limited``.
@@ -30,22 +37,27 @@ import aiohttp
 
 from ._auth import Credentials
 from .errors import ConnectionClosed, Denied
-from .result import SendResult, guarantee, send_status
+from .result import Receipt, SendResult, guarantee, send_status
 
 log = logging.getLogger("wxio.client")
 
-__all__ = ["WxioClient", "Message", "SendResult", "Callback"]
+__all__ = ["WxioClient", "Message", "SendResult", "Receipt", "Callback"]
 
 #: Actions that answer a client's envelope (exactly one per answered envelope).
 _ANSWERS = frozenset({"result", "saveId", "reConnectUpdated", "pong", "deny"})
 #: Actions delivered to the application.
-_DELIVERIES = frozenset({"exchange", "broadcast"})
+_DELIVERIES = frozenset({"exchange", "broadcast", "receipt"})
+#: Deliveries that carry their own msgId: acknowledged, and handed over once.
+_KEPT = frozenset({"exchange", "receipt"})
+#: Receipts remembered for :meth:`WxioClient.wait_receipt` before anyone waits for them.
+_RECEIPTS_KEPT = 1000
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """An incoming envelope: an ``exchange`` (sent to this client), a ``broadcast``, or a
-    ``deny`` that answers nothing this client is waiting for."""
+    """An incoming envelope: an ``exchange`` (sent to this client), a ``broadcast``, a
+    ``receipt`` (see :attr:`receipt`), or a ``deny`` that answers nothing this client is waiting
+    for."""
 
     action: str
     payload: Any
@@ -55,6 +67,11 @@ class Message:
     user_id: str | None
     msg_id: str | None
     envelope: dict[str, Any] = field(repr=False)
+
+    @property
+    def receipt(self) -> Receipt | None:
+        """For a ``receipt``: which message was acknowledged, and when."""
+        return Receipt.of(self.envelope) if self.action == "receipt" else None
 
     @property
     def reason(self) -> str | None:
@@ -152,6 +169,9 @@ class WxioClient:
         self._acks: list[str] = []
         self._ack_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Receipts that came (bounded), and who waits for one, by the acknowledged msgId.
+        self._receipts: OrderedDict[str, Receipt] = OrderedDict()
+        self._receipt_waiters: dict[str, list[asyncio.Future[Receipt]]] = {}
         self._closed: ConnectionClosed | None = None
         #: Deliveries not handed over because their msgId was seen before.
         self.duplicates = 0
@@ -304,12 +324,38 @@ class WxioClient:
             raise Denied(str(payload.get("reason")), str(payload.get("message", "")))
         return reply
 
-    async def send(self, target: str, payload: Any = None) -> SendResult:
+    async def send(self, target: str, payload: Any = None, *, receipt: bool = False) -> SendResult:
         """``sendToOthers``: deliver ``payload`` to client ``target`` (or its user's inbox).
-        Raises :class:`~.errors.Denied` (e.g. ``target_offline``)."""
-        env = self.credentials.envelope("sendToOthers", payload, target=target)
+        Raises :class:`~.errors.Denied` (e.g. ``target_offline``). ``receipt``: ask for a
+        ``receipt`` when the target acknowledges it (:meth:`wait_receipt` with the result's
+        ``msg_id``)."""
+        meta: dict[str, Any] = {"target": target}
+        if receipt:
+            meta["receipt"] = True
+        env = self.credentials.envelope("sendToOthers", payload, **meta)
         reply = await self._request(env, "result")
         return _result(reply)
+
+    async def wait_receipt(self, msg_id: str, timeout: float | None = None) -> Receipt:
+        """The :class:`~.result.Receipt` of the message ``msg_id`` this client sent with
+        ``receipt=True``: at once if it came already (the last 1000 are remembered), else when
+        it comes. Raises TimeoutError after ``timeout`` seconds, ConnectionClosed if the
+        connection ends first (a client with a user id gets it at its next connect then)."""
+        found = self._receipts.get(msg_id)
+        if found is not None:
+            return found
+        if self._closed is not None:
+            raise self._closed
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        waiters = self._receipt_waiters.setdefault(msg_id, [])
+        waiters.append(future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._receipt_waiters.pop(msg_id, None)
 
     async def broadcast(self, payload: Any = None) -> int:
         """Send to every other client of the app; returns how many got it. Needs the app's
@@ -341,7 +387,8 @@ class WxioClient:
 
     def on(self, action: str | None, callback: Callback) -> Callback:
         """Call ``callback(message)`` for every incoming ``action`` (``"exchange"``,
-        ``"broadcast"``, ``"deny"``; None: all). Coroutine functions run as tasks."""
+        ``"broadcast"``, ``"receipt"``, ``"deny"``; None: all). Coroutine functions run as
+        tasks."""
         self._callbacks.setdefault(action, []).append(callback)
         return callback
 
@@ -385,6 +432,10 @@ class WxioClient:
                 entry = self._pending.popleft()
                 if not entry.future.done():
                     entry.future.set_exception(self._closed)
+            for waiters in self._receipt_waiters.values():
+                for future in waiters:
+                    if not future.done():
+                        future.set_exception(self._closed)
             self._incoming.put_nowait(None)
 
     def _dispatch(self, action: str, envelope: dict[str, Any]) -> None:
@@ -394,8 +445,10 @@ class WxioClient:
             return  # "connect", "disconnect", an answer no one waits for
         meta = envelope.get("meta") or {}
         msg_id = meta.get("msgId") if isinstance(meta.get("msgId"), str) else None
-        if action == "exchange" and msg_id is not None:
-            if self.auto_ack and self.user_id is not None:
+        if action in _KEPT and msg_id is not None:
+            # A user's messages stay in its inbox until acknowledged; a sender that asked for a
+            # receipt waits for the ack too.
+            if self.auto_ack and (self.user_id is not None or meta.get("receipt") is True):
                 self._ack(msg_id)
             if msg_id in self._seen:
                 self.duplicates += 1  # delivered again from the inbox: already handed over
@@ -403,6 +456,8 @@ class WxioClient:
             self._seen[msg_id] = None
             if len(self._seen) > self._dedup_size:
                 self._seen.popitem(last=False)
+        if action == "receipt":
+            self._receipt(envelope)
         message = Message(
             action,
             (envelope.get("data") or {}).get("payload"),
@@ -425,6 +480,17 @@ class WxioClient:
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    def _receipt(self, envelope: dict[str, Any]) -> None:
+        receipt = Receipt.of(envelope)
+        if receipt is None:
+            return
+        self._receipts[receipt.msg_id] = receipt
+        if len(self._receipts) > _RECEIPTS_KEPT:
+            self._receipts.popitem(last=False)
+        for future in self._receipt_waiters.pop(receipt.msg_id, ()):
+            if not future.done():
+                future.set_result(receipt)
 
     def _answer(self, action: str, envelope: dict[str, Any]) -> bool:
         """Match an answer to the oldest request waiting; False if it answers nothing."""
@@ -466,4 +532,5 @@ def _result(reply: dict[str, Any]) -> SendResult:
         delivered=int(payload.get("delivered", 0)),
         dropped=tuple(payload.get("dropped", ())),
         guarantee=guarantee(payload.get("guarantee")),
+        forwarded=int(payload.get("forwarded", 0)),
     )

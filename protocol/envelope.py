@@ -9,6 +9,8 @@ WebSocket frame, HTTP API), is one envelope::
      "data": {"action": "sendToOthers", "payload": {...}}}
 
 All meta fields are optional on the wire; which ones an action needs is the core's business.
+Besides the ids above, ``meta.receipt`` (a boolean: ``sendToOthers`` asks for a delivery
+``receipt``) and ``meta.info`` (written by the server, never read from a client).
 :func:`parse` checks types and sizes and names the bad field in the error; :func:`message`,
 :func:`broadcast`, :func:`deny` and :func:`exchange` build the four reply shapes.
 """
@@ -66,6 +68,9 @@ class Action(StrEnum):
     #: The server's outcome reply to ``sendToOthers``, ``broadcast`` and ``ack`` (never sent by
     #: a client: the hub answers it ``unknown_action``).
     RESULT = "result"
+    #: A delivery receipt: the target acknowledged a message whose ``sendToOthers`` asked for
+    #: one (``meta.receipt``); ``payload.msgId`` names it (never sent by a client).
+    RECEIPT = "receipt"
 
 
 class DenyReason(StrEnum):
@@ -115,6 +120,9 @@ class Meta(NamedTuple):
     nonce: str | None = None
     #: The sender's user info from its token (written by the server, never read from a client).
     info: Any = None
+    #: ``sendToOthers``: the sender asks for a ``receipt`` when the target acknowledges the
+    #: message (True; False or left out: none).
+    receipt: bool | None = None
 
 
 class Envelope(NamedTuple):
@@ -174,7 +182,7 @@ def parse(obj: Any) -> Envelope:
         raise EnvelopeError("data.action", f"must be a string of 1 to {_MAX_ACTION_LEN} characters")
     # Only the fields the client sent are looked at (most envelopes carry three or four); a
     # plain string of the right length is taken as it is, anything else goes the long way.
-    fields: dict[str, str | None] = {}
+    fields: dict[str, Any] = {}
     for name, value in raw_meta.items():
         if name in _ID_SET:
             if type(value) is str and 0 < len(value) <= MAX_ID_LEN:
@@ -186,6 +194,11 @@ def parse(obj: Any) -> Envelope:
         type(timestamp) is not int or not 0 <= timestamp <= _MAX_TIMESTAMP
     ):
         timestamp = parse_timestamp(timestamp)
+    receipt = raw_meta.get("receipt")
+    if receipt is not None:
+        if type(receipt) is not bool:
+            raise EnvelopeError("meta.receipt", "must be true or false")
+        return Envelope(Meta(timestamp, **fields, receipt=receipt), action, data.get("payload"))
     return Envelope(Meta(timestamp, **fields), action, data.get("payload"))
 
 
@@ -208,7 +221,7 @@ def wire(action: str, payload: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """The wire form built directly (what ``to_dict(message(...))`` gives, without the
     intermediate tuples), None values left out. For the hot path: ``meta`` must already be in
     :class:`Meta`'s field order (timestamp, app, sign, client, userId, target, msgId, nonce,
-    info), which the wire keeps."""
+    info, receipt), which the wire keeps."""
     return {
         "meta": {k: v for k, v in meta.items() if v is not None},
         "data": {"action": action, "payload": payload},
@@ -225,7 +238,8 @@ def encode(envelope: Envelope) -> str:
 
 def message(action: str, payload: Any = None, *, timestamp: int, **meta: str | None) -> Envelope:
     """A reply or notice to one client (``saveId``, ``reConnectUpdated``, ...)."""
-    return Envelope(Meta(timestamp=timestamp, **meta), action, payload)
+    fields: dict[str, Any] = meta
+    return Envelope(Meta(timestamp=timestamp, **fields), action, payload)
 
 
 def broadcast(payload: Any, *, timestamp: int, app: str, **meta: Any) -> Envelope:
@@ -236,7 +250,8 @@ def broadcast(payload: Any, *, timestamp: int, app: str, **meta: Any) -> Envelop
 def deny(reason: DenyReason, detail: str = "", *, timestamp: int, **meta: str | None) -> Envelope:
     """A refusal; ``payload`` is ``{"reason": <machine code>, "message": <human text>}``."""
     payload = {"reason": str(reason), "message": detail or str(reason).replace("_", " ")}
-    return Envelope(Meta(timestamp=timestamp, **meta), Action.DENY, payload)
+    fields: dict[str, Any] = meta
+    return Envelope(Meta(timestamp=timestamp, **fields), Action.DENY, payload)
 
 
 def exchange(

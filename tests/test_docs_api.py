@@ -68,6 +68,7 @@ CLIENT_ORDER = [
     "SendResult",
     "SendStatus",
     "Guarantee",
+    "Receipt",
     "ApiSendResult",
     "WxioError",
     "Denied",

@@ -61,16 +61,24 @@ class SocketIOConnection(Connection):
         if not socket.connected:
             return False
         on_ack, msg_id = self.on_ack, out.msg_id
-        if out.kept and on_ack is not None and msg_id is not None:
+        receipts = self.receipts
+        asked = receipts.get(msg_id) if receipts and msg_id is not None else None
+        if msg_id is not None and (
+            (out.kept and on_ack is not None) or (asked is not None and asked[1] is None)
+        ):
+            # Kept, or its sender waits for a receipt: the ack callback is the acknowledgement.
+            tell = on_ack if on_ack is not None else self.acked
 
             def acked(*_: Any) -> None:
-                on_ack(msg_id)  # the hub records it, then calls self.acked()
+                tell(msg_id)  # the hub records it, then calls self.acked()
 
             # No timer: the ack is awaited until it comes, the connection ends, or the message
-            # leaves the bounded `unacked` (forget() then drops the registration).
+            # leaves the bounded `unacked` or `receipts` (forget() then drops the registration).
             ack_id = socket.register_ack(acked, timeout=0)
             if msg_id in self.unacked:
                 self.unacked[msg_id] = ack_id
+            if asked is not None:
+                asked[1] = ack_id
             if self.text:
                 socket.send_encoded(encode_event(self.nsp, self.event, out.json(), ack_id))
             else:  # a binary parser (msgpack): the socket encodes it

@@ -1,9 +1,12 @@
-"""Node-to-node messaging over Redis pub/sub: the listener, the batched outbox, and requests
-with their replies.
+"""Node-to-node messaging over Redis pub/sub: the listener, the batched outbox, requests with
+their replies, and forwards (one-way deliveries to one node).
 
-Channels (``P`` is the cluster's prefix; see :mod:`.redis`): ``P:ch:<node>`` (requests to a node,
-replies to it) and ``P:ch:all`` (every node). What a node publishes is batched per channel and
-loop turn (one PUBLISH carries many requests, replies and emits); the format is :mod:`.wire`.
+Channels (``P`` is the cluster's prefix; see :mod:`.redis`): ``P:ch:<node>`` (requests and
+forwards to a node, replies to it) and ``P:ch:all`` (every node). What a node publishes is
+batched per channel and loop turn (one PUBLISH carries many requests, replies, forwards and
+emits), all of a turn's PUBLISHes go in one pipeline, and so do the inbox writes that go with
+its forwards, ahead of them (a forward's message is in the inbox before its node can read it);
+the format is :mod:`.wire`.
 
 On a Redis Cluster the channels are sharded (``SSUBSCRIBE``/``SPUBLISH``): a message goes only
 to the shard that owns its channel's slot, never over the cluster bus to every shard. A node's
@@ -30,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ...protocol.errors import LocalProtocolError, RemoteProtocolError
-from ..core.backplane import BackplaneError, NodeHandler
+from ..core.backplane import BackplaneError, Forwarded, Keep, NodeHandler
 from . import wire
+from .stores import INBOX_PUT, REPLICA_WAIT, RedisInbox, as_text
 
 if TYPE_CHECKING:
     from .redis import RedisBackplane
@@ -54,6 +58,19 @@ BROADCAST_LANES = 8
 Published = Callable[[int | BaseException], None]
 
 
+class _Keep:
+    """An inbox write (:data:`.stores.INBOX_PUT`) that runs in the pipeline of the flush that
+    publishes its forward, ahead of the PUBLISHes; ``result`` is set before the forward's
+    ``Published`` is told: the ids dropped, or the error."""
+
+    __slots__ = ("keys", "args", "result")
+
+    def __init__(self, keys: list[str], args: list[str | bytes | int]) -> None:
+        self.keys = keys
+        self.args = args
+        self.result: list[bytes | str] | BaseException | None = None
+
+
 class Bus:
     """The pub/sub side of one :class:`.redis.RedisBackplane`."""
 
@@ -67,8 +84,14 @@ class Bus:
         self.subscribed = asyncio.Event()
         #: What to publish, per channel, until the next flush (see _post).
         self._outbox: dict[str, list[tuple[dict[str, Any], Published | None]]] = {}
+        #: The inbox writes of this turn's forwards, in order (see _Keep).
+        self._keeps: list[_Keep] = []
         self._queued = 0
         self._flushing: asyncio.Task[None] | None = None
+        #: The connection the flushes write on (not on a Redis Cluster), held between them, and
+        #: the master's switch count it was opened at (a new master: a new connection).
+        self._conn: Any = None
+        self._conn_switches = 0
         #: Set by close: nothing more is published.
         self._closed = False
         # Request ids: unique per node (a random prefix, then a counter); replies come back on
@@ -331,9 +354,16 @@ class Bus:
 
     # -- the outbox: what this node publishes, batched per channel and loop turn ---------------
 
-    def _post(self, channel: str, message: dict[str, Any], published: Published | None) -> None:
+    def _post(
+        self,
+        channel: str,
+        message: dict[str, Any],
+        published: Published | None,
+        keep: _Keep | None = None,
+    ) -> None:
         """Queue ``message`` for ``channel``; ``published`` (if given) is told the PUBLISH's
-        count of subscribers, or a :class:`BackplaneError`."""
+        count of subscribers, or a :class:`BackplaneError`. ``keep`` runs ahead of it, in the
+        same pipeline."""
         if self._closed:
             if published is not None:
                 published(BackplaneError("redis: the node is closing"))
@@ -348,6 +378,8 @@ class Bus:
                 published(BackplaneError("too many messages waiting for Redis"))
             return
         self._outbox.setdefault(channel, []).append((message, published))
+        if keep is not None:
+            self._keeps.append(keep)
         self._queued += 1
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
@@ -356,6 +388,7 @@ class Bus:
         await asyncio.sleep(0)  # let this loop turn's other senders join the batch
         while self._outbox:
             outbox, self._outbox = self._outbox, {}
+            keeps, self._keeps = self._keeps, []
             count = sum(len(items) for items in outbox.values())
             publishes: list[tuple[list[Published | None], bytes]] = []
             channels: list[str] = []
@@ -366,14 +399,28 @@ class Bus:
                     if data is not None:
                         publishes.append(([done for _, done in chunk], data))
                         channels.append(channel)
+            commands: list[tuple[Any, ...]] = [
+                # EVAL, not EVALSHA: no NOSCRIPT in the middle of a round trip.
+                ("EVAL", INBOX_PUT, len(keep.keys), *keep.keys, *keep.args)
+                for keep in keeps
+            ]
+            waits = bool(keeps) and self.bp.sentinel is not None
+            if waits:  # kept means on a replica too (see RedisInbox.put)
+                commands.append(("WAIT", 1, int(REPLICA_WAIT * 1000)))
+            publish = "SPUBLISH" if self.bp.cluster else "PUBLISH"
+            commands += [
+                (publish, c, data) for c, (_, data) in zip(channels, publishes, strict=True)
+            ]
             try:
-                async with self.bp.redis.pipeline(transaction=False) as pipe:
-                    for channel, (_, data) in zip(channels, publishes, strict=True):
-                        if self.bp.cluster:
-                            pipe.spublish(channel, data)
-                        else:
-                            pipe.publish(channel, data)
-                    counts = await self.bp.call(pipe.execute())
+                results = await self.bp.call(self._run(commands))
+                kept = len(keeps) + waits
+                counts = results[kept:]
+                for keep, result in zip(keeps, results, strict=False):
+                    keep.result = result
+                    if waits and not results[len(keeps)]:
+                        keep.result = BackplaneError(
+                            f"redis: no replica took the inbox entry within {REPLICA_WAIT:g} s"
+                        )
             except BaseException as exc:
                 # Whatever ended the PUBLISH (Redis, or the node closing: see close), each
                 # waiter is told: a sender must never wait for an answer that will not come.
@@ -386,6 +433,8 @@ class Bus:
                 log.warning(
                     "node %s: %d message(s) not published: %s", self.bp.node_id, count, error
                 )
+                for keep in keeps:
+                    keep.result = error
                 for callbacks, _ in publishes:
                     for done in callbacks:
                         if done is not None:
@@ -394,17 +443,67 @@ class Bus:
                     raise
             else:
                 for (callbacks, _), subscribers in zip(publishes, counts, strict=True):
+                    told: int | BaseException = (
+                        BackplaneError(f"redis: {subscribers!r}")
+                        if isinstance(subscribers, BaseException)
+                        else int(subscribers)
+                    )
                     for done in callbacks:
                         if done is not None:
-                            done(int(subscribers))
+                            done(told)
             finally:
                 self._queued -= count
+
+    async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``commands`` in one round trip; an error reply comes back in its place (an
+        exception). On a Redis Cluster in redis-py's pipeline (it sends each command to its
+        shard); else on a connection held for it, without a pipeline object, pool checkout or
+        retry wrapper per flush (about half the client's CPU of a flush of a few messages).
+        A connection error is tried once more on a new connection (a Redis restarted: as
+        redis-py's own retry, a command may then run twice; the inbox and the clients take a
+        message twice by its msgId)."""
+        bp = self.bp
+        if bp.cluster:
+            async with bp.redis.pipeline(transaction=False) as pipe:
+                for args in commands:
+                    pipe.execute_command(*args)
+                return list(await pipe.execute(raise_on_error=False))
+        redis = bp.redis
+        assert isinstance(redis, aioredis.Redis)
+        pool = redis.connection_pool
+        for attempt in (1, 2):
+            conn = self._conn
+            if conn is not None and self._conn_switches != bp.switches:
+                self._conn = None  # (the pool reconnects it to the new master: see _SentinelPool)
+                await pool.release(conn)
+                conn = None
+            if conn is None:
+                conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+                self._conn, self._conn_switches = conn, bp.switches
+            try:
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                results: list[Any] = []
+                for _ in commands:
+                    try:
+                        results.append(await conn.read_response())
+                    except ResponseError as exc:
+                        results.append(exc)
+                return results
+            except BaseException as exc:
+                # Out of step with its replies: never reused as it is.
+                self._conn = None
+                await conn.disconnect()
+                await pool.release(conn)
+                if attempt == 2 or not isinstance(exc, RedisConnectionError):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         """The node is closing: stop publishing; what is still waiting for a PUBLISH is
         answered with a :class:`BackplaneError` (its sender does not wait on a closed client)."""
         self._closed = True
         outbox, self._outbox = self._outbox, {}
+        self._keeps = []
         error = BackplaneError("redis: the node is closing")
         for items in outbox.values():
             self._queued -= len(items)
@@ -531,6 +630,75 @@ class Bus:
         finally:
             timer.cancel()
             self._pending.pop(rid, None)
+
+    async def forward(
+        self, node: str, message: dict[str, Any], timeout: float, keep: Keep | None = None
+    ) -> Forwarded:
+        """Send ``message`` to ``node``, expecting no answer; with ``keep``, the inbox write
+        goes ahead of it in the same pipeline (one round trip). Taken once the PUBLISH reached
+        a subscriber; not taken (nothing sent or kept) when the node's heartbeat is gone.
+        Raises :class:`BackplaneError` when Redis did not take it within ``timeout`` (the
+        liveness check or the pipeline), or Sentinel moved the master meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        nodes = self.bp.nodes
+        alive = nodes.known_alive(node)
+        if alive is None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    alive = await nodes.node_alive(node)
+            except TimeoutError:
+                raise BackplaneError(f"redis: no answer within {timeout:g} s") from None
+        if not alive:
+            return Forwarded(False)
+        spec: _Keep | None = None
+        if keep is not None:
+            inbox = self.bp.inbox
+            assert isinstance(inbox, RedisInbox)
+            keys, args = inbox.put_command(
+                keep.app, keep.user, keep.entry, cap=keep.cap, now=keep.now, encoded=keep.encoded
+            )
+            spec = _Keep(keys, args)
+        switches = self.bp.switches
+        fut: asyncio.Future[int | BaseException] = loop.create_future()
+
+        def published(result: int | BaseException) -> None:
+            if not fut.done():
+                fut.set_result(result)
+
+        def expire() -> None:
+            if not fut.done():
+                fut.set_result(BackplaneError(f"redis: no answer within {timeout:g} s"))
+
+        # One timer and one future per forward (cheaper than asyncio.timeout on every one).
+        timer = loop.call_at(deadline, expire)
+        try:
+            self._post(self.bp.key("ch", node), message, published, spec)
+            result = await fut
+        finally:
+            timer.cancel()
+        if isinstance(result, BaseException):
+            raise result if isinstance(result, BackplaneError) else BackplaneError(repr(result))
+        kept = False
+        dropped: tuple[str, ...] = ()
+        if spec is not None:
+            if isinstance(spec.result, list):
+                kept, dropped = True, tuple(as_text(d) for d in spec.result)
+            else:
+                log.warning("node %s: not kept: %s", self.bp.node_id, spec.result)
+        if result:
+            return Forwarded(True, kept, dropped)
+        # Nobody subscribed: the node is gone, or (Sentinel) one of the two nodes still used
+        # the old master, which will discard what it is given: then the caller must not fall
+        # back to that Redis (an inbox write there is lost): unavailable.
+        try:
+            async with asyncio.timeout_at(deadline):
+                moved = await self.bp.master_moved_since(switches)
+        except TimeoutError:
+            moved = True
+        if moved:
+            raise BackplaneError("redis: the master moved during the forward")
+        return Forwarded(False, kept, dropped)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
         """Ask every other node; the answers that came within ``timeout``."""

@@ -17,6 +17,8 @@ Keys (``P`` is the configured prefix, so several clusters can share one Redis)::
     P:il:<app>:<user>    list of inbox message ids, oldest first
     P:ib:<app>:<user>    hash message id -> entry JSON
     P:n:<app>:<nonce>    HMAC nonces, SET NX with the window as TTL
+    P:epoch              the directory's epoch, P:epoch:resync the nodes re-registering in it
+                         (see :mod:`.nodes`: a directory miss is `unavailable` meanwhile)
 
 Channels: ``P:ch:<node>`` (requests to a node, replies to it) and ``P:ch:all`` (every node).
 
@@ -36,6 +38,8 @@ Redis keeps the layout above) a user's keys carry the hash tag ``{P:<app>:<user>
 
     {P:<app>:<user>}:u   {P:<app>:<user>}:il   {P:<app>:<user>}:ib
     {P:sio}:log          {P:sio}:s:<pid>        (connection state recovery: one slot)
+    {P:epoch}            {P:epoch}:resync       (the directory's epoch: one slot)
+    {P:m<i>}             one marker per master: its loss says that shard lost its data
 
 The other keys keep their names (each is touched alone, or in a pipeline that redis-py splits
 by node; the operations a single Redis runs as one script or MULTI across them run step by step,
@@ -49,7 +53,8 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -64,7 +69,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..config import ConfigError
-from ..core.backplane import BackplaneError, NodeHandler
+from ..core.backplane import BackplaneError, Forwarded, Keep, NodeHandler
 from ..core.directory import Directory
 from ..core.inbox import Inbox
 from .bus import MAX_QUEUED_MESSAGES, Bus
@@ -363,6 +368,9 @@ class RedisBackplane:
                 "socket_connect_timeout": bounds["socket_connect_timeout"],
                 "socket_timeout": bounds["socket_timeout"],
                 "health_check_interval": bounds["health_check_interval"],
+                # No retries (redis-py's default backs off for seconds on a dead shard): the bus
+                # gives up a lost subscription at once, then maps the slots again (a failover).
+                "retry": Retry(NoBackoff(), 0),
             }
             # max_connections is per Redis node here; redis-py's cluster client does not wait
             # for a busy pool (pool_timeout does not apply): past the bound a command fails at
@@ -409,6 +417,8 @@ class RedisBackplane:
         self.bus = Bus(self)
         #: This node's heartbeat, the sweep of dead nodes, who is alive.
         self.nodes = Nodes(self)
+        # A subscription that comes back is news for the heartbeat (Redis may be back empty).
+        self.bus.subscribed = _Subscribed(self.nodes.subscribed_again)
         self.directory: Directory = RedisDirectory(self)
         self.inbox: Inbox = RedisInbox(self)
         self.replay = RedisReplay(self)
@@ -431,14 +441,23 @@ class RedisBackplane:
 
     async def master_moved_since(self, switches: int) -> bool:
         """Whether the master moved since :attr:`switches` was ``switches``, asking the
-        sentinels now (False at once without Sentinel)."""
-        if self._sentinel_pool is None:
-            return False
+        sentinels now; or, whatever the URL, whether the directory is settling (see
+        :mod:`.nodes`: Redis lost data or failed over, and nodes are registering their clients
+        and subscriptions again). Asked when nobody was subscribed to a node that is alive: it
+        may not be subscribed again yet, so the send is ``unavailable``, not a gone target."""
+        if self.nodes.switching:
+            return True
+        if self._sentinel_pool is not None:
+            try:
+                await self._sentinel_pool.get_master_address()
+            except (TimeoutError, RedisError, OSError):
+                return True  # no master now: whatever was written is not known to stay
+            if self.switches != switches:
+                return True
         try:
-            await self._sentinel_pool.get_master_address()
-        except (TimeoutError, RedisError, OSError):
-            return True  # no master now: whatever was written is not known to stay
-        return self.switches != switches
+            return await self.nodes.settling()
+        except BackplaneError:
+            return True
 
     def _master_switched(self, address: tuple[str, int]) -> None:
         self.switches += 1
@@ -446,7 +465,7 @@ class RedisBackplane:
             "node %s: the Redis master moved to %s:%s; following it", self.node_id, *address
         )
         self.bus.master_switched()
-        self.nodes.master_switched()
+        self.nodes.master_switched(address)
 
     async def _follow(self) -> None:
         """Ask the sentinels where the master is, until cancelled or closing (see
@@ -463,9 +482,10 @@ class RedisBackplane:
 
     def key(self, *parts: str) -> str:
         """The Redis key ``<prefix>:<part>:<part>...``; on a Redis Cluster, connection state
-        recovery's keys (``sio``) share one hash tag: its transactions span them."""
-        if self.cluster and parts and parts[0] == "sio":
-            return ":".join((f"{{{self.prefix}:sio}}", *parts[1:]))
+        recovery's keys (``sio``) share one hash tag, and so do the directory epoch's
+        (``epoch``): their transactions and scripts span them."""
+        if self.cluster and parts and parts[0] in ("sio", "epoch"):
+            return ":".join((f"{{{self.prefix}:{parts[0]}}}", *parts[1:]))
         return ":".join((self.prefix, *parts))
 
     def user_key(self, kind: str, app: str, user: str) -> str:
@@ -476,6 +496,15 @@ class RedisBackplane:
             return f"{{{self.prefix}:{app}:{user}}}:{kind}"
         return ":".join((self.prefix, kind, app, user))
 
+    @asynccontextmanager
+    async def pipeline(self, *, transaction: bool = False) -> AsyncIterator[Any]:
+        """``async with`` one of the client's pipelines. Opening one can fail as a command can
+        (a Redis Cluster's client maps the slots first, and may find a shard gone): that is a
+        :class:`BackplaneError` too."""
+        pipe: Any = self.redis.pipeline(transaction=transaction)
+        async with AsyncExitStack() as stack:
+            yield await self.call(stack.enter_async_context(pipe))
+
     async def call(self, awaitable: Awaitable[T]) -> T:
         """Run one Redis command; any Redis failure becomes a :class:`BackplaneError`."""
         try:
@@ -484,6 +513,13 @@ class RedisBackplane:
             # (redis-py's cluster client raises RedisClusterException, not a RedisError, when
             # no seed answers or a slot is not covered.)
             raise BackplaneError(f"redis: {exc.__class__.__name__}: {exc}") from None
+        except (RuntimeError, AttributeError) as exc:
+            # A shard that died under a Redis Cluster's client (a failover): redis-py can write
+            # to a connection another command just disconnected, and fails with uvloop's
+            # RuntimeError on a closed transport, or an AttributeError on its writer, now None.
+            if "closed" not in str(exc) and "'NoneType' object" not in str(exc):
+                raise
+            raise BackplaneError(f"redis: connection lost: {exc}") from None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -493,6 +529,7 @@ class RedisBackplane:
         self.bus.handler = handler
         try:
             await self.nodes.heartbeat_once()
+            await self.nodes.check_epoch()
         except BackplaneError as exc:
             log.warning("node %s: Redis unavailable at start (%s); retrying", self.node_id, exc)
             self.nodes.healthy = False
@@ -587,6 +624,12 @@ class RedisBackplane:
         """See :meth:`.bus.Bus.request`."""
         return await self.bus.request(node, message, timeout)
 
+    async def forward(
+        self, node: str, message: dict[str, Any], *, timeout: float, keep: Keep | None = None
+    ) -> Forwarded:
+        """See :meth:`.bus.Bus.forward`."""
+        return await self.bus.forward(node, message, timeout, keep)
+
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
         """See :meth:`.bus.Bus.request_all`."""
         return await self.bus.request_all(message, timeout)
@@ -600,6 +643,26 @@ class RedisBackplane:
     async def publish_all(self, message: dict[str, Any]) -> None:
         """See :meth:`.bus.Bus.publish_all`."""
         await self.bus.publish_all(message)
+
+
+class _Subscribed(asyncio.Event):
+    """:attr:`.bus.Bus.subscribed`, telling ``again`` when it is set after it was cleared
+    (never on the first subscription)."""
+
+    def __init__(self, again: Callable[[], None]) -> None:
+        super().__init__()
+        self._again = again
+        self._lost = False
+
+    def set(self) -> None:
+        if not self.is_set() and self._lost:
+            self._again()
+        super().set()
+
+    def clear(self) -> None:
+        if self.is_set():
+            self._lost = True
+        super().clear()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -8,7 +8,8 @@ Keys (``P`` is the cluster's prefix; see :mod:`.redis`)::
     P:ou:<app>           sorted set of users with a client online (presence; lazily pruned)
     P:a:<app>:<old>      re-bound client id -> new id, with a TTL
     P:il:<app>:<user>    list of inbox message ids, oldest first
-    P:ib:<app>:<user>    hash message id -> entry JSON
+    P:ib:<app>:<user>    hash message id -> entry JSON, and r:<message id> -> the delivery
+                         receipt its sender asked for (JSON [client, user, target])
     P:n:<app>:<nonce>    HMAC nonces, SET NX with the window as TTL
 
 On a Redis Cluster the user's keys are ``{P:<app>:<user>}:u``, ``:il`` and ``:ib`` (one slot:
@@ -25,12 +26,12 @@ from ...protocol.errors import RemoteProtocolError
 from ...protocol.signing import NonceClaim
 from ..core.backplane import BackplaneError
 from ..core.directory import MAX_ALIAS_HOPS, Location
-from ..core.inbox import InboxEntry
+from ..core.inbox import InboxEntry, Receipt, receipt_of
 
 if TYPE_CHECKING:
     from .redis import RedisBackplane
 
-__all__ = ["RedisDirectory", "RedisInbox", "RedisReplay", "REPLICA_WAIT"]
+__all__ = ["RedisDirectory", "RedisInbox", "RedisReplay", "REPLICA_WAIT", "INBOX_PUT"]
 
 #: Under Sentinel, seconds an inbox write waits for a replica to have it (``WAIT 1``); without
 #: one in that time the write is not taken as kept (the send is ``unavailable``). Below the
@@ -38,6 +39,9 @@ __all__ = ["RedisDirectory", "RedisInbox", "RedisReplay", "REPLICA_WAIT"]
 REPLICA_WAIT = 0.5
 
 # Follow re-bindings, then read the client's hash and whether its node is alive: one round trip.
+# The last field says whether it is a miss (unknown, or its node's heartbeat gone): 0 no, 1 a
+# miss, 2 a miss while the directory is settling (the epoch ARGV[5] gone, or nodes re-registering
+# or a new epoch's grace: ARGV[6], ARGV[7]; see .nodes).
 _LOCATE = """
 local p, app, client = ARGV[1], ARGV[2], ARGV[3]
 for i = 1, tonumber(ARGV[4]) do
@@ -48,23 +52,46 @@ end
 local h = redis.call('HMGET', p .. ':c:' .. app .. ':' .. client, 'n', 'u')
 local node = h[1]
 if node and redis.call('EXISTS', p .. ':node:' .. node) == 0 then node = false end
-return {client, node or '', h[2] or '', (h[1] or h[2]) and 1 or 0}
+local miss = 0
+if not node and (h[1] or not h[2]) then
+  miss = 1
+  if redis.call('EXISTS', ARGV[5]) == 0 or redis.call('EXISTS', ARGV[6], ARGV[7]) > 0 then
+    miss = 2
+  end
+end
+return {client, node or '', h[2] or '', (h[1] or h[2]) and 1 or 0, miss}
 """
 
-# Append to an inbox, trim it to the cap (oldest first), return the ids dropped.
-_INBOX_PUT = """
+#: Why a directory miss is not answered while Redis's registrations are being restored.
+SETTLING = "redis: the directory is being restored (Redis lost data or failed over)"
+
+# Append to an inbox, trim it to the cap (oldest first), return the ids dropped. ARGV[5], if
+# given, is the delivery receipt the sender asked for, kept beside the entry as ``r:<id>``.
+INBOX_PUT = """
 local list, box = KEYS[1], KEYS[2]
 redis.call('RPUSH', list, ARGV[1])
 redis.call('HSET', box, ARGV[1], ARGV[2])
+if ARGV[5] then redis.call('HSET', box, 'r:' .. ARGV[1], ARGV[5]) end
 local dropped = {}
 while redis.call('LLEN', list) > tonumber(ARGV[3]) do
   local old = redis.call('LPOP', list)
-  redis.call('HDEL', box, old)
+  redis.call('HDEL', box, old, 'r:' .. old)
   table.insert(dropped, old)
 end
 redis.call('EXPIRE', list, ARGV[4])
 redis.call('EXPIRE', box, ARGV[4])
 return dropped
+"""
+
+# Remove an acknowledged entry: 0 if it was not there, else its receipt request, or 1.
+_INBOX_ACK = """
+local box, list, id = KEYS[1], KEYS[2], ARGV[1]
+if redis.call('HDEL', box, id) == 0 then return 0 end
+redis.call('LREM', list, 1, id)
+local asked = redis.call('HGET', box, 'r:' .. id)
+if not asked then return 1 end
+redis.call('HDEL', box, 'r:' .. id)
+return asked
 """
 
 # On a Redis Cluster, the client's hash alone: drop the node if it is still ``node``; returns the
@@ -119,11 +146,11 @@ class RedisDirectory:
         ckey = bp.key("c", app, client)
         # A Redis Cluster cannot run a MULTI across slots: the commands go in one pipeline (the
         # user's hash before the online set, which _prune_cluster relies on).
-        async with bp.redis.pipeline(transaction=not bp.cluster) as pipe:
+        async with bp.pipeline(transaction=not bp.cluster) as pipe:
             mapping: dict[str | bytes, str] = {"n": node}
             if user is not None:
                 mapping["u"] = user
-            pipe.hset(ckey, mapping=mapping)  # type: ignore[arg-type]
+            pipe.hset(ckey, mapping=mapping)
             pipe.persist(ckey)
             pipe.sadd(bp.key("nc", node), f"{app}\0{client}")
             if user is not None:
@@ -171,7 +198,7 @@ class RedisDirectory:
         candidates = [as_text(u) for u in raw]
         if not candidates:
             return [], None
-        async with bp.redis.pipeline(transaction=False) as pipe:
+        async with bp.pipeline(transaction=False) as pipe:
             for user in candidates:
                 pipe.hvals(bp.user_key("u", app, user))
             nodes_of = await bp.call(pipe.execute())
@@ -199,7 +226,7 @@ class RedisDirectory:
             user = as_text(raw) if raw is not None else None
         if ttl is None:
             ttl = 86400.0
-        async with bp.redis.pipeline(transaction=not bp.cluster) as pipe:
+        async with bp.pipeline(transaction=not bp.cluster) as pipe:
             pipe.hdel(ckey, "n")
             if user is not None:
                 pipe.expire(ckey, max(1, int(ttl)))
@@ -210,12 +237,22 @@ class RedisDirectory:
             await bp.call(pipe.execute())
 
     async def locate(self, app: str, client: str) -> Location | None:
-        """Where ``client`` is, following re-bound ids (one Lua call); None if it is unknown."""
+        """Where ``client`` is, following re-bound ids (one Lua call); None if it is unknown.
+        While the directory is settling (see :mod:`.nodes`) a miss, unknown or on a node whose
+        heartbeat is gone, raises :class:`BackplaneError` instead: it may be a registration
+        Redis lost and its node has not written again yet."""
         bp = self.bp
         if bp.cluster:
             return await self._locate_cluster(app, client)
-        result = await bp.call(self._locate(keys=[], args=[bp.prefix, app, client, MAX_ALIAS_HOPS]))
-        resolved, node, user, known = (x.decode() if isinstance(x, bytes) else x for x in result)
+        epoch, resync, grace = bp.key("epoch"), bp.key("epoch", "resync"), bp.key("epoch", "grace")
+        args: list[str | int] = [bp.prefix, app, client, MAX_ALIAS_HOPS, epoch, resync, grace]
+        failovers = bp.nodes.failovers
+        result = await bp.call(self._locate(keys=[], args=args))
+        resolved, node, user, known, miss = (
+            as_text(x) if isinstance(x, bytes) else x for x in result
+        )
+        if int(miss) == 2 or (int(miss) and bp.nodes.switched_since(failovers)):
+            raise BackplaneError(SETTLING)
         if not int(known):
             return None
         return Location(resolved, node or None, user or None)
@@ -225,7 +262,7 @@ class RedisDirectory:
         slots): the re-binding and the hash of ``client`` in one pipeline, then per hop."""
         bp = self.bp
         for hop in range(MAX_ALIAS_HOPS + 1):
-            async with bp.redis.pipeline(transaction=False) as pipe:
+            async with bp.pipeline(transaction=False) as pipe:
                 pipe.get(bp.key("a", app, client))
                 pipe.hmget(bp.key("c", app, client), "n", "u")
                 nxt, fields = await bp.call(pipe.execute())
@@ -234,9 +271,13 @@ class RedisDirectory:
             client = as_text(nxt)
         raw_node, raw_user = fields
         if raw_node is None and raw_user is None:
+            if bp.nodes.switching or await bp.nodes.settling():
+                raise BackplaneError(SETTLING)
             return None
         node = as_text(raw_node) if raw_node is not None else None
         if node is not None and not await bp.nodes.node_alive(node):
+            if bp.nodes.switching or await bp.nodes.settling():
+                raise BackplaneError(SETTLING)
             node = None
         return Location(client, node, as_text(raw_user) if raw_user is not None else None)
 
@@ -273,7 +314,32 @@ class RedisInbox:
 
     def __init__(self, bp: RedisBackplane) -> None:
         self.bp = bp
-        self._inbox_put = bp.redis.register_script(_INBOX_PUT)
+        self._inbox_put = bp.redis.register_script(INBOX_PUT)
+        self._inbox_ack = bp.redis.register_script(_INBOX_ACK)
+
+    def put_command(
+        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float, encoded: bytes | None
+    ) -> tuple[list[str], list[str | bytes | int]]:
+        """The keys and arguments of :data:`INBOX_PUT` for ``entry``: what :meth:`put` runs,
+        and what a forward runs in its own round trip (:meth:`.bus.Bus.forward`)."""
+        bp = self.bp
+        exp = jsonutil.dumps_bytes(entry.expires_at)
+        if encoded is not None:  # the envelope as the router encoded it: not encoded again
+            body: bytes = b'{"env":' + encoded + b',"exp":' + exp + b"}"
+        else:
+            body = jsonutil.dumps_bytes({"env": entry.envelope, "exp": entry.expires_at})
+        ttl = max(1, int(entry.expires_at - now) + 1)
+        keys = [bp.user_key("il", app, user), bp.user_key("ib", app, user)]
+        args: list[str | bytes | int] = [entry.msg_id, body, cap, ttl]
+        asked = receipt_of(entry.envelope)
+        if asked is not None:
+            args.append(jsonutil.dumps_bytes([asked.client, asked.user, asked.target]))
+        return keys, args
+
+    @staticmethod
+    def dropped(result: list[bytes | str]) -> list[InboxEntry]:
+        """What :data:`INBOX_PUT` returned: the entries dropped (their ids only)."""
+        return [InboxEntry(as_text(d), {}, 0.0) for d in result]
 
     async def put(
         self,
@@ -288,10 +354,7 @@ class RedisInbox:
         """Append ``entry`` to the user's inbox (one Lua call); returns the entries dropped to
         stay within ``cap`` (their ids only)."""
         bp = self.bp
-        body = jsonutil.dumps({"env": entry.envelope, "exp": entry.expires_at})
-        ttl = max(1, int(entry.expires_at - now) + 1)
-        keys = [bp.user_key("il", app, user), bp.user_key("ib", app, user)]
-        args: list[str | bytes | int] = [entry.msg_id, body, cap, ttl]
+        keys, args = self.put_command(app, user, entry, cap=cap, now=now, encoded=encoded)
         if bp.sentinel is None:
             dropped = await bp.call(self._inbox_put(keys=keys, args=args))
         else:
@@ -299,15 +362,15 @@ class RedisInbox:
             # promoted without it (a failover) would lose a message answered `queued`. WAIT
             # counts the writes of its own connection: the script and it go in one pipeline
             # (EVAL: the script's body, so that no NOSCRIPT can come back in the pipeline).
-            async with bp.redis.pipeline(transaction=False) as pipe:
-                pipe.eval(_INBOX_PUT, len(keys), *keys, *args)
+            async with bp.pipeline(transaction=False) as pipe:
+                pipe.eval(INBOX_PUT, len(keys), *keys, *args)
                 pipe.wait(1, int(REPLICA_WAIT * 1000))
                 dropped, replicas = await bp.call(pipe.execute())
             if not replicas:
                 raise BackplaneError(
                     f"redis: no replica took the inbox entry within {REPLICA_WAIT:g} s"
                 )
-        return [InboxEntry(as_text(d), {}, 0.0) for d in dropped]
+        return self.dropped(dropped)
 
     async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
         """The user's unacknowledged, unexpired messages, oldest first."""
@@ -331,15 +394,27 @@ class RedisInbox:
                 entries.append(InboxEntry(as_text(msg_id), data["env"], expires))
         return entries
 
-    async def ack(self, app: str, user: str, msg_id: str) -> bool:
-        """Remove an acknowledged message; False if it was not in the inbox."""
+    async def ack(self, app: str, user: str, msg_id: str) -> Receipt | bool:
+        """Remove an acknowledged message (one Lua call; one slot on a Redis Cluster too, the
+        user's hash tag); False if it was not in the inbox, else the receipt its sender asked
+        for, or True."""
         bp = self.bp
-        async with bp.redis.pipeline(transaction=True) as pipe:
-            # One slot on a Redis Cluster too (the user's hash tag).
-            pipe.hdel(bp.user_key("ib", app, user), msg_id)
-            pipe.lrem(bp.user_key("il", app, user), 1, msg_id)
-            removed, _ = await bp.call(pipe.execute())
-        return bool(removed)
+        keys = [bp.user_key("ib", app, user), bp.user_key("il", app, user)]
+        found = await bp.call(self._inbox_ack(keys=keys, args=[msg_id]))
+        if not isinstance(found, (bytes, str)):
+            return bool(found)
+        try:
+            client, asker, target = jsonutil.loads(found)
+        except (RemoteProtocolError, TypeError, ValueError):
+            return True  # (written by this code only; unreadable: no receipt, the ack stands)
+        if not isinstance(client, str):
+            return True
+        return Receipt(
+            msg_id,
+            client,
+            asker if isinstance(asker, str) else None,
+            target if isinstance(target, str) else None,
+        )
 
 
 class RedisReplay:

@@ -20,7 +20,7 @@ from .apps import AppConfig
 from .backplane import Backplane, BackplaneError
 from .connection import Connection, Outgoing, Respond
 from .errors import Denied
-from .inbox import MemoryInbox
+from .inbox import MemoryInbox, Receipt
 from .router import Outcome, Router
 
 log = logging.getLogger("wxio.core")
@@ -50,7 +50,17 @@ class Actions:
         self.directory = backplane.directory
         self.inbox = backplane.inbox
         #: An inbox in this process records an ack without waiting: acks cost no coroutine.
-        self.ack_here = self.inbox.ack_now if isinstance(self.inbox, MemoryInbox) else None
+        self.ack_here: Callable[[str, str, str], object] | None = None
+        if isinstance(self.inbox, MemoryInbox):
+            ack_now, tell = self.inbox.ack_now, router.tell
+
+            def ack_here(app: str, user: str, msg_id: str) -> object:
+                acked = ack_now(app, user, msg_id)
+                if acked.__class__ is Receipt:  # its sender asked to be told
+                    tell(app, acked)
+                return acked
+
+            self.ack_here = ack_here
         self.hooks = hooks
         self.tasks = tasks
         self.clock = clock
@@ -110,8 +120,10 @@ class Actions:
             "msgId": outcome.msg_id,
             "guarantee": "until_acked" if outcome.kept else "sent",
         }
-        if outcome.status == "delivered":
+        if outcome.status != "queued":
             payload["delivered"] = outcome.delivered
+        if outcome.forwarded:
+            payload["forwarded"] = outcome.forwarded
         if outcome.dropped:
             payload["dropped"] = list(outcome.dropped)
         return self.reply(RESULT, conn, payload, msgId=outcome.msg_id, **meta)
@@ -127,11 +139,12 @@ class Actions:
         sender: str | None,
         user_id: str | None,
         info: Any = None,
+        receipt: bool = False,
     ) -> Outcome:
         """:meth:`Router.send`, then the ``offline`` hook of a message that was kept for a user
         who is not connected (queued without waiting)."""
         outcome = await self.router.send(
-            app, target, payload, sender=sender, user_id=user_id, info=info
+            app, target, payload, sender=sender, user_id=user_id, info=info, receipt=receipt
         )
         if outcome.status == "queued" and self.hooks is not None:
             sent_by = {"client": sender, "userId": user_id, "info": info}
@@ -154,6 +167,7 @@ class Actions:
             sender=conn.client_id,
             user_id=conn.user_id,
             info=conn.info,
+            receipt=message.meta.receipt is True,
         )
         respond(self._result(conn, outcome, target=target))
 
@@ -253,7 +267,10 @@ class Actions:
 
     async def _ack_quietly(self, app: str, user: str, msg_id: str) -> None:
         try:
-            await self.inbox.ack(app, user, msg_id)
+            acked = await self.inbox.ack(app, user, msg_id)
         except BackplaneError as exc:
             # The message stays kept and comes again; the client de-duplicates by msgId.
             log.warning("ack of %s not recorded: %s", msg_id, exc)
+            return
+        if isinstance(acked, Receipt):  # its sender asked to be told
+            self.router.tell(app, acked)

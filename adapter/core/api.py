@@ -2,7 +2,9 @@
 :class:`ApiAnswer`): a web page or a backend pushes to one client, or to a whole app.
 
 ``POST /api/transportMessage`` with ``{timestamp, app, target, userId, sign, message}`` delivers
-an ``exchange`` to ``target`` and answers ``{"delivered": bool, "queued": bool, "msgId": id}``.
+an ``exchange`` to ``target`` and answers ``{"status": "delivered"|"forwarded"|"queued",
+"delivered": bool, "forwarded": bool, "queued": bool, "msgId": id, "guarantee":
+"until_acked"|"sent"}`` (``forwarded``: handed to the node that holds the target).
 ``POST /api/broadcast`` with ``{timestamp, app, sign, message}`` answers
 ``{"delivered": count, "msgId": id}``. Signed like a connect (``md5(app + key + timestamp)``, or
 HMAC over ``{target, userId, message}`` with ``nonce`` for HMAC apps) with the app's **server
@@ -204,9 +206,12 @@ class Api:
             info=ident.info,
         )
         body: dict[str, Any] = {
+            "status": outcome.status,
             "delivered": outcome.status == "delivered",
+            "forwarded": outcome.status == "forwarded",
             "queued": outcome.status == "queued",
             "msgId": outcome.msg_id,
+            "guarantee": "until_acked" if outcome.kept else "sent",
         }
         if outcome.dropped:
             body["dropped"] = list(outcome.dropped)

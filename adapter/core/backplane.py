@@ -2,9 +2,11 @@
 
 A backplane bundles the shared state (:class:`~.directory.Directory`, the offline
 :class:`~.inbox.Inbox`, the HMAC nonce :class:`ReplayCache`) with node-to-node messaging: a
-request to one node (answered by it), a request to every node (answered by each), and a
-one-way message to every node. Messages are plain JSON-able dicts; their schema is checked by the
-Redis implementation (``adapter/cluster``), which never unpickles anything.
+request to one node (answered by it), a request to every node (answered by each), a one-way
+message to every node, and a one-way message to one node (:meth:`Backplane.forward`, a delivery:
+the sender learns only that the node took it, optionally with the inbox write that goes with it).
+Messages are plain JSON-able dicts; their schema is checked by the Redis implementation
+(``adapter/cluster``), which never unpickles anything.
 
 :class:`MemoryBackplane` is the single-node default: there are no other nodes, so requests
 answer nothing.
@@ -14,13 +16,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .directory import Directory, MemoryDirectory
-from .inbox import Inbox, MemoryInbox
+from .inbox import Inbox, InboxEntry, MemoryInbox
 from .limits import MemoryReplayCache
 
-__all__ = ["Backplane", "BackplaneError", "NodeHandler", "MemoryBackplane"]
+__all__ = ["Backplane", "BackplaneError", "NodeHandler", "MemoryBackplane", "Keep", "Forwarded"]
 
 #: Handles a message from another node; returns the reply for requests (None for none).
 NodeHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -28,6 +30,31 @@ NodeHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 class BackplaneError(Exception):
     """The shared state or the other nodes cannot be reached (e.g. Redis is down)."""
+
+
+class Keep(NamedTuple):
+    """An inbox write that goes with a :meth:`Backplane.forward` (the arguments of
+    :meth:`~.inbox.Inbox.put`): in the inbox before the node gets the message."""
+
+    app: str
+    user: str
+    entry: InboxEntry
+    cap: int
+    now: float
+    encoded: bytes | None = None
+
+
+class Forwarded(NamedTuple):
+    """What a :meth:`Backplane.forward` did."""
+
+    #: The node took the message (it is subscribed); False: the node is gone, nothing was sent
+    #: (and nothing kept).
+    taken: bool
+    #: The :class:`Keep` is in the inbox (False when none was asked, or it failed: then the
+    #: message went out all the same, unkept).
+    kept: bool = False
+    #: The msgIds the inbox's cap pushed out to make room for it.
+    dropped: tuple[str, ...] = ()
 
 
 class Backplane(Protocol):
@@ -54,6 +81,13 @@ class Backplane(Protocol):
 
     async def publish_all(self, message: dict[str, Any]) -> None:
         """Send to every other node, no reply."""
+
+    async def forward(
+        self, node: str, message: dict[str, Any], *, timeout: float, keep: Keep | None = None
+    ) -> Forwarded:
+        """Send to one node, no reply: it is handed over once the node has it to read (with
+        ``keep``, once the inbox has the message, in the same round trip). Raises
+        :class:`BackplaneError` when that is not known within ``timeout``."""
 
 
 class MemoryBackplane:
@@ -88,3 +122,8 @@ class MemoryBackplane:
 
     async def publish_all(self, message: dict[str, Any]) -> None:
         pass
+
+    async def forward(
+        self, node: str, message: dict[str, Any], *, timeout: float, keep: Keep | None = None
+    ) -> Forwarded:
+        return Forwarded(False)

@@ -23,12 +23,19 @@ from .limits import TokenBucket
 
 log = logging.getLogger("wxio.core")
 
-__all__ = ["Outgoing", "Connection", "Respond", "MAX_HELD"]
+__all__ = ["Outgoing", "Connection", "Respond", "MAX_HELD", "MAX_RECEIPTS", "ReceiptHandler"]
 
 _T = TypeVar("_T")
 
 #: Deliveries held for a client while it is being welcomed (greeting, CONNECT reply, inbox).
 MAX_HELD = 1000
+#: Unkept messages written to one connection whose senders wait for a delivery receipt (the
+#: oldest is forgotten past it: its sender gets none).
+MAX_RECEIPTS = 1000
+
+#: Told that a connection acknowledged ``msg_id``, whose sender asked for a receipt (``asked``,
+#: what :meth:`Connection.expect_receipt` was given).
+ReceiptHandler = Callable[["Connection", str, Any], None]
 
 
 class Outgoing:
@@ -98,6 +105,8 @@ class Connection(ABC):
         "denials",
         "on_ack",
         "unacked",
+        "receipts",
+        "on_receipt",
         "_held",
         "_routable",
     )
@@ -118,6 +127,10 @@ class Connection(ABC):
         #: the inbox size), with the ack id a socket.io client was asked for: they are not
         #: written again when the inbox is delivered to this connection.
         self.unacked: dict[str, int | None] = {}
+        #: Unkept messages written here whose senders asked for a delivery receipt: msgId ->
+        #: [what to tell, the ack id a socket.io client was asked for] (None until the first).
+        self.receipts: dict[str, list[Any]] | None = None
+        self.on_receipt: ReceiptHandler | None = None
         self._held: list[Outgoing] | None = []
         self._routable = True
 
@@ -164,6 +177,23 @@ class Connection(ABC):
         """The client acknowledged ``msg_id`` (an ``ack`` envelope, or an ack callback)."""
         if msg_id in self.unacked:
             self.forget(self.unacked.pop(msg_id))
+        receipts = self.receipts
+        if receipts:
+            asked = receipts.pop(msg_id, None)
+            if asked is not None and self.on_receipt is not None:
+                self.on_receipt(self, msg_id, asked[0])
+
+    def expect_receipt(self, msg_id: str, asked: Any, on_receipt: ReceiptHandler) -> None:
+        """An unkept message about to be written here asks for a delivery receipt: when this
+        connection acknowledges ``msg_id``, ``on_receipt(self, msg_id, asked)``. (A kept one
+        needs none of this: the inbox entry holds the request.)"""
+        receipts = self.receipts
+        if receipts is None:
+            receipts = self.receipts = {}
+        receipts[msg_id] = [asked, None]
+        self.on_receipt = on_receipt
+        if len(receipts) > MAX_RECEIPTS:
+            self.forget(receipts.pop(next(iter(receipts)))[1])
 
     def forget(self, ack_id: int | None) -> None:  # noqa: B027 - optional: most do nothing
         """Stop waiting for an ack this connection asked for (socket.io)."""

@@ -66,14 +66,17 @@ class Hub:
         self.inbox = self.backplane.inbox
         self.replay = self.backplane.replay
         self.clock = clock
+        #: The core's background work (ack records, close handshakes, receipts), cancelled at
+        #: shutdown.
+        self.tasks = Tasks()
         #: Where deliveries go (router.py); its registry of this node's connections is the hub's.
-        self.router = Router(self.backplane, lambda: self.clock(), self.metrics)
+        self.router = Router(
+            self.backplane, lambda: self.clock(), self.metrics, apps=apps.get, tasks=self.tasks
+        )
         self.connections = self.router.connections
         self.by_app = self.router.by_app
         self.node_handlers = self.router.node_handlers
         self.new_msg_id = self.router.new_msg_id
-        #: The core's background work (ack records, close handshakes), cancelled at shutdown.
-        self.tasks = Tasks()
         self.auth = Authenticator(apps, self.replay, lambda: self.clock())
         #: Calls to the apps' backends (None: no app has hooks).
         self.hooks: Hooks | None = Hooks(apps, self.metrics) if Hooks.configured(apps) else None

@@ -4,6 +4,10 @@ An entry stays until the user's client acknowledges its ``msgId`` (so a message 
 before a connection dies is delivered again on the next reconnect: at-least-once), or until it is
 older than the app's TTL, or until newer messages push it out of the app's size cap (oldest
 first; the sender is told).
+
+An entry whose envelope asked for a delivery receipt (``meta.receipt``, written by the router)
+says so when its ack removes it: :meth:`Inbox.ack` returns the :class:`Receipt` to send. The
+request lives in the entry itself, so it outlives restarts and reconnects as the message does.
 """
 
 from __future__ import annotations
@@ -11,13 +15,37 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["InboxEntry", "Inbox", "MemoryInbox"]
+__all__ = ["InboxEntry", "Inbox", "MemoryInbox", "Receipt", "receipt_of"]
 
 
 class InboxEntry(NamedTuple):
     msg_id: str
     envelope: dict[str, Any]
     expires_at: float
+
+
+class Receipt(NamedTuple):
+    """A delivery receipt to send: ``msg_id`` was acknowledged; ``client`` (and its user
+    ``user``) sent it to ``target`` and asked to be told."""
+
+    msg_id: str
+    client: str
+    user: str | None
+    target: str | None
+
+
+def receipt_of(envelope: dict[str, Any]) -> Receipt | None:
+    """The receipt an ``exchange`` the router built asks for (None: none asked)."""
+    meta = envelope.get("meta")
+    if type(meta) is not dict or meta.get("receipt") is not True:
+        return None
+    msg_id, client = meta.get("msgId"), meta.get("client")
+    if type(msg_id) is not str or type(client) is not str:
+        return None
+    user, target = meta.get("userId"), meta.get("target")
+    return Receipt(
+        msg_id, client, user if type(user) is str else None, target if type(target) is str else None
+    )
 
 
 class Inbox(Protocol):
@@ -39,7 +67,10 @@ class Inbox(Protocol):
         """Unacknowledged, unexpired entries, oldest first."""
         ...
 
-    async def ack(self, app: str, user: str, msg_id: str) -> bool: ...
+    async def ack(self, app: str, user: str, msg_id: str) -> Receipt | bool:
+        """Remove an acknowledged entry: False if it was not there, else the :class:`Receipt`
+        its sender asked for, or True."""
+        ...
 
 
 class MemoryInbox:
@@ -100,18 +131,22 @@ class MemoryInbox:
             if any(e.expires_at > now for e in box.values())
         }
 
-    async def ack(self, app: str, user: str, msg_id: str) -> bool:
+    async def ack(self, app: str, user: str, msg_id: str) -> Receipt | bool:
         return self.ack_now(app, user, msg_id)
 
-    def ack_now(self, app: str, user: str, msg_id: str) -> bool:
+    def ack_now(self, app: str, user: str, msg_id: str) -> Receipt | bool:
         """:meth:`ack` without a coroutine: an inbox in this process never waits to record one
         (the core acknowledges synchronously through it)."""
-        return self._remove(app, user, msg_id)
-
-    def _remove(self, app: str, user: str, msg_id: str) -> bool:
-        box = self._boxes.get((app, user))
-        if box is None or box.pop(msg_id, None) is None:
+        entry = self._remove(app, user, msg_id)
+        if entry is None:
             return False
-        if not box:
+        return receipt_of(entry.envelope) or True
+
+    def _remove(self, app: str, user: str, msg_id: str) -> InboxEntry | None:
+        box = self._boxes.get((app, user))
+        if box is None:
+            return None
+        entry = box.pop(msg_id, None)
+        if entry is not None and not box:
             del self._boxes[(app, user)]
-        return True
+        return entry

@@ -1,10 +1,21 @@
 """Routing: where a message for a client id goes, and getting it there.
 
-A delivery goes to a connection of this node, to another node through the backplane (with a
-short cache of remote targets' nodes, and concurrent lookups shared), or into the user's inbox;
-a message to a user is kept there until acknowledged (``keep_until_ack``). Broadcasts go to every
-client of an app on every node. The :class:`Router` also owns this node's registry of
-connections (the hub registers and detaches them) and answers other nodes' delivery requests.
+A delivery goes to a connection of this node (``delivered``), to the node that holds the target
+(``forwarded``: a one-way message through the backplane, no answer awaited from that node; with
+a short cache of remote targets' nodes, and concurrent lookups shared), or into the user's inbox
+(``queued``); a message to a user is kept there until acknowledged (``keep_until_ack``), and for
+a target on another node the inbox write and the forward go in one round trip. The node that
+gets a forwarded message whose target has just left hands it to the same user's other clients
+(or leaves it in the inbox). Broadcasts go to every client of an app on every node.
+
+Delivery receipts: an ``exchange`` whose sender asked for one (``meta.receipt``) is answered,
+once its target acknowledges it, with a ``receipt`` envelope routed to the sender like any
+message (kept in the sender's inbox when the sender has a user id). The request travels in the
+envelope: a kept message's inbox entry holds it; an unkept one's target connection remembers it
+(:meth:`Connection.expect_receipt`).
+
+The :class:`Router` also owns this node's registry of connections (the hub registers and detaches
+them) and takes other nodes' deliveries.
 """
 
 from __future__ import annotations
@@ -20,12 +31,13 @@ from typing import Any, NamedTuple, TypeVar
 from ...protocol import envelope as env
 from ...protocol.envelope import Action, DenyReason
 from ..metrics import Metrics
+from ..tasks import Tasks, start_eagerly
 from .apps import AppConfig
-from .backplane import Backplane, BackplaneError, NodeHandler
+from .backplane import Backplane, BackplaneError, Keep, NodeHandler
 from .connection import Connection, Outgoing
 from .directory import Location
 from .errors import Denied, unavailable
-from .inbox import InboxEntry
+from .inbox import InboxEntry, Receipt, receipt_of
 from .singleflight import SingleFlight
 
 log = logging.getLogger("wxio.core")
@@ -34,7 +46,8 @@ __all__ = ["Router", "Outcome", "NODE_TIMEOUT", "SEND_WAIT"]
 
 T = TypeVar("T")
 
-#: Seconds to wait for another node's answer before treating the target as gone.
+#: Seconds to wait for another node's answer (a broadcast's counts), or for Redis to take a
+#: forward, before treating the node as gone.
 NODE_TIMEOUT = 2.0
 #: How long, and for how many targets, a remote target's node is remembered.
 ROUTE_CACHE_TTL = 1.0
@@ -52,11 +65,19 @@ KEEP_WAIT = 1.0
 SEND_WAIT = 3.0
 
 
-class Outcome(NamedTuple):
-    """What a send did: ``delivered`` to connected clients or ``queued`` in the inbox."""
+#: The outcomes of a send (``Outcome.status``, the ``result``'s ``status``).
+DELIVERED = "delivered"
+FORWARDED = "forwarded"
+QUEUED = "queued"
 
-    status: str  # "delivered" | "queued"
+
+class Outcome(NamedTuple):
+    """What a send did: ``delivered`` to connections of this node, ``forwarded`` to the nodes
+    that hold the target, or ``queued`` in the inbox."""
+
+    status: str  # "delivered" | "forwarded" | "queued"
     msg_id: str
+    #: Connections of this node that got it.
     delivered: int = 0
     dropped: tuple[str, ...] = ()
     #: True: kept in the user's inbox until acknowledged; False: written to the connection
@@ -64,20 +85,34 @@ class Outcome(NamedTuple):
     kept: bool = False
     #: ``queued``: the user whose inbox keeps it.
     user: str | None = None
+    #: Other nodes it was handed to (a user may be connected on several).
+    forwarded: int = 0
 
 
 class Router:
-    """Routes deliveries for one node; ``clock`` (seconds) is the hub's, injected."""
+    """Routes deliveries for one node; ``clock`` (seconds) is the hub's, injected; ``apps``
+    finds an app's configuration by name (for what other nodes hand over); ``tasks`` runs what
+    a delivery starts and cannot wait for (receipts, re-routing), the hub's."""
 
-    def __init__(self, backplane: Backplane, clock: Callable[[], float], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        backplane: Backplane,
+        clock: Callable[[], float],
+        metrics: Metrics,
+        *,
+        apps: Callable[[str], AppConfig | None] = lambda name: None,
+        tasks: Tasks | None = None,
+    ) -> None:
         self.backplane = backplane
+        self.apps = apps
+        self.tasks = tasks if tasks is not None else Tasks()
         self.node = backplane.node_id
         self.directory = backplane.directory
         self.inbox = backplane.inbox
         self.clock = clock
         self._sent = metrics.counter(
             "wxio_core_sends_total",
-            "sendToOthers and API sends by outcome: delivered or queued.",
+            "sendToOthers and API sends by outcome: delivered, forwarded or queued.",
         )
         #: This node's connections, by (app, client id), and by app.
         self.connections: dict[tuple[str, str], Connection] = {}
@@ -108,9 +143,11 @@ class Router:
         sender: str | None,
         user_id: str | None,
         info: Any = None,
+        receipt: bool = False,
     ) -> Outcome:
         """Deliver an ``exchange`` to ``target`` (a client id of ``app``) wherever it is
-        connected, or keep it in the inbox of the user that client belonged to. Raises
+        connected, or keep it in the inbox of the user that client belonged to. ``receipt``:
+        the sender (a client) is sent a ``receipt`` when the target acknowledges it. Raises
         :class:`Denied` (reason ``unavailable`` when the cluster cannot be asked)."""
         msg_id = self.new_msg_id()
         exchange = {
@@ -122,9 +159,12 @@ class Router:
             "msgId": msg_id,
             "info": info,
         }
+        receipt = receipt and sender is not None
+        if receipt:  # (only then: the envelope of a client that does not ask stays as it was)
+            exchange["receipt"] = True
         out = self._outgoing(app, env.wire(Action.EXCHANGE, payload, exchange), msg_id)
         conn = self.connections.get((app.name, target))
-        if conn is not None and conn.user_id is None and conn.deliver(out):
+        if conn is not None and conn.user_id is None and not receipt and conn.deliver(out):
             outcome = Outcome("delivered", msg_id, 1)  # the common case costs no shared state
         else:
             # A BackplaneError must not reach the HTTP API (a bare 500): it is `unavailable`.
@@ -171,41 +211,57 @@ class Router:
         if client is None:
             raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
         dropped: tuple[str, ...] = ()
-        if user is not None and app.keep_until_ack and self.clock() >= self._keep_off_until:
-            # Kept before it is written: an ack, not the socket write, is what ends it.
-            try:
-                if shared:  # a slow Redis must not hold up a connected target
-                    wait = min(KEEP_WAIT, deadline - asyncio.get_running_loop().time())
-                    dropped = await asyncio.wait_for(self._keep(app, user, out), wait)
-                else:
-                    dropped = await self._keep(app, user, out)
-            except (BackplaneError, TimeoutError) as exc:
-                # A connected target is still served; the result says "sent", not "kept".
-                log.warning("%s not kept (delivered if connected): %r", msg_id, exc)
-                self._keep_off_until = self.clock() + KEEP_RETRY
-        # A node that did not answer within this send is not asked again in it (a frozen node
-        # would otherwise cost NODE_TIMEOUT per client of the user it holds).
-        unanswered: set[str] = set()
-        if node is not None and await self._deliver_to(
-            app.name, client, node, out, unanswered, deadline
-        ):
-            return Outcome("delivered", msg_id, 1, dropped, out.kept)
+        keep = user is not None and app.keep_until_ack and self.clock() >= self._keep_off_until
+        if keep and (node is None or node == self.node):
+            # Kept before it is written: an ack, not the socket write, is what ends it. (For a
+            # target on another node the keep goes with the forward, in one round trip.)
+            assert user is not None
+            dropped = await self._keep_connected(app, user, out, deadline)
+        # A node found gone within this send is not tried again in it.
+        gone: set[str] = set()
+        if node is not None:
+            how, more = await self._deliver_to(
+                app, client, node, user, out, gone, deadline, keep=keep
+            )
+            dropped += more
+            if how == DELIVERED:
+                return Outcome(DELIVERED, msg_id, 1, dropped, out.kept)
+            if how == FORWARDED:
+                return Outcome(FORWARDED, msg_id, 0, dropped, out.kept, forwarded=1)
         self._routes.pop(key, None)
         if user is None:
             raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
         # The same user may be back under another id and not have re-bound yet.
-        delivered = 0
-        others = await self._bounded(deadline, self.directory.user_clients(app.name, user))
-        for other, where_node in others:
-            if other != client and await self._deliver_to(
-                app.name, other, where_node, out, unanswered, deadline
-            ):
-                delivered += 1
-        if delivered:
-            return Outcome("delivered", msg_id, delivered, dropped, out.kept)
+        found = await self._bounded(deadline, self.directory.user_clients(app.name, user))
+        others = [(other, on) for other, on in found if other != client]
+        if others and keep and not out.kept:  # kept before the first of them gets it
+            dropped += await self._keep_connected(app, user, out, deadline)
+        delivered = forwarded = 0
+        for other, on in others:
+            how, _ = await self._deliver_to(app, other, on, user, out, gone, deadline)
+            delivered += how == DELIVERED
+            forwarded += how == FORWARDED
+        if delivered or forwarded:
+            status = DELIVERED if delivered else FORWARDED
+            return Outcome(status, msg_id, delivered, dropped, out.kept, forwarded=forwarded)
         if not out.kept:
-            dropped = await self._bounded(deadline, self._keep(app, user, out))
-        return Outcome("queued", msg_id, 0, dropped, True, user)
+            dropped += await self._bounded(deadline, self._keep(app, user, out))
+        return Outcome(QUEUED, msg_id, 0, dropped, True, user)
+
+    async def _keep_connected(
+        self, app: AppConfig, user: str, out: Outgoing, deadline: float
+    ) -> tuple[str, ...]:
+        """Keep a message for a connected target: if the inbox cannot take it in time, the
+        target is still served (the result says "sent", not "kept")."""
+        try:
+            if self.backplane.shared:  # a slow Redis must not hold up a connected target
+                wait = min(KEEP_WAIT, deadline - asyncio.get_running_loop().time())
+                return await asyncio.wait_for(self._keep(app, user, out), wait)
+            return await self._keep(app, user, out)
+        except (BackplaneError, TimeoutError) as exc:
+            log.warning("%s not kept (delivered if connected): %r", out.msg_id, exc)
+            self._keep_off_until = self.clock() + KEEP_RETRY
+            return ()
 
     async def _bounded(self, deadline: float, awaitable: Awaitable[T]) -> T:
         """Wait for the shared state until the send's ``deadline`` (loop time); past it, a
@@ -248,38 +304,118 @@ class Router:
 
     async def _deliver_to(
         self,
-        app: str,
+        app: AppConfig | str,
         client: str,
         node: str | None,
+        user: str | None,
         out: Outgoing,
-        unanswered: set[str],
+        gone: set[str],
         deadline: float,
-    ) -> bool:
-        """Deliver to ``client`` here (node None or ours) or on ``node``; True if it was
-        connected there. A node in ``unanswered`` is not asked; one that does not answer (by
-        NODE_TIMEOUT, or by the send's ``deadline`` if that comes first) is added to it. Raises
-        :class:`BackplaneError` when Redis does not take the request in that time."""
+        *,
+        keep: bool = False,
+        again: bool = False,
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """Deliver to ``client`` here (node None or ours: ``delivered``) or hand it to ``node``
+        (``forwarded``); None if it is not there, or the node is gone (added to ``gone``; one in
+        ``gone`` is not tried). ``keep`` (``app`` an :class:`AppConfig` then): keep it in
+        ``user``'s inbox in the forward's round trip; returns the msgIds the inbox cap dropped.
+        ``again``: the receiving node does not hand it on once more. Raises
+        :class:`BackplaneError` when Redis does not take it by the send's ``deadline`` (or
+        NODE_TIMEOUT, if that comes first)."""
+        name = app if isinstance(app, str) else app.name
         if node is None or node == self.node:
-            conn = self.connections.get((app, client))
-            return conn is not None and conn.deliver(out)
-        if node in unanswered:
-            return False
+            conn = self.connections.get((name, client))
+            return (DELIVERED if conn is not None and self._deliver_here(conn, out) else None), ()
+        if node in gone:
+            return None, ()
         timeout = min(NODE_TIMEOUT, deadline - asyncio.get_running_loop().time())
-        if timeout <= 0:  # the send's time is up: this node cannot be asked any more
-            unanswered.add(node)
-            return False
+        if timeout <= 0:  # the send's time is up: this node cannot be tried any more
+            gone.add(node)
+            return None, ()
         message: dict[str, Any] = {
             "t": "deliver",
-            "app": app,
+            "app": name,
             "client": client,
             "env": out.envelope,
         }
-        if out.kept:
+        if user is not None:
+            message["user"] = user  # (for the receiving node, should the client have gone)
+        spec: Keep | None = None
+        if keep and not out.kept and user is not None and isinstance(app, AppConfig):
+            now = self.clock()
+            assert out.msg_id is not None
+            entry = InboxEntry(out.msg_id, out.envelope, now + app.inbox_ttl)
+            spec = Keep(name, user, entry, app.inbox_size, now, out.utf8())
+        if out.kept or spec is not None:
             message["kept"] = True
-        reply = await self.backplane.request(node, message, timeout=timeout)
-        if reply is None:
-            unanswered.add(node)
-        return bool(reply and reply.get("ok"))
+        if again:
+            message["again"] = True
+        done = await self.backplane.forward(node, message, timeout=timeout, keep=spec)
+        if spec is not None:
+            if done.kept:
+                out.kept = True
+            elif done.taken:  # went out unkept: the result says "sent"
+                log.warning("%s not kept (forwarded all the same)", out.msg_id)
+                self._keep_off_until = self.clock() + KEEP_RETRY
+        if not done.taken:  # (a keep that went with it may have been done all the same)
+            gone.add(node)
+            return None, done.dropped
+        return FORWARDED, done.dropped
+
+    def _deliver_here(self, conn: Connection, out: Outgoing) -> bool:
+        """:meth:`Connection.deliver`; an unkept message whose sender asked for a receipt is
+        remembered by the connection until acknowledged (a kept one's inbox entry holds the
+        request)."""
+        if not out.kept and out.msg_id is not None:
+            asked = receipt_of(out.envelope)
+            if asked is not None:
+                conn.expect_receipt(out.msg_id, asked, self._acked_unkept)
+                if conn.deliver(out):
+                    return True
+                if conn.receipts is not None:
+                    conn.receipts.pop(out.msg_id, None)
+                return False
+        return conn.deliver(out)
+
+    # -- delivery receipts ---------------------------------------------------------------------
+
+    def _acked_unkept(self, conn: Connection, msg_id: str, asked: Any) -> None:
+        """A connection acknowledged an unkept message whose sender asked for a receipt."""
+        if isinstance(asked, Receipt):
+            self.tell(conn.app.name, asked)
+
+    def tell(self, app: str, asked: Receipt) -> None:
+        """Send ``asked``'s sender its ``receipt``: its message has been acknowledged. Routed
+        as a send (kept in the sender's inbox if it has a user id; dropped if the sender,
+        without one, has gone); started here, carried on in a task if it has to wait."""
+        resume = start_eagerly(self._send_receipt(app, asked))
+        if resume is not None:
+            self.tasks.spawn(resume)
+
+    async def _send_receipt(self, app_name: str, asked: Receipt) -> None:
+        app = self.apps(app_name)
+        if app is None:
+            return
+        now = self.now_ms()
+        receipt_id = self.new_msg_id()
+        meta = {
+            "timestamp": now,
+            "app": app_name,
+            "client": asked.client,
+            "userId": asked.user,
+            "target": asked.target,
+            "msgId": receipt_id,
+        }
+        payload = {"msgId": asked.msg_id, "status": "acked", "ackedAt": now}
+        out = Outgoing(env.wire(Action.RECEIPT, payload, meta), receipt_id)
+        try:
+            await self._route(
+                app, asked.client, out, self.connections.get((app_name, asked.client))
+            )
+        except Denied as denied:  # (target_offline: a sender without a user id has gone)
+            log.debug("receipt of %s not sent: %s", asked.msg_id, denied.detail)
+        except BackplaneError as exc:
+            log.warning("receipt of %s not sent: %s", asked.msg_id, exc)
 
     async def broadcast(
         self,
@@ -328,6 +464,28 @@ class Router:
         count += sum(int(r.get("count", 0)) for r in replies)
         return count, msg_id
 
+    async def _redirect(self, app_name: str, client: str, user: str, out: Outgoing) -> None:
+        """A message forwarded here for ``client``, of ``user``, who has left: the user's other
+        clients get it (once: the nodes they are on do not hand it on again); if none does, a
+        kept message stays in the inbox, an unkept one is kept now."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SEND_WAIT if self.backplane.shared else math.inf
+        try:
+            others = await self._bounded(deadline, self.directory.user_clients(app_name, user))
+            gone: set[str] = set()
+            taken = False
+            for other, node in others:
+                if other != client:
+                    how, _ = await self._deliver_to(
+                        app_name, other, node, user, out, gone, deadline, again=True
+                    )
+                    taken = taken or how is not None
+            app = self.apps(app_name)
+            if not taken and not out.kept and app is not None:
+                await self._bounded(deadline, self._keep(app, user, out))
+        except BackplaneError as exc:
+            log.warning("%s: not handed on after its target left: %s", out.msg_id, exc)
+
     def _broadcast_local(self, app: str, out: Outgoing, sender: str | None) -> int:
         count = 0
         for client_id, conn in list(self.by_app.get(app, {}).items()):
@@ -336,13 +494,21 @@ class Router:
         return count
 
     async def on_node_message(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        """What other nodes ask of this one (schema already checked by the backplane)."""
+        """What other nodes send this one (schema already checked by the backplane)."""
         kind = message.get("t")
         if kind == "deliver":
-            conn = self.connections.get((message["app"], message["client"]))
-            msg_id = message["env"].get("meta", {}).get("msgId")
+            app, client = message["app"], message["client"]
+            conn = self.connections.get((app, client))
+            meta = message["env"].get("meta")
+            msg_id = meta.get("msgId") if type(meta) is dict else None
             out = Outgoing(message["env"], msg_id, kept=message.get("kept") is True)
-            return {"ok": conn is not None and conn.deliver(out)}
+            ok = conn is not None and self._deliver_here(conn, out)
+            user = message.get("user")
+            # Forwarded (no request id: nobody waits to route it elsewhere) to a client that has
+            # just gone: the user's other clients get it, or the inbox keeps it.
+            if not ok and "id" not in message and type(user) is str and not message.get("again"):
+                self.tasks.spawn(self._redirect(app, client, user, out))
+            return {"ok": ok}
         if kind == "broadcast":
             out = Outgoing(message["env"])
             return {"count": self._broadcast_local(message["app"], out, message.get("except"))}

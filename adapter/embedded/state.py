@@ -22,7 +22,7 @@ from ...protocol import jsonutil
 from ...protocol.errors import RemoteProtocolError
 from ...protocol.signing import NonceClaim
 from ..core.directory import MemoryDirectory
-from ..core.inbox import InboxEntry, MemoryInbox
+from ..core.inbox import InboxEntry, MemoryInbox, Receipt, receipt_of
 from ..core.limits import MemoryReplayCache
 from .database import Database, StoreUnavailable
 
@@ -172,14 +172,16 @@ class DurableInbox(MemoryInbox):
         if seq is not None:
             self.db.drop(seq)
 
-    def ack_now(self, app: str, user: str, msg_id: str) -> bool:
-        """Remove an acknowledged message (and its row); False if it was not in the inbox."""
-        if not self._remove(app, user, msg_id):
+    def ack_now(self, app: str, user: str, msg_id: str) -> Receipt | bool:
+        """Remove an acknowledged message (and its row); False if it was not in the inbox, else
+        the receipt its sender asked for (the request is in the stored envelope), or True."""
+        entry = self._remove(app, user, msg_id)
+        if entry is None:
             return False
         seq = self._rows.pop(msg_id, None)
         if seq is not None:
             self.db.drop(seq)
-        return True
+        return receipt_of(entry.envelope) or True
 
 
 class DurableReplay(MemoryReplayCache):

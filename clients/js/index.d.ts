@@ -3,7 +3,7 @@
 export type Action =
   | 'saveId' | 'requestId' | 'sendToOthers' | 'reConnectAndUpdates' | 'reConnectUpdated'
   | 'deny' | 'exchange' | 'broadcast' | 'connect' | 'disconnect' | 'ack' | 'ping' | 'pong'
-  | 'result' | 'refresh' | 'refreshed';
+  | 'result' | 'receipt' | 'refresh' | 'refreshed';
 
 export type DenyReason =
   | 'bad_signature' | 'expired' | 'unknown_app' | 'malformed' | 'unknown_action'
@@ -21,6 +21,8 @@ export interface Meta {
   target?: string;
   msgId?: string;
   nonce?: string;
+  /** sendToOthers: ask for a delivery receipt; on an exchange: its sender asked for one. */
+  receipt?: boolean;
   [key: string]: unknown;
 }
 
@@ -81,7 +83,8 @@ export interface ClientOptions {
   /** Token connections: refresh this many ms before exp (default 5000; at least 20% of the
    * token's remaining lifetime, at most half of it). */
   refreshLead?: number;
-  /** How many msgIds are remembered to drop duplicates (default 1000). */
+  /** How many msgIds are remembered to drop duplicates, and receipts for receipt() (default
+   * 1000). */
   dedupe?: number;
   /** How many sends are kept while disconnected (default 100). */
   outboxSize?: number;
@@ -103,17 +106,41 @@ export interface Delivery<P = unknown> {
 }
 
 export interface Result {
-  status: 'delivered' | 'queued';
+  /** 'delivered': written to the target's connection on the server node that took the send;
+   * 'forwarded': handed to the node that holds the target (a cluster; no answer is awaited from
+   * that node: ask for a receipt to know it arrived); 'queued': in the user's offline inbox. */
+  status: 'delivered' | 'forwarded' | 'queued';
   msgId: string;
   /** 'until_acked': kept in the target user's inbox until its client acknowledges it;
    * 'sent': written to a connection (a client without a user id), lost if it drops first. */
   guarantee: 'until_acked' | 'sent' | null;
-  /** How many connections got it (broadcast: every other client of the app). */
+  /** How many connections of the node that took it got it (broadcast: every other client of
+   * the app). */
   delivered?: number;
+  /** How many other server nodes it was handed to. */
+  forwarded: number;
   /** Inbox messages dropped to make room (oldest first). */
   dropped: string[];
   target: string | null;
   envelope: Envelope;
+}
+
+/** A delivery receipt: the target acknowledged the message `msgId` (a send with
+ * `{receipt: true}`). */
+export interface Receipt {
+  msgId: string;
+  status: 'acked';
+  /** When the server recorded the ack (ms since the epoch, the server's clock). */
+  ackedAt: number | null;
+  /** The client id the message was sent to. */
+  target: string | null;
+  envelope: Envelope;
+}
+
+export interface SendOptions {
+  timeout?: number;
+  /** Ask for a delivery receipt: the 'receipt' event and receipt(msgId). */
+  receipt?: boolean;
 }
 
 export interface Deny {
@@ -150,6 +177,7 @@ export interface ClientEvents {
   broadcast: Delivery;
   deny: Deny;
   result: Result;
+  receipt: Receipt;
   connect: ConnectEvent;
   disconnect: DisconnectEvent;
   reconnecting: ReconnectingEvent;
@@ -188,7 +216,10 @@ export declare class Client {
   once<K extends keyof ClientEvents>(event: K, fn: (data: ClientEvents[K]) => void): () => void;
   off<K extends keyof ClientEvents>(event: K, fn: (data: ClientEvents[K]) => void): void;
   open(): this;
-  send(target: string, payload: unknown, options?: { timeout?: number }): Promise<Result>;
+  send(target: string, payload: unknown, options?: SendOptions): Promise<Result>;
+  /** The receipt of `msgId` (a send with `{receipt: true}`), at once if it came already;
+   * rejects 'timeout' after `options.timeout` ms if given, 'closed' when the client closes. */
+  receipt(msgId: string, options?: { timeout?: number }): Promise<Receipt>;
   broadcast(payload: unknown, options?: { timeout?: number }): Promise<Result>;
   /** Token connections: fetch new credentials and send refresh now (the client does this on
    * its own before exp); if it fails, the client reconnects with fresh credentials. */
@@ -224,6 +255,7 @@ export declare const ACK: 'ack';
 export declare const PING: 'ping';
 export declare const PONG: 'pong';
 export declare const RESULT: 'result';
+export declare const RECEIPT: 'receipt';
 export declare const REFRESH: 'refresh';
 export declare const REFRESHED: 'refreshed';
 export declare const REQUEST_MESSAGE: 'requestMessage';
@@ -254,6 +286,7 @@ declare const wxio: {
   PING: 'ping';
   PONG: 'pong';
   RESULT: 'result';
+  RECEIPT: 'receipt';
   REFRESH: 'refresh';
   REFRESHED: 'refreshed';
   REQUEST_MESSAGE: 'requestMessage';

@@ -131,8 +131,9 @@ async def test_api_errors_carry_reason_and_status(core: RunningServer) -> None:
 
 
 async def test_both_clients_answer_a_send_with_one_result_shape(core: RunningServer) -> None:
-    """WxioClient.send and ApiClient.send both return SendResult (status "delivered" or
-    "queued"); ApiSendResult is the same class, and its old fields still read the same."""
+    """WxioClient.send and ApiClient.send both return SendResult (status "delivered",
+    "forwarded" or "queued"); ApiSendResult is the same class, and its old fields still read the
+    same."""
     from wxio.client import ApiSendResult, SendResult
 
     assert ApiSendResult is SendResult
@@ -147,7 +148,7 @@ async def test_both_clients_answer_a_send_with_one_result_shape(core: RunningSer
         for sent in (via_api, via_ws):
             assert type(sent) is SendResult
             assert (sent.status, sent.delivered, sent.queued) == ("delivered", 1, False)
-        assert via_ws.guarantee in ("until_acked", "sent") and via_api.guarantee is None
+        assert via_ws.guarantee == via_api.guarantee == "until_acked"  # u9 has a user id
         await away.close()
         await gone(core, "shop", online)
         for sent in (await api.send(online, "c"), await ws.send(online, "d")):
@@ -160,5 +161,31 @@ def test_a_send_status_the_client_does_not_know_is_an_error() -> None:
     from wxio.client.result import guarantee, send_status
 
     assert send_status("queued") == "queued" and guarantee("bogus") is None
+    assert send_status("forwarded") == "forwarded"
     with pytest.raises(WxioError, match="unexpected send status 'lost'"):
         send_status("lost")
+
+
+async def test_both_clients_across_two_nodes(start_server: StartServer, redis_prefix: str) -> None:
+    """In a cluster a send to a client of another node is ``forwarded``, from either client,
+    and arrives."""
+    from wxio.adapter.cluster.redis import RedisBackplane
+
+    from tests.client.conftest import REDIS_URL
+
+    a, b = [
+        await start_server(
+            apps=APPS,
+            backplane=RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id=f"k{i}", node_ttl=3),
+        )
+        for i in range(2)
+    ]
+    async with (
+        ApiClient(a.url, Credentials("shop", "shop-server")) as api,
+        await WxioClient.connect(a.url, Credentials("shop", "shop-key", user_id="s")) as ws,
+        await WxioClient.connect(b.url, Credentials("shop", "shop-key")) as there,
+    ):
+        for sent in (await api.send(there.client_id, "a"), await ws.send(there.client_id, "b")):
+            assert (sent.status, sent.forwarded, sent.delivered) == ("forwarded", 1, 0)
+            assert sent.guarantee == "sent" and not sent.queued  # no user id: not kept
+        assert [(await there.receive(timeout=5)).payload for _ in range(2)] == ["a", "b"]

@@ -201,3 +201,47 @@ async def test_pacing_keeps_a_burst_under_the_server_limit(start_server: StartSe
     async with await WxioClient.connect(server.url, creds, rate=4, burst=4) as paced:
         for _ in range(8):
             await paced.ping()
+
+
+async def test_receipts(core: RunningServer) -> None:
+    """``send(..., receipt=True)``: the receipt comes when the target (this client, which acks
+    such a message also without a user id) acknowledges it; to the callbacks and
+    ``wait_receipt``, before or after it came."""
+    from wxio.client import Receipt
+
+    async with (
+        await WxioClient.connect(core.url, shop("alice")) as alice,
+        await WxioClient.connect(core.url, shop()) as anon,
+    ):
+        heard: list[Message] = []
+        alice.on("receipt", heard.append)
+        sent = await alice.send(anon.client_id, "read?", receipt=True)
+        assert sent.status == "delivered" and sent.guarantee == "sent"
+        got = await anon.receive(timeout=5)
+        assert got.envelope["meta"]["receipt"] is True
+        receipt = await alice.wait_receipt(sent.msg_id, timeout=5)
+        assert receipt == Receipt(sent.msg_id, "acked", receipt.acked_at, anon.client_id)
+        assert receipt.acked_at > 0
+        assert [m.receipt for m in heard] == [receipt]
+        assert (await alice.receive(timeout=5)).receipt == receipt  # the iterator's too
+        # Already there: answered at once.
+        assert await alice.wait_receipt(sent.msg_id, timeout=0) == receipt
+        # Not asked: none comes.
+        plain = await alice.send(anon.client_id, "plain")
+        await anon.receive(timeout=5)
+        with pytest.raises(TimeoutError):
+            await alice.wait_receipt(plain.msg_id, timeout=0.2)
+        # To a user: the receipt is kept for alice until acked (she acks it, automatically).
+        async with await WxioClient.connect(core.url, shop("bob")) as bob:
+            sent = await alice.send(bob.client_id, "to bob", receipt=True)
+            assert sent.guarantee == "until_acked"
+            assert (await bob.receive(timeout=5)).payload == "to bob"
+            receipt = await alice.wait_receipt(sent.msg_id, timeout=5)
+            assert receipt.target == bob.client_id
+        assert core.hub is not None
+        for _ in range(100):
+            if not core.hub.inbox.sizes(now=core.hub.clock()):  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail(f"left in the inboxes: {core.hub.inbox.sizes(now=core.hub.clock())}")  # type: ignore[attr-defined]

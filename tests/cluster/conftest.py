@@ -1,19 +1,54 @@
 """Cluster fixtures: a real Redis (127.0.0.1:6379, or WXIO_TEST_REDIS_URL), one key prefix per
-test so tests never see each other's state."""
+test so tests never see each other's state; and ``redis_url``, which runs a test on that Redis
+and again on a Redis Cluster (three masters, a replica each) started once per session (per
+pytest-xdist worker)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from tests.adapter.conftest import RunningServer, StartServer, free_port, start_server  # noqa: F401
-from tests.cluster.procs import procs  # noqa: F401  (real wxio/redis processes)
+from tests.cluster.procs import (  # noqa: F401  (real wxio/redis processes)
+    Processes,
+    RedisClusterGroup,
+    procs,
+)
 
 REDIS_URL = os.environ.get("WXIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterGroup]:
+    """A Redis Cluster of three masters with a replica each, for the session. Tests share it as
+    they share the one Redis, by key prefix; none may stop or fail over its nodes (a test that
+    does starts a cluster of its own)."""
+    group = Processes(tmp_path_factory.mktemp("redis-cluster"))
+    loop = asyncio.new_event_loop()  # (its own: no test's loop runs while a fixture is set up)
+    try:
+        yield loop.run_until_complete(group.start_redis_cluster(replicas=1))
+    finally:
+        loop.close()
+        group.stop_all()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisClusterGroup) -> str:
+    """The session's Redis Cluster as a ``redis+cluster://`` URL."""
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.slow)])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The Redis a test's nodes share: the one Redis, then a Redis Cluster (marked slow)."""
+    if request.param == "redis":
+        return REDIS_URL
+    return str(request.getfixturevalue("redis_cluster_url"))
 
 
 @pytest.fixture

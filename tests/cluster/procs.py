@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from wxio.adapter.cluster.redis import CLUSTER_SCHEME, parse_cluster_url
 
 from tests.adapter.conftest import free_port
 
@@ -314,23 +316,27 @@ class Processes:
             for client in client_of.values():
                 await client.aclose()
 
-    async def start_redis_cluster(self, masters: int = 3) -> RedisClusterGroup:
-        """A Redis Cluster of ``masters`` masters (no replicas) on free ports, each in its own
-        folder (``--cluster-enabled yes``), joined by ``redis-cli --cluster create``; returns
-        once every master reports ``cluster_state:ok``."""
+    async def start_redis_cluster(
+        self, masters: int = 3, *, replicas: int = 0, node_timeout_ms: int = 2000
+    ) -> RedisClusterGroup:
+        """A Redis Cluster of ``masters`` masters, each with ``replicas`` replicas, on free ports,
+        each in its own folder (``--cluster-enabled yes``), joined by ``redis-cli --cluster
+        create``; returns once every node reports ``cluster_state:ok`` and every replica is
+        in sync with its master. ``node_timeout_ms`` is how long a master may be silent before
+        its replica is promoted."""
         nodes = [
             await self.start_redis(
                 args=[
                     "--cluster-enabled",
                     "yes",
                     "--cluster-node-timeout",
-                    "2000",
+                    str(node_timeout_ms),
                     # The bus port, else port + 10000 (out of range for a high free port).
                     "--cluster-port",
                     str(free_port()),
                 ]
             )
-            for _ in range(masters)
+            for _ in range(masters * (1 + replicas))
         ]
         created = subprocess.run(
             [
@@ -338,6 +344,8 @@ class Processes:
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{p.port}" for p in nodes),
+                "--cluster-replicas",
+                str(replicas),
                 "--cluster-yes",
             ],
             capture_output=True,
@@ -348,7 +356,12 @@ class Processes:
             pytest.fail(f"redis-cli --cluster create failed:\n{created.stdout.decode()}")
         for proc in nodes:
             await wait_cluster_info(proc.port, "cluster_state", "ok")
-        return RedisClusterGroup(nodes)
+        group = RedisClusterGroup(nodes)
+        for proc in nodes:
+            if await group.role(proc) == "slave":
+                await wait_info(proc.port, "master_link_status", "up")
+        group.masters = await group.current_masters()
+        return group
 
     def stop_all(self) -> None:
         # Nodes first (they say goodbye to Redis), then the private Redis servers.
@@ -408,19 +421,36 @@ class SentinelGroup:
 
 
 class RedisClusterGroup:
-    """What :meth:`Processes.start_redis_cluster` started."""
+    """What :meth:`Processes.start_redis_cluster` started: ``nodes``, masters and replicas
+    (``masters`` as created; a failover promotes a replica: :meth:`current_masters`)."""
 
-    def __init__(self, masters: list[Proc]) -> None:
-        self.masters = masters
+    def __init__(self, nodes: list[Proc]) -> None:
+        self.nodes = nodes
+        #: The masters as created (redis-cli makes the first ones masters).
+        self.masters: list[Proc] = []
 
     @property
     def url(self) -> str:
-        """The ``redis+cluster://`` URL with every master as a seed."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p.port}" for p in self.masters) + "/"
+        """The ``redis+cluster://`` URL with every node as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p.port}" for p in self.nodes) + "/"
 
     def client(self, proc: Proc) -> aioredis.Redis:
-        """A plain client of one master (for SCAN, CLUSTER KEYSLOT, PUBSUB SHARDNUMSUB)."""
+        """A plain client of one node (for SCAN, CLUSTER KEYSLOT, PUBSUB SHARDNUMSUB)."""
         return _plain(proc.port)
+
+    async def role(self, proc: Proc) -> str | None:
+        """``master`` or ``slave`` as that node says (None: it does not answer)."""
+        client = _plain(proc.port)
+        try:
+            return str((await client.info("replication"))["role"])
+        except Exception:
+            return None
+        finally:
+            await client.aclose()
+
+    async def current_masters(self) -> list[Proc]:
+        """The nodes that are masters now (alive, and saying so)."""
+        return [p for p in self.nodes if p.alive() and await self.role(p) == "master"]
 
 
 async def wait_cluster_info(
@@ -486,6 +516,33 @@ async def wait_port(proc: Proc, timeout: float = START_TIMEOUT) -> None:
         await asyncio.sleep(0.05)
 
 
+def redis_client(url: str) -> Any:
+    """A client of ``url``, a plain Redis or a Redis Cluster (``redis+cluster://``), with short
+    timeouts (for the tests' own looks at Redis)."""
+    if url.startswith(f"{CLUSTER_SCHEME}://"):
+        seeds = parse_cluster_url(url)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds.nodes],
+            socket_connect_timeout=0.5,
+            socket_timeout=1,
+        )
+    return aioredis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1)
+
+
+async def subscribers(client: Any, channels: list[str]) -> dict[str, int]:
+    """How many subscribe to each channel: ``PUBSUB NUMSUB`` on a plain Redis, ``SHARDNUMSUB``
+    on the shard that owns each channel of a Redis Cluster (where node channels are sharded)."""
+    if not isinstance(client, RedisCluster):
+        return {k.decode(): int(v) for k, v in await client.pubsub_numsub(*channels)}
+    await client.initialize()
+    counts: dict[str, int] = {}
+    for channel in channels:
+        node = client.get_node_from_key(channel)
+        raw = await client.execute_command("PUBSUB", "SHARDNUMSUB", channel, target_nodes=node)
+        counts[channel] = int(raw[1])
+    return counts
+
+
 async def wait_subscribed(
     redis_url: str,
     prefix: str,
@@ -496,13 +553,13 @@ async def wait_subscribed(
 ) -> float:
     """Wait until every node listens on its backplane channel; returns the seconds waited."""
     channels = [f"{prefix}:ch:{n}" for n in node_ids]
-    client = aioredis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1)
+    client = redis_client(redis_url)
     start = time.monotonic()
     try:
         while True:
             try:
-                counts = dict(await client.pubsub_numsub(*channels))
-                if all(counts.get(c.encode(), 0) >= 1 for c in channels):
+                counts = await subscribers(client, channels)
+                if all(counts.get(c, 0) >= 1 for c in channels):
                     return time.monotonic() - start
             except Exception:
                 pass
@@ -523,7 +580,7 @@ async def wait_registered(
     A client learns its id (raw ``connect`` frame, socket.io CONNECT reply) a moment before its
     node has registered it in Redis (adapter/core/binding.py sends the greeting first), so a
     cross-node send in that window is refused ``target_offline``. Tests wait it out here."""
-    client = aioredis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1)
+    client = redis_client(redis_url)
     start = time.monotonic()
     try:
         while True:

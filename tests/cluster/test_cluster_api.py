@@ -17,7 +17,7 @@ from tests.adapter.conftest import StartServer
 
 from .cluster_api_app import setup
 from .conftest import REDIS_URL
-from .procs import Processes
+from .procs import Processes, wait_subscribed
 
 pytestmark = pytest.mark.redis
 
@@ -138,16 +138,19 @@ async def _is(value: Awaitable[Any], expected: Any) -> bool:
     return bool(await value == expected)
 
 
-async def test_cluster_api_in_process(start_server: StartServer, redis_prefix: str) -> None:
+async def test_cluster_api_in_process(
+    start_server: StartServer, redis_prefix: str, redis_url: str
+) -> None:
     ids = ["a0", "a1", "a2"]
     nodes = [
         await start_server(
             apps=APPS,
             setup=setup,
-            backplane=RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id=node_id),
+            backplane=RedisBackplane(redis_url, prefix=redis_prefix, node_id=node_id),
         )
         for node_id in ids
     ]
+    await wait_subscribed(redis_url, redis_prefix, ids)
     await exercise([n.url for n in nodes], ids)
 
 

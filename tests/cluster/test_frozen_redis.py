@@ -6,8 +6,9 @@ to the target's node (its PUBLISH never answered, taken for the node's silence a
 NODE_TIMEOUT, 2 s), then the lookup of the user's other clients (the Redis command timeout, 3 s):
 5.0 s with the keep off, 6.0 s with it on, and a target without a user was even refused
 `target_offline` (it is connected; Redis is what did not answer). Now every wait of a send shares
-one deadline (``SEND_WAIT``, 3 s) and a PUBLISH that Redis does not take in time is an outage, not
-a silent node: the sender gets `deny unavailable` within 3 s, and the node keeps serving its own
+one deadline (``SEND_WAIT``, 3 s), a forward waits for no answer from the other node (the inbox
+keep goes in the forward's round trip), and a PUBLISH that Redis does not take in time is an
+outage: the sender gets `deny unavailable` within 3 s, and the node keeps serving its own
 clients meanwhile.
 
 Two nodes in this process; a private ``redis-server`` (never the shared one) that the test
@@ -84,7 +85,7 @@ async def test_frozen_redis_costs_a_send_one_command_timeout(
             url, redis_prefix, "c", {sender.client_id: "z0", target.client_id: "z1"}
         )
         result = await sender.request(C.envelope("sendToOthers", "before", target=target.client_id))
-        assert payload(result)["status"] == "delivered", result
+        assert payload(result)["status"] == "forwarded", result
         assert payload(await target.recv()) == "before"
         if warm:
             # A busy node has asked the target's node within the last second: its liveness is
@@ -125,13 +126,13 @@ async def test_frozen_redis_costs_a_send_one_command_timeout(
             redis.popen.send_signal(signal.SIGCONT)
 
     try:
-        # Redis is back: cross-node sends are delivered again.
+        # Redis is back: cross-node sends are forwarded again.
         deadline = time.monotonic() + 10
         while True:
             result = await sender.request(
                 C.envelope("sendToOthers", "after", target=target.client_id)
             )
-            if payload(result).get("status") == "delivered":
+            if payload(result).get("status") == "forwarded":
                 break
             assert time.monotonic() < deadline, f"cross-node sends still fail: {result}"
             await asyncio.sleep(0.2)

@@ -13,6 +13,7 @@ from tests.adapter.core_clients import RawClient, Signer, SioClient, api_post, n
 from tests.adapter.wire import until
 
 from .conftest import REDIS_URL
+from .procs import wait_subscribed
 
 pytestmark = pytest.mark.redis
 
@@ -28,14 +29,18 @@ APPS = {
 C = Signer("c", "c-key")
 
 
-async def _nodes(start_server: StartServer, prefix: str, n: int = 2) -> list[RunningServer]:
-    return [
+async def _nodes(
+    start_server: StartServer, prefix: str, n: int = 2, url: str = REDIS_URL
+) -> list[RunningServer]:
+    nodes = [
         await start_server(
             apps=APPS,
-            backplane=RedisBackplane(REDIS_URL, prefix=prefix, node_id=f"n{i}", node_ttl=3.0),
+            backplane=RedisBackplane(url, prefix=prefix, node_id=f"n{i}", node_ttl=3.0),
         )
         for i in range(n)
     ]
+    await wait_subscribed(url, prefix, [f"n{i}" for i in range(n)])
+    return nodes
 
 
 def payload(message: dict) -> object:
@@ -43,20 +48,24 @@ def payload(message: dict) -> object:
 
 
 async def test_send_across_nodes_for_each_client_kind(
-    start_server: StartServer, redis_prefix: str
+    start_server: StartServer, redis_prefix: str, redis_url: str
 ) -> None:
-    a, b = await _nodes(start_server, redis_prefix)
+    a, b = await _nodes(start_server, redis_prefix, url=redis_url)
     raw_a = await RawClient.connect(a.ws_url, C, user="ra")
     sio_b = await SioClient.connect(b.url, C, user="sb")
     raw_b = await RawClient.connect(b.ws_url, C, user="rb")
     try:
+        # Across nodes a send is answered "forwarded" (handed to the node that holds the target,
+        # no answer awaited from it), and arrives.
         result = await raw_a.request(C.envelope("sendToOthers", {"x": 1}, target=sio_b.client_id))
-        assert payload(result)["status"] == "delivered"
+        assert payload(result)["status"] == "forwarded"
+        # sio_b has a user id: kept in its inbox (in the forward's round trip) until acked.
+        assert payload(result)["forwarded"] == 1 and payload(result)["guarantee"] == "until_acked"
         got = await sio_b.recv()
         assert payload(got) == {"x": 1} and got["meta"]["client"] == raw_a.client_id
 
         result = await sio_b.request(C.envelope("sendToOthers", {"y": 2}, target=raw_a.client_id))
-        assert payload(result)["status"] == "delivered"
+        assert payload(result)["status"] == "forwarded"
         assert payload(await raw_a.recv()) == {"y": 2}
 
         # The HTTP API on the node that does not hold the target.
@@ -73,7 +82,8 @@ async def test_send_across_nodes_for_each_client_kind(
                 "message": "via-a",
             },
         )
-        assert status == 200 and body["delivered"] is True
+        assert status == 200 and body["status"] == "forwarded" and body["forwarded"] is True
+        assert body["delivered"] is False and body["queued"] is False
         assert payload(await raw_b.recv()) == "via-a"
 
         # Broadcast reaches every client once, on every node.
@@ -100,9 +110,9 @@ async def test_send_across_nodes_for_each_client_kind(
 
 
 async def test_inbox_in_redis_and_reconnect_onto_another_node(
-    start_server: StartServer, redis_prefix: str
+    start_server: StartServer, redis_prefix: str, redis_url: str
 ) -> None:
-    a, b = await _nodes(start_server, redis_prefix)
+    a, b = await _nodes(start_server, redis_prefix, url=redis_url)
     sender = await SioClient.connect(a.url, C, user="s")
     mini = await RawClient.connect(a.ws_url, C, user="mini")
     old = mini.client_id
@@ -132,14 +142,16 @@ async def test_inbox_in_redis_and_reconnect_onto_another_node(
         assert payload(updated) == {"replaced": [old]}
         # A message to the old id, sent on node a, reaches the new connection on node b.
         result = await sender.request(C.envelope("sendToOthers", {"live": 1}, target=old))
-        assert payload(result)["status"] == "delivered"
+        assert payload(result)["status"] == "forwarded"
         assert payload(await back.recv()) == {"live": 1}
         await back.close()
     finally:
         await sender.close()
 
 
-async def test_rooms_across_nodes(start_server: StartServer, redis_prefix: str) -> None:
+async def test_rooms_across_nodes(
+    start_server: StartServer, redis_prefix: str, redis_url: str
+) -> None:
     import socketio
 
     def setup(io: object) -> None:
@@ -156,10 +168,11 @@ async def test_rooms_across_nodes(start_server: StartServer, redis_prefix: str) 
         await start_server(
             apps=APPS,
             setup=setup,
-            backplane=RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id=f"r{i}", node_ttl=3.0),
+            backplane=RedisBackplane(redis_url, prefix=redis_prefix, node_id=f"r{i}", node_ttl=3.0),
         )
         for i in range(2)
     ]
+    await wait_subscribed(redis_url, redis_prefix, ["r0", "r1"])
     clients = []
     heard: asyncio.Queue = asyncio.Queue()
     try:

@@ -1,5 +1,5 @@
-"""Cluster behaviour: msgpack room emits across nodes, the frozen node asked once
-per send, reConnectAndUpdates delivering the inbox once."""
+"""Cluster behaviour: msgpack room emits across nodes, a frozen node sent one message per
+send, reConnectAndUpdates delivering the inbox once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from wxio.adapter.cluster.redis import RedisBackplane
 from wxio.adapter.sio import Socket, SocketIOServer
 
 from tests.adapter.conftest import StartServer
+from tests.adapter.wire import until
 
 from .conftest import REDIS_URL
 
@@ -58,17 +59,16 @@ async def test_msgpack_room_emit_across_nodes(start_server: StartServer, redis_p
             await client.disconnect()
 
 
-async def test_frozen_node_is_asked_once_per_send(
-    start_server: StartServer, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+async def test_frozen_node_is_sent_one_message_per_send(
+    start_server: StartServer, redis_prefix: str
 ) -> None:
-    """A node whose sockets are open but that answers nothing (SIGSTOP): a send to its client
-    waits one NODE_TIMEOUT, not one per question (the target, then each other client of its
-    user on that node)."""
-    from wxio.adapter.core import router as hub_module
-
+    """A node whose sockets are open but that handles nothing (SIGSTOP): a send to its client is
+    answered ``forwarded`` without waiting on that node (no answer travels back between nodes),
+    kept in the user's inbox first (``until_acked``: the node may never deliver it); once the
+    node handles its messages again, the target gets each once and its user's other client
+    none."""
     from tests.adapter.core_clients import RawClient, Signer
 
-    monkeypatch.setattr(hub_module, "NODE_TIMEOUT", 0.6)
     signer = Signer("c", "c-key")
     a, b = [
         await start_server(
@@ -81,27 +81,43 @@ async def test_frozen_node_is_asked_once_per_send(
     target = await RawClient.connect(b.ws_url, signer, user="t")
     tablet = await RawClient.connect(b.ws_url, signer, user="t")  # the same user, same node
     frozen = asyncio.Event()
-    assert b.hub is not None
+    assert a.hub is not None and b.hub is not None
     backplane = b.hub.backplane
     handler = backplane.bus.handler
     questions: list[dict[str, Any]] = []
 
     async def frozen_handler(message: dict[str, Any]) -> Any:
         questions.append(message)
-        await frozen.wait()  # never set: the node reads its messages and answers none
+        await frozen.wait()  # never set: the node reads its messages and handles none
         return await handler(message)
 
     backplane.bus.handler = frozen_handler
     try:
+        ids = []
         for n in range(2):
             result = await sender.request(
                 signer.envelope("sendToOthers", {"n": n}, target=target.client_id)
             )
-            assert result["data"]["payload"]["status"] == "queued", result
-            # At most one question per send (before the fix: one for the target, then one for
-            # its user's other client on that node, each waiting out the timeout; the second
-            # send may not ask at all, the node being known to be silent).
-            assert 1 <= len(questions) <= n + 1, questions
+            answer = result["data"]["payload"]
+            assert answer["status"] == "forwarded" and answer["guarantee"] == "until_acked", result
+            ids.append(answer["msgId"])
+        # The frozen node has read the first message (it is stuck handling it, so the second
+        # waits behind it); polled: its subscription reads on its own time.
+        await until(lambda: len(questions) >= 1, what="the frozen node got the message")
+        assert [q["env"]["meta"]["msgId"] for q in questions] == ids[:1]
+        assert questions[0]["t"] == "deliver" and questions[0]["kept"] is True
+        assert "id" not in questions[0]  # one-way: no answer is waited for
+        # Both are in the user's inbox: a client of the user elsewhere gets them.
+        pending = await a.hub.inbox.pending("c", "t", now=a.hub.clock())
+        assert [e.msg_id for e in pending] == ids
+        frozen.set()
+        assert [(await target.recv())["meta"]["msgId"] for _ in ids] == ids
+        # The other client of the user got neither: its next message is a later one.
+        result = await sender.request(
+            signer.envelope("sendToOthers", "marker", target=tablet.client_id)
+        )
+        assert result["data"]["payload"]["status"] == "forwarded", result
+        assert (await tablet.recv())["data"]["payload"] == "marker"
     finally:
         backplane.bus.handler = handler
         frozen.set()
@@ -111,10 +127,12 @@ async def test_frozen_node_is_asked_once_per_send(
 
 
 @pytest.mark.slow
-async def test_sigstopped_node_costs_a_send_one_timeout(procs: Any, redis_prefix: str) -> None:
-    """The same with real processes: the target's node is SIGSTOPped (its sockets stay open),
-    a send to its client is ``queued`` after one NODE_TIMEOUT (2 s), not one per client of the
-    user on that node."""
+async def test_sigstopped_node_gets_the_message_when_it_resumes(
+    procs: Any, redis_prefix: str
+) -> None:
+    """The same with real processes: the target's node is SIGSTOPped (its sockets stay open), a
+    send to its client is answered ``forwarded`` (kept until acked) without waiting on it, and
+    the client gets the message once the node resumes."""
     import signal
 
     from tests.adapter.core_clients import RawClient, Signer
@@ -138,13 +156,17 @@ async def test_sigstopped_node_costs_a_send_one_timeout(procs: Any, redis_prefix
     )
     n1.popen.send_signal(signal.SIGSTOP)
     try:
-        # Answered (queued), not left hanging; the number of questions per send (one, whatever
-        # the user's clients on that node) is counted in the in-process test above.
+        # Answered, not left hanging; the number of messages per send (one, whatever the user's
+        # clients on that node) is counted in the in-process test above.
         result = await asyncio.wait_for(
             sender.request(signer.envelope("sendToOthers", {"n": 1}, target=target.client_id)),
             10,
         )
-        assert result["data"]["payload"]["status"] == "queued", result
+        answer = result["data"]["payload"]
+        assert answer["status"] == "forwarded" and answer["guarantee"] == "until_acked", result
+        n1.popen.send_signal(signal.SIGCONT)
+        got = await target.recv()
+        assert got["meta"]["msgId"] == answer["msgId"] and got["data"]["payload"] == {"n": 1}
     finally:
         n1.popen.send_signal(signal.SIGCONT)
         await sender.close()

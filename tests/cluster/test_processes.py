@@ -166,8 +166,9 @@ async def test_three_nodes_every_direction_and_broadcast(
                 data = {"from": s_name, "to": t_name}
                 result = await send(sender, target.client_id, data)
                 assert action(result) == "result", (s_name, t_name, result)
+                # Handed to the target's node (no answer awaited from it), then it arrives.
                 assert (
-                    payload(result)["status"] == "delivered" and payload(result)["delivered"] == 1
+                    payload(result)["status"] == "forwarded" and payload(result)["forwarded"] == 1
                 )
                 got = await target.recv()
                 assert action(got) == "exchange" and payload(got) == data
@@ -180,7 +181,8 @@ async def test_three_nodes_every_direction_and_broadcast(
         for t_name, target, t_node in clients:
             api_node = nodes[(t_node + 1) % 3]
             status, body = await api_send(api_node, target.client_id, {"api": t_name})
-            assert status == 200 and body["delivered"] is True and body["queued"] is False, body
+            assert status == 200 and body["forwarded"] is True and body["queued"] is False, body
+            assert body["status"] == "forwarded" and body["delivered"] is False, body
             got = await target.recv()
             assert payload(got) == {"api": t_name} and got["meta"]["userId"] == "web"
 
@@ -223,27 +225,29 @@ async def test_node_killed_clients_move_and_get_their_inbox(
             REDIS_URL, redis_prefix, "c", {sender.client_id: "n0", old_mini: "n2", old_phone: "n2"}
         )
         before = payload(await send(sender, old_mini, "before"))
-        assert before["status"] == "delivered" and before["guarantee"] == "until_acked"
+        assert before["status"] == "forwarded" and before["guarantee"] == "until_acked"
         assert payload(await mini.recv()) == "before"  # written, never acknowledged
 
         n2.kill()
         killed_at = time.monotonic()
 
-        # Right away (well within node_ttl) a send to the dead node's client answers `queued`:
-        # no hang, and never `delivered`.
+        # Right away (well within node_ttl) a send to the dead node's client answers `queued`,
+        # or `forwarded` while Redis has not yet seen the dead node's subscription close: kept
+        # in the inbox either way (until_acked), no hang, and never `delivered`.
         mini_ids = []
         for n in range(3):
             result = await send(sender, old_mini, {"n": n})
-            assert action(result) == "result" and payload(result)["status"] == "queued", result
+            assert action(result) == "result", result
+            assert payload(result)["status"] in ("queued", "forwarded"), result
+            assert payload(result)["guarantee"] == "until_acked", result
             mini_ids.append(payload(result)["msgId"])
         phone_ids = []
         for n in range(2):
             status, body = await api_send(n1, old_phone, {"p": n})
-            assert status == 200 and body == {
-                "delivered": False,
-                "queued": True,
-                "msgId": body["msgId"],
-            }
+            assert status == 200 and body["delivered"] is False, body
+            assert body["status"] in ("queued", "forwarded"), body
+            assert body["queued"] is (body["status"] == "queued"), body
+            assert body["guarantee"] == "until_acked", body
             phone_ids.append(body["msgId"])
 
         # Within the TTL (plus a heartbeat and a margin) the node is gone from the cluster and
@@ -282,7 +286,7 @@ async def test_node_killed_clients_move_and_get_their_inbox(
         await nothing_more(mini2, 0.3)  # acked: not delivered again
         # Later messages to the old id arrive live, from any node.
         result = await send(sender, old_mini, {"live": 1})
-        assert payload(result)["status"] == "delivered", result
+        assert payload(result)["status"] == "forwarded", result
         assert payload(await mini2.recv()) == {"live": 1}
 
         # The socket.io client comes back on the third node; python-socketio acks the inbox.
@@ -300,7 +304,7 @@ async def test_node_killed_clients_move_and_get_their_inbox(
         )
         assert payload(updated) == {"replaced": [old_phone]}
         status, body = await api_send(n1, old_phone, "live")
-        assert status == 200 and body["delivered"] is True, body
+        assert status == 200 and body["forwarded"] is True, body
         assert payload(await phone2.recv()) == "live"
         await nothing_more(phone2, 0.3)
     finally:
@@ -331,7 +335,7 @@ async def test_redis_restart(procs: Processes, redis_prefix: str, persist: bool)
         await wait_registered(
             url, redis_prefix, "c", {a.client_id: "n0", a2.client_id: "n0", b.client_id: "n1"}
         )
-        assert payload(await send(a, b.client_id, "hello"))["status"] == "delivered"
+        assert payload(await send(a, b.client_id, "hello"))["status"] == "forwarded"
         assert payload(await b.recv()) == "hello"
 
         queued_id = None
@@ -400,13 +404,13 @@ async def test_redis_restart(procs: Processes, redis_prefix: str, persist: bool)
         assert await registered()
         # ... so cross-node sends work again, both ways.
         result = await send(a, b.client_id, "again")
-        assert payload(result)["status"] == "delivered", result
+        assert payload(result)["status"] == "forwarded", result
         assert payload(await b.recv()) == "again"
         result = await send(b, a.client_id, "again-back")
-        assert payload(result)["status"] == "delivered", result
+        assert payload(result)["status"] == "forwarded", result
         assert payload(await a.recv()) == "again-back"
         status, body = await api_send(n0, b.client_id, "api-again")
-        assert status == 200 and body["delivered"] is True, body
+        assert status == 200 and body["forwarded"] is True, body
         assert payload(await b.recv()) == "api-again"
 
         if persist:
@@ -443,7 +447,7 @@ async def test_stalled_redis_gives_bounded_answers(procs: Processes, redis_prefi
         await wait_registered(
             url, redis_prefix, "c", {a.client_id: "n0", a2.client_id: "n0", b.client_id: "n1"}
         )
-        assert payload(await send(a, b.client_id, "before"))["status"] == "delivered"
+        assert payload(await send(a, b.client_id, "before"))["status"] == "forwarded"
         assert payload(await b.recv()) == "before"
         redis.popen.send_signal(signal.SIGSTOP)
         try:
@@ -461,7 +465,7 @@ async def test_stalled_redis_gives_bounded_answers(procs: Processes, redis_prefi
 
         async def works_again() -> bool:
             result = await send(a, b.client_id, "after")
-            return bool(payload(result).get("status") == "delivered")
+            return bool(payload(result).get("status") == "forwarded")
 
         await eventually(works_again, NODE_TTL + 6, "cross-node sends work after SIGCONT")
         # The stalled PUBLISH had already been written to Redis when the sender's command timed

@@ -12,14 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 import socketio
 
 from tests.adapter.conftest import free_port
 from tests.adapter.jspeer import JsPeer, requires_node
 
-from .conftest import REDIS_URL
-from .procs import Processes
+from .procs import Processes, redis_client
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.node, requires_node]
 
@@ -83,12 +81,14 @@ async def talker(url: str) -> socketio.AsyncClient:
     return sio
 
 
-async def test_recovers_on_another_node_then_expires(procs: Processes, redis_prefix: str) -> None:
+async def test_recovers_on_another_node_then_expires(
+    procs: Processes, redis_prefix: str, redis_url: str
+) -> None:
     tables = {"socketio.connection_state_recovery": {"max_disconnection_duration": DURATION}}
     a, b = [
         await procs.start_node(
             node_id,
-            redis_url=REDIS_URL,
+            redis_url=redis_url,
             prefix=redis_prefix,
             apps=APPS,
             app="tests.cluster.recovery_app:setup",
@@ -96,8 +96,10 @@ async def test_recovers_on_another_node_then_expires(procs: Processes, redis_pre
         )
         for node_id in ("ra", "rb")
     ]
-    redis = aioredis.from_url(REDIS_URL)
-    stream = f"{redis_prefix}:sio:log"
+    redis = redis_client(redis_url)
+    # (On a Redis Cluster recovery's keys share the hash tag {P:sio}: one slot.)
+    sio = f"{{{redis_prefix}:sio}}" if "+cluster" in redis_url else f"{redis_prefix}:sio"
+    stream = f"{sio}:log"
     balancer = await Balancer(a.port).start()
     peer = await JsPeer.start("sio4")
     on_a, on_b = await talker(a.url), await talker(b.url)
@@ -109,7 +111,7 @@ async def test_recovers_on_another_node_then_expires(procs: Processes, redis_pre
         await eventually(lambda: _longer(redis, stream, before), f"{text!r} logged")
 
     async def sessions() -> list[bytes]:
-        return [k async for k in redis.scan_iter(match=f"{redis_prefix}:sio:s:*")]
+        return [k async for k in redis.scan_iter(match=f"{sio}:s:*")]
 
     async def whoami() -> dict[str, Any]:
         cid = await peer.emit("whoami", ack=True)

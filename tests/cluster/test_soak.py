@@ -2,8 +2,9 @@
 and what each figure means), on one node and on two nodes sharing Redis with one SIGKILLed and
 restarted halfway.
 
-Every message the server accepted (``delivered`` or ``queued``) must be read by its target's user
-by the end of the final drain; none may reach another user; no server may log a traceback.
+Every message the server accepted (``delivered``, ``forwarded`` or ``queued``) must be read by its
+target's user by the end of the final drain; none may reach another user; no server may log a
+traceback.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ async def test_two_nodes_one_killed_and_restarted(tmp_path: Path, redis_prefix: 
         )
     )
     check(report)
+    assert report["forwarded"] > 0  # sends across the two nodes, each read by its target's user
     assert report["connects"] > USERS * 2
     assert any("SIGKILL b" in e for e in report["events"])
     assert any("b restarted" in e for e in report["events"])

@@ -69,3 +69,34 @@ def test_oversized_and_non_json_input_is_refused() -> None:
         wire.decode(b"\x80\x04pickle")
     with pytest.raises(wire.SchemaError):
         wire.decode(b"[" * 100 + b"]" * 100)  # deeper than the limit
+
+
+def test_nesting_is_bounded_on_the_parsed_message() -> None:
+    """The bound holds inside a well-formed message (a client's payload within an envelope),
+    checked on the parsed value: MAX_DEPTH levels pass, one more does not."""
+
+    def nested(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    # HEAD + the deliver (1) > env (2) > data (3) > payload: MAX_DEPTH levels in all.
+    ok = {**HEAD, **DELIVER, "env": {"data": {"payload": nested(wire.MAX_DEPTH - 3)}}}
+    assert wire.decode(raw(ok)) == ok
+    deep = {**HEAD, **DELIVER, "env": {"data": {"payload": nested(wire.MAX_DEPTH - 2)}}}
+    with pytest.raises(wire.SchemaError, match="deeper"):
+        wire.decode(raw(deep))
+    assert wire.nested_within({"a": [{"b": []}]}, 4) and not wire.nested_within([[[[]]]], 3)
+    # Brackets inside strings are text: they do not count (the text's skeleton cannot prove
+    # these shallow; the parsed value does).
+    text = {**HEAD, **DELIVER, "env": {"text": "[" * 100 + "{}" * 60 + "]" * 3}}
+    assert wire.decode(raw(text)) == text
+
+
+def test_long_numbers_parse_as_floats_or_are_refused() -> None:
+    message = {**HEAD, **DELIVER, "env": {"n": 1}}
+    text = raw(message).replace(b'"n": 1', b'"n": ' + b"1" * 300)
+    assert wire.decode(text)["env"]["n"] == float("1" * 300)
+    with pytest.raises(wire.SchemaError):
+        wire.decode(raw(message).replace(b'"n": 1', b'"n": ' + b"1" * 400))

@@ -19,9 +19,11 @@
  *        options go to wxio.connect; "transport":"socketio" uses weapp.socket.io's io under
  *        the shim, or "io":"sio4" / "io":"sio2" Node's socket.io-client 4.8 / 2.5 (npm
  *        packages socket.io-client and socket.io-client-v2); "wx":true passes the shim's wx
- *   {"cmd":"send","name":"a","target":"<client id>","payload":...}
- *        -> {"ev":"sent","id":..,"result":{status,msgId,delivered,dropped,target}}
+ *   {"cmd":"send","name":"a","target":"<client id>","payload":...,"options":{receipt?,timeout?}}
+ *        -> {"ev":"sent","id":..,"result":{status,msgId,delivered,forwarded,dropped,target}}
  *        or {"ev":"rejected","id":..,"reason":..,"message":..}
+ *   {"cmd":"receipt","name":"a","msgId":"..","timeout":N}   client.receipt(msgId): "sent" with
+ *        the receipt as result, or "rejected"
  *   {"cmd":"broadcast","name":"a","payload":...}   likewise
  *   {"cmd":"close","name":"a"}
  *   {"cmd":"stats","name":"a"}  -> {"ev":"stats","stats":{...},"sockets":N}
@@ -30,7 +32,7 @@
  *   {"cmd":"background","cutMs":N} / {"cmd":"foreground"}   wx.onAppHide/onAppShow, then the cut
  *   {"cmd":"exit"}
  * Events: {"ev":"client","name":..,"type":"connect"|"disconnect"|"reconnecting"|"exchange"|
- *   "broadcast"|"deny"|"result"|"error","data":{...}} (envelopes left out), in order.
+ *   "broadcast"|"deny"|"result"|"receipt"|"error","data":{...}} (envelopes left out), in order.
  */
 
 const crypto = require('node:crypto');
@@ -50,7 +52,8 @@ const wxio = shim.loadMiniprogramModule(DIST);
 let weappIo = null;
 const clients = new Map();
 const EVENTS = [
-  'connect', 'disconnect', 'reconnecting', 'exchange', 'broadcast', 'deny', 'result', 'error', 'refreshed',
+  'connect', 'disconnect', 'reconnecting', 'exchange', 'broadcast', 'deny', 'result', 'receipt',
+  'error', 'refreshed',
 ];
 
 /** An HS256 JWT, as an app's backend would issue it. */
@@ -123,7 +126,11 @@ const commands = {
     clients.set(name, client);
   },
   send(cmd) {
-    settle(cmd, get(cmd).send(cmd.target, shim.realm.JSON.parse(JSON.stringify(cmd.payload ?? null))));
+    const options = shim.realm.JSON.parse(JSON.stringify(cmd.options ?? {}));
+    settle(cmd, get(cmd).send(cmd.target, shim.realm.JSON.parse(JSON.stringify(cmd.payload ?? null)), options));
+  },
+  receipt(cmd) {
+    settle(cmd, get(cmd).receipt(cmd.msgId, cmd.timeout ? { timeout: cmd.timeout } : undefined));
   },
   broadcast(cmd) {
     settle(cmd, get(cmd).broadcast(shim.realm.JSON.parse(JSON.stringify(cmd.payload ?? null))));

@@ -101,6 +101,7 @@ def test_wire_values() -> None:
         "refresh",
         "refreshed",
         "result",
+        "receipt",
     ]
     assert {r.value for r in DenyReason} == {
         "bad_signature",

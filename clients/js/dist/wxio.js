@@ -27,8 +27,13 @@
        * reconnecting with fresh credentials if that fails; reconnects with
        * exponential backoff and jitter; on a reconnect claims its old client ids with
        * `reConnectAndUpdates` so that messages sent to them reach it; acknowledges every inbox
-       * delivery and drops duplicates by `msgId`; closes the socket when a mini program goes to the
-       * background (so messages go to the inbox instead of a dead socket) and reconnects on return.
+       * delivery (and every message whose sender asked for a delivery receipt) and drops duplicates
+       * by `msgId`; closes the socket when a mini program goes to the background (so messages go to
+       * the inbox instead of a dead socket) and reconnects on return.
+       *
+       * Delivery receipts: `send(target, payload, { receipt: true })` asks the server to tell this
+       * client when the target acknowledges the message: a 'receipt' event, and `receipt(msgId)`
+       * resolves (a client with a user id gets it also after a reconnect: it is kept in its inbox).
        */
 
       const E = require('./envelope');
@@ -47,7 +52,7 @@
         credentialsMaxAge: 240000, // refresh credentials after this (the server's window is 300 s)
         refreshLead: 5000, // token connections: refresh this long before exp (at least 20% of the
         // token's remaining lifetime, at most half of it)
-        dedupe: 1000, // msgIds remembered for de-duplication
+        dedupe: 1000, // msgIds remembered for de-duplication (and receipts for receipt())
         outboxSize: 100, // sends kept while disconnected
         pingInterval: 25000, // raw transport: ping after this much silence (0: off)
         pingTimeout: 10000, // ...and give the socket up if nothing answers in this time
@@ -321,6 +326,8 @@
           this.state = 'closed';
           this.oldIds = []; // most recent first
           this.seen = new Seen(opts.dedupe);
+          this.receipts = new Map(); // msgId -> the receipt that came (the last `dedupe` of them)
+          this.receiptWaiters = new Map(); // msgId -> [{resolve, reject, timer}]
           /** Counters: deliveries received, duplicates dropped, acks sent, reconnects. */
           this.stats = { received: 0, duplicates: 0, acks: 0, reconnects: 0 };
           this.creds = null;
@@ -366,6 +373,12 @@
           this.hooks = [];
           this.drop(1000, 'client close');
           this.failOutbox(new WxioError('closed', 'client closed'));
+          const closed = new WxioError('closed', 'client closed');
+          this.receiptWaiters.forEach((waiters) => waiters.forEach((w) => {
+            clearTimeout(w.timer);
+            w.reject(closed);
+          }));
+          this.receiptWaiters.clear();
         }
 
         /** The app went to the background: close now, so messages wait in the inbox. */
@@ -388,14 +401,43 @@
 
         /**
          * Send `payload` to the client `target`. Resolves with the server's result
-         * `{status: 'delivered'|'queued', msgId, delivered, dropped, target}`; rejects with a
-         * WxioError whose `reason` is the deny reason, 'timeout', 'disconnected' or 'closed'.
+         * `{status: 'delivered'|'forwarded'|'queued', msgId, delivered, forwarded, dropped, target}`;
+         * rejects with a WxioError whose `reason` is the deny reason, 'timeout', 'disconnected' or
+         * 'closed'. `opts.receipt`: ask for a delivery receipt (see receipt()).
          */
         send(target, payload, opts) {
           if (typeof target !== 'string' || !target) {
             return Promise.reject(new WxioError('malformed', 'target must be a client id'));
           }
-          return this.request(E.SEND_TO_OTHERS, payload, { target }, opts);
+          const meta = { target };
+          if (opts && opts.receipt) meta.receipt = true;
+          return this.request(E.SEND_TO_OTHERS, payload, meta, opts);
+        }
+
+        /**
+         * The delivery receipt of the message `msgId` (a send with `{receipt: true}`): resolves with
+         * `{msgId, status: 'acked', ackedAt, target}` when the target acknowledges it (at once if it
+         * came already); rejects with WxioError 'timeout' after `opts.timeout` ms if given, or
+         * 'closed' when the client is closed.
+         */
+        receipt(msgId, opts) {
+          const got = this.receipts.get(msgId);
+          if (got) return Promise.resolve(got);
+          if (!this.running) return Promise.reject(new WxioError('closed', 'client is closed'));
+          return new Promise((resolve, reject) => {
+            const waiter = { resolve, reject, timer: null };
+            const waiters = this.receiptWaiters.get(msgId) || [];
+            waiters.push(waiter);
+            this.receiptWaiters.set(msgId, waiters);
+            if (opts && opts.timeout) {
+              waiter.timer = setTimeout(() => {
+                const left = (this.receiptWaiters.get(msgId) || []).filter((w) => w !== waiter);
+                if (left.length) this.receiptWaiters.set(msgId, left);
+                else this.receiptWaiters.delete(msgId);
+                reject(new WxioError('timeout', `no receipt for ${msgId} in ${opts.timeout} ms`));
+              }, opts.timeout);
+            }
+          });
         }
 
         /**
@@ -536,6 +578,7 @@
             msgId: p.msgId || meta.msgId,
             guarantee: p.guarantee || null,
             delivered: p.delivered,
+            forwarded: p.forwarded || 0,
             dropped: p.dropped || [],
             target: meta.target || null,
             envelope,
@@ -776,6 +819,7 @@
               break;
             case E.EXCHANGE:
             case E.BROADCAST:
+            case E.RECEIPT:
               this.deliver(action, envelope);
               break;
             case E.RESULT: {
@@ -809,14 +853,16 @@
           }
         }
 
-        /** An exchange or broadcast: acknowledge it, and pass it on unless it is a duplicate. */
+        /** An exchange, broadcast or receipt: acknowledge it, and pass it on unless it is a duplicate. */
         deliver(action, envelope) {
           const meta = envelope.meta || {};
           const msgId = meta.msgId;
           const duplicate = msgId ? this.seen.check(msgId) : false;
           this.stats.received += 1;
           if (duplicate) this.stats.duplicates += 1;
-          if (!duplicate) {
+          if (!duplicate && action === E.RECEIPT) {
+            this.onReceipt(envelope);
+          } else if (!duplicate) {
             this.emit(action, {
               payload: envelope.data.payload,
               from: meta.client || null,
@@ -826,13 +872,40 @@
               envelope,
             });
           }
-          // Raw transport: only a client with a user id has an inbox, and only exchanges go there.
+          // Raw transport: only a client with a user id has an inbox (exchanges and receipts go
+          // there), and a sender that asked for a receipt waits for the ack of its message too.
           // (socket.io clients acknowledge through the event's ack callback instead.)
-          if (msgId && action === E.EXCHANGE && this.userId && this.options.transport !== 'socketio'
-              && this.conn && this.state !== 'closed') {
+          const inbox = action === E.EXCHANGE || action === E.RECEIPT;
+          if (msgId && inbox && (this.userId || meta.receipt === true)
+              && this.options.transport !== 'socketio' && this.conn && this.state !== 'closed') {
             this.stats.acks += 1;
             this.conn.send(JSON.stringify({ meta: { msgId }, data: { action: E.ACK } }));
           }
+        }
+
+        /** A delivery receipt: the 'receipt' event, and whoever waits in receipt(). */
+        onReceipt(envelope) {
+          const meta = envelope.meta || {};
+          const p = envelope.data.payload || {};
+          if (typeof p.msgId !== 'string') return;
+          const receipt = {
+            msgId: p.msgId,
+            status: p.status || 'acked',
+            ackedAt: typeof p.ackedAt === 'number' ? p.ackedAt : null,
+            target: meta.target || null,
+            envelope,
+          };
+          this.receipts.set(p.msgId, receipt);
+          if (this.receipts.size > this.options.dedupe) {
+            this.receipts.delete(this.receipts.keys().next().value);
+          }
+          const waiters = this.receiptWaiters.get(p.msgId) || [];
+          this.receiptWaiters.delete(p.msgId);
+          waiters.forEach((w) => {
+            clearTimeout(w.timer);
+            w.resolve(receipt);
+          });
+          this.emit('receipt', receipt);
         }
 
         /** Raw transport keepalive: ping after `pingInterval` of silence, give up `pingTimeout` later. */
@@ -967,6 +1040,8 @@
       const PING = 'ping';
       const PONG = 'pong';
       const RESULT = 'result';
+      // A delivery receipt: the target acknowledged a message sent with meta.receipt = true.
+      const RECEIPT = 'receipt';
       // Token connections: a new token before the old one's exp, and the server's answer.
       const REFRESH = 'refresh';
       const REFRESHED = 'refreshed';
@@ -1016,6 +1091,7 @@
         PING,
         PONG,
         RESULT,
+        RECEIPT,
         REFRESH,
         REFRESHED,
         REQUEST_MESSAGE,

@@ -22,6 +22,8 @@ const ACK = 'ack';
 const PING = 'ping';
 const PONG = 'pong';
 const RESULT = 'result';
+// A delivery receipt: the target acknowledged a message sent with meta.receipt = true.
+const RECEIPT = 'receipt';
 // Token connections: a new token before the old one's exp, and the server's answer.
 const REFRESH = 'refresh';
 const REFRESHED = 'refreshed';
@@ -71,6 +73,7 @@ module.exports = {
   PING,
   PONG,
   RESULT,
+  RECEIPT,
   REFRESH,
   REFRESHED,
   REQUEST_MESSAGE,
