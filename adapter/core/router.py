@@ -25,7 +25,7 @@ from .backplane import Backplane, BackplaneError, NodeHandler
 from .connection import Connection, Outgoing
 from .directory import Location
 from .errors import Denied, unavailable
-from .inbox import InboxEntry
+from .inbox import InboxEntry, MemoryInbox
 from .singleflight import SingleFlight
 
 log = logging.getLogger("wxio.core")
@@ -33,6 +33,7 @@ log = logging.getLogger("wxio.core")
 __all__ = ["Router", "Outcome", "NODE_TIMEOUT", "SEND_WAIT"]
 
 T = TypeVar("T")
+PutNow = Callable[[str, str, InboxEntry, int, float, bytes], "list[InboxEntry] | None"]
 
 #: Seconds to wait for another node's answer before treating the target as gone.
 NODE_TIMEOUT = 2.0
@@ -85,6 +86,10 @@ class Router:
         #: (app, target) -> (client, node, user, until): recent remote routes.
         self._routes: dict[tuple[str, str], tuple[str, str, str | None, float]] = {}
         self._keep_off_until = 0.0
+        #: The inbox's synchronous put when it lives in this process (memory, embedded store).
+        self._put_now: PutNow | None = (
+            self.inbox.put_now if isinstance(self.inbox, MemoryInbox) else None
+        )
         self._locating: SingleFlight[tuple[str, str], Location | None] = SingleFlight()
         self._id_prefix = secrets.token_urlsafe(9)
         self._id_counter = itertools.count(1)
@@ -124,9 +129,29 @@ class Router:
         }
         out = self._outgoing(app, env.wire(Action.EXCHANGE, payload, exchange), msg_id)
         conn = self.connections.get((app.name, target))
-        if conn is not None and conn.user_id is None and conn.deliver(out):
-            outcome = Outcome("delivered", msg_id, 1)  # the common case costs no shared state
-        else:
+        outcome: Outcome | None = None
+        if conn is not None:
+            # The common cases cost no shared state and no coroutine: a target connected here
+            # without a user id; or with one, kept by an inbox in this process first.
+            user = conn.user_id
+            if user is None:
+                if conn.deliver(out):
+                    outcome = Outcome("delivered", msg_id, 1)
+            elif (
+                app.keep_until_ack
+                and self._put_now is not None
+                and self.clock() >= self._keep_off_until
+            ):
+                try:
+                    dropped = self._keep_now(app, user, out, self._put_now)
+                except BackplaneError as exc:
+                    # As _route does: the connected target is still served, not kept.
+                    log.warning("%s not kept (delivered if connected): %r", msg_id, exc)
+                    self._keep_off_until = self.clock() + KEEP_RETRY
+                    dropped = None
+                if dropped is not None and conn.deliver(out):
+                    outcome = Outcome("delivered", msg_id, 1, dropped, True)
+        if outcome is None:
             # A BackplaneError must not reach the HTTP API (a bare 500): it is `unavailable`.
             try:
                 outcome = await self._route(app, target, out, conn)
@@ -171,7 +196,12 @@ class Router:
         if client is None:
             raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
         dropped: tuple[str, ...] = ()
-        if user is not None and app.keep_until_ack and self.clock() >= self._keep_off_until:
+        if (
+            user is not None
+            and app.keep_until_ack
+            and not out.kept
+            and self.clock() >= self._keep_off_until
+        ):
             # Kept before it is written: an ack, not the socket write, is what ends it.
             try:
                 if shared:  # a slow Redis must not hold up a connected target
@@ -217,6 +247,19 @@ class Router:
                 return await awaitable
         except TimeoutError:
             raise BackplaneError(f"no answer within the send's {SEND_WAIT:g} s") from None
+
+    def _keep_now(
+        self, app: AppConfig, user: str, out: Outgoing, put_now: PutNow
+    ) -> tuple[str, ...] | None:
+        """:meth:`_keep` without waiting, by an inbox in this process; None if it must wait."""
+        assert out.msg_id is not None
+        now = self.clock()
+        entry = InboxEntry(out.msg_id, out.envelope, now + app.inbox_ttl)
+        dropped = put_now(app.name, user, entry, app.inbox_size, now, out.utf8())
+        if dropped is None:
+            return None
+        out.kept = True
+        return tuple(d.msg_id for d in dropped)
 
     async def _keep(self, app: AppConfig, user: str, out: Outgoing) -> tuple[str, ...]:
         """Put ``out`` in ``user``'s inbox; returns the msgIds pushed out by the size cap."""
