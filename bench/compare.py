@@ -5,7 +5,7 @@ Run by hand, not by pytest::
     .venv/bin/python bench/compare.py                         # every scenario, 3 rounds, ~5 min
     .venv/bin/python bench/compare.py --scenarios relay,latency --rounds 5 --duration 5
     .venv/bin/python bench/compare.py --json results.json     # also write every round as JSON
-    .venv/bin/python bench/compare.py --loop asyncio          # wxio on asyncio's loop (default: uvloop)
+    .venv/bin/python bench/compare.py --loop asyncio          # wxio on asyncio's loop (not uvloop)
     .venv/bin/python bench/compare.py --scenarios core-user,idle-user   # memory vs embedded store
     .venv/bin/python bench/compare.py --scenarios core-hook   # the core with a message hook
     .venv/bin/python bench/compare.py --scenarios seed --duration 5   # the core vs the seed on Node
