@@ -171,6 +171,8 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     # The pipeline never waits on what its client sends next: run it in the client's
     # WebSocket delivery task, as raw frames are, not in a task per event.
     nsp.inline(options.request_event)
+    if not hub.eager:
+        io.eager = False
     hooks = hub.hooks
     if hooks is None or not hooks.events(hub.apps):
         return
