@@ -132,9 +132,10 @@ class Router:
         outcome: Outcome | None = None
         if conn is not None:
             # The common cases cost no shared state and no coroutine: a target connected here
-            # without a user id; or with one, kept by an inbox in this process first.
+            # with nothing to keep (no user id, or the app keeps nothing); or with one, kept by
+            # an inbox in this process first.
             user = conn.user_id
-            if user is None:
+            if user is None or not app.keep_until_ack:
                 if conn.deliver(out):
                     outcome = Outcome("delivered", msg_id, 1)
             elif (
