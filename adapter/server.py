@@ -210,7 +210,7 @@ def tune_gc() -> None:
 
 
 def use_event_loop(choice: str) -> str:
-    """``auto``: uvloop when installed (``pip install 'wxio[speed]'``), else asyncio's loop;
+    """``auto``: uvloop when installed (a dependency where it ships wheels), else asyncio's loop;
     ``uvloop`` or ``asyncio`` to choose (``WXIO_LOOP``). Returns the loop in use."""
     if choice not in ("auto", "uvloop", "asyncio"):
         raise ConfigError(f"WXIO_LOOP: {choice!r} is not auto, uvloop or asyncio")

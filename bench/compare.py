@@ -5,7 +5,7 @@ Run by hand, not by pytest::
     .venv/bin/python bench/compare.py                         # every scenario, 3 rounds, ~5 min
     .venv/bin/python bench/compare.py --scenarios relay,latency --rounds 5 --duration 5
     .venv/bin/python bench/compare.py --json results.json     # also write every round as JSON
-    .venv/bin/python bench/compare.py --loop uvloop           # wxio under uvloop (if installed)
+    .venv/bin/python bench/compare.py --loop asyncio          # wxio on asyncio's loop (not uvloop)
     .venv/bin/python bench/compare.py --scenarios core-user,idle-user   # memory vs embedded store
     .venv/bin/python bench/compare.py --scenarios core-hook   # the core with a message hook
     .venv/bin/python bench/compare.py --scenarios seed --duration 5   # the core vs the seed on Node
@@ -1211,7 +1211,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--duration", type=float, default=2.0, help="timed seconds per run (2)")
     ap.add_argument("--warmup", type=float, default=1.0, help="untimed seconds before (1)")
-    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="wxio's loop")
+    ap.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="uvloop",
+        help="wxio's loop (uvloop: what wxio serve runs on where it installs)",
+    )
     ap.add_argument("--server-cpu", type=int, default=1, help="core of the servers (1; -1: none)")
     ap.add_argument("--gen-cpu", type=int, default=0, help="core of the generator (0; -1: none)")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="for the cross case")

@@ -53,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=["raw-off", "raw-kept", "sio-off", "sio-kept"])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     parser.add_argument("--py-spy", default="/tmp/pyspy/bin/py-spy")
     parser.add_argument("--no-profile", action="store_true", help="measure only")
     parser.add_argument("--rows", type=int, default=35)
@@ -64,7 +65,7 @@ def main() -> None:
         idle_rounds=0,
         duration=args.seconds,
         warmup=1.0,
-        loop="asyncio",
+        loop=args.loop,
         server_cpu=1,
         gen_cpu=0,
         redis_url="redis://127.0.0.1:6379/0",

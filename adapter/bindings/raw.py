@@ -206,13 +206,15 @@ class RawListener:
     connection runs each message's handling before the next), each into the core's one way
     in."""
 
-    __slots__ = ("endpoint", "conn", "ws", "handle")
+    __slots__ = ("endpoint", "conn", "ws", "handle", "eager")
 
     def __init__(self, endpoint: RawEndpoint, conn: RawConnection, ws: WebSocketConnection):
         self.endpoint = endpoint
         self.conn = conn
         self.ws = ws
         self.handle = endpoint.hub.handle
+        #: Handled in the connection's read callback when the pipeline needs no task to start.
+        self.eager = endpoint.hub.eager
 
     def on_text(self, text: str) -> Coroutine[Any, Any, None]:
         conn = self.conn

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from typing import Any
 
@@ -175,10 +175,21 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
     nsp.on("connect", on_connect)
     nsp.on("disconnect", on_gone)
     nsp.on("refused", on_gone)
+
+    def on_request_direct(socket: Socket, args: list[Any]) -> Coroutine[Any, Any, None] | None:
+        """``on_request`` for a client that asked for no ack: no context, no wrapper."""
+        conn: SocketIOConnection | None = socket.data.get("core")
+        if conn is None:
+            return None
+        return handle(conn, args[0] if args else None, conn.deliver)
+
     nsp.route(options.request_event, on_request)
+    nsp.direct(options.request_event, on_request_direct)
     # The pipeline never waits on what its client sends next: run it in the client's
     # WebSocket delivery task, as raw frames are, not in a task per event.
     nsp.inline(options.request_event)
+    if not hub.eager:
+        io.eager = False
     hooks = hub.hooks
     if hooks is None or not hooks.events(hub.apps):
         return

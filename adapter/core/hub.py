@@ -82,6 +82,10 @@ class Hub:
         self.hooks: Hooks | None = Hooks(apps, self.metrics) if Hooks.configured(apps) else None
         #: What each action does (actions.py), below the ingress.
         self.actions = Actions(self.router, self.backplane, self.hooks, self.tasks, clock)
+        #: The pipeline can start outside a task: nothing in it enters a timeout before its
+        #: first wait (no shared state to bound, no backend to call). The ways in then handle
+        #: a client's messages in its connection's read callback.
+        self.eager = not self.backplane.shared and self.hooks is None
         self.send = self.actions.send
         self.broadcast = self.actions.broadcast
         self.reply = self.actions.reply

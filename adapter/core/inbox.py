@@ -102,6 +102,13 @@ class MemoryInbox:
     ) -> list[InboxEntry]:
         return self._add(app, user, entry, cap, now)
 
+    def put_now(
+        self, app: str, user: str, entry: InboxEntry, cap: int, now: float, encoded: bytes
+    ) -> list[InboxEntry] | None:
+        """:meth:`put` without a coroutine, for the router's common case (the target connected
+        here); None when keeping it has to wait (a store in strict mode): then :meth:`put`."""
+        return self._add(app, user, entry, cap, now)
+
     def _add(
         self, app: str, user: str, entry: InboxEntry, cap: int, now: float
     ) -> list[InboxEntry]:

@@ -72,6 +72,7 @@ def utf8_len(text: str) -> int:
 
 #: Actions a client-key connection sends without ``meta.sign``.
 _UNSIGNED = (Action.ACK, Action.PING, Action.REFRESH)
+_ACK_DATA = {"action": Action.ACK}
 
 
 @dataclass(slots=True)
@@ -203,6 +204,20 @@ class Ingress:
                         raise Denied(DenyReason.MALFORMED, exc.message) from None
                 elif type(raw) is bytes:
                     raise Denied(DenyReason.MALFORMED, "text frames only")
+                # The commonest envelope after sends, an ack of one message
+                # ({"meta":{"msgId":...},"data":{"action":"ack"}}, in either order), is
+                # recorded without building the envelope: what parse() would check, checked.
+                if type(raw) is dict and len(raw) == 2:
+                    meta, data = raw.get("meta"), raw.get("data")
+                    if type(meta) is dict and len(meta) == 1 and data == _ACK_DATA:
+                        msg_id = meta.get("msgId")
+                        if (
+                            type(msg_id) is str
+                            and 0 < len(msg_id) <= env.MAX_ID_LEN
+                            and self._ack_now(conn, msg_id, None)
+                        ):
+                            conn.denials = 0
+                            return
                 message = env.parse(raw)
             except EnvelopeError as exc:
                 raise Denied(DenyReason.MALFORMED, str(exc)) from None
@@ -216,7 +231,9 @@ class Ingress:
             if message.action != Action.ACK:
                 if not conn.bucket.take(now):
                     raise Denied(DenyReason.RATE_LIMITED, "too many messages")
-            elif self._acked(conn, message):
+            elif message.meta.msgId is not None and self._ack_now(
+                conn, message.meta.msgId, message.meta.app
+            ):
                 conn.denials = 0
                 return
             # Step 4 for a parsed envelope, the app's backend if it decides it, the action.
@@ -255,19 +272,16 @@ class Ingress:
         else:
             conn.denials = 0
 
-    def _acked(self, conn: Connection, message: Envelope) -> bool:
-        """An ``ack`` recorded at once, as the pipeline and the action would record it,
-        when nothing in the way can wait or refuse (an inbox in this process, no hook, a
-        well-formed ack of this connection's app, no expired token); False: the long way."""
+    def _ack_now(self, conn: Connection, msg_id: str, meta_app: str | None) -> bool:
+        """An ``ack`` of ``msg_id`` recorded at once, as the pipeline and the action would
+        record it, when nothing in the way can wait or refuse (an inbox in this process, no
+        hook, an ack of this connection's app, no expired token); False: the long way."""
         ack_here = self.actions.ack_here
-        meta = message.meta
-        msg_id = meta.msgId
         app = conn.app
         if (
             ack_here is None
-            or msg_id is None
-            or (meta.app is not None and meta.app != app.name)
-            or (self.hooks is not None and self.hooks.decides(app, message.action))
+            or (meta_app is not None and meta_app != app.name)
+            or (self.hooks is not None and self.hooks.decides(app, Action.ACK))
         ):
             return False
         session = self._sessions.get(conn)
@@ -276,7 +290,7 @@ class Ingress:
         if conn.user_id is not None:
             ack_here(app.name, conn.user_id, msg_id)
         conn.acked(msg_id)
-        key = (("app", app.name), ("action", message.action))
+        key = (("app", app.name), ("action", Action.ACK))
         self._handled[key] = self._handled.get(key, 0.0) + 1
         return True
 

@@ -37,7 +37,7 @@ from .backplane import Backplane, BackplaneError, Keep, NodeHandler
 from .connection import Connection, Outgoing
 from .directory import Location
 from .errors import Denied, unavailable
-from .inbox import InboxEntry, Receipt, receipt_of
+from .inbox import InboxEntry, MemoryInbox, Receipt, receipt_of
 from .singleflight import SingleFlight
 
 log = logging.getLogger("wxio.core")
@@ -45,6 +45,7 @@ log = logging.getLogger("wxio.core")
 __all__ = ["Router", "Outcome", "NODE_TIMEOUT", "SEND_WAIT"]
 
 T = TypeVar("T")
+PutNow = Callable[[str, str, InboxEntry, int, float, bytes], "list[InboxEntry] | None"]
 
 #: Seconds to wait for another node's answer (a broadcast's counts), or for Redis to take a
 #: forward, before treating the node as gone.
@@ -120,6 +121,10 @@ class Router:
         #: (app, target) -> (client, node, user, until): recent remote routes.
         self._routes: dict[tuple[str, str], tuple[str, str, str | None, float]] = {}
         self._keep_off_until = 0.0
+        #: The inbox's synchronous put when it lives in this process (memory, embedded store).
+        self._put_now: PutNow | None = (
+            self.inbox.put_now if isinstance(self.inbox, MemoryInbox) else None
+        )
         self._locating: SingleFlight[tuple[str, str], Location | None] = SingleFlight()
         self._id_prefix = secrets.token_urlsafe(9)
         self._id_counter = itertools.count(1)
@@ -164,9 +169,32 @@ class Router:
             exchange["receipt"] = True
         out = self._outgoing(app, env.wire(Action.EXCHANGE, payload, exchange), msg_id)
         conn = self.connections.get((app.name, target))
-        if conn is not None and conn.user_id is None and not receipt and conn.deliver(out):
-            outcome = Outcome("delivered", msg_id, 1)  # the common case costs no shared state
-        else:
+        outcome: Outcome | None = None
+        if conn is not None:
+            # The common cases cost no shared state and no coroutine: a target connected here
+            # with nothing to keep (no user id, or the app keeps nothing); or with one, kept by
+            # an inbox in this process first.
+            user = conn.user_id
+            if user is None or not app.keep_until_ack:
+                # (An unkept message whose sender asks for a receipt goes the long way: its
+                # connection remembers the request, see _deliver_here.)
+                if not receipt and conn.deliver(out):
+                    outcome = Outcome("delivered", msg_id, 1)
+            elif (
+                app.keep_until_ack
+                and self._put_now is not None
+                and self.clock() >= self._keep_off_until
+            ):
+                try:
+                    dropped = self._keep_now(app, user, out, self._put_now)
+                except BackplaneError as exc:
+                    # As _route does: the connected target is still served, not kept.
+                    log.warning("%s not kept (delivered if connected): %r", msg_id, exc)
+                    self._keep_off_until = self.clock() + KEEP_RETRY
+                    dropped = None
+                if dropped is not None and conn.deliver(out):
+                    outcome = Outcome("delivered", msg_id, 1, dropped, True)
+        if outcome is None:
             # A BackplaneError must not reach the HTTP API (a bare 500): it is `unavailable`.
             try:
                 outcome = await self._route(app, target, out, conn)
@@ -212,7 +240,7 @@ class Router:
             raise Denied(DenyReason.TARGET_OFFLINE, "target is not connected")
         dropped: tuple[str, ...] = ()
         keep = user is not None and app.keep_until_ack and self.clock() >= self._keep_off_until
-        if keep and (node is None or node == self.node):
+        if keep and not out.kept and (node is None or node == self.node):
             # Kept before it is written: an ack, not the socket write, is what ends it. (For a
             # target on another node the keep goes with the forward, in one round trip.)
             assert user is not None
@@ -273,6 +301,19 @@ class Router:
                 return await awaitable
         except TimeoutError:
             raise BackplaneError(f"no answer within the send's {SEND_WAIT:g} s") from None
+
+    def _keep_now(
+        self, app: AppConfig, user: str, out: Outgoing, put_now: PutNow
+    ) -> tuple[str, ...] | None:
+        """:meth:`_keep` without waiting, by an inbox in this process; None if it must wait."""
+        assert out.msg_id is not None
+        now = self.clock()
+        entry = InboxEntry(out.msg_id, out.envelope, now + app.inbox_ttl)
+        dropped = put_now(app.name, user, entry, app.inbox_size, now, out.utf8())
+        if dropped is None:
+            return None
+        out.kept = True
+        return tuple(d.msg_id for d in dropped)
 
     async def _keep(self, app: AppConfig, user: str, out: Outgoing) -> tuple[str, ...]:
         """Put ``out`` in ``user``'s inbox; returns the msgIds pushed out by the size cap."""

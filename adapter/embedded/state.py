@@ -147,6 +147,23 @@ class DurableInbox(MemoryInbox):
     ) -> list[InboxEntry]:
         """Keep ``entry`` in the user's inbox and record it; returns the entries dropped to
         stay within ``cap``. Raises :class:`StoreUnavailable` while the store cannot write."""
+        dropped = self._keep(app, user, entry, cap, now, encoded)
+        if self.db.strict:
+            await self.db.committed()
+        return dropped
+
+    def put_now(
+        self, app: str, user: str, entry: InboxEntry, cap: int, now: float, encoded: bytes
+    ) -> list[InboxEntry] | None:
+        """:meth:`put` without a coroutine; None in strict mode (the caller must wait for
+        the commit: :meth:`put`)."""
+        if self.db.strict:
+            return None
+        return self._keep(app, user, entry, cap, now, encoded)
+
+    def _keep(
+        self, app: str, user: str, entry: InboxEntry, cap: int, now: float, encoded: bytes | None
+    ) -> list[InboxEntry]:
         db = self.db
         if db.failure is not None:
             db.check()  # raises: nothing is kept that could not be written
@@ -163,8 +180,6 @@ class DurableInbox(MemoryInbox):
         db.keep(seq, (seq, app, user, msg_id, body, entry.expires_at))
         for gone in dropped:
             self._forget(gone)
-        if db.strict:
-            await db.committed()
         return dropped
 
     def _forget(self, entry: InboxEntry) -> None:

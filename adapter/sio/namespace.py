@@ -34,6 +34,8 @@ Handler = Callable[..., Any]
 RouteHandler = Callable[[EventContext], object]
 #: ``check(socket)`` before the CONNECT reply (``nsp.authorize``); it may be a coroutine function.
 Authorizer = Callable[["Socket"], object]
+#: ``handler(socket, args)`` of :meth:`Namespace.direct`: the coroutine that finishes the work.
+DirectHandler = Callable[["Socket", list[Any]], "Coroutine[Any, Any, None] | None"]
 H = TypeVar("H", bound=Handler)
 R = TypeVar("R", bound=RouteHandler)
 
@@ -50,6 +52,7 @@ class NamespaceHandlers:
         "middleware",
         "packet_middleware",
         "inline",
+        "direct",
     )
 
     def __init__(self) -> None:
@@ -66,6 +69,8 @@ class NamespaceHandlers:
         self.packet_middleware: list[Middleware] = []
         #: Routes run in their client's WebSocket delivery task (see :meth:`Namespace.inline`).
         self.inline: set[str] = set()
+        #: ``handler(socket, args)`` for events that ask for no ack (see :meth:`Namespace.direct`).
+        self.direct: dict[str, DirectHandler] = {}
 
 
 _LIFECYCLE = ("connect", "connection", "disconnecting", "disconnect", "error", "refused")
@@ -141,6 +146,14 @@ class Namespace:
         never wait on what their own client sends next (an ack they asked it for would never
         come); the routing core's ``requestMessage`` is one."""
         self.handlers.inline.update(events)
+
+    def direct(self, event: str, handler: DirectHandler) -> None:
+        """The short way for an ``event`` that has a :meth:`route` too: when the client asks for
+        no ack and the namespace has no packet middleware, ``handler(socket, args)`` is called
+        instead of the route, with no :class:`EventContext`, and returns the coroutine that
+        finishes the work (or None when done). Its exceptions are logged by the socket's
+        worker, not sent to ``error`` handlers. For the routing core's ``requestMessage``."""
+        self.handlers.direct[event] = handler
 
     def use(self, middleware: ConnectMiddleware) -> None:
         """Connection middleware ``async def mw(ctx, next)``; raise ConnectionRefused to refuse.
@@ -306,6 +319,10 @@ class Namespace:
         data = packet.data
         if self.server.observer is not None:  # the admin UI
             self.server.observer.event_received(socket, data[0], data[1:])
+        if packet.id is None and not h.packet_middleware:
+            direct = h.direct.get(data[0])
+            if direct is not None:
+                return direct(socket, data[1:])
         handler = h.events.get(data[0]) if not h.packet_middleware else None
         if handler is None or data[0] in h.routes:
             return self.run_event(socket, packet)

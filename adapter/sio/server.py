@@ -252,6 +252,11 @@ class SocketIOServer:
         self.tasks = Tasks()
         #: Set in a cluster: room emits reach the sockets of every node.
         self.cluster: Any = None
+        #: Events that come on a WebSocket are handled in its read callback, with no task until
+        #: a handler has to wait (``async def`` handlers get a task of their socket anyway).
+        #: Whoever adds an inline route that needs a task to start (``asyncio.timeout``, a
+        #: Redis client) sets it False.
+        self.eager = True
         #: Handlers of server-side emits from other nodes (see on_server_side).
         self.server_side_handlers: dict[str, Handler] = {}
         #: ``generate_id(request) -> str``: Engine.IO session ids of your own (default: 120

@@ -159,7 +159,7 @@ class ProbeListener:
         sock.pump()
         if sock.ws is conn:  # upgraded: this connection is the session's transport now
             sock.attach(conn)
-            conn.listener = EngineListener(sock)
+            conn.hand_to(EngineListener(sock))
 
     def on_closed(self) -> None:
         sock = self.sock
@@ -172,12 +172,15 @@ class EngineListener:
     """An Engine.IO session's WebSocket: each message to the session (or straight to the layer
     above)."""
 
-    __slots__ = ("sock", "session", "on_message")
+    __slots__ = ("sock", "session", "on_message", "eager")
 
     def __init__(self, sock: EngineSocket) -> None:
         self.sock = sock
         self.session = sock.session
-        self.on_message = sock.server.handler.on_message
+        handler = sock.server.handler
+        self.on_message = handler.on_message
+        #: Handled in the read callback when the layer above says it needs no task to start.
+        self.eager: bool = getattr(handler, "eager", False) is True
 
     def on_text(self, text: str) -> None:
         session = self.session

@@ -28,7 +28,7 @@ from typing import Any, Protocol, cast
 from ...protocol.deflate import compressor, negotiate
 from ...protocol.websocket import CLOSE_TIMEOUT, Connection, End, State, Transition, Violation
 from ...protocol.wsreader import Event, unmask
-from ..tasks import start_eagerly
+from ..tasks import Resume, start_eagerly
 from .outbox import FrameWriter
 
 log = logging.getLogger("wxio.transport")
@@ -58,6 +58,22 @@ INBOX_HIGH_BYTES = 1 << 20
 #: before the client's close frame: the listener is told it closed once they are handled.
 _LOST = object()
 _CLOSED = object()
+
+
+class _Carry:
+    """Work that started in the read callback (an eager listener's) and has to wait: the
+    delivery task carries it on, before the messages read after it. ``items``: the suspended
+    work first, then what was adopted behind it (not started); ``failing``: whether an
+    exception from the first item fails the connection (the listener's own work) or is only
+    logged (adopted work)."""
+
+    __slots__ = ("items", "failing")
+
+    def __init__(self, items: list[Any], failing: bool) -> None:
+        self.items = items
+        self.failing = failing
+
+
 _OPEN = State.OPEN
 _GONE = State.CLOSED
 
@@ -74,6 +90,12 @@ class WebSocketListener(Protocol):
     def on_closed(self) -> None:
         """Once: the close handshake started (either side) or the connection was lost. No
         message follows."""
+
+
+#: A listener whose handling needs no task until it waits says so with ``eager = True``: its
+#: messages are then handled in the read callback itself, and only work that has to wait (and
+#: the messages behind it) goes to the delivery task. It must not enter ``asyncio.timeout`` (or
+#: anything else that needs a current task) before its first wait.
 
 
 class WebSocketConnection(asyncio.Protocol):
@@ -101,6 +123,8 @@ class WebSocketConnection(asyncio.Protocol):
         "_idle_since",
         "_handling",
         "_adopted",
+        "_eager",
+        "_busy",
     )
 
     def __init__(
@@ -140,6 +164,10 @@ class WebSocketConnection(asyncio.Protocol):
         #: True while a message is in the listener's hands; what it hands to :meth:`adopt`.
         self._handling = False
         self._adopted: list[Coroutine[Any, Any, None]] | None = None
+        #: The listener is eager (see :class:`WebSocketListener`); the delivery task has
+        #: messages or work in hand (nothing may be handled ahead of them).
+        self._eager = False
+        self._busy = False
         self.transport.pause_reading()
         self._paused_by = 1
 
@@ -173,12 +201,19 @@ class WebSocketConnection(asyncio.Protocol):
             listener.on_closed()
             return
         self.listener = listener
+        self._eager = getattr(listener, "eager", False) is True
         self.protocol.start_heartbeat(asyncio.get_running_loop().time())
         self._arm()
         self._resume(1)
         pending, self._pending = self._pending, b""
         if pending:
             self.data_received(pending)
+
+    def hand_to(self, listener: WebSocketListener) -> None:
+        """Deliver the next messages to ``listener`` instead (a probe that became the
+        session's transport)."""
+        self.listener = listener
+        self._eager = getattr(listener, "eager", False) is True
 
     def start_close(self, code: int = 1000, reason: str = "") -> bool:
         """Queue a close frame after what is queued; the transport closes when the client
@@ -236,8 +271,11 @@ class WebSocketConnection(asyncio.Protocol):
             if self.protocol.close_received is not None:
                 self._closed_after_inbox()
         if len(inbox) > queued:
-            self._wake_delivery()
-            if len(inbox) >= INBOX_HIGH or self._inbox_size >= INBOX_HIGH_BYTES:
+            if queued == 0 and self._eager and not self._busy:
+                self._deliver_now()  # no task, no wait: the common case
+            else:
+                self._wake_delivery()
+            if len(self._inbox) >= INBOX_HIGH or self._inbox_size >= INBOX_HIGH_BYTES:
                 self._pause(4)  # handling lags behind reading: read no more until it catches up
         if self.writer.behind:
             self._wait_drained()
@@ -312,6 +350,7 @@ class WebSocketConnection(asyncio.Protocol):
             while True:
                 inbox = self._inbox
                 if inbox:
+                    self._busy = True
                     self._inbox = []
                     self._inbox_size = 0
                     self._resume(4)
@@ -319,11 +358,16 @@ class WebSocketConnection(asyncio.Protocol):
                         kind = type(event)
                         if kind is str or kind is bytes:
                             if self.listener is not None:
-                                await self._deliver_message(event, kind is str)  # type: ignore[arg-type]
+                                carry = self._handle(event, kind is str)  # type: ignore[arg-type]
+                                if carry is not None:
+                                    await self._carry_on(carry)
+                        elif kind is _Carry:
+                            await self._carry_on(event)  # type: ignore[arg-type]
                         elif event is _CLOSED or event is _LOST:
                             self._tell_closed()
                             return
                     continue
+                self._busy = False
                 if self.protocol.state is _GONE:
                     return
                 self._idle_since = loop.time()
@@ -333,6 +377,7 @@ class WebSocketConnection(asyncio.Protocol):
                 if not await wake:
                     return
         finally:
+            self._busy = False
             self._delivery = None
             self._wake = None
             if self._linger is not None:
@@ -355,7 +400,34 @@ class WebSocketConnection(asyncio.Protocol):
             self._adopted.append(work)
         return True
 
-    async def _deliver_message(self, message: str | bytes, text: bool) -> None:
+    def _deliver_now(self) -> None:
+        """Handle what was just read, here in the read callback (an eager listener, nothing in
+        the delivery task's hands): the first work that has to wait goes to the task, with the
+        rest of the messages behind it."""
+        inbox = self._inbox
+        self._inbox = []
+        self._inbox_size = 0
+        for i, event in enumerate(inbox):
+            kind = type(event)
+            if kind is str or kind is bytes:
+                if self.listener is not None:
+                    carry = self._handle(event, kind is str)  # type: ignore[arg-type]
+                    if carry is not None:
+                        rest = inbox[i + 1 :]
+                        self._inbox = [carry, *rest, *self._inbox]
+                        for e in rest:
+                            if isinstance(e, str | bytes):
+                                self._inbox_size += len(e)
+                        self._busy = True  # until the task has carried it on
+                        self._wake_delivery()
+                        return
+            elif event is _CLOSED or event is _LOST:
+                self._tell_closed()
+                return
+
+    def _handle(self, message: str | bytes, text: bool) -> _Carry | None:
+        """Give ``message`` to the listener and run what it returns (and what it handed to
+        :meth:`adopt`) until it has to wait; None when all is done, else what is left."""
         listener = self.listener
         assert listener is not None
         try:
@@ -370,20 +442,42 @@ class WebSocketConnection(asyncio.Protocol):
                 # until INBOX_HIGH of them wait.
                 resume = start_eagerly(work)
                 if resume is not None:
-                    await resume
+                    adopted, self._adopted = self._adopted, None
+                    return _Carry([resume, *(adopted or ())], True)
         except Exception:
             log.exception("a websocket message handler failed")
             self._fail(1011, "internal error")
         adopted = self._adopted
         if adopted is not None:
             self._adopted = None
-            for work in adopted:
+            for j, work in enumerate(adopted):
                 try:
                     resume = start_eagerly(work)
-                    if resume is not None:
-                        await resume
                 except Exception:
                     log.exception("a websocket message's work failed")
+                    continue
+                if resume is not None:
+                    return _Carry([resume, *adopted[j + 1 :]], False)
+        return None
+
+    async def _carry_on(self, carry: _Carry) -> None:
+        """Finish what :meth:`_handle` left: the suspended work, then the rest in order."""
+        failing = carry.failing
+        for item in carry.items:
+            try:
+                if type(item) is Resume:
+                    await item
+                else:
+                    resume = start_eagerly(item)
+                    if resume is not None:
+                        await resume
+            except Exception:
+                if failing:
+                    log.exception("a websocket message handler failed")
+                    self._fail(1011, "internal error")
+                else:
+                    log.exception("a websocket message's work failed")
+            failing = False
 
     def _linger_check(self) -> None:
         self._linger = None

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import socketio
 
 from .conftest import RunningServer, StartServer
 from .core_clients import Signer, SioClient
@@ -65,3 +66,50 @@ async def test_core_requests_start_no_task_per_event_on_websocket(
         assert bool(workers) is worker_tasks, names
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("middleware", [False, True], ids=["plain", "packet-middleware"])
+async def test_a_direct_route_serves_events_that_ask_for_no_ack(
+    start_server: StartServer, middleware: bool
+) -> None:
+    """``Namespace.direct``: an event the client emits without an ack goes to the direct
+    handler (no context); one that asks for an ack, or any event once the namespace has packet
+    middleware, goes to the route, which answers the ack."""
+    calls: list[tuple[str, Any]] = []
+
+    def setup(io: Any) -> None:
+        nsp = io.of("/d")
+
+        async def route(ctx: Any) -> Any:
+            calls.append(("route", ctx.args[0]))
+            ctx.socket.emit("done", ctx.args[0])
+            return "routed"
+
+        async def direct_work(socket: Any, value: Any) -> None:
+            calls.append(("direct", value))
+            socket.emit("done", value)
+
+        nsp.route("ev", route)
+        nsp.direct("ev", lambda socket, args: direct_work(socket, args[0]))
+        nsp.inline("ev")
+        if middleware:
+
+            async def passing(ctx: Any, next: Any) -> None:
+                await next()
+
+            nsp.use_packet(passing)
+
+    server = await start_server(setup=setup)
+    client = socketio.AsyncClient(reconnection=False)
+    done: asyncio.Queue[Any] = asyncio.Queue()
+    client.on("done", done.put_nowait, namespace="/d")
+    await client.connect(server.url, namespaces=["/d"], transports=["websocket"])
+    try:
+        await client.emit("ev", 1, namespace="/d")
+        assert await asyncio.wait_for(done.get(), 5) == 1
+        assert await client.call("ev", 2, namespace="/d", timeout=5) == "routed"
+        assert await asyncio.wait_for(done.get(), 5) == 2
+        first = "route" if middleware else "direct"
+        assert calls == [(first, 1), ("route", 2)]
+    finally:
+        await client.disconnect()

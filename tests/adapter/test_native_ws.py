@@ -228,17 +228,35 @@ async def test_apps_with_admission_and_id_hooks_get_the_same_websocket(
             assert (await ws.receive(timeout=5)).data.startswith("40{")
 
 
+def deliveries() -> int:
+    """WebSocket delivery tasks running in this loop."""
+    return sum(
+        1
+        for t in asyncio.all_tasks()
+        if t.get_coro().__qualname__ == "WebSocketConnection._deliver"  # type: ignore[union-attr]
+    )
+
+
+async def test_an_eager_pipeline_starts_no_task(core: RunningServer) -> None:
+    """On one node without hooks the core's pipeline needs no task to start: messages are
+    handled in the connection's read callback, and no delivery task is started at all."""
+    assert core.hub is not None and core.hub.eager
+    clients = [await RawClient.connect(core.ws_url, SHOP, user=f"eager{i}") for i in range(5)]
+    try:
+        for c in clients:
+            reply = await c.request(SHOP.envelope("requestId"))
+            assert reply["data"]["action"] == "saveId"
+        assert deliveries() == 0
+    finally:
+        for c in clients:
+            await c.close()
+
+
 async def test_an_idle_connection_holds_no_task(core: RunningServer) -> None:
-    """A connection's delivery task runs while messages flow and ends soon after: idle
-    connections cost no coroutine."""
-
-    def deliveries() -> int:
-        return sum(
-            1
-            for t in asyncio.all_tasks()
-            if t.get_coro().__qualname__ == "WebSocketConnection._deliver"  # type: ignore[union-attr]
-        )
-
+    """Where the pipeline needs a task (a cluster, hooks), a connection's delivery task runs
+    while messages flow and ends soon after: idle connections cost no coroutine."""
+    assert core.hub is not None
+    core.hub.eager = False  # as in a cluster (read by each raw connection as it opens)
     clients = [await RawClient.connect(core.ws_url, SHOP, user=f"idle{i}") for i in range(20)]
     try:
         for c in clients:
@@ -512,6 +530,53 @@ async def test_a_close_is_answered_while_earlier_messages_are_handled(native: An
     app.release.set()
     await asyncio.wait_for(app.closed.wait(), 5)
     assert app.log == ["first", "handled first", "second", "handled second", "closed"]
+    tcp.close()
+
+
+class EagerHeld(Held):
+    """:class:`Held`, eager: messages are handled in the read callback until one waits."""
+
+    eager = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    def on_text(self, text: str) -> Coroutine[Any, Any, None]:
+        async def handle() -> None:
+            self.log.append(text)
+            self.tasks.append(asyncio.current_task())
+            if text.startswith("wait"):
+                await self.release.wait()
+                self.log.append(f"handled {text}")
+
+        return handle()
+
+
+async def test_an_eager_listener_is_handled_without_a_task_until_it_waits(native: Any) -> None:
+    """An eager listener's messages are handled in the read callback (no task); the first
+    that waits goes on in the delivery task, and every message read after it waits its turn,
+    in order, even when the connection had nothing in hand when it was read."""
+    app = EagerHeld()
+    port, _ = await native(lambda conn: conn.attach(app))
+    tcp = await Tcp.upgrade(port, "/eager")
+    tcp.send(client_frame(Opcode.TEXT, b"a") + client_frame(Opcode.TEXT, b"b"))
+    await until(lambda: app.log == ["a", "b"], what="handled in the read callback")
+    assert app.tasks == [None, None]  # no task: the read callback ran them
+    tcp.send(client_frame(Opcode.TEXT, b"wait1") + client_frame(Opcode.TEXT, b"c"))
+    await until(lambda: "wait1" in app.log, what="the waiting message started")
+    tcp.send(client_frame(Opcode.TEXT, b"d"))  # read while wait1 still waits
+    tcp.send(client_frame(Opcode.PING, b"p"))
+    assert await tcp.frame() == (10, b"p")  # (read and answered: d was read by now)
+    assert app.log == ["a", "b", "wait1"]  # c and d wait behind wait1
+    app.release.set()
+    await until(lambda: app.log[-1:] == ["d"], what="the rest, in order")
+    assert app.log == ["a", "b", "wait1", "handled wait1", "c", "d"]
+    assert app.tasks[2] is None  # wait1 started in the read callback...
+    assert app.tasks[3] is not None  # ...and what came behind it ran in the delivery task
+    tcp.send(client_frame(Opcode.TEXT, b"e"))  # nothing in hand again: the read callback
+    await until(lambda: app.log[-1:] == ["e"], what="e handled")
+    assert app.tasks[-1] is None
     tcp.close()
 
 
