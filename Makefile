@@ -30,7 +30,8 @@ run: install
 	$(BIN)/wxio serve
 
 # The whole suite on both event loops: asyncio's (under coverage, with the floors) and uvloop
-# (what `wxio serve` picks when installed; without tests/protocol, which runs no event loop),
+# (what `wxio serve` runs on; without tests/protocol, which runs no event loop, and without the
+# tests marked slow, end-to-end soaks and processes that the first run has run already),
 # each spread over TEST_WORKERS pytest-xdist workers
 # (most tests wait on sockets and subprocesses, so more workers than cores pays). The 20 slowest
 # tests are listed after each run.
@@ -45,7 +46,7 @@ test: install-test
 	    --fail-under=$(COV_FLOOR_ADAPTER); \
 	fi
 	WXIO_LOOP=uvloop $(BIN)/python -m pytest $(XDIST) --durations=20 \
-	  $(if $(PYTEST_ARGS),$(PYTEST_ARGS),--ignore=tests/protocol)
+	  $(if $(PYTEST_ARGS),$(PYTEST_ARGS),--ignore=tests/protocol -m "not slow")
 
 # The inner loop: one event loop, no coverage, without the tests marked slow (soaks, wheels,
 # restarts of real processes); `make test` runs everything.
