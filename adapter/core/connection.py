@@ -138,6 +138,12 @@ class Connection(ABC):
     def routable(self) -> bool:
         return self._routable
 
+    @property
+    def welcomed(self) -> bool:
+        """The welcome is over (the inbox written, what was held released): deliveries are
+        written at once."""
+        return self._held is None and self._routable
+
     def deliver(self, out: Outgoing) -> bool:
         """Send an envelope, or hold it during the welcome. False when this connection can no
         longer take it (the caller keeps it elsewhere or reports it undelivered)."""

@@ -82,6 +82,13 @@ async def test_frozen_node_is_sent_one_message_per_send(
     tablet = await RawClient.connect(b.ws_url, signer, user="t")  # the same user, same node
     frozen = asyncio.Event()
     assert a.hub is not None and b.hub is not None
+    # Both welcomed (their inbox read, which a loaded machine may finish late: the tablet would
+    # then be handed what is kept below, as any client of the user connecting then would be).
+    conns = b.hub.connections
+    await until(
+        lambda: all(conns[("c", c.client_id)].welcomed for c in (target, tablet)),
+        what="target and tablet welcomed",
+    )
     backplane = b.hub.backplane
     handler = backplane.bus.handler
     questions: list[dict[str, Any]] = []
