@@ -473,34 +473,40 @@ async def test_v4_websocket_closed_after_missed_pong(conformance: RunningServer)
         assert closed_at - t_before < 1.5
 
 
-async def test_v3_client_pings_get_pongs(conformance: RunningServer) -> None:
-    async with Polling(conformance) as p:
+async def test_v3_client_pings_get_pongs(start_server: StartServer) -> None:
+    # A deadline of 1.3 s (a longer ping timeout than the conformance profile's), for a loaded
+    # machine; pings 0.5 s apart outlive it only if each moves it.
+    server = await start_server(profile="conformance", engine={"ping_timeout": 1.0})
+    async with Polling(server) as p:
         sid, _, _ = await p.handshake(3)
         t_start = now()
         for _ in range(3):
             assert (await p.post(sid, "1:2", 3)).body == b"ok"
             r = await p.get(sid, 3)
             assert r.body == b"1:3"
-            await asyncio.sleep(0.2)
-        # 0.6 s and more: pings kept the session beyond pingInterval + pingTimeout.
-        assert now() - t_start > 0.5
+            await asyncio.sleep(0.5)
+        # 1.5 s and more: pings kept the session beyond pingInterval + pingTimeout.
+        assert now() - t_start > 1.3
         assert (await p.post(sid, "1:2", 3)).body == b"ok"
         assert (await p.get(sid, 3)).body == b"1:3"
 
 
-async def test_v3_session_gone_without_pings(conformance: RunningServer) -> None:
-    async with Polling(conformance) as p:
+async def test_v3_session_gone_without_pings(start_server: StartServer) -> None:
+    # The conformance profile with a longer ping timeout (the deadline 1.3 s after the handshake
+    # or a ping), so that a loaded machine's stalls do not end the session before the ping.
+    server = await start_server(profile="conformance", engine={"ping_timeout": 1.0})
+    async with Polling(server) as p:
         sid, _, _ = await p.handshake(3)
         t_handshake = now()
-        await asyncio.sleep(max(0.0, t_handshake + 0.3 - now()))
-        # Before the deadline: alive. The ping resets it to 500 ms from now.
+        await asyncio.sleep(max(0.0, t_handshake + 0.5 - now()))
+        # Before the deadline: alive. The ping resets it to 1.3 s from now.
         t_ping = now()  # before the server sees the ping
         assert (await p.post(sid, "1:2", 3)).body == b"ok"
         assert (await p.get(sid, 3)).body == b"1:3"
         # Polled (a ping would keep it alive, so the server's table is watched): gone, and not
-        # before 500 ms after the ping, past the first deadline (500 ms after the handshake).
-        await until(lambda: sid not in engine(conformance).sessions, what="session closed")
-        assert now() - t_ping >= 0.5 - TICK, "the ping did not move the deadline"
+        # before 1.3 s after the ping, past the first deadline (1.3 s after the handshake).
+        await until(lambda: sid not in engine(server).sessions, what="session closed")
+        assert now() - t_ping >= 1.3 - TICK, "the ping did not move the deadline"
         r = await p.post(sid, "1:2", 3)
         assert_error(r, 400, 1, "Session ID unknown")
 
