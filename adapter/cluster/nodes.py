@@ -110,7 +110,7 @@ return redis.call('SREM', KEYS[2], ARGV[2])
 #: is named by no one, and joins the resync set itself once it learns of the epoch (through its
 #: subscription, back within about 1.2 s of a Redis restart; Sentinel's new master, within
 #: FOLLOW_INTERVAL). The named nodes are waited for as long as they take.
-GRACE = 2.0
+GRACE = 5.0
 #: Markers looked for, at most, to find one in each master's slots (a Redis Cluster).
 MAX_MARKER_TRIES = 1 << 17
 

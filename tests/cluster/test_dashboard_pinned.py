@@ -130,7 +130,7 @@ async def test_the_page_sticks_to_one_node_behind_round_robin(
     try:
         await page.goto(url + "/")
         await page.wait_for_function(
-            "() => ['n0', 'n1'].includes(document.getElementById('node').textContent)", timeout=T
+            "() => ['n0', 'n1'].includes(document.getElementById('node')?.textContent)", timeout=T
         )
         first = await page.inner_text("#node")
         other = "n1" if first == "n0" else "n0"
@@ -149,12 +149,12 @@ async def test_the_page_sticks_to_one_node_behind_round_robin(
         # The node table switches the page to the other node, and a reload keeps it.
         await page.click(f"#node-table a[data-node='{other}']")
         await page.wait_for_function(
-            f"() => document.getElementById('node').textContent === '{other}'", timeout=T
+            f"() => document.getElementById('node')?.textContent === '{other}'", timeout=T
         )
         assert page.url.endswith(f"/?node={other}")
         await page.reload()
         await page.wait_for_function(
-            f"() => document.getElementById('node').textContent === '{other}'", timeout=T
+            f"() => document.getElementById('node')?.textContent === '{other}'", timeout=T
         )
         shown.clear()
         generation[0] += 1
@@ -165,12 +165,12 @@ async def test_the_page_sticks_to_one_node_behind_round_robin(
         # A node that is not (or no longer) in the cluster: the page says so and moves on.
         await page.goto(url + "/?node=ghost")
         await page.wait_for_function(
-            "() => document.getElementById('error').textContent.includes("
+            "() => document.getElementById('error')?.textContent.includes("
             "'node ghost is not in the cluster')",
             timeout=T,
         )
         await page.wait_for_function(
-            "() => ['n0', 'n1'].includes(document.getElementById('node').textContent)", timeout=T
+            "() => ['n0', 'n1'].includes(document.getElementById('node')?.textContent)", timeout=T
         )
         assert "node=ghost" not in page.url
     finally:
