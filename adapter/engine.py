@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -108,6 +108,7 @@ class EngineSocket:
         "b64",
         "jsonp",
         "context",
+        "receive_text",
         "get_waiter",
         "get_request",
         "ws",
@@ -131,6 +132,10 @@ class EngineSocket:
         self.jsonp: int | None = None
         #: Free for the layer above (the Socket.IO client object).
         self.context: Any = None
+        #: The layer above's receiver of a text message read on this session's WebSocket (its
+        #: Engine.IO prefix stripped), or None for the handler's ``on_message``. What it
+        #: returns, if anything, the WebSocket runs before its next message (it may wait).
+        self.receive_text: Callable[[str], Coroutine[Any, Any, None] | None] | None = None
         self.get_waiter: asyncio.Future[None] | None = None
         #: The request of the held polling GET (whose connection may be gone: see polling.py).
         self.get_request: web.Request | None = None

@@ -11,13 +11,15 @@ inclusive share of the samples. py-spy is not a dependency: ``python3 -m venv /t
     .venv/bin/python bench/profile_seed.py raw-off --no-profile      # the figure alone
 
 py-spy counts a thread waiting in a C call as busy: the embedded store's writer thread shows
-up at about 30 % while it uses a few percent of the core (read its CPU time in /proc instead).
+up at about 30 % while it uses a few percent of the core (read its CPU time in /proc instead, or
+pass ``--gil``: only the thread holding the GIL is sampled).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import subprocess
 import sys
 import tempfile
@@ -49,6 +51,21 @@ def top(raw: Path, rows: int) -> str:
     return "\n".join(out)
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of each thread of ``pid``, by thread id, with its name."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[str, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        found[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=["raw-off", "raw-kept", "sio-off", "sio-kept"])
@@ -57,6 +74,13 @@ def main() -> None:
     parser.add_argument("--py-spy", default="/tmp/pyspy/bin/py-spy")
     parser.add_argument("--no-profile", action="store_true", help="measure only")
     parser.add_argument("--rows", type=int, default=35)
+    parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
+    parser.add_argument(
+        "--threads", action="store_true", help="print each server thread's CPU over the run"
+    )
+    parser.add_argument(
+        "--gil", action="store_true", help="sample only the thread holding the GIL (py-spy --gil)"
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="wxio-profile-"))
@@ -70,6 +94,7 @@ def main() -> None:
         gen_cpu=0,
         redis_url="redis://127.0.0.1:6379/0",
         tmp=tmp,
+        store=args.store,
     )
     settings.data = tmp / "data"
     settings.data.mkdir()
@@ -77,12 +102,22 @@ def main() -> None:
     generate = compare.generate
 
     def profiled(*a: Any, **k: Any) -> Any:
+        server = a[2][0]  # generate(settings, scenario, servers, ...)
+        if args.threads:
+            before = thread_cpu(server.pid)
+            try:
+                return generate(*a, **k)
+            finally:
+                after = thread_cpu(server.pid)
+                for tid, (name, cpu) in sorted(after.items()):
+                    used = cpu - before.get(tid, (name, 0.0))[1]
+                    print(f"thread {tid} {name}: {used:.2f} CPU-s")
         if args.no_profile:
             return generate(*a, **k)
-        server = a[2][0]  # generate(settings, scenario, servers, ...)
         spy = subprocess.Popen(
             [args.py_spy, "record", "-p", str(server.pid), "-d", str(int(args.seconds))]
-            + ["-f", "raw", "-o", str(raw), "-r", "200"],
+            + ["-f", "raw", "-o", str(raw), "-r", "200"]
+            + (["--gil"] if args.gil else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

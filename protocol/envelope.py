@@ -17,6 +17,7 @@ Besides the ids above, ``meta.receipt`` (a boolean: ``sendToOthers`` asks for a 
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -31,6 +32,7 @@ __all__ = [
     "EnvelopeError",
     "parse",
     "parse_text",
+    "bare_ack",
     "to_dict",
     "wire",
     "encode",
@@ -205,6 +207,29 @@ def parse(obj: Any) -> Envelope:
 def parse_text(text: str | bytes) -> Envelope:
     """Parse JSON text (a raw WebSocket frame) as an envelope, with the JSON limits."""
     return parse(jsonutil.loads(text))
+
+
+# An ack of one message as clients write it, compact, in either key order: the commonest
+# frame after sends, recognised without parsing JSON. (The string holds no quote, backslash
+# or control character, so it is the msgId as JSON would decode it.)
+_ID = r'"([^"\\\x00-\x1f]{1,' + str(MAX_ID_LEN) + r'})"'
+_BARE_ACK = re.compile(
+    r'\{"meta":\{"msgId":' + _ID + r'\},"data":\{"action":"ack"\}\}'
+    r'|\{"data":\{"action":"ack"\},"meta":\{"msgId":' + _ID + r"\}\}"
+)
+_BARE_ACK_MAX = 60 + MAX_ID_LEN
+
+
+def bare_ack(text: str) -> str | None:
+    """The msgId of ``text`` if it is exactly ``{"meta":{"msgId":ID},"data":{"action":"ack"}}``
+    (or with ``data`` first), compact, ID 1 to :data:`MAX_ID_LEN` characters with no escape:
+    what :func:`parse` of it would give as ``meta.msgId`` of an ``ack``; else None (parse it)."""
+    if len(text) > _BARE_ACK_MAX or text[:2] != '{"':
+        return None
+    m = _BARE_ACK.fullmatch(text)
+    if m is None:
+        return None
+    return m[1] or m[2]
 
 
 _META_FIELDS = Meta._fields

@@ -71,6 +71,15 @@ class RawConnection(Connection):
         self.writer: FrameWriter = ws.writer
         self._closing = False
 
+    def deliver(self, out: Outgoing) -> bool:
+        # Connection.deliver with the write in the same frame (every delivery passes here).
+        admitted = self.admit(out)
+        if admitted is not None:
+            return admitted
+        if self.ws.closed:
+            return False
+        return self.writer.write_frame(out.form(_RAW, _raw_frame))
+
     def write(self, out: Outgoing) -> bool:
         if self.ws.closed:
             return False
@@ -206,18 +215,22 @@ class RawListener:
     connection runs each message's handling before the next), each into the core's one way
     in."""
 
-    __slots__ = ("endpoint", "conn", "ws", "handle", "eager")
+    __slots__ = ("endpoint", "conn", "ws", "handle", "ack_frame", "eager")
 
     def __init__(self, endpoint: RawEndpoint, conn: RawConnection, ws: WebSocketConnection):
         self.endpoint = endpoint
         self.conn = conn
         self.ws = ws
         self.handle = endpoint.hub.handle
+        self.ack_frame = endpoint.hub.ingress.ack_frame
         #: Handled in the connection's read callback when the pipeline needs no task to start.
         self.eager = endpoint.hub.eager
 
-    def on_text(self, text: str) -> Coroutine[Any, Any, None]:
+    def on_text(self, text: str) -> Coroutine[Any, Any, None] | None:
         conn = self.conn
+        # A client acks every kept message: a bare ack is recorded here, no JSON, no coroutine.
+        if self.ack_frame(conn, text):
+            return None
         return self.handle(conn, text, conn.deliver)
 
     def on_binary(self, data: bytes) -> Coroutine[Any, Any, None]:

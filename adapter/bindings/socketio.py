@@ -44,7 +44,7 @@ class SocketIOConnection(Connection):
     kept messages ask for an ack callback, which acknowledges them in the inbox."""
 
     kind = "socketio"
-    __slots__ = ("socket", "event", "nsp", "text", "_form", "_make")
+    __slots__ = ("socket", "event", "nsp", "text", "_form", "_make", "_send_frame")
 
     def __init__(self, socket: Socket, app: AppConfig, user_id: str | None, now: float, event: str):
         super().__init__(socket.id, app, user_id, now)
@@ -55,6 +55,20 @@ class SocketIOConnection(Connection):
         self.text = socket.text_packets
         self._form = ("sio", self.nsp, event)
         self._make = _message_of(self.nsp, event)
+        self._send_frame = socket.frame_sender()
+
+    def deliver(self, out: Outgoing) -> bool:
+        # Connection.deliver with the common write (unkept, no receipt) in the same frame.
+        admitted = self.admit(out)
+        if admitted is not None:
+            return admitted
+        if out.kept or self.receipts or not self.text:
+            return self.write(out)
+        if not self.socket.connected:
+            return False
+        text, frame = out.form(self._form, self._make)
+        self._send_frame(frame, text)
+        return True
 
     def write(self, out: Outgoing) -> bool:
         socket = self.socket

@@ -146,7 +146,14 @@ class Connection(ABC):
 
     def deliver(self, out: Outgoing) -> bool:
         """Send an envelope, or hold it during the welcome. False when this connection can no
-        longer take it (the caller keeps it elsewhere or reports it undelivered)."""
+        longer take it (the caller keeps it elsewhere or reports it undelivered). (A binding
+        may override it to put the write in the same frame: :meth:`admit`, then the write.)"""
+        admitted = self.admit(out)
+        return self.write(out) if admitted is None else admitted
+
+    def admit(self, out: Outgoing) -> bool | None:
+        """What :meth:`deliver` decides before the write: None, write ``out`` now; else the
+        answer (held during the welcome, written here already, or not routable)."""
         if not self._routable:
             return False
         held = self._held
@@ -164,7 +171,7 @@ class Connection(ABC):
             unacked[msg_id] = None
             if len(unacked) > self.app.inbox_size:
                 self.forget(unacked.pop(next(iter(unacked))))
-        return self.write(out)
+        return None
 
     def send(self, out: Outgoing) -> bool:
         """Write now, bypassing the hold (the greeting and the inbox go first)."""

@@ -70,14 +70,12 @@ class Hub:
         #: shutdown.
         self.tasks = Tasks()
         #: Where deliveries go (router.py); its registry of this node's connections is the hub's.
-        self.router = Router(
-            self.backplane, lambda: self.clock(), self.metrics, apps=apps.get, tasks=self.tasks
-        )
+        self.router = Router(self.backplane, clock, self.metrics, apps=apps.get, tasks=self.tasks)
         self.connections = self.router.connections
         self.by_app = self.router.by_app
         self.node_handlers = self.router.node_handlers
         self.new_msg_id = self.router.new_msg_id
-        self.auth = Authenticator(apps, self.replay, lambda: self.clock())
+        self.auth = Authenticator(apps, self.replay, clock)
         #: Calls to the apps' backends (None: no app has hooks).
         self.hooks: Hooks | None = Hooks(apps, self.metrics) if Hooks.configured(apps) else None
         #: What each action does (actions.py), below the ingress.

@@ -112,9 +112,15 @@ class MemoryInbox:
     def _add(
         self, app: str, user: str, entry: InboxEntry, cap: int, now: float
     ) -> list[InboxEntry]:
-        box = self._boxes.setdefault((app, user), OrderedDict())
-        self._expire(box, now)
+        key = (app, user)
+        box = self._boxes.get(key)
+        if box is None:
+            box = self._boxes[key] = OrderedDict()
+        elif box and next(iter(box.values())).expires_at <= now:
+            self._expire(box, now)
         box[entry.msg_id] = entry
+        if len(box) <= cap:
+            return []
         dropped: list[InboxEntry] = []
         while len(box) > cap:
             dropped.append(box.popitem(last=False)[1])

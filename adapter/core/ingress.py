@@ -272,6 +272,21 @@ class Ingress:
         else:
             conn.denials = 0
 
+    def ack_frame(self, conn: Connection, text: str) -> bool:
+        """A raw frame that is a bare ``ack`` (:func:`~wxio.protocol.envelope.bare_ack`),
+        recorded at once as :meth:`handle` would record it: no JSON, no coroutine. False when
+        it is not one or has to go the long way (then :meth:`handle` it)."""
+        msg_id = env.bare_ack(text)
+        if msg_id is None:
+            return False
+        limit = conn.app.max_message_bytes
+        if len(text) > limit // 4 and utf8_len(text) > limit:
+            return False  # denied too_large the long way
+        if self._ack_now(conn, msg_id, None):
+            conn.denials = 0
+            return True
+        return False
+
     def _ack_now(self, conn: Connection, msg_id: str, meta_app: str | None) -> bool:
         """An ``ack`` of ``msg_id`` recorded at once, as the pipeline and the action would
         record it, when nothing in the way can wait or refuse (an inbox in this process, no

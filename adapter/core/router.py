@@ -313,7 +313,7 @@ class Router:
         if dropped is None:
             return None
         out.kept = True
-        return tuple(d.msg_id for d in dropped)
+        return tuple(d.msg_id for d in dropped) if dropped else ()
 
     async def _keep(self, app: AppConfig, user: str, out: Outgoing) -> tuple[str, ...]:
         """Put ``out`` in ``user``'s inbox; returns the msgIds pushed out by the size cap."""

@@ -14,7 +14,7 @@ import inspect
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ...protocol.engineio.session import CloseReason
@@ -135,21 +135,51 @@ class Client:
 
     def on_message(self, data: str | bytes) -> None:
         """One Engine.IO message: decode it (attachments may follow) and handle the packet."""
+        if not isinstance(data, bytes):
+            self.receive_text(data, False)
+            return
+        observer = self.server.observer
+        if observer is not None:
+            observer.message_in(data)
         try:
-            if isinstance(data, bytes):
-                packet = self.decoder.feed_binary(data)
-            else:
-                packet = self.decoder.feed_text(data)
-                pending = self.decoder.pending
-                if pending is not None and pending.nsp not in self.sockets:
-                    # Refuse before buffering attachments for a namespace the client never joined.
-                    self._fail("binary packet for a namespace not joined")
-                    return
+            packet = self.decoder.feed_binary(data)
         except RemoteProtocolError as exc:
             self._fail(f"invalid packet: {exc}")
             return
         if packet is not None:
             self._on_packet(packet)
+
+    def receive_text(self, text: str, driven: bool = True) -> Coroutine[Any, Any, None] | None:
+        """One text message (the Engine.IO session's receiver on WebSocket, see
+        :attr:`EngineSocket.receive_text`). ``driven``: the caller runs the work returned before
+        its next message, so an event of an inline route (:meth:`Namespace.inline`) comes back
+        as its coroutine, no task and no worker; anything else is handled here."""
+        observer = self.server.observer
+        if observer is not None:
+            observer.message_in(text)
+        try:
+            packet = self.decoder.feed_text(text)
+            pending = self.decoder.pending
+            if pending is not None and pending.nsp not in self.sockets:
+                # Refuse before buffering attachments for a namespace the client never joined.
+                self._fail("binary packet for a namespace not joined")
+                return None
+        except RemoteProtocolError as exc:
+            self._fail(f"invalid packet: {exc}")
+            return None
+        if packet is None:
+            return None
+        # The commonest two (what _on_packet does for them, in this frame).
+        ptype = packet.type
+        if ptype is PacketType.EVENT or ptype is PacketType.ACK:
+            socket = self.sockets.get(packet.nsp)
+            if socket is not None and socket.connected:
+                if ptype is PacketType.EVENT:
+                    return socket.receive_event(packet, driven)
+                socket.receive_ack(packet)
+                return None
+        self._on_packet(packet)
+        return None
 
     def _on_packet(self, packet: Packet) -> None:
         ptype = packet.type
@@ -457,6 +487,7 @@ class SocketIOServer:
         """EngineHandler: a new Engine.IO session (EIO=3 joins ``/`` at once)."""
         client = Client(self, esock)
         esock.context = client
+        esock.receive_text = client.receive_text
         if self.sessions is not None:
             client.read_session(self.sessions)
         if self.observer is not None:
@@ -471,9 +502,7 @@ class SocketIOServer:
     def on_message(self, esock: EngineSocket, data: str | bytes) -> None:
         """EngineHandler: a message of ``esock``'s session."""
         client: Client = esock.context
-        if self.observer is not None:
-            self.observer.message_in(data)
-        client.on_message(data)
+        client.on_message(data)  # (which tells the observer)
 
     def on_upgrade(self, esock: EngineSocket) -> None:
         if self.observer is not None:

@@ -430,6 +430,11 @@ class Socket:
         else:
             esock.send_frame(frame, text)
 
+    def frame_sender(self) -> Callable[[bytes, str], None]:
+        """:meth:`send_encoded` with a frame, as one call: ``send(frame, text)`` (the client's
+        Engine.IO session's, the same for the socket's life)."""
+        return self.client.esock.send_frame
+
     def send_packet(self, packet: Packet) -> None:
         """Queue a packet as it is, encoded by the server's parser (no observer, no recovery
         log: for packets you address yourself, e.g. with an ack id from :meth:`register_ack`)."""
@@ -517,29 +522,37 @@ class Socket:
             self._after_connect = asyncio.get_running_loop().create_future()
         await self._after_connect
 
-    def receive_event(self, packet: Packet) -> None:
+    def receive_event(
+        self, packet: Packet, driven: bool = False
+    ) -> Coroutine[Any, Any, None] | None:
         """Handle an EVENT from the client, after the ones still being handled (in order, one at
         a time). A plain handler runs now; a coroutine handler runs in the socket's worker task,
         and the socket's later events queue behind it. (Not started here: a coroutine started in
-        one task and carried on in another would have ``asyncio.timeout`` cancel the wrong one.)"""
+        one task and carried on in another would have ``asyncio.timeout`` cancel the wrong one.)
+        ``driven``: the caller (the client's WebSocket read) runs what is returned to its end
+        before its next message, so an inline route's coroutine is returned, no worker."""
         if self._worker is not None:
             if self._queue is None:
                 self._queue = deque()
             self._queue.append(packet)
-            return
+            return None
         nsp = self.nsp
         coro = nsp.dispatch(self, packet)
         if coro is None:
-            return  # a plain handler: done already
+            return None  # a plain handler: done already
+        inline = packet.data[0] in nsp.handlers.inline
+        if inline and driven:
+            return coro
         work = self._work(coro)
-        if packet.data[0] in nsp.handlers.inline:
+        if inline:
             # Run by the WebSocket's delivery task, which started nothing of it yet and
             # carries it to its end: no task per event.
             ws = self.client.esock.ws
             if ws is not None and ws.adopt(work):
                 self._worker = work
-                return
+                return None
         self._worker = nsp.server.spawn(work)
+        return None
 
     async def _work(self, first: Coroutine[Any, Any, None]) -> None:
         try:

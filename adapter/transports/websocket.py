@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -182,18 +182,24 @@ class EngineListener:
         #: Handled in the read callback when the layer above says it needs no task to start.
         self.eager: bool = getattr(handler, "eager", False) is True
 
-    def on_text(self, text: str) -> None:
+    def on_text(self, text: str) -> Coroutine[Any, Any, None] | None:
         session = self.session
         if text[:1] == "4" and session.open:
             # A message on an open session changes no session state: straight to the layer
-            # above, without the session's event queue and timer bookkeeping.
+            # above, without the session's event queue and timer bookkeeping; the work its
+            # receiver returns runs here, before the next message.
+            sock = self.sock
             try:
-                self.on_message(self.sock, text[1:])
+                receive = sock.receive_text
+                if receive is not None:
+                    return receive(text[1:])
+                self.on_message(sock, text[1:])
             except Exception:
-                log.exception("%s: message handler failed", self.sock.sid)
-                self.sock.close(CloseReason.TRANSPORT_ERROR, "message handler failed")
-            return
+                log.exception("%s: message handler failed", sock.sid)
+                sock.close(CloseReason.TRANSPORT_ERROR, "message handler failed")
+            return None
         self._receive(text, decode_text)
+        return None
 
     def on_binary(self, data: bytes) -> None:
         eio = self.sock.eio

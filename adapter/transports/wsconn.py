@@ -272,7 +272,40 @@ class WebSocketConnection(asyncio.Protocol):
                 self._closed_after_inbox()
         if len(inbox) > queued:
             if queued == 0 and self._eager and not self._busy:
-                self._deliver_now()  # no task, no wait: the common case
+                # The common case, here in the read callback (an eager listener, nothing in the
+                # delivery task's hands): what was read is handled in order, no task. The first
+                # work that has to wait goes to the task with the messages read behind it.
+                self._inbox = []
+                self._inbox_size = 0
+                for i, item in enumerate(inbox):
+                    what = type(item)
+                    if what is str or what is bytes:
+                        listener = self.listener
+                        if listener is None:
+                            continue
+                        # (What :meth:`_handle` does, unrolled: one frame less per message.)
+                        self._handling = True
+                        try:
+                            work = (
+                                listener.on_text(item)  # type: ignore[arg-type]
+                                if what is str
+                                else listener.on_binary(item)  # type: ignore[arg-type]
+                            )
+                            self._handling = False
+                            resume = None if work is None else start_eagerly(work)
+                        except Exception:
+                            self._handling = False
+                            self._failed()
+                            resume = None
+                        if resume is None and self._adopted is None:
+                            continue
+                        carry = self._leftover(resume)
+                        if carry is not None:
+                            self._carry_later(carry, inbox[i + 1 :])
+                            break
+                    elif item is _CLOSED or item is _LOST:
+                        self._tell_closed()
+                        break
             else:
                 self._wake_delivery()
             if len(self._inbox) >= INBOX_HIGH or self._inbox_size >= INBOX_HIGH_BYTES:
@@ -400,64 +433,55 @@ class WebSocketConnection(asyncio.Protocol):
             self._adopted.append(work)
         return True
 
-    def _deliver_now(self) -> None:
-        """Handle what was just read, here in the read callback (an eager listener, nothing in
-        the delivery task's hands): the first work that has to wait goes to the task, with the
-        rest of the messages behind it."""
-        inbox = self._inbox
-        self._inbox = []
-        self._inbox_size = 0
-        for i, event in enumerate(inbox):
-            kind = type(event)
-            if kind is str or kind is bytes:
-                if self.listener is not None:
-                    carry = self._handle(event, kind is str)  # type: ignore[arg-type]
-                    if carry is not None:
-                        rest = inbox[i + 1 :]
-                        self._inbox = [carry, *rest, *self._inbox]
-                        for e in rest:
-                            if isinstance(e, str | bytes):
-                                self._inbox_size += len(e)
-                        self._busy = True  # until the task has carried it on
-                        self._wake_delivery()
-                        return
-            elif event is _CLOSED or event is _LOST:
-                self._tell_closed()
-                return
+    def _carry_later(self, carry: _Carry, rest: list[object]) -> None:
+        """Work that has to wait, and the messages read behind it, go to the delivery task."""
+        self._inbox = [carry, *rest, *self._inbox]
+        for e in rest:
+            if isinstance(e, str | bytes):
+                self._inbox_size += len(e)
+        self._busy = True  # until the task has carried it on
+        self._wake_delivery()
 
     def _handle(self, message: str | bytes, text: bool) -> _Carry | None:
         """Give ``message`` to the listener and run what it returns (and what it handed to
-        :meth:`adopt`) until it has to wait; None when all is done, else what is left."""
+        :meth:`adopt`) until it has to wait; None when all is done, else what is left. (The
+        delivery task's way; the read callback unrolls it.)"""
         listener = self.listener
         assert listener is not None
+        self._handling = True
         try:
-            self._handling = True
-            try:
-                work = listener.on_text(message) if text else listener.on_binary(message)  # type: ignore[arg-type]
-            finally:
-                self._handling = False
-            if work is not None:
-                # Most handling finishes without waiting: no await, no suspension. Work that
-                # waits holds this connection's later messages (in order); reading goes on
-                # until INBOX_HIGH of them wait.
-                resume = start_eagerly(work)
-                if resume is not None:
-                    adopted, self._adopted = self._adopted, None
-                    return _Carry([resume, *(adopted or ())], True)
+            work = listener.on_text(message) if text else listener.on_binary(message)  # type: ignore[arg-type]
+            self._handling = False
+            # Most handling finishes without waiting: no await, no suspension. Work that
+            # waits holds this connection's later messages (in order); reading goes on
+            # until INBOX_HIGH of them wait.
+            resume = None if work is None else start_eagerly(work)
         except Exception:
-            log.exception("a websocket message handler failed")
-            self._fail(1011, "internal error")
-        adopted = self._adopted
-        if adopted is not None:
-            self._adopted = None
-            for j, work in enumerate(adopted):
-                try:
-                    resume = start_eagerly(work)
-                except Exception:
-                    log.exception("a websocket message's work failed")
-                    continue
-                if resume is not None:
-                    return _Carry([resume, *adopted[j + 1 :]], False)
+            self._handling = False
+            self._failed()
+            resume = None
+        if resume is None and self._adopted is None:
+            return None
+        return self._leftover(resume)
+
+    def _failed(self) -> None:
+        log.exception("a websocket message handler failed")
+        self._fail(1011, "internal error")
+
+    def _leftover(self, resume: Resume | None) -> _Carry | None:
+        """After the listener's own work (``resume``: where it stopped to wait), what it handed
+        to :meth:`adopt`, run until something has to wait; what is left, or None."""
+        adopted, self._adopted = self._adopted, None
+        if resume is not None:
+            return _Carry([resume, *(adopted or ())], True)
+        for j, work in enumerate(adopted or ()):
+            try:
+                resume = start_eagerly(work)
+            except Exception:
+                log.exception("a websocket message's work failed")
+                continue
+            if resume is not None:
+                return _Carry([resume, *adopted[j + 1 :]], False)  # type: ignore[index]
         return None
 
     async def _carry_on(self, carry: _Carry) -> None:

@@ -303,3 +303,55 @@ def test_wire_builds_what_to_dict_of_message_builds(
     expected = envelope.to_dict(envelope.message(action, payload, timestamp=ts, **meta))
     assert built == expected
     assert list(built["meta"]) == list(expected["meta"])  # the same field order on the wire
+
+
+# -- bare_ack: the ack frame recognised without parsing ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "msg_id"),
+    [
+        ('{"meta":{"msgId":"m-1"},"data":{"action":"ack"}}', "m-1"),
+        ('{"data":{"action":"ack"},"meta":{"msgId":"m-1"}}', "m-1"),
+        ('{"data":{"action":"ack"},"meta":{"msgId":"' + "x" * MAX_ID_LEN + '"}}', "x" * MAX_ID_LEN),
+        ('{"data":{"action":"ack"},"meta":{"msgId":"\u6d88\u606f"}}', "\u6d88\u606f"),
+        # Everything else is left to parse(), which decides:
+        ('{"data":{"action":"ack"},"meta":{"msgId":"' + "x" * (MAX_ID_LEN + 1) + '"}}', None),
+        ('{"data":{"action":"ack"},"meta":{"msgId":""}}', None),
+        ('{"data":{"action":"ack"},"meta":{"msgId":"a\\"b"}}', None),
+        ('{"data":{"action":"ack"},"meta":{"msgId":"a\\u0041"}}', None),
+        ('{"data":{"action":"ack"},"meta":{"msgId":"a\nb"}}', None),
+        ('{"data":{"action":"ack"},"meta":{"msgId":1}}', None),
+        ('{"data":{"action":"ack"},"meta":{"msgId":"m","app":"a"}}', None),
+        ('{"data":{"action":"ack"},"meta":{"msgId":"m"}} ', None),
+        ('{"data": {"action":"ack"},"meta":{"msgId":"m"}}', None),
+        ('{"data":{"action":"sendToOthers"},"meta":{"msgId":"m"}}', None),
+        ("", None),
+    ],
+)
+def test_bare_ack_is_what_parse_would_read(text: str, msg_id: str | None) -> None:
+    assert envelope.bare_ack(text) == msg_id
+    if msg_id is not None:
+        parsed = envelope.parse_text(text)
+        assert parsed.action == Action.ACK and parsed.meta.msgId == msg_id
+
+
+@given(st.text(max_size=MAX_ID_LEN + 2), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_bare_ack_never_disagrees_with_parse(msg_id: str, data_first: bool) -> None:
+    meta = {"msgId": msg_id}
+    doc = (
+        {"data": {"action": "ack"}, "meta": meta}
+        if data_first
+        else {"meta": meta, "data": {"action": "ack"}}
+    )
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    found = envelope.bare_ack(text)
+    if found is not None:
+        assert found == msg_id == envelope.parse_text(text).meta.msgId
+    elif (
+        0 < len(msg_id) <= MAX_ID_LEN
+        and not any(c in msg_id for c in '"\\')
+        and all(ord(c) >= 0x20 for c in msg_id)
+    ):
+        pytest.fail(f"a plain ack not recognised: {text!r}")
