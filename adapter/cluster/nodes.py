@@ -9,7 +9,7 @@ Keys (``P`` is the cluster's prefix; see :mod:`.redis`)::
 
     P:epoch              hash id=<random>, ev=<what began it>: the directory's epoch
     P:epoch:resync       set of the nodes still registering their clients again in it (a TTL)
-    P:epoch:grace        set for GRACE seconds when an epoch begins
+    P:epoch:grace        set for GRACE seconds (two beats, if longer) when an epoch begins
     {P:m<i>}             (Redis Cluster) one marker per master shard
 
 A node that dies stops refreshing ``P:node:<node>``; within ``node_ttl`` seconds every other node
@@ -255,7 +255,10 @@ class Nodes:
             event = self._event or (f"lost {token}" if self.epoch is not None else "first")
             # (A starting node's epoch has nothing to wait for: the first of a new cluster.)
             window_ms = int(self.window * 1000)
-            grace_ms = int(GRACE * 1000) if self.epoch is not None else 0
+            # At least two beats: a node named by no one learns of the epoch at its next beat,
+            # which a loaded machine can delay past one interval.
+            grace = max(GRACE, 2 * bp.node_ttl / 3)
+            grace_ms = int(grace * 1000) if self.epoch is not None else 0
             args: list[str | int] = [self.epoch or "", event, token, window_ms, grace_ms, *named]
             current = as_text(await bp.call(self._epoch_new(keys=keys, args=args)))
             if markers:

@@ -292,7 +292,15 @@ class WebSocketConnection(asyncio.Protocol):
                                 else listener.on_binary(item)  # type: ignore[arg-type]
                             )
                             self._handling = False
-                            resume = None if work is None else start_eagerly(work)
+                            resume = None
+                            if work is not None:
+                                # start_eagerly(work), in this frame: most work ends at once.
+                                try:
+                                    waiting_on = work.send(None)
+                                except StopIteration:
+                                    pass
+                                else:
+                                    resume = Resume(work, waiting_on)
                         except Exception:
                             self._handling = False
                             self._failed()

