@@ -1,7 +1,8 @@
 """Profile wxio's server under one kind of the ``seed`` scenario's load, with py-spy.
 
 Runs ``bench/compare.py``'s ``sc_seed`` for one kind (``raw-off``, ``raw-kept``, ``sio-off``,
-``sio-kept``: the way in, and ``keep_until_ack`` off or on with every exchange acknowledged),
+``sio-kept``: the way in, and ``keep_until_ack`` off or on with every exchange acknowledged), or
+its ``cross`` case (``cross-a``: the sending node, ``cross-b``: the receiving one),
 server pinned to CPU 1 and generator to CPU 0 as the bench does, and records the server with
 ``py-spy record -f raw`` for the timed seconds. Then prints the functions by self and by
 inclusive share of the samples. py-spy is not a dependency: ``python3 -m venv /tmp/pyspy &&
@@ -68,7 +69,9 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=["raw-off", "raw-kept", "sio-off", "sio-kept"])
+    parser.add_argument(
+        "kind", choices=["raw-off", "raw-kept", "sio-off", "sio-kept", "cross-a", "cross-b"]
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     parser.add_argument("--py-spy", default="/tmp/pyspy/bin/py-spy")
@@ -102,7 +105,8 @@ def main() -> None:
     generate = compare.generate
 
     def profiled(*a: Any, **k: Any) -> Any:
-        server = a[2][0]  # generate(settings, scenario, servers, ...)
+        # generate(settings, scenario, servers, ...): cross-b profiles the receiving node
+        server = a[2][1] if args.kind == "cross-b" else a[2][0]
         if args.threads:
             before = thread_cpu(server.pid)
             try:
@@ -127,7 +131,10 @@ def main() -> None:
             spy.wait()
 
     compare.generate = profiled
-    result = compare.sc_seed(settings, args.kind)
+    if args.kind.startswith("cross"):
+        result = compare.sc_cross(settings, "cross")
+    else:
+        result = compare.sc_seed(settings, args.kind)
     rate, per_cpu = result["rate"], result["per_server_cpu_s"]
     print(f"{args.kind}: {rate:,.0f} msg/s, {per_cpu:,.0f} per server CPU-second")
     if raw.exists():

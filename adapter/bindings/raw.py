@@ -231,11 +231,11 @@ class RawListener:
         # A client acks every kept message: a bare ack is recorded here, no JSON, no coroutine.
         if self.ack_frame(conn, text):
             return None
-        return self.handle(conn, text, conn.deliver)
+        return self.handle(conn, text, conn.answer)
 
     def on_binary(self, data: bytes) -> Coroutine[Any, Any, None]:
         conn = self.conn
-        return self.handle(conn, data, conn.deliver)  # refused: text frames only
+        return self.handle(conn, data, conn.answer)  # refused: text frames only
 
     def too_big(self) -> tuple[int, str]:
         """A frame over ``max_frame_bytes``: say why (``deny too_large``), close with 4009."""

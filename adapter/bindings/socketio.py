@@ -177,7 +177,7 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
             return
         # (Some clients emit JSON.stringify(envelope): the pipeline reads a string as JSON.)
         raw = ctx.args[0] if ctx.args else None
-        respond: Respond = conn.deliver
+        respond: Respond = conn.answer
         if ctx.wants_ack:
 
             def respond(out: Outgoing) -> None:
@@ -195,7 +195,7 @@ def bind_socketio(hub: Hub, io: SocketIOServer, options: CoreOptions) -> None:
         conn: SocketIOConnection | None = socket.data.get("core")
         if conn is None:
             return None
-        return handle(conn, args[0] if args else None, conn.deliver)
+        return handle(conn, args[0] if args else None, conn.answer)
 
     nsp.route(options.request_event, on_request)
     nsp.direct(options.request_event, on_request_direct)

@@ -88,6 +88,8 @@ class Bus:
         self._keeps: list[_Keep] = []
         self._queued = 0
         self._flushing: asyncio.Task[None] | None = None
+        #: Checks of the master after a forward nobody took (see forward_now).
+        self._checks: set[asyncio.Task[None]] = set()
         #: The connection the flushes write on (not on a Redis Cluster), held between them, and
         #: the master's switch count it was opened at (a new master: a new connection).
         self._conn: Any = None
@@ -642,15 +644,45 @@ class Bus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         nodes = self.bp.nodes
-        alive = nodes.known_alive(node)
-        if alive is None:
+        if nodes.known_alive(node) is None:
             try:
                 async with asyncio.timeout_at(deadline):
                     alive = await nodes.node_alive(node)
             except TimeoutError:
                 raise BackplaneError(f"redis: no answer within {timeout:g} s") from None
-        if not alive:
-            return Forwarded(False)
+            if not alive:
+                return Forwarded(False)
+        fut: asyncio.Future[Forwarded | BaseException] = loop.create_future()
+
+        def done(result: Forwarded | BaseException) -> None:
+            if not fut.done():
+                fut.set_result(result)
+
+        self.forward_now(node, message, deadline - loop.time(), keep, done, checked=True)
+        result = await fut
+        if isinstance(result, BaseException):
+            raise result if isinstance(result, BackplaneError) else BackplaneError(repr(result))
+        return result
+
+    def forward_now(
+        self,
+        node: str,
+        message: dict[str, Any],
+        timeout: float,
+        keep: Keep | None,
+        done: Callable[[Forwarded | BaseException], None],
+        *,
+        checked: bool = False,
+    ) -> bool | None:
+        """:meth:`forward` without waiting, for a node whose liveness this node knows: queued
+        for the loop turn's flush, and ``done`` is called once, later, with what
+        :meth:`forward` returns or raises. None (nothing sent) when the liveness has to be
+        asked first (then :meth:`forward`); False when the node is known gone. ``checked``: the
+        caller asked just now, the node is alive."""
+        if not checked:
+            alive = self.bp.nodes.known_alive(node)
+            if not alive:
+                return alive
         spec: _Keep | None = None
         if keep is not None:
             inbox = self.bp.inbox
@@ -660,45 +692,64 @@ class Bus:
             )
             spec = _Keep(keys, args)
         switches = self.bp.switches
-        fut: asyncio.Future[int | BaseException] = loop.create_future()
+        loop = asyncio.get_running_loop()
+        told = False
 
         def published(result: int | BaseException) -> None:
-            if not fut.done():
-                fut.set_result(result)
+            nonlocal told
+            if told:
+                return
+            told = True
+            timer.cancel()
+            if isinstance(result, BaseException):
+                done(result)
+                return
+            kept = False
+            dropped: tuple[str, ...] = ()
+            if spec is not None:
+                if isinstance(spec.result, list):
+                    kept, dropped = True, tuple(as_text(d) for d in spec.result)
+                else:
+                    log.warning("node %s: not kept: %s", self.bp.node_id, spec.result)
+            if result:
+                done(Forwarded(True, kept, dropped))
+                return
+            # Nobody subscribed: the node is gone, or (Sentinel) one of the two nodes still
+            # used the old master, which will discard what it is given: then the caller must
+            # not fall back to that Redis (an inbox write there is lost): unavailable.
+            self._check_master(
+                switches, loop.time() + timeout, Forwarded(False, kept, dropped), done
+            )
 
         def expire() -> None:
-            if not fut.done():
-                fut.set_result(BackplaneError(f"redis: no answer within {timeout:g} s"))
+            published(BackplaneError(f"redis: no answer within {timeout:g} s"))
 
-        # One timer and one future per forward (cheaper than asyncio.timeout on every one).
-        timer = loop.call_at(deadline, expire)
-        try:
-            self._post(self.bp.key("ch", node), message, published, spec)
-            result = await fut
-        finally:
-            timer.cancel()
-        if isinstance(result, BaseException):
-            raise result if isinstance(result, BackplaneError) else BackplaneError(repr(result))
-        kept = False
-        dropped: tuple[str, ...] = ()
-        if spec is not None:
-            if isinstance(spec.result, list):
-                kept, dropped = True, tuple(as_text(d) for d in spec.result)
-            else:
-                log.warning("node %s: not kept: %s", self.bp.node_id, spec.result)
-        if result:
-            return Forwarded(True, kept, dropped)
-        # Nobody subscribed: the node is gone, or (Sentinel) one of the two nodes still used
-        # the old master, which will discard what it is given: then the caller must not fall
-        # back to that Redis (an inbox write there is lost): unavailable.
-        try:
-            async with asyncio.timeout_at(deadline):
-                moved = await self.bp.master_moved_since(switches)
-        except TimeoutError:
-            moved = True
-        if moved:
-            raise BackplaneError("redis: the master moved during the forward")
-        return Forwarded(False, kept, dropped)
+        # One timer per forward (cheaper than asyncio.timeout on every one).
+        timer = loop.call_later(timeout, expire)
+        self._post(self.bp.key("ch", node), message, published, spec)
+        return True
+
+    def _check_master(
+        self,
+        switches: int,
+        deadline: float,
+        gone: Forwarded,
+        done: Callable[[Forwarded | BaseException], None],
+    ) -> None:
+        async def check() -> None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    moved = await self.bp.master_moved_since(switches)
+            except TimeoutError:
+                moved = True
+            except BackplaneError as exc:
+                done(exc)
+                return
+            done(BackplaneError("redis: the master moved during the forward") if moved else gone)
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
         """Ask every other node; the answers that came within ``timeout``."""

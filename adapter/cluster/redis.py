@@ -630,6 +630,18 @@ class RedisBackplane:
         """See :meth:`.bus.Bus.forward`."""
         return await self.bus.forward(node, message, timeout, keep)
 
+    def forward_now(
+        self,
+        node: str,
+        message: dict[str, Any],
+        *,
+        timeout: float,
+        keep: Keep | None,
+        done: Callable[[Forwarded | BaseException], None],
+    ) -> bool | None:
+        """See :meth:`.bus.Bus.forward_now`."""
+        return self.bus.forward_now(node, message, timeout, keep, done)
+
     async def request_all(self, message: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
         """See :meth:`.bus.Bus.request_all`."""
         return await self.bus.request_all(message, timeout)

@@ -65,6 +65,9 @@ class Actions:
         self.tasks = tasks
         self.clock = clock
         self.broadcast = router.broadcast
+        #: How a denial is answered and counted (the ingress's ``refuse``, wired by the hub):
+        #: for a send whose outcome settles after the pipeline is done with it.
+        self.refuse: Callable[[Connection, Denied, Respond], None] = self._refuse_plainly
         #: :meth:`Router.send`, or with hooks :meth:`_send_and_tell` (the ``offline`` hook).
         self.send = router.send if hooks is None else self._send_and_tell
         self.table: dict[str, ActionHandler] = {
@@ -78,6 +81,9 @@ class Actions:
     def now_ms(self) -> int:
         """The injected clock, in ms."""
         return int(self.clock() * 1000)
+
+    def _refuse_plainly(self, conn: Connection, denied: Denied, respond: Respond) -> None:
+        respond(self.deny(denied, conn))
 
     # -- answers -------------------------------------------------------------------------------
 
@@ -160,15 +166,43 @@ class Actions:
         target = message.meta.target
         if target is None:
             raise Denied(DenyReason.MALFORMED, "meta.target: required")
-        outcome = await self.send(
-            conn.app,
-            target,
-            message.payload,
-            sender=conn.client_id,
-            user_id=conn.user_id,
-            info=conn.info,
-            receipt=message.meta.receipt is True,
-        )
+        receipt = message.meta.receipt is True
+        if self.hooks is None and respond == conn.answer:
+            # A forward to another node settles when Redis took it: the answer keeps its place
+            # among this client's answers (Connection.answer_later), and the pipeline goes on
+            # to the client's next message meanwhile. (Not for an answer that has to be given
+            # before the pipeline returns: a socket.io ack, an API call.)
+            outcome = await self.router.send(
+                conn.app,
+                target,
+                message.payload,
+                sender=conn.client_id,
+                user_id=conn.user_id,
+                info=conn.info,
+                receipt=receipt,
+                defer=True,
+            )
+            if outcome.later is not None:
+                give = conn.answer_later(respond)
+
+                def settled(final: Outcome | Denied) -> None:
+                    if isinstance(final, Denied):
+                        self.refuse(conn, final, give)
+                    else:
+                        give(self._result(conn, final, target=target))
+
+                outcome.later(settled)
+                return
+        else:
+            outcome = await self.send(
+                conn.app,
+                target,
+                message.payload,
+                sender=conn.client_id,
+                user_id=conn.user_id,
+                info=conn.info,
+                receipt=receipt,
+            )
         respond(self._result(conn, outcome, target=target))
 
     async def _reconnect(self, conn: Connection, message: Envelope, respond: Respond) -> None:

@@ -89,6 +89,19 @@ class Backplane(Protocol):
         ``keep``, once the inbox has the message, in the same round trip). Raises
         :class:`BackplaneError` when that is not known within ``timeout``."""
 
+    def forward_now(
+        self,
+        node: str,
+        message: dict[str, Any],
+        *,
+        timeout: float,
+        keep: Keep | None,
+        done: Callable[[Forwarded | BaseException], None],
+    ) -> bool | None:
+        """:meth:`forward` without a coroutine, where nothing has to be asked first: ``done`` is
+        called once, later, with what :meth:`forward` returns or raises. None (nothing sent):
+        use :meth:`forward`; False: the node is known gone."""
+
 
 class MemoryBackplane:
     """One node, everything in this process."""
@@ -127,3 +140,14 @@ class MemoryBackplane:
         self, node: str, message: dict[str, Any], *, timeout: float, keep: Keep | None = None
     ) -> Forwarded:
         return Forwarded(False)
+
+    def forward_now(
+        self,
+        node: str,
+        message: dict[str, Any],
+        *,
+        timeout: float,
+        keep: Keep | None,
+        done: Callable[[Forwarded | BaseException], None],
+    ) -> bool | None:
+        return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -109,6 +110,7 @@ class Connection(ABC):
         "on_receipt",
         "_held",
         "_routable",
+        "_answers",
     )
 
     def __init__(self, client_id: str, app: AppConfig, user_id: str | None, now: float) -> None:
@@ -133,6 +135,8 @@ class Connection(ABC):
         self.on_receipt: ReceiptHandler | None = None
         self._held: list[Outgoing] | None = []
         self._routable = True
+        #: Answers waiting for an earlier one that settles later (see :meth:`answer_later`).
+        self._answers: deque[list[Any]] | None = None
 
     @property
     def routable(self) -> bool:
@@ -172,6 +176,35 @@ class Connection(ABC):
             if len(unacked) > self.app.inbox_size:
                 self.forget(unacked.pop(next(iter(unacked))))
         return None
+
+    def answer(self, out: Outgoing) -> bool:
+        """Answer what the client sent (a ``result``, a ``deny``...): :meth:`deliver`, in order
+        behind answers that settle later. What the pipeline is given as ``respond``."""
+        answers = self._answers
+        if answers:
+            answers.append([self.deliver, out])
+            return True
+        return self.deliver(out)
+
+    def answer_later(self, respond: Respond) -> Respond:
+        """Keep the next answer's place: the function returned gives it (through ``respond``),
+        once, when it settles; answers given meanwhile (:meth:`answer`, or another place kept
+        after this one) wait for it, so the client reads its answers in the order it asked."""
+        answers = self._answers
+        if answers is None:
+            answers = self._answers = deque()
+        if respond == self.answer:
+            respond = self.deliver  # (its turn is taken care of here)
+        place: list[Any] = [respond, None]
+        answers.append(place)
+
+        def give(out: Outgoing) -> None:
+            place[1] = out
+            while answers and answers[0][1] is not None:
+                send, ready = answers.popleft()
+                send(ready)
+
+        return give
 
     def send(self, out: Outgoing) -> bool:
         """Write now, bypassing the hold (the greeting and the inbox go first)."""

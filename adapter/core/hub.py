@@ -100,6 +100,8 @@ class Hub:
             denials=self.denials,
         )
         self.handle = self.ingress.handle
+        # A send that settles after the pipeline is done is refused as the pipeline refuses.
+        self.actions.refuse = self.ingress.refuse
 
     async def start(self) -> None:
         """Start the backplane (listening for other nodes' requests); the app's startup hook."""

@@ -33,7 +33,7 @@ from ...protocol.envelope import Action, DenyReason
 from ..metrics import Metrics
 from ..tasks import Tasks, start_eagerly
 from .apps import AppConfig
-from .backplane import Backplane, BackplaneError, Keep, NodeHandler
+from .backplane import Backplane, BackplaneError, Forwarded, Keep, NodeHandler
 from .connection import Connection, Outgoing
 from .directory import Location
 from .errors import Denied, unavailable
@@ -88,6 +88,33 @@ class Outcome(NamedTuple):
     user: str | None = None
     #: Other nodes it was handed to (a user may be connected on several).
     forwarded: int = 0
+    #: Not settled yet (a send with ``defer``, forwarded and not yet taken by Redis):
+    #: ``later(settled)`` calls ``settled`` once with the final Outcome, or the Denied to answer.
+    later: Callable[[Callable[[Outcome | Denied], None]], None] | None = None
+
+
+class _Later:
+    """The settlement of a deferred send: told once, by whoever comes first of the outcome and
+    the one who waits for it."""
+
+    __slots__ = ("value", "settled")
+
+    def __init__(self) -> None:
+        self.value: Outcome | Denied | None = None
+        self.settled: Callable[[Outcome | Denied], None] | None = None
+
+    def then(self, settled: Callable[[Outcome | Denied], None]) -> None:
+        if self.value is not None:
+            settled(self.value)
+        else:
+            self.settled = settled
+
+    def settle(self, value: Outcome | Denied) -> None:
+        if self.value is not None:
+            return
+        self.value = value
+        if self.settled is not None:
+            self.settled(value)
 
 
 class Router:
@@ -149,11 +176,15 @@ class Router:
         user_id: str | None,
         info: Any = None,
         receipt: bool = False,
+        defer: bool = False,
     ) -> Outcome:
         """Deliver an ``exchange`` to ``target`` (a client id of ``app``) wherever it is
         connected, or keep it in the inbox of the user that client belonged to. ``receipt``:
         the sender (a client) is sent a ``receipt`` when the target acknowledges it. Raises
-        :class:`Denied` (reason ``unavailable`` when the cluster cannot be asked)."""
+        :class:`Denied` (reason ``unavailable`` when the cluster cannot be asked). ``defer``:
+        the caller takes an outcome that settles later (:attr:`Outcome.later`), so a forward
+        to a node this node knows is handed to the loop turn's batch without waiting for
+        Redis: the caller goes on to its next message meanwhile."""
         msg_id = self.new_msg_id()
         exchange = {
             "timestamp": self.now_ms(),
@@ -194,6 +225,10 @@ class Router:
                     dropped = None
                 if dropped is not None and conn.deliver(out):
                     outcome = Outcome("delivered", msg_id, 1, dropped, True)
+        elif defer and not receipt:
+            later = self._forward_now(app, target, out)
+            if later is not None:
+                return later  # (counted when it settles)
         if outcome is None:
             # A BackplaneError must not reach the HTTP API (a bare 500): it is `unavailable`.
             try:
@@ -205,10 +240,82 @@ class Router:
         self._sent[key] = self._sent.get(key, 0.0) + 1
         return outcome
 
+    def _forward_now(self, app: AppConfig, target: str, out: Outgoing) -> Outcome | None:
+        """:meth:`send` to a target on another node this node knows (its route cached, the
+        node's liveness too), without waiting: the forward joins the loop turn's batch, and the
+        outcome settles when Redis took it. None: the long way (:meth:`_route`)."""
+        cached = self._routes.get((app.name, target))
+        if cached is None or cached[3] <= self.clock():
+            return None
+        client, node, user = cached[0], cached[1], cached[2]
+        if node is None or node == self.node:
+            return None
+        msg_id = out.msg_id
+        assert msg_id is not None
+        keep = user is not None and app.keep_until_ack and self.clock() >= self._keep_off_until
+        message, spec = self._forward_message(app, client, user, out, keep, again=False)
+        later = _Later()
+
+        def done(result: Forwarded | BaseException) -> None:
+            if isinstance(result, BaseException):
+                self._keep_off_until = self.clock() + KEEP_RETRY
+                exc = result if isinstance(result, BackplaneError) else BackplaneError(repr(result))
+                later.settle(unavailable(f"send to {target}", exc))
+                return
+            self._forwarded(out, spec, result)
+            if result.taken:
+                self._settled(
+                    app, later, Outcome(FORWARDED, msg_id, 0, result.dropped, out.kept, forwarded=1)
+                )
+                return
+            # The node is gone: the long way, without it (the inbox, or the user elsewhere).
+            self._routes.pop((app.name, target), None)
+            self.tasks.spawn(self._route_later(app, target, out, node, result.dropped, later))
+
+        sent = self.backplane.forward_now(
+            node, message, timeout=min(NODE_TIMEOUT, SEND_WAIT), keep=spec, done=done
+        )
+        if not sent:
+            return None
+        return Outcome(FORWARDED, msg_id, 0, (), False, forwarded=1, later=later.then)
+
+    def _settled(self, app: AppConfig, later: _Later, outcome: Outcome) -> None:
+        key = (("app", app.name), ("outcome", outcome.status))
+        self._sent[key] = self._sent.get(key, 0.0) + 1
+        later.settle(outcome)
+
+    async def _route_later(
+        self,
+        app: AppConfig,
+        target: str,
+        out: Outgoing,
+        gone: str,
+        dropped: tuple[str, ...],
+        later: _Later,
+    ) -> None:
+        """A deferred forward's node was gone: the rest of :meth:`send`, then settle."""
+        try:
+            outcome = await self._route(app, target, out, None, gone={gone})
+        except BackplaneError as exc:
+            self._keep_off_until = self.clock() + KEEP_RETRY
+            later.settle(unavailable(f"send to {target}", exc))
+        except Denied as denied:
+            later.settle(denied)
+        else:
+            if dropped:
+                outcome = outcome._replace(dropped=dropped + outcome.dropped)
+            self._settled(app, later, outcome)
+
     async def _route(
-        self, app: AppConfig, target: str, out: Outgoing, conn: Connection | None
+        self,
+        app: AppConfig,
+        target: str,
+        out: Outgoing,
+        conn: Connection | None,
+        gone: set[str] | None = None,
     ) -> Outcome:
-        """The rest of :meth:`send`: a target that is elsewhere, gone, or has a user id."""
+        """The rest of :meth:`send`: a target that is elsewhere, gone, or has a user id.
+        ``gone``: nodes found gone already (not tried)."""
         msg_id = out.msg_id
         assert msg_id is not None
         # From here on the send may wait on the cluster: every wait shares one deadline (in
@@ -246,7 +353,7 @@ class Router:
             assert user is not None
             dropped = await self._keep_connected(app, user, out, deadline)
         # A node found gone within this send is not tried again in it.
-        gone: set[str] = set()
+        gone = set() if gone is None else gone
         if node is not None:
             how, more = await self._deliver_to(
                 app, client, node, user, out, gone, deadline, keep=keep
@@ -373,6 +480,25 @@ class Router:
         if timeout <= 0:  # the send's time is up: this node cannot be tried any more
             gone.add(node)
             return None, ()
+        message, spec = self._forward_message(app, client, user, out, keep, again)
+        done = await self.backplane.forward(node, message, timeout=timeout, keep=spec)
+        self._forwarded(out, spec, done)
+        if not done.taken:  # (a keep that went with it may have been done all the same)
+            gone.add(node)
+            return None, done.dropped
+        return FORWARDED, done.dropped
+
+    def _forward_message(
+        self,
+        app: AppConfig | str,
+        client: str,
+        user: str | None,
+        out: Outgoing,
+        keep: bool,
+        again: bool,
+    ) -> tuple[dict[str, Any], Keep | None]:
+        """The ``deliver`` message for another node, and the inbox write to go with it."""
+        name = app if isinstance(app, str) else app.name
         message: dict[str, Any] = {
             "t": "deliver",
             "app": name,
@@ -391,17 +517,16 @@ class Router:
             message["kept"] = True
         if again:
             message["again"] = True
-        done = await self.backplane.forward(node, message, timeout=timeout, keep=spec)
+        return message, spec
+
+    def _forwarded(self, out: Outgoing, spec: Keep | None, done: Forwarded) -> None:
+        """What a forward with an inbox write (``spec``) did to the message."""
         if spec is not None:
             if done.kept:
                 out.kept = True
             elif done.taken:  # went out unkept: the result says "sent"
                 log.warning("%s not kept (forwarded all the same)", out.msg_id)
                 self._keep_off_until = self.clock() + KEEP_RETRY
-        if not done.taken:  # (a keep that went with it may have been done all the same)
-            gone.add(node)
-            return None, done.dropped
-        return FORWARDED, done.dropped
 
     def _deliver_here(self, conn: Connection, out: Outgoing) -> bool:
         """:meth:`Connection.deliver`; an unkept message whose sender asked for a receipt is

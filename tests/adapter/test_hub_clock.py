@@ -126,3 +126,27 @@ async def test_an_inbox_message_expires_at_its_ttl() -> None:
         back = await online(hub, "phone-2", user="u")
         got = [m["data"]["payload"] for m in back.written]
         assert got == (["hi"] if delivered else []), (away, got)
+
+
+async def test_answers_keep_their_order_around_one_that_settles_later() -> None:
+    """Connection.answer_later keeps an answer's place: answers given meanwhile (and places
+    kept after it) wait for it; once it is given, all go out in the order they were asked."""
+    hub, _ = make_hub()
+    conn = await online(hub, "c1")
+
+    def out(n: int) -> Outgoing:
+        return Outgoing({"n": n})
+
+    conn.answer(out(0))  # nothing pending: written at once
+    first = conn.answer_later(conn.answer)
+    conn.answer(out(2))
+    via: list[int] = []
+    third = conn.answer_later(lambda o: via.append(o.envelope["n"]))
+    conn.answer(out(4))
+    assert [w["n"] for w in conn.written] == [0]
+    third(out(3))  # ready, but its turn has not come
+    assert [w["n"] for w in conn.written] == [0] and via == []
+    first(out(1))
+    assert [w["n"] for w in conn.written] == [0, 1, 2, 4] and via == [3]
+    conn.answer(out(5))  # nothing pending again
+    assert [w["n"] for w in conn.written] == [0, 1, 2, 4, 5]

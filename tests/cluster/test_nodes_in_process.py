@@ -200,3 +200,41 @@ async def test_rooms_across_nodes(
     finally:
         for client in clients:
             await client.disconnect()
+
+
+async def test_answers_come_in_the_order_asked_while_forwards_settle(
+    start_server: StartServer, redis_prefix: str, redis_url: str
+) -> None:
+    """A forward's answer settles when Redis took it, and the pipeline goes on to the client's
+    next message meanwhile: the answers still come in the order the client asked, whether the
+    target was on the other node (forwarded), on this one (delivered) or nowhere (denied)."""
+    a, b = await _nodes(start_server, redis_prefix, url=redis_url)
+    sender = await RawClient.connect(a.ws_url, C)
+    here = await RawClient.connect(a.ws_url, C)
+    there = await RawClient.connect(b.ws_url, C)
+    try:
+        # Once, the long way: node a locates the target and remembers its node.
+        first = await sender.request(C.envelope("sendToOthers", {"n": -1}, target=there.client_id))
+        assert payload(first)["status"] == "forwarded"  # type: ignore[index]
+        await there.recv()
+        targets = [there.client_id, here.client_id, there.client_id, "nobody", there.client_id]
+        expected = ["forwarded", "delivered", "forwarded", "target_offline", "forwarded"]
+        for _ in range(4):
+            for n, target in enumerate(targets):  # all in flight together
+                await sender.send(C.envelope("sendToOthers", {"n": n}, target=target))
+            answers = [await sender.recv() for _ in targets]
+            seen = [
+                m["data"]["payload"]["status"]
+                if m["data"]["action"] == "result"
+                else m["data"]["payload"]["reason"]
+                for m in answers
+            ]
+            assert seen == expected, (seen, [m["meta"].get("target") for m in answers])
+            # Each result names its own target, in the order sent.
+            named = [m["meta"].get("target") for m in answers if m["data"]["action"] == "result"]
+            assert named == [t for t in targets if t != "nobody"]
+        got = [payload(await there.recv())["n"] for _ in range(12)]  # type: ignore[index]
+        assert got == [0, 2, 4] * 4  # in the order sent
+    finally:
+        for c in (sender, here, there):
+            await c.close()
