@@ -58,6 +58,14 @@ BROADCAST_LANES = 8
 Published = Callable[[int | BaseException], None]
 
 
+def _expire(expiring: list[Callable[[int | BaseException], None]], timeout: float) -> None:
+    """A batch of forwards still waiting for Redis at their deadline: each is told (those
+    told already ignore it)."""
+    late = BackplaneError(f"redis: no answer within {timeout:g} s")
+    for published in expiring:
+        published(late)
+
+
 class _Keep:
     """An inbox write (:data:`.stores.INBOX_PUT`) that runs in the pipeline of the flush that
     publishes its forward, ahead of the PUBLISHes; ``result`` is set before the forward's
@@ -90,6 +98,13 @@ class Bus:
         self._flushing: asyncio.Task[None] | None = None
         #: Checks of the master after a forward nobody took (see forward_now).
         self._checks: set[asyncio.Task[None]] = set()
+        #: Node channels by node id (a forward names one per message).
+        self._channels: dict[str, str] = {}
+        #: The deadline shared by the forwards of the batch being gathered (forward_now): their
+        #: callbacks and one timer, instead of a timer each; the flush that takes the batch
+        #: takes it too, and cancels the timer once everyone in it was told.
+        self._expiring: list[Callable[[int | BaseException], None]] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         #: The connection the flushes write on (not on a Redis Cluster), held between them, and
         #: the master's switch count it was opened at (a new master: a new connection).
         self._conn: Any = None
@@ -341,7 +356,7 @@ class Bus:
                 "node %s: handling a %s message failed", self.bp.node_id, message.get("t")
             )
             return
-        if reply is not None:
+        if reply is not None and "id" in message:
             self.reply(message, reply)
 
     def reply(self, message: dict[str, Any], body: dict[str, Any]) -> None:
@@ -391,6 +406,7 @@ class Bus:
         while self._outbox:
             outbox, self._outbox = self._outbox, {}
             keeps, self._keeps = self._keeps, []
+            expiry, self._expiry, self._expiring = self._expiry, None, None
             count = sum(len(items) for items in outbox.values())
             publishes: list[tuple[list[Published | None], bytes]] = []
             channels: list[str] = []
@@ -455,6 +471,8 @@ class Bus:
                             done(told)
             finally:
                 self._queued -= count
+                if expiry is not None:
+                    expiry.cancel()  # (everyone in the batch was told)
 
     async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run ``commands`` in one round trip; an error reply comes back in its place (an
@@ -700,7 +718,8 @@ class Bus:
             if told:
                 return
             told = True
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             if isinstance(result, BaseException):
                 done(result)
                 return
@@ -721,12 +740,23 @@ class Bus:
                 switches, loop.time() + timeout, Forwarded(False, kept, dropped), done
             )
 
-        def expire() -> None:
-            published(BackplaneError(f"redis: no answer within {timeout:g} s"))
+        timer: asyncio.TimerHandle | None = None
+        if checked:  # (a deadline of its own: what is left of its send's)
 
-        # One timer per forward (cheaper than asyncio.timeout on every one).
-        timer = loop.call_later(timeout, expire)
-        self._post(self.bp.key("ch", node), message, published, spec)
+            def expire() -> None:
+                published(BackplaneError(f"redis: no answer within {timeout:g} s"))
+
+            timer = loop.call_later(timeout, expire)
+        else:  # the batch's deadline: a forward's timeout is always the same here
+            expiring = self._expiring
+            if expiring is None:
+                expiring = self._expiring = []
+                self._expiry = loop.call_later(timeout, _expire, expiring, timeout)
+            expiring.append(published)
+        channel = self._channels.get(node)
+        if channel is None:
+            channel = self._channels[node] = self.bp.key("ch", node)
+        self._post(channel, message, published, spec)
         return True
 
     def _check_master(
