@@ -47,11 +47,12 @@ class Resume:
 
     __slots__ = ("coro", "waiting_on")
 
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
         self.coro = coro
         self.waiting_on = waiting_on
 
-    def __await__(self) -> Generator[Any, Any, None]:
+    def __await__(self) -> Generator[Any, Any, Any]:
+        """What the coroutine returns."""
         coro, waiting_on = self.coro, self.waiting_on
         while True:
             try:
@@ -62,13 +63,13 @@ class Resume:
             except BaseException as exc:  # e.g. the task's cancellation: the coroutine's to handle
                 try:
                     waiting_on = coro.throw(exc)
-                except StopIteration:
-                    return
+                except StopIteration as stop:
+                    return stop.value
             else:
                 try:
                     waiting_on = coro.send(sent)
-                except StopIteration:
-                    return
+                except StopIteration as stop:
+                    return stop.value
 
 
 def start_eagerly(coro: Coroutine[Any, Any, None]) -> Resume | None:

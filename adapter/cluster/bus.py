@@ -27,7 +27,7 @@ import itertools
 import logging
 import secrets
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -37,6 +37,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ...protocol.errors import LocalProtocolError, RemoteProtocolError
 from ..core.backplane import BackplaneError, Forwarded, Keep, NodeHandler
+from ..tasks import Resume
 from . import wire
 from .stores import INBOX_PUT, REPLICA_WAIT, RedisInbox, as_text
 
@@ -335,29 +336,40 @@ class Bus:
         if sender == self.bp.node_id:
             return
         if message.get("t") == "batch":
-            for inner in message["msgs"]:
+            msgs = message["msgs"]
+            for inner in msgs:
                 inner["from"] = sender
-                await self._on_one(inner)
         else:
-            await self._on_one(message)
-
-    async def _on_one(self, message: dict[str, Any]) -> None:
-        if "re" in message:
-            fut = self._pending.get(message["re"])
-            if fut is not None and not fut.done():
-                fut.set_result(message["body"])
-            return
-        if self.handler is None:
-            return
-        try:
-            reply = await self.handler(message)
-        except Exception:
-            log.exception(
-                "node %s: handling a %s message failed", self.bp.node_id, message.get("t")
-            )
-            return
-        if reply is not None and "id" in message:
-            self.reply(message, reply)
+            msgs = [message]
+        handler = self.handler
+        for one in msgs:
+            if "re" in one:
+                fut = self._pending.get(one["re"])
+                if fut is not None and not fut.done():
+                    fut.set_result(one["body"])
+                continue
+            if handler is None:
+                continue
+            # The handler's coroutine, run here until it first waits (a delivery never does:
+            # no task step per message); one that waits is awaited, so the batch stays in order.
+            try:
+                work = handler(one)
+                if isinstance(work, Coroutine):
+                    try:
+                        waiting = work.send(None)
+                    except StopIteration as done:
+                        reply = done.value
+                    else:
+                        reply = await Resume(work, waiting)
+                else:
+                    reply = await work
+            except Exception:
+                log.exception(
+                    "node %s: handling a %s message failed", self.bp.node_id, one.get("t")
+                )
+                continue
+            if reply is not None and "id" in one:
+                self.reply(one, reply)
 
     def reply(self, message: dict[str, Any], body: dict[str, Any]) -> None:
         """Answer a request from another node. A handler that has to wait (for its clients'
