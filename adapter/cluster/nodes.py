@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -391,22 +392,21 @@ class Nodes:
     def known_alive(self, node: str) -> bool | None:
         """:meth:`node_alive` from its cache, without a coroutine; None when not cached."""
         cached = self._alive_cache.get(node)
-        if cached is not None and cached[1] > asyncio.get_running_loop().time():
+        if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         return None
 
     async def node_alive(self, node: str) -> bool:
         """Whether ``node``'s heartbeat is current (an answer is cached for a second)."""
-        loop = asyncio.get_running_loop()
         cached = self._alive_cache.get(node)
-        if cached is not None and cached[1] > loop.time():
+        if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         return await self._alive_lookups.run(node, lambda: self._ask_alive(node))
 
     async def _ask_alive(self, node: str) -> bool:
         bp = self.bp
         alive = bool(await bp.call(bp.redis.exists(bp.key("node", node))))
-        self._alive_cache[node] = (alive, asyncio.get_running_loop().time() + 1.0)
+        self._alive_cache[node] = (alive, time.monotonic() + 1.0)
         return alive
 
     async def node_url(self, node: str) -> str | None:
