@@ -146,9 +146,11 @@ class Actions:
         user_id: str | None,
         info: Any = None,
         receipt: bool = False,
+        defer: bool = False,
     ) -> Outcome:
         """:meth:`Router.send`, then the ``offline`` hook of a message that was kept for a user
-        who is not connected (queued without waiting)."""
+        who is not connected (queued without waiting). (Never deferred: the hook needs the
+        outcome.)"""
         outcome = await self.router.send(
             app, target, payload, sender=sender, user_id=user_id, info=info, receipt=receipt
         )
@@ -166,43 +168,31 @@ class Actions:
         target = message.meta.target
         if target is None:
             raise Denied(DenyReason.MALFORMED, "meta.target: required")
-        receipt = message.meta.receipt is True
-        if self.hooks is None and respond == conn.answer:
-            # A forward to another node settles when Redis took it: the answer keeps its place
-            # among this client's answers (Connection.answer_later), and the pipeline goes on
-            # to the client's next message meanwhile. (Not for an answer that has to be given
-            # before the pipeline returns: a socket.io ack, an API call.)
-            outcome = await self.router.send(
-                conn.app,
-                target,
-                message.payload,
-                sender=conn.client_id,
-                user_id=conn.user_id,
-                info=conn.info,
-                receipt=receipt,
-                defer=True,
-            )
-            if outcome.later is not None:
-                give = conn.answer_later(respond)
+        # A forward to another node may settle when Redis took it: the answer keeps its place
+        # among this client's answers (Connection.answer_later), and the pipeline goes on to
+        # the client's next message meanwhile. (Not for an answer that has to be given before
+        # the pipeline returns: a socket.io ack, an API call.)
+        outcome = await self.send(
+            conn.app,
+            target,
+            message.payload,
+            sender=conn.client_id,
+            user_id=conn.user_id,
+            info=conn.info,
+            receipt=message.meta.receipt is True,
+            defer=respond == conn.answer,
+        )
+        if outcome.later is not None:
+            give = conn.answer_later(respond)
 
-                def settled(final: Outcome | Denied) -> None:
-                    if isinstance(final, Denied):
-                        self.refuse(conn, final, give)
-                    else:
-                        give(self._result(conn, final, target=target))
+            def settled(final: Outcome | Denied) -> None:
+                if isinstance(final, Denied):
+                    self.refuse(conn, final, give)
+                else:
+                    give(self._result(conn, final, target=target))
 
-                outcome.later(settled)
-                return
-        else:
-            outcome = await self.send(
-                conn.app,
-                target,
-                message.payload,
-                sender=conn.client_id,
-                user_id=conn.user_id,
-                info=conn.info,
-                receipt=receipt,
-            )
+            outcome.later(settled)
+            return
         respond(self._result(conn, outcome, target=target))
 
     async def _reconnect(self, conn: Connection, message: Envelope, respond: Respond) -> None:
