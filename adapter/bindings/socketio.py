@@ -93,8 +93,9 @@ class SocketIOConnection(Connection):
                 self.unacked[msg_id] = ack_id
             if asked is not None:
                 asked[1] = ack_id
-            if self.text:
-                socket.send_encoded(encode_event(self.nsp, self.event, out.json(), ack_id))
+            if self.text:  # (framed per receiver: the ack id is this client's)
+                text = encode_event(self.nsp, self.event, out.json(), ack_id)
+                self._send_frame(message_frame(text), text)
             else:  # a binary parser (msgpack): the socket encodes it
                 socket.send_packet(
                     Packet(PacketType.EVENT, self.nsp, [self.event, out.envelope], ack_id)

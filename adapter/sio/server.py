@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from ...protocol.engineio.session import CloseReason
 from ...protocol.errors import RemoteProtocolError
 from ...protocol.socketio import Decoder, Packet, PacketType, encode, split_namespace
+from ...protocol.socketio.packets import bare_ack
 from ..config import ConfigError, SocketIOOptions
 from ..engine import AllowRequest, EngineSocket
 from ..tasks import Tasks
@@ -157,6 +158,14 @@ class Client:
         observer = self.server.observer
         if observer is not None:
             observer.message_in(text)
+        if text[:1] == "3" and self.decoder.pending is None:
+            # An ack of a kept message (3<id>[] or 3<id>[true]): no decoder, no Packet.
+            bare = bare_ack(text)
+            if bare is not None:
+                socket = self.sockets.get("/")
+                if socket is not None and socket.connected:
+                    socket.receive_ack_id(*bare)
+                    return None
         try:
             packet = self.decoder.feed_text(text)
             pending = self.decoder.pending

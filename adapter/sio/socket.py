@@ -447,14 +447,21 @@ class Socket:
 
     def receive_ack(self, packet: Packet) -> None:
         """An ACK from the client: run the callback registered for its id (if any)."""
-        entry = self._acks.pop(packet.id, None) if packet.id is not None else None
+        if packet.id is None:
+            log.debug("%s: ack without an id", self.id)
+            return
+        self.receive_ack_id(packet.id, packet.data)
+
+    def receive_ack_id(self, ack_id: int, args: list[Any]) -> None:
+        """:meth:`receive_ack` of a packet already taken apart: its id and arguments."""
+        entry = self._acks.pop(ack_id, None)
         if entry is None:
-            log.debug("%s: ack %s matches no emit", self.id, packet.id)
+            log.debug("%s: ack %s matches no emit", self.id, ack_id)
             return
         callback, timer, _ = entry
         if timer is not None:
             timer.cancel()
-        self._run_callback(callback, *packet.data)
+        self._run_callback(callback, *args)
 
     # -- rooms and broadcasting ------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ carries ``{"message", "data"}``, a v4 one a string). Validation follows the refe
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
@@ -43,6 +44,7 @@ __all__ = [
     "split_namespace",
     "describe",
     "check_payload",
+    "bare_ack",
 ]
 
 
@@ -350,3 +352,23 @@ def split_namespace(nsp: str) -> tuple[str, dict[str, str]]:
         return name, dict(parse_qsl(query, keep_blank_values=True, max_num_fields=100))
     except ValueError:
         raise LimitExceeded("more than 100 fields in the namespace query") from None
+
+
+# An ACK of the main namespace with no argument or ``true`` (what clients answer a kept message
+# with): the commonest packet after events, recognised without the decoder.
+_BARE_ACK = re.compile(r"3(0|[1-9][0-9]{0,15})\[(true)?\]")
+
+
+def bare_ack(text: str) -> tuple[int, list[Any]] | None:
+    """``(ack id, args)`` if ``text`` is exactly ``3<id>[]`` or ``3<id>[true]`` (an ACK on the
+    main namespace, id within :data:`MAX_ACK_ID`): what :func:`decode` would give as the packet's
+    ``id`` and ``data``; else None (decode it)."""
+    if len(text) > 24 or text[:1] != "3":
+        return None
+    m = _BARE_ACK.fullmatch(text)
+    if m is None:
+        return None
+    ack_id = int(m[1])
+    if ack_id > MAX_ACK_ID:
+        return None
+    return ack_id, ([True] if m[2] else [])

@@ -636,3 +636,50 @@ def test_encode_event_past_its_cache_bound_is_still_right() -> None:
     for i in range(1100):  # more pairs than are remembered
         text = encode_event("/", f"e{i}", "1", i)
         assert text == encode(Packet(PacketType.EVENT, "/", [f"e{i}", 1], i))[0]
+
+
+# -- bare_ack: the kept message's ack recognised without the decoder ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("30[]", (0, [])),
+        ("31[]", (1, [])),
+        ("3123[true]", (123, [True])),
+        (f"3{2**53}[]", (2**53, [])),
+        # Everything else is left to the decoder, which decides:
+        (f"3{2**53 + 1}[]", None),
+        ("301[]", None),
+        ("3[]", None),
+        ("31[false]", None),
+        ("31[1]", None),
+        ("31 []", None),
+        ("31[]x", None),
+        ("3/chat,1[]", None),
+        ("21[]", None),
+        ("", None),
+    ],
+)
+def test_bare_ack_is_what_decode_would_read(text: str, found: tuple[int, list[Any]] | None) -> None:
+    from wxio.protocol.socketio.packets import bare_ack, decode
+
+    assert bare_ack(text) == found
+    if found is not None:
+        packet = decode(text)
+        assert (packet.type, packet.nsp, packet.id, packet.data) == (
+            PacketType.ACK,
+            "/",
+            found[0],
+            found[1],
+        )
+
+
+@given(st.integers(min_value=0, max_value=2**53), st.sampled_from(["[]", "[true]"]))
+@settings(max_examples=200, deadline=None)
+def test_bare_ack_agrees_with_decode(ack_id: int, args: str) -> None:
+    from wxio.protocol.socketio.packets import bare_ack, decode
+
+    text = f"3{ack_id}{args}"
+    packet = decode(text)
+    assert bare_ack(text) == (packet.id, packet.data)
