@@ -397,7 +397,7 @@ class Socket:
         """Run an ack callback (a coroutine it returns runs as a task); a failure is logged."""
         try:
             result = callback(*args)
-            if asyncio.iscoroutine(result):
+            if result is not None and asyncio.iscoroutine(result):
                 self.nsp.server.spawn(result)
         except Exception:
             log.exception("%s: ack callback failed", self.id)
