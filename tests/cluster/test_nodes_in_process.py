@@ -4,6 +4,7 @@ inbox in Redis, reconnect onto the other node."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from wxio.adapter.cluster.redis import RedisBackplane
@@ -235,6 +236,47 @@ async def test_answers_come_in_the_order_asked_while_forwards_settle(
             assert named == [t for t in targets if t != "nobody"]
         got = [payload(await there.recv())["n"] for _ in range(12)]  # type: ignore[index]
         assert got == [0, 2, 4] * 4  # in the order sent
+    finally:
+        for c in (sender, here, there):
+            await c.close()
+
+
+async def test_a_forward_nobody_took_goes_the_long_way_in_its_place(
+    start_server: StartServer, redis_prefix: str, redis_url: str
+) -> None:
+    """A forward that settles later and that nobody took (no subscriber on the node's channel:
+    the node was replaced, say, while this node still had its route cached) falls back to the
+    long way, without that node: the target is located again and reached where it is, and the
+    answer comes in its place among the sender's."""
+    a, b = await _nodes(start_server, redis_prefix, url=redis_url)
+    sender = await RawClient.connect(a.ws_url, C, user="sa")
+    here = await RawClient.connect(a.ws_url, C)
+    there = await RawClient.connect(b.ws_url, C, user="tb")
+    try:
+        first = await sender.request(C.envelope("sendToOthers", {"n": -1}, target=there.client_id))
+        assert payload(first)["status"] == "forwarded"  # type: ignore[index]
+        await there.recv()
+        # Node a's cached route now names a node that nobody listens for, and a knows it "alive".
+        assert a.hub is not None
+        routes = a.hub.router._routes  # noqa: SLF001 - the state this test stages
+        key = ("c", there.client_id)
+        client, _, user, until_ = routes[key]
+        routes[key] = (client, "ghost", user, until_)
+        nodes = a.hub.backplane.nodes  # type: ignore[attr-defined]
+        nodes._alive_cache["ghost"] = (True, time.monotonic() + 30)  # noqa: SLF001
+        targets = [there.client_id, here.client_id, there.client_id]
+        for n, target in enumerate(targets):
+            await sender.send(C.envelope("sendToOthers", {"n": n}, target=target))
+        answers = [await sender.recv() for _ in targets]
+        assert [m["data"]["payload"]["status"] for m in answers] == [
+            "forwarded",
+            "delivered",
+            "forwarded",
+        ], answers
+        assert [m["meta"]["target"] for m in answers] == targets
+        got = sorted([payload(await there.recv())["n"] for _ in range(2)])  # type: ignore[index]
+        assert got == [0, 2]
+        assert payload(await here.recv())["n"] == 1  # type: ignore[index]
     finally:
         for c in (sender, here, there):
             await c.close()
