@@ -115,7 +115,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, name: str, config: Path, log_path: Path) -> None:
+    def __init__(self, name: str, config: Path, log_path: Path, cpu: int | None = None) -> None:
         self.name = name
         self.port = free_port()
         self.argv = [str(WXIO), "serve", "--port", str(self.port), "--config", str(config)]
@@ -126,7 +126,13 @@ class Server:
         env.pop(f"WXIO_KEY_{APP.upper()}", None)
         self._log = open(log_path, "wb")  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            # (one core for every server: --server-cpu)
+            preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}),  # noqa: PLW1509
         )
 
     @property
@@ -628,7 +634,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (tmp dir)")
+    ap.add_argument(
+        "--server-cpu",
+        type=int,
+        help="pin every wxio server to this core (both nodes then share one core, the same CPU "
+        "budget as one node), and this process to the others",
+    )
     args = ap.parse_args(argv)
+    if args.server_cpu is not None:
+        others = set(range(os.cpu_count() or 1)) - {args.server_cpu}
+        if others:
+            os.sched_setaffinity(0, others)  # the load generator: off the servers' core
     args.messages = args.messages or (300 if args.quick else 600)
     args.pairs = args.pairs or (4 if args.quick else 8)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -650,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "redis_url": args.redis_url,
         "prefix": prefix,
+        "server_cpu": args.server_cpu,
     }
     if not args.json:
         for k, v in env.items():
@@ -674,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, c in configs.items():
             path = tmp / f"{name}.toml"
             path.write_text(config_text(c), encoding="utf-8")
-            servers[name] = Server(name, path, tmp / f"{name}.log")
+            servers[name] = Server(name, path, tmp / f"{name}.log", args.server_cpu)
         deadline = time.monotonic() + 20
         for s in servers.values():
             s.wait_ready(deadline)
