@@ -718,7 +718,7 @@ class Bus:
             inbox = self.bp.inbox
             assert isinstance(inbox, RedisInbox)
             keys, args = inbox.put_command(
-                keep.app, keep.user, keep.entry, cap=keep.cap, now=keep.now, encoded=keep.encoded
+                keep.app, keep.user, keep.entry, cap=keep.cap, now=keep.now
             )
             spec = _Keep(keys, args)
         switches = self.bp.switches

@@ -26,7 +26,7 @@ from ...protocol.errors import RemoteProtocolError
 from ...protocol.signing import NonceClaim
 from ..core.backplane import BackplaneError
 from ..core.directory import MAX_ALIAS_HOPS, Location
-from ..core.inbox import InboxEntry, Receipt, receipt_of
+from ..core.inbox import InboxEntry, Receipt
 
 if TYPE_CHECKING:
     from .redis import RedisBackplane
@@ -318,20 +318,18 @@ class RedisInbox:
         self._inbox_ack = bp.redis.register_script(_INBOX_ACK)
 
     def put_command(
-        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float, encoded: bytes | None
+        self, app: str, user: str, entry: InboxEntry, *, cap: int, now: float
     ) -> tuple[list[str], list[str | bytes | int]]:
         """The keys and arguments of :data:`INBOX_PUT` for ``entry``: what :meth:`put` runs,
         and what a forward runs in its own round trip (:meth:`.bus.Bus.forward`)."""
         bp = self.bp
         exp = jsonutil.dumps_bytes(entry.expires_at)
-        if encoded is not None:  # the envelope as the router encoded it: not encoded again
-            body: bytes = b'{"env":' + encoded + b',"exp":' + exp + b"}"
-        else:
-            body = jsonutil.dumps_bytes({"env": entry.envelope, "exp": entry.expires_at})
+        # The envelope as the router encoded it: not encoded again.
+        body = b'{"env":' + entry.body + b',"exp":' + exp + b"}"
         ttl = max(1, int(entry.expires_at - now) + 1)
         keys = [bp.user_key("il", app, user), bp.user_key("ib", app, user)]
         args: list[str | bytes | int] = [entry.msg_id, body, cap, ttl]
-        asked = receipt_of(entry.envelope)
+        asked = entry.receipt
         if asked is not None:
             args.append(jsonutil.dumps_bytes([asked.client, asked.user, asked.target]))
         return keys, args
@@ -339,7 +337,7 @@ class RedisInbox:
     @staticmethod
     def dropped(result: list[bytes | str]) -> list[InboxEntry]:
         """What :data:`INBOX_PUT` returned: the entries dropped (their ids only)."""
-        return [InboxEntry(as_text(d), {}, 0.0) for d in result]
+        return [InboxEntry(as_text(d), b"", 0.0) for d in result]
 
     async def put(
         self,
@@ -349,12 +347,11 @@ class RedisInbox:
         *,
         cap: int,
         now: float,
-        encoded: bytes | None = None,
     ) -> list[InboxEntry]:
         """Append ``entry`` to the user's inbox (one Lua call); returns the entries dropped to
         stay within ``cap`` (their ids only)."""
         bp = self.bp
-        keys, args = self.put_command(app, user, entry, cap=cap, now=now, encoded=encoded)
+        keys, args = self.put_command(app, user, entry, cap=cap, now=now)
         if bp.sentinel is None:
             dropped = await bp.call(self._inbox_put(keys=keys, args=args))
         else:
@@ -391,7 +388,7 @@ class RedisInbox:
                 continue
             expires = float(data.get("exp", 0))
             if expires > now:
-                entries.append(InboxEntry(as_text(msg_id), data["env"], expires))
+                entries.append(InboxEntry.of(as_text(msg_id), data["env"], expires))
         return entries
 
     async def ack(self, app: str, user: str, msg_id: str) -> Receipt | bool:

@@ -252,7 +252,8 @@ class Actions:
             return
         for entry in await self.inbox.pending(conn.app.name, conn.user_id, now=self.clock()):
             if conn.routable:
-                conn.send(Outgoing(entry.envelope, entry.msg_id, kept=True))
+                out = Outgoing(entry.envelope, entry.msg_id, kept=True, encoded=entry.body)
+                conn.send(out)
 
     def acker(self, conn: Connection, user: str) -> Callable[[str], None]:
         """``ack(msg_id)`` for clients that acknowledge by callback (socket.io): recorded in the

@@ -41,7 +41,6 @@ class Keep(NamedTuple):
     entry: InboxEntry
     cap: int
     now: float
-    encoded: bytes | None = None
 
 
 class Forwarded(NamedTuple):

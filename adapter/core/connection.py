@@ -46,12 +46,18 @@ class Outgoing:
     __slots__ = ("envelope", "msg_id", "kept", "_bytes", "_json", "_forms")
 
     def __init__(
-        self, envelope: dict[str, Any], msg_id: str | None = None, *, kept: bool = False
+        self,
+        envelope: dict[str, Any],
+        msg_id: str | None = None,
+        *,
+        kept: bool = False,
+        encoded: bytes | None = None,
     ) -> None:
+        """``encoded``: the envelope as UTF-8 JSON, when the caller has it (an inbox entry)."""
         self.envelope = envelope
         self.msg_id = msg_id
         self.kept = kept
-        self._bytes: bytes | None = None
+        self._bytes: bytes | None = encoded
         self._json: str | None = None
         self._forms: dict[Hashable, Any] | None = None
 

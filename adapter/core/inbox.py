@@ -15,13 +15,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, NamedTuple, Protocol
 
+from ...protocol import jsonutil
+
 __all__ = ["InboxEntry", "Inbox", "MemoryInbox", "Receipt", "receipt_of"]
-
-
-class InboxEntry(NamedTuple):
-    msg_id: str
-    envelope: dict[str, Any]
-    expires_at: float
 
 
 class Receipt(NamedTuple):
@@ -48,6 +44,29 @@ def receipt_of(envelope: dict[str, Any]) -> Receipt | None:
     )
 
 
+class InboxEntry(NamedTuple):
+    """A kept message. Its envelope is held as the UTF-8 JSON written to the wire (``body``):
+    one object, where the envelope's dicts would be a tree that stays alive until the ack and
+    costs its collection then (and memory for a user who is away)."""
+
+    msg_id: str
+    body: bytes
+    expires_at: float
+    #: The receipt its ack sends, if its sender asked for one (``meta.receipt``).
+    receipt: Receipt | None = None
+
+    @classmethod
+    def of(cls, msg_id: str, envelope: dict[str, Any], expires_at: float) -> InboxEntry:
+        """An entry for ``envelope``, encoded here (the router passes what it encoded)."""
+        return cls(msg_id, jsonutil.dumps_bytes(envelope), expires_at, receipt_of(envelope))
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        """The envelope, decoded (for the rare readers: a redelivery, a test)."""
+        envelope: dict[str, Any] = jsonutil.loads(self.body)
+        return envelope
+
+
 class Inbox(Protocol):
     async def put(
         self,
@@ -57,10 +76,8 @@ class Inbox(Protocol):
         *,
         cap: int,
         now: float,
-        encoded: bytes | None = None,
     ) -> list[InboxEntry]:
-        """Append; returns the entries dropped to stay within ``cap``. ``encoded``: the envelope
-        as UTF-8 JSON when the caller has it (a store that writes it saves encoding it again)."""
+        """Append; returns the entries dropped to stay within ``cap``."""
         ...
 
     async def pending(self, app: str, user: str, *, now: float) -> list[InboxEntry]:
@@ -98,12 +115,11 @@ class MemoryInbox:
         *,
         cap: int,
         now: float,
-        encoded: bytes | None = None,
     ) -> list[InboxEntry]:
         return self._add(app, user, entry, cap, now)
 
     def put_now(
-        self, app: str, user: str, entry: InboxEntry, cap: int, now: float, encoded: bytes
+        self, app: str, user: str, entry: InboxEntry, cap: int, now: float
     ) -> list[InboxEntry] | None:
         """:meth:`put` without a coroutine, for the router's common case (the target connected
         here); None when keeping it has to wait (a store in strict mode): then :meth:`put`."""
@@ -153,7 +169,7 @@ class MemoryInbox:
         entry = self._remove(app, user, msg_id)
         if entry is None:
             return False
-        return receipt_of(entry.envelope) or True
+        return entry.receipt or True
 
     def _remove(self, app: str, user: str, msg_id: str) -> InboxEntry | None:
         box = self._boxes.get((app, user))

@@ -45,7 +45,7 @@ log = logging.getLogger("wxio.core")
 __all__ = ["Router", "Outcome", "NODE_TIMEOUT", "SEND_WAIT"]
 
 T = TypeVar("T")
-PutNow = Callable[[str, str, InboxEntry, int, float, bytes], "list[InboxEntry] | None"]
+PutNow = Callable[[str, str, InboxEntry, int, float], "list[InboxEntry] | None"]
 
 #: Seconds to wait for another node's answer (a broadcast's counts), or for Redis to take a
 #: forward, before treating the node as gone.
@@ -217,7 +217,7 @@ class Router:
                 and self.clock() >= self._keep_off_until
             ):
                 try:
-                    dropped = self._keep_now(app, user, out, self._put_now)
+                    dropped = self._keep_now(app, user, out, receipt, self._put_now)
                 except BackplaneError as exc:
                     # As _route does: the connected target is still served, not kept.
                     log.warning("%s not kept (delivered if connected): %r", msg_id, exc)
@@ -410,13 +410,15 @@ class Router:
             raise BackplaneError(f"no answer within the send's {SEND_WAIT:g} s") from None
 
     def _keep_now(
-        self, app: AppConfig, user: str, out: Outgoing, put_now: PutNow
+        self, app: AppConfig, user: str, out: Outgoing, receipt: bool, put_now: PutNow
     ) -> tuple[str, ...] | None:
-        """:meth:`_keep` without waiting, by an inbox in this process; None if it must wait."""
+        """:meth:`_keep` without waiting, by an inbox in this process; None if it must wait.
+        ``receipt``: the sender asked for one (its envelope says so)."""
         assert out.msg_id is not None
         now = self.clock()
-        entry = InboxEntry(out.msg_id, out.envelope, now + app.inbox_ttl)
-        dropped = put_now(app.name, user, entry, app.inbox_size, now, out.utf8())
+        asked = receipt_of(out.envelope) if receipt else None
+        entry = InboxEntry(out.msg_id, out.utf8(), now + app.inbox_ttl, asked)
+        dropped = put_now(app.name, user, entry, app.inbox_size, now)
         if dropped is None:
             return None
         out.kept = True
@@ -426,12 +428,16 @@ class Router:
         """Put ``out`` in ``user``'s inbox; returns the msgIds pushed out by the size cap."""
         assert out.msg_id is not None
         now = self.clock()
-        entry = InboxEntry(out.msg_id, out.envelope, now + app.inbox_ttl)
-        dropped = await self.inbox.put(
-            app.name, user, entry, cap=app.inbox_size, now=now, encoded=out.utf8()
-        )
+        entry = self._entry(out, now + app.inbox_ttl)
+        dropped = await self.inbox.put(app.name, user, entry, cap=app.inbox_size, now=now)
         out.kept = True
         return tuple(d.msg_id for d in dropped)
+
+    @staticmethod
+    def _entry(out: Outgoing, expires_at: float) -> InboxEntry:
+        """``out``'s inbox entry: its bytes as encoded for the wire, and the receipt asked."""
+        assert out.msg_id is not None
+        return InboxEntry(out.msg_id, out.utf8(), expires_at, receipt_of(out.envelope))
 
     @staticmethod
     def _outgoing(app: AppConfig, message: dict[str, Any], msg_id: str) -> Outgoing:
@@ -511,8 +517,7 @@ class Router:
         if keep and not out.kept and user is not None and isinstance(app, AppConfig):
             now = self.clock()
             assert out.msg_id is not None
-            entry = InboxEntry(out.msg_id, out.envelope, now + app.inbox_ttl)
-            spec = Keep(name, user, entry, app.inbox_size, now, out.utf8())
+            spec = Keep(name, user, self._entry(out, now + app.inbox_ttl), app.inbox_size, now)
         if out.kept or spec is not None:
             message["kept"] = True
         if again:

@@ -130,7 +130,8 @@ class DurableInbox(MemoryInbox):
             box = self._boxes.get((app, user))
             if box is None:
                 box = self._boxes[(app, user)] = OrderedDict()
-            box[msg_id] = InboxEntry(msg_id, envelope, float(exp))
+            body = body.encode() if isinstance(body, str) else bytes(body)
+            box[msg_id] = InboxEntry(msg_id, body, float(exp), receipt_of(envelope))
             self._rows[msg_id] = int(seq)
             count += 1
         return count
@@ -143,26 +144,25 @@ class DurableInbox(MemoryInbox):
         *,
         cap: int,
         now: float,
-        encoded: bytes | None = None,
     ) -> list[InboxEntry]:
         """Keep ``entry`` in the user's inbox and record it; returns the entries dropped to
         stay within ``cap``. Raises :class:`StoreUnavailable` while the store cannot write."""
-        dropped = self._keep(app, user, entry, cap, now, encoded)
+        dropped = self._keep(app, user, entry, cap, now)
         if self.db.strict:
             await self.db.committed()
         return dropped
 
     def put_now(
-        self, app: str, user: str, entry: InboxEntry, cap: int, now: float, encoded: bytes
+        self, app: str, user: str, entry: InboxEntry, cap: int, now: float
     ) -> list[InboxEntry] | None:
         """:meth:`put` without a coroutine; None in strict mode (the caller must wait for
         the commit: :meth:`put`)."""
         if self.db.strict:
             return None
-        return self._keep(app, user, entry, cap, now, encoded)
+        return self._keep(app, user, entry, cap, now)
 
     def _keep(
-        self, app: str, user: str, entry: InboxEntry, cap: int, now: float, encoded: bytes | None
+        self, app: str, user: str, entry: InboxEntry, cap: int, now: float
     ) -> list[InboxEntry]:
         db = self.db
         if db.failure is not None:
@@ -175,9 +175,7 @@ class DurableInbox(MemoryInbox):
         if old is not None:  # the same message kept again: one row
             db.drop(old)
         rows[msg_id] = seq
-        # The envelope as the router encoded it; encoded here only for another caller.
-        body = encoded if encoded is not None else jsonutil.dumps_bytes(entry.envelope)
-        db.keep(seq, (seq, app, user, msg_id, body, entry.expires_at))
+        db.keep(seq, (seq, app, user, msg_id, entry.body, entry.expires_at))
         for gone in dropped:
             self._forget(gone)
         return dropped
@@ -196,7 +194,7 @@ class DurableInbox(MemoryInbox):
         seq = self._rows.pop(msg_id, None)
         if seq is not None:
             self.db.drop(seq)
-        return receipt_of(entry.envelope) or True
+        return entry.receipt or True
 
 
 class DurableReplay(MemoryReplayCache):

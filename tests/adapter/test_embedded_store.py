@@ -48,7 +48,7 @@ async def until(condition: Any, timeout: float = 5.0) -> None:
 
 
 def entry(msg_id: str, ttl: float = 100.0, **payload: Any) -> InboxEntry:
-    return InboxEntry(
+    return InboxEntry.of(
         msg_id, {"data": {"action": "exchange", "payload": payload}}, time.time() + ttl
     )
 
@@ -109,7 +109,7 @@ async def test_the_inbox_cap_and_expiry_reach_the_file(tmp_path: Path) -> None:
     bp = EmbeddedBackplane(options(tmp_path), clock=lambda: clock[0])
     await bp.start(None)  # type: ignore[arg-type]
     for i in range(4):
-        e = InboxEntry(f"m{i}", {"i": i}, clock[0] + (5 if i == 0 else 100))
+        e = InboxEntry.of(f"m{i}", {"i": i}, clock[0] + (5 if i == 0 else 100))
         dropped = await bp.inbox.put("a", "u", e, cap=3, now=clock[0])
     assert [d.msg_id for d in dropped] == ["m0"]
     await bp.database.committed()
