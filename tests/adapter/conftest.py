@@ -1,9 +1,11 @@
-"""Fixtures that run a real wxio server in the test's event loop, on an ephemeral port."""
+"""Fixtures that run a real wxio server in the test's event loop, on a free port."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -22,11 +24,38 @@ from wxio.adapter.profiles import (
 )
 from wxio.adapter.sio import SocketIOServer
 
+#: Ports for servers the tests start: below Linux's ephemeral range (32768-60999), so that no
+#: outgoing connection of this or another test can take one between the check and the
+#: server's bind (a port the kernel handed out for ``bind(0)`` could be, and once was); one
+#: block per xdist worker, so workers never offer each other the same one.
+PORT_BLOCK = 2_000
+PORT_BASE = 22_000
+
+
+def _port_candidates() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = PORT_BASE + (index % 5) * PORT_BLOCK
+    offset = (os.getpid() * 7) % PORT_BLOCK  # a re-run of the same worker starts elsewhere
+    for step in itertools.count():
+        yield start + (offset + step) % PORT_BLOCK
+
+
+_PORTS = _port_candidates()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, handed out once per test process (in turn through the
+    worker's block)."""
+    for _ in range(PORT_BLOCK):
+        port = next(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's block")
 
 
 class RunningServer:
