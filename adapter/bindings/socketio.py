@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from ...protocol.envelope import DenyReason
@@ -80,15 +80,13 @@ class SocketIOConnection(Connection):
         if msg_id is not None and (
             (out.kept and on_ack is not None) or (asked is not None and asked[1] is None)
         ):
-            # Kept, or its sender waits for a receipt: the ack callback is the acknowledgement.
-            tell = on_ack if on_ack is not None else self.acked
-
-            def acked(*_: Any) -> None:
-                tell(msg_id)  # the hub records it, then calls self.acked()
-
+            # Kept, or its sender waits for a receipt: the ack callback is the acknowledgement
+            # (the hub records it, then calls self.acked()). A partial, not a closure: one
+            # object that lives until the ack, and no frame of its own when it comes.
+            tell = on_ack if on_ack is not None else self._acked_by_callback
             # No timer: the ack is awaited until it comes, the connection ends, or the message
             # leaves the bounded `unacked` or `receipts` (forget() then drops the registration).
-            ack_id = socket.register_ack(acked, timeout=0)
+            ack_id = socket.register_ack(partial(tell, msg_id), timeout=0)
             if msg_id in self.unacked:
                 self.unacked[msg_id] = ack_id
             if asked is not None:
@@ -106,6 +104,9 @@ class SocketIOConnection(Connection):
         else:
             socket.emit(self.event, out.envelope)
         return True
+
+    def _acked_by_callback(self, msg_id: str, *_: Any) -> None:
+        self.acked(msg_id)
 
     def forget(self, ack_id: int | None) -> None:
         if ack_id is not None:

@@ -255,9 +255,10 @@ class Actions:
                 out = Outgoing(entry.envelope, entry.msg_id, kept=True, encoded=entry.body)
                 conn.send(out)
 
-    def acker(self, conn: Connection, user: str) -> Callable[[str], None]:
-        """``ack(msg_id)`` for clients that acknowledge by callback (socket.io): recorded in the
-        inbox, then the connection stops counting the message as had (see :meth:`_ack`)."""
+    def acker(self, conn: Connection, user: str) -> Callable[..., None]:
+        """``ack(msg_id, *args)`` for clients that acknowledge by callback (socket.io; what
+        the callback was called with is ignored): recorded in the inbox, then the connection
+        stops counting the message as had (see :meth:`_ack`)."""
         app = conn.app.name
 
         async def record(msg_id: str) -> None:
@@ -266,7 +267,7 @@ class Actions:
 
         if self.backplane.shared:
 
-            def acked(msg_id: str) -> None:
+            def acked(msg_id: str, *_: Any) -> None:
                 self.tasks.spawn(record(msg_id))
 
             return acked
@@ -274,7 +275,7 @@ class Actions:
         ack_here = self.ack_here
         if ack_here is not None:
 
-            def acked_now(msg_id: str) -> None:
+            def acked_now(msg_id: str, *_: Any) -> None:
                 # This node's inbox records an ack without waiting: no coroutine, no task. (A
                 # Redis ack gets its own task, as its client's timeouts belong to the task that
                 # started the command.)
@@ -283,7 +284,7 @@ class Actions:
 
             return acked_now
 
-        def acked_here(msg_id: str) -> None:
+        def acked_here(msg_id: str, *_: Any) -> None:
             resume = start_eagerly(record(msg_id))
             if resume is not None:
                 self.tasks.spawn(resume)

@@ -129,8 +129,9 @@ class Connection(ABC):
         self.bucket = TokenBucket(app.rate, app.burst, now)
         #: Denials in a row; a client that keeps sending garbage or flooding is cut off.
         self.denials = 0
-        #: ``on_ack(msg_id)``: the hub's inbox acknowledgement, for clients that ack by callback.
-        self.on_ack: Callable[[str], None] | None = None
+        #: ``on_ack(msg_id, *args)``: the hub's inbox acknowledgement, for clients that ack by
+        #: callback (what the callback got is ignored).
+        self.on_ack: Callable[..., None] | None = None
         #: Kept messages written here and not acknowledged yet (insertion-ordered, bounded by
         #: the inbox size), with the ack id a socket.io client was asked for: they are not
         #: written again when the inbox is delivered to this connection.
