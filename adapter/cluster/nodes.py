@@ -42,7 +42,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
@@ -137,6 +137,8 @@ class Nodes:
         #: it has seen (a lookup that spans one cannot trust a miss: see ``switched_since``).
         self._event = ""
         self.failovers = 0
+        #: Heartbeats written (by :meth:`run`).
+        self.beats = 0
         #: The other nodes whose heartbeat was current at the last sweep.
         self._peers: set[str] = set()
         #: A Redis Cluster's masters at the last beat (None: not known yet).
@@ -225,7 +227,21 @@ class Nodes:
         cluster = self.bp.redis
         if not isinstance(cluster, RedisCluster):
             return
-        await self.bp.call(cluster.nodes_manager.initialize())
+        # Asked of one master, and the slot map reloaded only when its masters differ from
+        # redis-py's: a reload marks every pooled connection for a reconnect (redis-py 8), so
+        # one at every beat would churn the whole pool every few seconds (a new connection
+        # and its handshake for most commands, under load). A master that does not answer is
+        # what a reload is for (it asks every node it knows).
+        known = {node.name for node in cluster.get_primaries()}
+        try:
+            slots: Any = await self.bp.call(cluster.cluster_slots())
+            remap = cluster.nodes_manager.remap_host_port
+            # (redis-py parses the reply into {(start, end): {"primary": (host, port), ...}})
+            seen = {"{}:{}".format(*remap(*shard["primary"])) for shard in slots.values()}
+        except (BackplaneError, AttributeError, KeyError, TypeError):
+            seen = set()
+        if seen != known:
+            await self.bp.call(cluster.nodes_manager.initialize())
         masters = ",".join(sorted(node.name for node in cluster.get_primaries()))
         if self._masters is not None and masters != self._masters:
             log.warning(
@@ -329,6 +345,7 @@ class Nodes:
                 existed = await bp.call(bp.redis.exists(bp.key("node", bp.node_id)))
                 changed = await self.check_epoch()
                 await self.heartbeat_once()
+                self.beats += 1
                 if not self.healthy or not existed or self._resync or changed:
                     self.healthy = True
                     self._resync = False

@@ -269,3 +269,30 @@ def test_cluster_url() -> None:
             parse_cluster_url(bad)
     with pytest.raises(ConfigError, match="redis_url"):
         RedisBackplane("redis+cluster://h:99999/")
+
+
+async def test_heartbeats_keep_their_redis_connections(
+    start_server: StartServer, redis_cluster: RedisClusterGroup, redis_prefix: str
+) -> None:
+    """A beat reloads redis-py's slot map only when the masters changed: reloading it at every
+    beat made redis-py reconnect every pooled connection each time (a new connection, and its
+    handshake, for most commands under load)."""
+    backplane = RedisBackplane(redis_cluster.url, prefix=redis_prefix, node_id="beat", node_ttl=0.6)
+    await start_server(apps=APPS, backplane=backplane)
+    await until(lambda: backplane.listening, what="subscribed")
+    clients = [redis_cluster.client(m) for m in redis_cluster.masters]
+
+    async def connections_received() -> int:
+        return sum([int((await c.info("stats"))["total_connections_received"]) for c in clients])
+
+    try:
+        await until(lambda: backplane.nodes.beats >= 2, what="two beats")
+        before, beats = await connections_received(), backplane.nodes.beats
+        await until(lambda: backplane.nodes.beats >= beats + 6, what="six more beats")
+        opened = await connections_received() - before
+        # Each beat's commands (the slot map's master, EXISTS, the epoch, the heartbeat, the
+        # sweep) found their connections pooled: none opened (a few for the counters' own).
+        assert opened <= len(clients), opened
+    finally:
+        for c in clients:
+            await c.aclose()
