@@ -1,7 +1,7 @@
-// bench/node/gen.js with two more scenarios, for the routing core with user ids (clients that
+// bench/node/gen.js with three more scenarios, for the routing core with user ids (clients that
 // connect with a `userId`, so that every message sent to them is kept in their user's inbox
 // until they acknowledge it). bench/compare.py runs this file instead of gen.js for the
-// `core-user` and `idle-user` scenarios.
+// `core-user` and `idle-user` scenarios, bench/validate_capacity.py for `capacity`.
 //
 // It runs gen.js's own code (its WebSocket client, frames, signer, /proc readings, `pingPong`,
 // `measure` and `main`), with its scenario table replaced by the one below, so that these
@@ -19,6 +19,17 @@
 //               `spec.ack` false: nothing is acknowledged (a client of the predecessor, which
 //               kept nothing).
 //   idle-user   gen.js's `idle` with raw /ws clients that each name their own user id.
+//   capacity    (bench/validate_capacity.py) `spec.users` raw /ws clients, client i with userId
+//               "u<first+i>" (`spec.first`, 0 by default), spread round-robin over `spec.ports`,
+//               `spec.concurrency` connecting at a time; then `spec.rate` signed sendToOthers a
+//               second in all, paced by a 1 ms timer (as `latency`), each from a random client
+//               to another random client's client id; every exchange received is acknowledged
+//               at once. Results are counted by status and guarantee, deliveries, acks and
+//               denials, over `spec.duration` after `spec.warmup` (`measure`).
+//               `spec.barrier`: once connected (and `spec.settle` s later), it prints
+//               {"event":"connected"} and waits for a line on stdin before sending; it prints
+//               {"event":"start"} and {"event":"end"} at the edges of the timed window, so that
+//               the caller can read its own counters over the same window.
 //
 // Usage: node gen_user.js '<spec JSON>'   (as gen.js)
 "use strict";
@@ -184,7 +195,126 @@ function userScenarios() {
     return m;
   }
 
-  return { "core-user": coreUser, "idle-user": idleUser };
+  /** One line on stdin (the caller's go-ahead). */
+  function nextLine() {
+    return new Promise((resolve) => {
+      process.stdin.setEncoding("utf8");
+      process.stdin.once("data", (d) => {
+        process.stdin.pause();
+        resolve(d);
+      });
+    });
+  }
+
+  const event = (name, extra = {}) =>
+    process.stdout.write(`${JSON.stringify({ event: name, ...extra })}\n`);
+
+  /** Many users and a paced load of messages between them, kept until acked and acked. */
+  async function capacity() {
+    const ports = spec.ports;
+    const first = spec.first || 0;
+    const conns = await openMany(spec.users, spec.concurrency, (i) =>
+      openRawUser(ports[(first + i) % ports.length], `u${first + i}`, true),
+    );
+    const counts = {
+      sent: 0,
+      results: 0,
+      deliveries: 0,
+      acks: 0,
+      deny: 0,
+      other: 0,
+      status: {},
+      guarantee: {},
+      firstDeny: null,
+    };
+    for (const c of conns) {
+      c.onMessage = (conn, buf, s, e) => {
+        const text = buf.latin1Slice(s, e);
+        if (text.includes('"action":"exchange"')) {
+          const i = text.indexOf('"msgId":"') + 9;
+          conn.write(ackFrame(text.slice(i, text.indexOf('"', i))));
+          counts.deliveries++;
+          counts.acks++;
+        } else if (text.includes('"action":"result"')) {
+          const p = JSON.parse(buf.toString("utf8", s, e)).data.payload;
+          counts.results++;
+          counts.status[p.status] = (counts.status[p.status] || 0) + 1;
+          counts.guarantee[p.guarantee] = (counts.guarantee[p.guarantee] || 0) + 1;
+        } else if (text.includes('"action":"deny"')) {
+          counts.deny++;
+          if (counts.firstDeny === null) counts.firstDeny = buf.toString("utf8", s, e);
+        } else {
+          counts.other++;
+        }
+      };
+    }
+    if (spec.settle) await sleep(spec.settle);
+    if (failure) throw new Error(failure);
+    if (spec.barrier) {
+      event("connected", { clients: conns.length });
+      await nextLine();
+    }
+    const pick = () => conns[Math.floor(Math.random() * conns.length)];
+    const t0 = performance.now();
+    const timer = setInterval(() => {
+      const due = Math.floor(((performance.now() - t0) / 1000) * spec.rate);
+      for (; counts.sent < due; counts.sent++) {
+        const from = pick();
+        let to = pick();
+        while (to === from) to = pick();
+        from.write(frame(envelope(to.sid)));
+      }
+    }, 1);
+    const copy = () => ({
+      ...counts,
+      status: { ...counts.status },
+      guarantee: { ...counts.guarantee },
+    });
+    let a = null;
+    const m = await measure(
+      () => counts.deliveries,
+      () => {
+        a = copy();
+        if (spec.barrier) event("start");
+      },
+    );
+    const b = copy();
+    if (spec.barrier) event("end");
+    clearInterval(timer);
+    // Let what is in flight be answered and delivered (up to 5 s).
+    const until = performance.now() + 5000;
+    const done = () =>
+      counts.results + counts.deny >= counts.sent && counts.deliveries >= counts.results;
+    while (!done() && performance.now() < until) await sleep(0.05);
+    const diff = (x, y) => {
+      const out = {};
+      for (const k of Object.keys(x)) if (x[k] - (y[k] || 0)) out[k] = x[k] - (y[k] || 0);
+      return out;
+    };
+    m.clients = conns.length;
+    m.offered = spec.rate;
+    m.sent = b.sent - a.sent;
+    m.results = b.results - a.results;
+    m.acks = b.acks - a.acks;
+    m.denied = b.deny - a.deny;
+    m.status = diff(b.status, a.status);
+    m.guarantee = diff(b.guarantee, a.guarantee);
+    m.in_flight_at_end = b.sent - b.results - b.deny;
+    m.total = {
+      sent: counts.sent,
+      results: counts.results,
+      deliveries: counts.deliveries,
+      denied: counts.deny,
+      other: counts.other,
+    };
+    m.unanswered = counts.sent - counts.results - counts.deny;
+    m.undelivered = counts.results - counts.deliveries;
+    if (counts.firstDeny) m.first_deny = counts.firstDeny.slice(0, 300);
+    closeAll(conns);
+    return m;
+  }
+
+  return { "core-user": coreUser, "idle-user": idleUser, capacity };
 }
 
 // gen.js, its scenario table (`const SCENARIOS = { ... };`) replaced by userScenarios().
