@@ -381,7 +381,7 @@ class RedisInbox:
             if body is None:
                 continue
             try:
-                data = jsonutil.loads(body)
+                data = jsonutil.loads_own(body)
             except RemoteProtocolError:
                 continue
             if not isinstance(data, dict) or not isinstance(data.get("env"), dict):

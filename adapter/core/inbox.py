@@ -63,7 +63,7 @@ class InboxEntry(NamedTuple):
     @property
     def envelope(self) -> dict[str, Any]:
         """The envelope, decoded (for the rare readers: a redelivery, a test)."""
-        envelope: dict[str, Any] = jsonutil.loads(self.body)
+        envelope: dict[str, Any] = jsonutil.loads_own(self.body)
         return envelope
 
 

@@ -122,7 +122,7 @@ class DurableInbox(MemoryInbox):
         count = 0
         for seq, app, user, msg_id, body, exp in rows:
             try:
-                envelope = jsonutil.loads(body)
+                envelope = jsonutil.loads_own(body)
             except RemoteProtocolError:
                 continue
             if not isinstance(envelope, dict):

@@ -24,6 +24,7 @@ from wxio.adapter.embedded.database import (
     StoreUnavailable,
 )
 from wxio.adapter.metrics import Metrics
+from wxio.protocol import jsonutil
 from wxio.protocol.signing import NonceClaim
 
 
@@ -400,3 +401,16 @@ def test_recovery_after_an_unclean_stop_starts_new_sessions(tmp_path: Path) -> N
         db.close_now()
     assert rows(tmp_path, "SELECT count(*) FROM sio_log") == [(0,)]
     assert rows(tmp_path, "SELECT count(*) FROM sessions WHERE kind = 'sio'") == [(0,)]
+
+
+def test_an_entry_holds_the_bytes_and_gives_back_its_envelope_however_deep() -> None:
+    """An inbox entry keeps the envelope as the bytes written to the wire; a redelivery reads
+    it back whole, also when the server's levels took a client's payload past MAX_DEPTH."""
+    deep: Any = 1
+    for _ in range(31):
+        deep = {"d": deep}
+    envelope = {"data": {"action": "exchange", "payload": deep}, "meta": {"msgId": "m"}}
+    kept = InboxEntry.of("m", envelope, time.time() + 10)
+    assert kept.body == jsonutil.dumps_bytes(envelope)
+    assert kept.envelope == envelope
+    assert kept.receipt is None

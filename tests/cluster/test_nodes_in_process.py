@@ -8,6 +8,7 @@ import time
 
 import pytest
 from wxio.adapter.cluster.redis import RedisBackplane
+from wxio.protocol import jsonutil
 
 from tests.adapter.conftest import RunningServer, StartServer
 from tests.adapter.core_clients import RawClient, Signer, SioClient, api_post, now_ms
@@ -280,3 +281,35 @@ async def test_a_forward_nobody_took_goes_the_long_way_in_its_place(
     finally:
         for c in (sender, here, there):
             await c.close()
+
+
+async def test_a_kept_message_as_deep_as_a_client_may_send_comes_back_from_redis(
+    start_server: StartServer, redis_prefix: str
+) -> None:
+    """The inbox entry in Redis wraps the envelope one level deeper than the client's frame;
+    read back, it is the server's own JSON, not a client's: no depth limit drops it."""
+    (a,) = await _nodes(start_server, redis_prefix, n=1)
+    assert a.hub is not None
+    sender = await RawClient.connect(a.ws_url, C, user="s")
+    mini = await RawClient.connect(a.ws_url, C, user="deep")
+    old = mini.client_id
+    await mini.close()
+    await until(lambda: ("c", old) not in a.hub.connections, what="deep detached")
+    deep: object = "x"
+    for _ in range(jsonutil.MAX_DEPTH - 2):  # the frame itself: exactly MAX_DEPTH deep
+        deep = [deep]
+    for _ in range(250):  # polled: offline in the shared directory
+        where = await a.hub.directory.locate("c", old)
+        if where is not None and where.node is None:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        result = await sender.request(C.envelope("sendToOthers", deep, target=old))
+        assert payload(result)["status"] == "queued", result
+        back = await RawClient.connect(a.ws_url, C, user="deep")
+        got = await back.recv()
+        assert got["meta"]["msgId"] == payload(result)["msgId"]
+        assert payload(got) == deep
+        await back.close()
+    finally:
+        await sender.close()

@@ -303,3 +303,19 @@ def test_long_documents_are_limited_by_their_real_depth(values: list[object]) ->
 )
 def test_encodable_says_whether_a_value_goes_on_the_wire(value: object, ok: bool) -> None:
     assert jsonutil.encodable(value) is ok
+
+
+def test_loads_own_has_no_depth_limit_and_fails_as_loads_does() -> None:
+    """What the server encoded around a client's payload (an envelope it keeps) may nest past
+    MAX_DEPTH: it is read back as it was written; a broken one is still a DecodeError."""
+    deep: Any = "x"
+    for _ in range(jsonutil.MAX_DEPTH):
+        deep = [deep]
+    envelope = {"data": {"action": "exchange", "payload": deep}}
+    body = jsonutil.dumps_bytes(envelope)
+    with pytest.raises(LimitExceeded):
+        jsonutil.loads(body)
+    assert jsonutil.loads_own(body) == envelope
+    assert jsonutil.loads_own(body.decode()) == envelope
+    with pytest.raises(DecodeError):
+        jsonutil.loads_own(b'{"data":')
