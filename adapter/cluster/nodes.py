@@ -112,6 +112,8 @@ return redis.call('SREM', KEYS[2], ARGV[2])
 #: subscription, back within about 1.2 s of a Redis restart; Sentinel's new master, within
 #: FOLLOW_INTERVAL). The named nodes are waited for as long as they take.
 GRACE = 5.0
+#: Seconds between beats while Redis does not answer them.
+RETRY = 0.5
 #: Markers looked for, at most, to find one in each master's slots (a Redis Cluster).
 MAX_MARKER_TRIES = 1 << 17
 
@@ -268,7 +270,13 @@ class Nodes:
         if lost or self._event:
             token = secrets.token_hex(8)
             # A starting node names nobody: it knows no clients of other nodes to wait for.
-            named = sorted({*self._peers, bp.node_id}) if self.epoch is not None else []
+            # Else the nodes alive at its last sweep, and those it found alive since (a node it
+            # forwarded to): a restart before this node's first sweep left the first empty.
+            named = (
+                sorted({*self._peers, *self._seen_alive(), bp.node_id})
+                if self.epoch is not None
+                else []
+            )
             event = self._event or (f"lost {token}" if self.epoch is not None else "first")
             # (A starting node's epoch has nothing to wait for: the first of a new cluster.)
             window_ms = int(self.window * 1000)
@@ -339,7 +347,9 @@ class Nodes:
         When Redis comes back (or forgot this node), the node's clients are registered again."""
         bp = self.bp
         while not bp.closing:
-            await self._pause(bp.node_ttl / 3)
+            # Redis did not answer the last beat: the next comes sooner, so that a restart is
+            # learnt of (and this node's clients registered again) within the others' grace.
+            await self._pause(bp.node_ttl / 3 if self.healthy else min(bp.node_ttl / 3, RETRY))
             try:
                 await self._masters_changed()
                 existed = await bp.call(bp.redis.exists(bp.key("node", bp.node_id)))
@@ -405,6 +415,10 @@ class Nodes:
         directory = bp.directory
         assert isinstance(directory, RedisDirectory)
         await directory.forget_on_dead_node(app, client, node, 86400)
+
+    def _seen_alive(self) -> set[str]:
+        """The nodes this node last found alive when it asked (their answer may be old)."""
+        return {node for node, (alive, _) in self._alive_cache.items() if alive}
 
     def known_alive(self, node: str) -> bool | None:
         """:meth:`node_alive` from its cache, without a coroutine; None when not cached."""

@@ -17,11 +17,13 @@ from __future__ import annotations
 import signal
 
 import pytest
+import redis.asyncio as aioredis
 from wxio.adapter.cluster.redis import RedisBackplane
 
 from tests.adapter.conftest import RunningServer, StartServer
 from tests.adapter.core_clients import RawClient, Signer
 
+from .conftest import REDIS_URL
 from .flows import Flow, Flows, true, until
 from .procs import Processes, wait_registered
 
@@ -182,3 +184,26 @@ async def test_sentinel_failover_to_a_replica_without_a_registration(
             await running.cancel()
         for client in clients:
             await client.close()
+
+
+async def test_a_lost_epoch_names_the_nodes_this_node_found_alive_since_its_sweep(
+    start_server: StartServer, redis_prefix: str
+) -> None:
+    """The node that begins a new epoch (Redis forgot the last) names, beside the nodes alive at
+    its last sweep, those it found alive since (a node it forwarded to): a Redis restart before
+    its first sweep left only the grace for the other nodes to register their clients again,
+    and a loaded node could miss it (one ``target_offline`` in a full run)."""
+    backplane = RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id="e0", node_ttl=15.0)
+    await start_server(apps=APPS, backplane=backplane)
+    r = aioredis.from_url(REDIS_URL)
+    try:
+        # e1's heartbeat, found by e0 when it asks (as before a forward); no sweep has run yet
+        # (the first comes a third of node_ttl after the start).
+        await r.set(backplane.key("node", "e1"), "{}", px=10_000)
+        assert await backplane.nodes.node_alive("e1")
+        await r.delete(backplane.key("epoch"))  # Redis lost it
+        assert await backplane.nodes.check_epoch()
+        resync = {m.decode() for m in await r.smembers(backplane.key("epoch", "resync"))}
+        assert resync == {"e0", "e1"}
+    finally:
+        await r.aclose()
