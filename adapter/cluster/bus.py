@@ -681,6 +681,17 @@ class Bus:
             except TimeoutError:
                 raise BackplaneError(f"redis: no answer within {timeout:g} s") from None
             if not alive:
+                # Its heartbeat is gone: the node died, or Redis lost the key (restarted empty,
+                # failed over) and the node has not beaten again yet. While the directory
+                # settles that is no proof of a gone target (a route this node remembered
+                # led here without the directory): unavailable, as for a forward nobody took.
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        moved = await self.bp.master_moved_since(self.bp.switches)
+                except TimeoutError:
+                    moved = True
+                if moved:
+                    raise BackplaneError("redis: the directory is being restored")
                 return Forwarded(False)
         fut: asyncio.Future[Forwarded | BaseException] = loop.create_future()
 

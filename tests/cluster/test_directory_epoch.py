@@ -19,6 +19,7 @@ import signal
 import pytest
 import redis.asyncio as aioredis
 from wxio.adapter.cluster.redis import RedisBackplane
+from wxio.adapter.core.backplane import BackplaneError
 
 from tests.adapter.conftest import RunningServer, StartServer
 from tests.adapter.core_clients import RawClient, Signer
@@ -205,5 +206,35 @@ async def test_a_lost_epoch_names_the_nodes_this_node_found_alive_since_its_swee
         assert await backplane.nodes.check_epoch()
         resync = {m.decode() for m in await r.smembers(backplane.key("epoch", "resync"))}
         assert resync == {"e0", "e1"}
+    finally:
+        await r.aclose()
+
+
+async def test_a_forward_to_a_node_whose_heartbeat_is_gone_is_unavailable_while_settling(
+    start_server: StartServer, redis_prefix: str
+) -> None:
+    """A node whose heartbeat is gone is dead, unless Redis lost the key (restarted empty) and
+    the node has not beaten again yet: while the directory settles, a forward to it (through a
+    route this node remembered, which skips the directory) is not taken for a gone target, so
+    an anonymous target is refused ``unavailable``, not ``target_offline`` (one full run saw
+    one)."""
+    backplane = RedisBackplane(REDIS_URL, prefix=redis_prefix, node_id="e0", node_ttl=15.0)
+    await start_server(apps=APPS, backplane=backplane)
+    message = {"t": "deliver", "app": "c", "client": "gone", "env": {"data": {"action": "x"}}}
+    r = aioredis.from_url(REDIS_URL)
+    try:
+        # Settled (the epoch of a new cluster has no grace): a node with no heartbeat is gone.
+        assert not await backplane.nodes.settling()
+        done = await backplane.forward("e1", message, timeout=2.0)
+        assert not done.taken
+        # Redis lost the epoch (and with it e1's heartbeat): a new epoch, settling for its grace.
+        await r.delete(backplane.key("epoch"))
+        await backplane.nodes.check_epoch()
+        assert await backplane.nodes.settling()
+        await until(
+            lambda: true(backplane.nodes.known_alive("e1") is None), 5, "e1's answer forgotten"
+        )
+        with pytest.raises(BackplaneError):
+            await backplane.forward("e1", message, timeout=2.0)
     finally:
         await r.aclose()
