@@ -417,8 +417,12 @@ class Nodes:
         await directory.forget_on_dead_node(app, client, node, 86400)
 
     def _seen_alive(self) -> set[str]:
-        """The nodes this node last found alive when it asked (their answer may be old)."""
-        return {node for node, (alive, _) in self._alive_cache.items() if alive}
+        """The nodes this node found alive when it last asked, within ``node_ttl`` (one dead
+        longer ago would hold every new epoch's window open for nothing)."""
+        since = time.monotonic() - self.bp.node_ttl
+        return {
+            node for node, (alive, until) in self._alive_cache.items() if alive and until > since
+        }
 
     def known_alive(self, node: str) -> bool | None:
         """:meth:`node_alive` from its cache, without a coroutine; None when not cached."""
