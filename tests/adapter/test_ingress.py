@@ -150,12 +150,15 @@ async def test_same_bad_input_same_reason_on_every_way_in(core: RunningServer, c
             await c.close()
 
 
+#: One stale timestamp for the expired case (two calls could fall in different milliseconds,
+#: and then its signature would be for another timestamp: ``bad_signature``).
+STALE = stale()
 CONNECT_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("bad signature", {"sign": "0" * 32}, "bad_signature"),
     ("unknown app", {"app": "nosuchapp"}, "bad_signature"),
     ("timestamp true", {"timestamp": True}, "malformed"),
     ("timestamp float", {"timestamp": 1.5}, "malformed"),
-    ("expired", {"timestamp": stale(), "sign": TBL.md5(stale())}, "expired"),
+    ("expired", {"timestamp": STALE, "sign": TBL.md5(STALE)}, "expired"),
 ]
 
 
