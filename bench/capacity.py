@@ -45,6 +45,12 @@ PARAMS: list[tuple[str, float, str]] = [
     ("c_connect", 800.0, "one connect + close with a user id"),
     ("c_delivery", 4.6, "one broadcast delivery to a local client"),
     ("c_bcast_node", 350.0, "a broadcast on each node, before its deliveries"),
+    (
+        "node_floor",
+        0.0,
+        "cores a node spends once messages flow at a light load (docs/capacity.md, Validation:"
+        " about 0.3 measured at 250 messages a second per node; 0: the loaded figures)",
+    ),
     ("kb_conn", 5.0, "node memory per connection, KB"),
     ("base_mb", 57.0, "node memory with no connection, MB"),
     # Redis costs per operation
@@ -78,13 +84,19 @@ def node_demand(p: dict[str, float], nodes: int) -> dict[str, float]:
     user = p["user_share"]
     send_user = (1 - cross) * p["c_local_user"] + cross * p["c_cross_user"]
     send_anon = (1 - cross) * p["c_local_anon"] + cross * p["c_cross_anon"]
-    return {
+    demand = {
         "sends": p["msgs"] * (user * send_user + (1 - user) * send_anon) / 1e6,
         "heartbeats": p["users"] / p["heartbeat"] * p["c_heartbeat"] / 1e6,
         "reconnects": p["users"] / p["reconnect"] * p["c_connect"] / 1e6,
         "broadcast deliveries": p["bcasts"] * p["receivers"] * p["c_delivery"] / 1e6,
         "broadcasts on every node": p["bcasts"] * nodes * p["c_bcast_node"] / 1e6,
     }
+    # A node that handles messages at all spends at least node_floor (a light load shares
+    # nothing between messages); the terms above are the loaded figures, so only what they
+    # leave below the floor is added.
+    floor = nodes * p["node_floor"] if p["msgs"] else 0.0
+    demand["light-load floor"] = max(0.0, floor - sum(demand.values()))
+    return demand
 
 
 def model(p: dict[str, float]) -> dict[str, Any]:
